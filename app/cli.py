@@ -1,0 +1,127 @@
+"""Command line: `gemini-proxy serve | check-config | fake-gemini` (also `python -m app`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from app import __version__
+from app.settings import ENV_PREFIX, ConfigError, Settings, load_settings
+
+log = logging.getLogger("gemini_proxy")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    server = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v is not None}
+    return {"server": server} if server else {}
+
+
+def _describe(settings: Settings) -> str:
+    if settings.demo:
+        return "demo mode (built-in fake Gemini)"
+    ups = ", ".join(f"{u.name} ({u.type})" for u in settings.upstreams)
+    return f"upstreams: {ups}; routes: {len(settings.models)}; aliases: {len(settings.aliases)}"
+
+
+def _factory() -> Any:
+    """App factory for multi-worker uvicorn: each worker re-reads the same config and env."""
+    from app.logs import configure_logging
+    from app.main import create_app
+
+    settings = load_settings()
+    configure_logging(settings.server.log_level, settings.secrets())
+    return create_app(settings)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.logs import configure_logging
+    from app.main import create_app
+
+    try:
+        settings = load_settings(args.config, _overrides(args))
+    except ConfigError as exc:
+        print(f"gemini-proxy: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.server.log_level, settings.secrets())
+    server = settings.server
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    common: dict[str, Any] = dict(
+        host=server.host,
+        port=server.port,
+        loop=loop,
+        http="httptools",
+        access_log=server.access_log,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+    banner = f"gemini-proxy {__version__} on http://{server.host}:{server.port}/v1 - {_describe(settings)}"
+    if settings.demo:
+        banner += "\n  DEMO MODE: answers come from the built-in fake Gemini. Set GEMINI_API_KEY for real Gemini."
+    print(banner, file=sys.stderr, flush=True)
+    if server.workers > 1:
+        # Workers rebuild the settings themselves: hand them the same file and flags.
+        if args.config:
+            os.environ[ENV_PREFIX + "CONFIG"] = os.path.abspath(args.config)
+        for key in ("host", "port", "workers"):
+            if getattr(args, key) is not None:
+                os.environ[f"{ENV_PREFIX}SERVER__{key.upper()}"] = str(getattr(args, key))
+        uvicorn.run("app.cli:_factory", factory=True, workers=server.workers, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.file)
+    except ConfigError as exc:
+        print(f"gemini-proxy: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: OK - {_describe(settings)}")
+    return 0
+
+
+def fake_gemini(args: argparse.Namespace) -> int:
+    from app.testing.fake_gemini import run_from_args
+
+    return run_from_args(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gemini-proxy", description="OpenAI-compatible gateway to Google Gemini")
+    parser.add_argument("--version", action="version", version=f"gemini-proxy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gateway")
+    p.add_argument("--config", help=f"YAML config file (default: ${ENV_PREFIX}CONFIG, else zero-config from env)")
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default 8000)")
+    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.set_defaults(func=serve)
+
+    p = sub.add_parser("check-config", help="validate a config file and exit")
+    p.add_argument("file")
+    p.set_defaults(func=check_config)
+
+    from app.testing.fake_gemini import add_cli_arguments
+
+    p = sub.add_parser("fake-gemini", help="run the offline fake Gemini API (for development and tests)")
+    add_cli_arguments(p)
+    p.set_defaults(func=fake_gemini)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

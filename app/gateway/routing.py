@@ -1,0 +1,106 @@
+"""Model routing: a public model name -> ordered (upstream, Gemini model) targets.
+
+Resolution order for a requested name:
+1. a configured route (`models:`), by exact name;
+2. an alias (`aliases:`), which points at a route or at a Gemini model;
+3. passthrough (when enabled): the name itself, with the prefixes clients use
+   for Gemini ids stripped (`models/`, `google/`, `gemini/`), on the first
+   upstream (then on the other upstreams as fall-backs).
+
+Targets of one route are tried by `priority` (lower first); targets of equal
+priority are shuffled by `weight` for every request, so load spreads as asked.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.errors import ModelNotFound
+from app.gateway.upstreams import Upstream
+from app.settings import Settings
+from app.translate.capabilities import ModelCapabilities, capabilities_for
+
+_PREFIXES = ("models/", "google/", "gemini/", "publishers/google/models/")
+_PASSTHROUGH_CACHE = 1024
+
+
+def gemini_model_id(name: str) -> str:
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+@dataclass(frozen=True)
+class Target:
+    upstream: Upstream
+    model: str
+    capabilities: ModelCapabilities
+    priority: int = 0
+    weight: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.upstream.name}/{self.model}"
+
+
+class Router:
+    def __init__(self, settings: Settings, upstreams: list[Upstream], rng: Callable[[], float] = random.random) -> None:
+        self.upstreams = {u.name: u for u in upstreams}
+        self.order = list(upstreams)
+        self.passthrough = settings.passthrough
+        self._patterns = settings.capabilities
+        self._rng = rng
+        self.routes: dict[str, list[Target]] = {}
+        for route in settings.models:
+            self.routes[route.name] = [
+                Target(
+                    upstream=self.upstreams[t.upstream] if t.upstream else self.order[0],
+                    model=gemini_model_id(t.model),
+                    capabilities=capabilities_for(gemini_model_id(t.model), self._patterns, route.capabilities),
+                    priority=t.priority,
+                    weight=t.weight,
+                )
+                for t in route.targets
+            ]
+        for alias, target in settings.aliases.items():
+            if alias in self.routes:
+                continue
+            if target in self.routes:
+                self.routes[alias] = self.routes[target]
+            elif self.order:
+                model = gemini_model_id(target)
+                self.routes[alias] = [
+                    Target(u, model, capabilities_for(model, self._patterns)) for u in self.order
+                ]
+        self._passthrough: dict[str, list[Target]] = {}
+
+    def public_names(self) -> list[str]:
+        return list(self.routes)
+
+    def _ordered(self, targets: list[Target]) -> list[Target]:
+        if len(targets) < 2:
+            return targets
+        # Weighted random order inside each priority (Efraimidis-Spirakis keys).
+        keyed = [(t.priority, -(self._rng() ** (1.0 / t.weight)), i, t) for i, t in enumerate(targets)]
+        keyed.sort()
+        return [t for *_, t in keyed]
+
+    def resolve(self, name: str) -> list[Target]:
+        targets = self.routes.get(name)
+        if targets is not None:
+            return self._ordered(targets)
+        if not self.passthrough or not self.order:
+            raise ModelNotFound(name)
+        model = gemini_model_id(name)
+        if model in self.routes:
+            return self._ordered(self.routes[model])
+        cached = self._passthrough.get(model)
+        if cached is None:
+            if len(self._passthrough) >= _PASSTHROUGH_CACHE:
+                self._passthrough.clear()
+            caps = capabilities_for(model, self._patterns)
+            cached = self._passthrough[model] = [Target(u, model, caps) for u in self.order]
+        return cached

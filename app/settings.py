@@ -1,0 +1,356 @@
+"""Configuration: the YAML file, `${ENV}` interpolation, env overrides, zero-config.
+
+Owns every setting the gateway reads (documented one by one in
+`config.example.yaml`) and how they are loaded, in this order of precedence:
+
+1. command-line flags (`--host`, `--port`, `--workers`);
+2. environment variables `GEMINI_PROXY_<SECTION>__<SETTING>` (e.g.
+   `GEMINI_PROXY_SERVER__PORT=9000`; lists and maps as JSON);
+3. the YAML file (`--config FILE` or `GEMINI_PROXY_CONFIG`), where `${VAR}` and
+   `${VAR:-default}` are replaced from the environment;
+4. defaults.
+
+With no upstream configured, the standard variables of Google's SDKs are read
+(zero-config): `GEMINI_API_KEY` (+ `GEMINI_BASE_URL`) for the Gemini Developer
+API, `GOOGLE_CLOUD_PROJECT` / `GOOGLE_CLOUD_LOCATION` /
+`GOOGLE_APPLICATION_CREDENTIALS` (+ `VERTEX_BASE_URL`) for Vertex AI. With none
+of them either, the gateway runs in demo mode against the built-in fake Gemini.
+
+A bad configuration raises `ConfigError`, whose message names the file, the
+setting and what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
+
+from app.errors import loc_to_path
+
+ENV_PREFIX = "GEMINI_PROXY_"
+DEFAULT_GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def _parse_size(value: Any) -> Any:
+    """Accept `20MiB`, `32MB`, `1048576`."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+        if match and match.group(2).lower() in _SIZE_UNITS:
+            return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(_parse_size), Field(ge=1)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    max_request_bytes: ByteSize = 32 * 1024 * 1024
+    keepalive_seconds: Seconds = 15.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = False
+
+
+class ClientKey(_Section):
+    name: str | None = None
+    key: SecretStr | None = None
+    key_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ClientKey:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of `key` or `key_sha256`")
+        return self
+
+    def digest(self) -> bytes:
+        if self.key_sha256 is not None:
+            return bytes.fromhex(self.key_sha256)
+        assert self.key is not None
+        return hashlib.sha256(self.key.get_secret_value().encode()).digest()
+
+
+class AuthSettings(_Section):
+    client_keys: list[SecretStr | ClientKey] = []
+    byok: bool = False
+
+
+class ApiKey(_Section):
+    key: SecretStr
+    project: str | None = None  # keys of one Google project share its quota
+
+
+class UpstreamSettings(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    type: Literal["gemini", "vertex"] = "gemini"
+    base_url: str | None = None
+    api_version: str | None = None
+    # gemini
+    api_keys: list[SecretStr | ApiKey] = []
+    # vertex
+    project: str | None = None
+    location: str = "global"
+    credentials_file: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> UpstreamSettings:
+        if self.type == "vertex" and not self.project:
+            raise ValueError("a vertex upstream needs `project`")
+        if self.base_url is not None and not re.match(r"^https?://", self.base_url):
+            raise ValueError("`base_url` must start with http:// or https://")
+        return self
+
+    def keys(self) -> list[ApiKey]:
+        return [k if isinstance(k, ApiKey) else ApiKey(key=k) for k in self.api_keys]
+
+
+class TargetSettings(_Section):
+    upstream: str | None = None  # default: the first upstream
+    model: str
+    priority: int = 0
+    weight: int = Field(1, ge=1)
+
+
+class CapabilityOverrides(_Section):
+    """Per-model facts; `None` keeps the built-in default (see translate/capabilities.py)."""
+
+    thinking: Literal["none", "budget", "level"] | None = None
+    thinking_levels: list[Literal["minimal", "low", "medium", "high"]] | None = None
+    thinking_budget_min: int | None = None
+    thinking_budget_max: int | None = None
+    thinking_can_disable: bool | None = None
+    reasoning_effort: dict[str, int | str] | None = None
+    json_schema: bool | None = None
+    signatures_required: bool | None = None
+    per_part_media_resolution: bool | None = None
+    multimodal_function_response: bool | None = None
+    image_output: bool | None = None
+    drop_params: list[str] | None = None
+
+
+class ModelRoute(_Section):
+    name: str
+    targets: list[TargetSettings] = Field(min_length=1)
+    capabilities: CapabilityOverrides | None = None
+
+
+class TimeoutSettings(_Section):
+    connect: Seconds = 10.0
+    first_byte: Seconds = 300.0
+    total: Seconds = 900.0
+    stream_idle: Seconds = 300.0
+
+
+class RetrySettings(_Section):
+    max_attempts: int = Field(3, ge=1)
+    backoff_initial: Seconds = 0.5
+    backoff_max: Seconds = 8.0
+    max_retry_delay: Seconds = 30.0
+    malformed_function_call: int = Field(1, ge=0)
+
+
+class MediaSettings(_Section):
+    fetch_urls: bool = False
+    fetch_max_bytes: ByteSize = 20 * 1024 * 1024
+    fetch_timeout: Seconds = 10.0
+    allow_hosts: list[str] = []  # hosts exempt from the public-address rule (internal media servers)
+
+
+class OutputSettings(_Section):
+    images: Literal["audio", "images", "both"] = "audio"
+
+
+class SignatureSettings(_Section):
+    cache_size: int = Field(100_000, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    upstreams: list[UpstreamSettings] = []
+    models: list[ModelRoute] = []
+    aliases: dict[str, str] = {}
+    passthrough: bool = True
+    capabilities: dict[str, CapabilityOverrides] = {}
+    timeouts: TimeoutSettings = TimeoutSettings()
+    retry: RetrySettings = RetrySettings()
+    media: MediaSettings = MediaSettings()
+    output: OutputSettings = OutputSettings()
+    signatures: SignatureSettings = SignatureSettings()
+    demo: bool = False  # set by zero-config when no upstream is known
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        names = [u.name for u in self.upstreams]
+        for i, up in enumerate(self.upstreams):
+            if up.type == "gemini" and not up.api_keys and not self.auth.byok:
+                raise ValueError(f"upstreams[{i}].api_keys: a gemini upstream needs at least one key (or auth.byok: true)")
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"upstream names must be unique; repeated: {sorted(duplicates)}")
+        for i, route in enumerate(self.models):
+            for j, target in enumerate(route.targets):
+                if target.upstream is not None and target.upstream not in names:
+                    raise ValueError(
+                        f"models[{i}].targets[{j}].upstream: no upstream named {target.upstream!r} "
+                        f"(known: {names})"
+                    )
+        return self
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so that logs and errors can be scrubbed of them."""
+        out = []
+        for up in self.upstreams:
+            out.extend(k.key.get_secret_value() for k in up.keys())
+        for ck in self.auth.client_keys:
+            value = ck if isinstance(ck, SecretStr) else ck.key
+            if value is not None:
+                out.append(value.get_secret_value())
+        return [s for s in out if s]
+
+
+class ConfigError(Exception):
+    """A configuration problem, with a message fit for the operator."""
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, environ: Mapping[str, str], path: str, source: str) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{source}: {path}: environment variable ${{{name}}} is not set")
+
+        return _ENV_REF.sub(replace, value)
+    if isinstance(value, list):
+        return [_interpolate(v, environ, f"{path}[{i}]", source) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _interpolate(v, environ, f"{path}.{k}" if path else str(k), source) for k, v in value.items()}
+    return value
+
+
+def read_config_file(path: str | Path, environ: Mapping[str, str]) -> dict[str, Any]:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of settings, not {type(data).__name__}")
+    return _interpolate(data, environ, "", source)
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = loc_to_path(err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if isinstance(got, (dict, list)) or err["type"] == "missing" else f" (got {got!r})"
+        if "key" in loc.lower():
+            shown = ""  # never echo a secret back
+        env_name = ENV_PREFIX + loc.split("[")[0].replace(".", "__").upper() if loc else ""
+        hint = f" [env: {env_name}]" if env_name else ""
+        lines.append(f"{source}: {loc or '(top level)'}: {message}{shown}{hint}")
+    return "\n".join(dict.fromkeys(lines))  # one line per distinct problem
+
+
+def load_settings(
+    config_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Load and validate the settings; raise ConfigError naming file, setting and problem."""
+    environ = os.environ if environ is None else environ
+    if config_path is None:
+        config_path = environ.get(ENV_PREFIX + "CONFIG") or None
+    file_data = read_config_file(config_path, environ) if config_path else {}
+    source = str(config_path) if config_path else "configuration (environment)"
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[override]
+            return (init_settings, env_settings, InitSettingsSource(settings_cls, file_data))
+
+    try:
+        settings: Settings = _Loaded(**(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+    except ValueError as exc:  # e.g. a malformed JSON value in a GEMINI_PROXY_* variable
+        raise ConfigError(f"{source}: {exc}") from None
+    return apply_zero_config(settings, environ, source if config_path else None)
+
+
+def _split_keys(value: str) -> list[SecretStr | ApiKey]:
+    return [SecretStr(k.strip()) for k in value.split(",") if k.strip()]
+
+
+def apply_zero_config(settings: Settings, environ: Mapping[str, str], config_file: str | None = None) -> Settings:
+    """Fill in upstreams from Google's standard variables when none are configured.
+
+    Demo mode (the built-in fake Gemini) is chosen only when nothing at all names
+    an upstream: no config file, no upstream settings, no Google variables.
+    """
+    if settings.upstreams:
+        return settings
+    upstreams: list[UpstreamSettings] = []
+    if environ.get("GEMINI_API_KEY"):
+        upstreams.append(
+            UpstreamSettings(
+                name="gemini",
+                type="gemini",
+                base_url=environ.get("GEMINI_BASE_URL") or None,
+                api_keys=_split_keys(environ["GEMINI_API_KEY"]),
+            )
+        )
+    if environ.get("GOOGLE_CLOUD_PROJECT"):
+        vertex = UpstreamSettings(
+            name="vertex",
+            type="vertex",
+            project=environ["GOOGLE_CLOUD_PROJECT"],
+            location=environ.get("GOOGLE_CLOUD_LOCATION") or "global",
+            credentials_file=environ.get("GOOGLE_APPLICATION_CREDENTIALS") or None,
+            base_url=environ.get("VERTEX_BASE_URL") or None,
+        )
+        prefer_vertex = environ.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true", "yes")
+        upstreams.insert(0 if prefer_vertex else len(upstreams), vertex)
+    if upstreams:
+        return settings.model_copy(update={"upstreams": upstreams})
+    if config_file is not None:
+        raise ConfigError(
+            f"{config_file}: upstreams: no upstream is configured; add one, or set GEMINI_API_KEY "
+            "(Gemini Developer API) or GOOGLE_CLOUD_PROJECT (Vertex AI)"
+        )
+    return settings.model_copy(update={"demo": True})

@@ -1,0 +1,91 @@
+"""The services of one running gateway, built from `Settings` (lives on `app.state.gateway`).
+
+Owns start-up and shutdown order: the upstream HTTP client, credentials and
+key pools, the router, the dispatcher, the signature store, the optional media
+fetcher and, in demo mode, the in-process fake Gemini the gateway talks to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from app.api.auth import ClientAuth
+from app.gateway.dispatch import Dispatcher
+from app.gateway.fetch import MediaFetcher
+from app.gateway.routing import Router
+from app.gateway.signatures import MemorySignatureStore, SignatureStore
+from app.gateway.upstreams import Credential, Upstream, build_upstream
+from app.schemas.openai import ChatCompletionRequest
+from app.settings import Settings
+from app.translate import signatures
+from app.translate.chat_request import TranslationEnv
+from app.upstream.auth import ApiKeyAuth
+from app.upstream.client import Endpoint, Timeouts, UpstreamClient
+
+log = logging.getLogger("gemini_proxy")
+
+DEMO_KEY = "demo-key"
+
+
+@dataclass
+class Metrics:
+    signature_bypasses: int = 0
+
+
+class GatewayState:
+    def __init__(self, settings: Settings, signature_store: SignatureStore | None = None) -> None:
+        self.settings = settings
+        self.started_at = int(time.time())
+        t = settings.timeouts
+        self.client = UpstreamClient(Timeouts(t.connect, t.first_byte, t.total, t.stream_idle))
+        self.auth = ClientAuth(settings.auth)
+        self.signatures: SignatureStore = signature_store or MemorySignatureStore(settings.signatures.cache_size)
+        m = settings.media
+        self.fetcher = MediaFetcher(m.fetch_max_bytes, m.fetch_timeout, m.allow_hosts) if m.fetch_urls else None
+        self.metrics = Metrics()
+        self.upstreams: list[Upstream] = []
+        self.router: Router | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.demo_fake: Any = None
+        self._default_env = TranslationEnv(images=settings.output.images)
+
+    @property
+    def ready(self) -> bool:
+        return self.router is not None and self.client.ready
+
+    async def start(self) -> None:
+        if self.settings.demo:
+            from app.testing.fake_gemini import start_fake
+
+            self.demo_fake = await start_fake(host="127.0.0.1", port=0)
+            endpoint = Endpoint.gemini(self.demo_fake.url)
+            self.upstreams = [Upstream("demo", "gemini", endpoint, [Credential(ApiKeyAuth(DEMO_KEY), "demo#1", "demo")])]
+        else:
+            # Loading Google credentials may touch the disk or the metadata server.
+            self.upstreams = await asyncio.to_thread(lambda: [build_upstream(u) for u in self.settings.upstreams])
+        await self.client.start()
+        if self.fetcher is not None:
+            await self.fetcher.start()
+        self.router = Router(self.settings, self.upstreams)
+        self.dispatcher = Dispatcher(self.client, self.settings.retry, self.settings.server.keepalive_seconds)
+
+    async def stop(self) -> None:
+        await self.client.close()
+        if self.fetcher is not None:
+            await self.fetcher.close()
+        if self.demo_fake is not None:
+            await self.demo_fake.close()
+            self.demo_fake = None
+
+    async def translation_env(self, req: ChatCompletionRequest) -> TranslationEnv:
+        """Look up what the pure translator needs: stored signatures, fetched media."""
+        keys = signatures.wanted_keys(req.messages)
+        found = await self.signatures.get_many(keys) if keys else {}
+        fetched = await self.fetcher.fetch_all(req) if self.fetcher is not None else {}
+        if not found and not fetched:
+            return self._default_env
+        return TranslationEnv(signatures=found, fetched=fetched, images=self.settings.output.images)

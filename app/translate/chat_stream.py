@@ -1,0 +1,242 @@
+"""Gemini stream events -> OpenAI `chat.completion.chunk` objects. Pure.
+
+`ChatStreamTranslator.feed(event)` takes one parsed Gemini SSE event (a whole
+`GenerateContentResponse` holding only the new parts) and returns the chunks
+to send; `finish()` returns the closing chunks (finish reasons not yet sent,
+then the usage chunk when `stream_options.include_usage` asked for it). The
+caller frames them as SSE and adds `data: [DONE]`. Rules: reference 7.4.
+
+Endings that must not reach the client as a normal answer (a blocked prompt, a
+malformed function call) raise from `feed`, so the caller can still retry or
+answer with an HTTP error when nothing was sent yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from app.translate import signatures
+from app.translate.chat_response import (
+    ResponseContext,
+    annotations_to_openai,
+    broken_finish,
+    code_part_text,
+    image_fields,
+    logprobs_to_openai,
+    prompt_blocked,
+    tool_call_to_openai,
+    usage_to_openai,
+)
+from app.translate.partial_args import ArgumentsWriter
+from app.translate.tables import gemini_finish_reason_to_openai
+
+
+@dataclass
+class _Choice:
+    index: int
+    started: bool = False  # the role has been sent
+    finished: bool = False
+    tool_call_index: int = 0  # running index of the next tool call, across the whole stream
+    saw_tool_call: bool = False
+    thought_tag_open: bool = False
+    text: list[str] = field(default_factory=list)  # visible content so far (signature key, annotations)
+    text_signature: str | None = None
+    partial: ArgumentsWriter | None = None  # a call whose arguments are still streaming
+    partial_index: int = 0
+    grounding_chunks: list[Any] = field(default_factory=list)
+    grounding_supports: list[Any] = field(default_factory=list)
+
+
+class ChatStreamTranslator:
+    def __init__(self, ctx: ResponseContext) -> None:
+        self.ctx = ctx
+        self.choices: dict[int, _Choice] = {}
+        self.usage: Mapping[str, Any] | None = None
+        self._base: dict[str, Any] = {
+            "id": ctx.id,
+            "object": "chat.completion.chunk",
+            "created": ctx.created,
+            "model": ctx.options.model,
+        }
+        if ctx.options.include_usage:
+            self._base["usage"] = None
+
+    # -- chunk building -------------------------------------------------------------------------
+
+    def _chunk(self, choice: _Choice, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+        if not choice.started:
+            choice.started = True
+            if "content" in delta:
+                delta = {"role": "assistant", **delta}
+            else:
+                calls = "tool_calls" in delta or "function_call" in delta
+                delta = {"role": "assistant", "content": None if calls else "", **delta}
+        entry: dict[str, Any] = {"index": choice.index, "delta": delta, "finish_reason": finish}
+        if logprobs is not None:
+            entry["logprobs"] = logprobs
+        return {**self._base, "choices": [entry]}
+
+    def _choice(self, index: int) -> _Choice:
+        choice = self.choices.get(index)
+        if choice is None:
+            choice = self.choices[index] = _Choice(index)
+        return choice
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def feed(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
+        blocked = prompt_blocked(event)
+        if blocked is not None:
+            raise blocked
+        broken = broken_finish(event)
+        if broken is not None:
+            raise broken
+        if "usageMetadata" in event:
+            self.usage = event["usageMetadata"]
+        out: list[dict[str, Any]] = []
+        for cand in event.get("candidates") or ():
+            choice = self._choice(cand.get("index", 0))
+            if choice.finished:
+                continue
+            delta = self._delta(choice, (cand.get("content") or {}).get("parts") or ())
+            grounding = cand.get("groundingMetadata")
+            if grounding:
+                choice.grounding_chunks.extend(grounding.get("groundingChunks") or ())
+                choice.grounding_supports.extend(grounding.get("groundingSupports") or ())
+            logprobs = logprobs_to_openai(cand.get("logprobsResult"))
+            reason = cand.get("finishReason")
+            if reason:
+                out.extend(self._finish_choice(choice, delta, reason, logprobs))
+            elif delta or logprobs is not None or not choice.started:
+                out.append(self._chunk(choice, delta, logprobs=logprobs))
+        return out
+
+    def _delta(self, choice: _Choice, parts: Any) -> dict[str, Any]:
+        opts = self.ctx.options
+        content: list[str] = []
+        reasoning: list[str] = []
+        calls: list[dict[str, Any]] = []
+        images: list[Any] = []
+        for part in parts:
+            if "functionCall" in part:
+                self._tool_call(choice, part, calls)
+                continue
+            sig = part.get("thoughtSignature")
+            if sig:
+                choice.text_signature = sig
+            if "text" in part:
+                text = part["text"]
+                if not text:
+                    continue
+                if part.get("thought"):
+                    if opts.include_thoughts:
+                        reasoning.append(text)
+                        if opts.thought_tag_marker:
+                            if not choice.thought_tag_open:
+                                content.append(f"<{opts.thought_tag_marker}>")
+                                choice.thought_tag_open = True
+                            content.append(text)
+                    continue
+                content.append(self._close_thoughts(choice) + text)
+            elif "inlineData" in part:
+                images.append(part["inlineData"])
+            else:
+                rendered = code_part_text(part)
+                if rendered:
+                    content.append(self._close_thoughts(choice) + rendered)
+        delta: dict[str, Any] = {}
+        if reasoning:
+            delta["reasoning_content"] = "".join(reasoning)
+        if content:
+            text = "".join(content)
+            choice.text.append(text)
+            delta["content"] = text
+        if calls:
+            if opts.legacy_functions:
+                delta["function_call"] = calls[0]["function"]
+            else:
+                delta["tool_calls"] = calls
+        if images:
+            delta.update(image_fields(images, opts.images))
+        return delta
+
+    def _close_thoughts(self, choice: _Choice) -> str:
+        if choice.thought_tag_open:
+            choice.thought_tag_open = False
+            return f"</{self.ctx.options.thought_tag_marker}>"
+        return ""
+
+    def _tool_call(self, choice: _Choice, part: Mapping[str, Any], calls: list[dict[str, Any]]) -> None:
+        fc = part["functionCall"]
+        streaming = "partialArgs" in fc or fc.get("willContinue")
+        if not streaming:
+            call = tool_call_to_openai(part, self.ctx)
+            call["index"] = choice.tool_call_index
+            choice.tool_call_index += 1
+            choice.saw_tool_call = True
+            calls.append(call)
+            return
+        if choice.partial is None or fc.get("name"):
+            if choice.partial is not None:  # a new call starts: the previous one is complete
+                calls.append({"index": choice.partial_index, "function": {"arguments": choice.partial.close()}})
+            first = tool_call_to_openai({**part, "functionCall": {"name": fc.get("name", ""), "args": {}}}, self.ctx)
+            first["function"]["arguments"] = ""
+            first["index"] = choice.partial_index = choice.tool_call_index
+            choice.tool_call_index += 1
+            choice.saw_tool_call = True
+            choice.partial = ArgumentsWriter()
+            calls.append(first)
+        text = choice.partial.feed(fc.get("partialArgs") or ())
+        if not fc.get("willContinue"):
+            text += choice.partial.close()
+            choice.partial = None
+        if text:
+            calls.append({"index": choice.partial_index, "function": {"arguments": text}})
+
+    def _finish_choice(self, choice: _Choice, delta: dict[str, Any], reason: str | None, logprobs: Any = None) -> list[dict[str, Any]]:
+        opts = self.ctx.options
+        choice.finished = True
+        closing = self._close_thoughts(choice)
+        if closing:
+            delta["content"] = delta.get("content", "") + closing
+            choice.text.append(closing)
+        if choice.partial is not None:
+            tail = {"index": choice.partial_index, "function": {"arguments": choice.partial.close()}}
+            delta.setdefault("tool_calls", []).append(tail)
+            choice.partial = None
+        full_text = "".join(choice.text)
+        if choice.text_signature:
+            delta["extra_content"] = signatures.to_extra_content(choice.text_signature)
+            if full_text and not choice.saw_tool_call:
+                self.ctx.signatures[signatures.text_key(full_text)] = choice.text_signature
+        if choice.grounding_supports:
+            grounding = {"groundingChunks": choice.grounding_chunks, "groundingSupports": choice.grounding_supports}
+            annotations = annotations_to_openai(grounding, [full_text], [0])
+            if annotations:
+                delta["annotations"] = annotations
+        finish = gemini_finish_reason_to_openai(reason, choice.saw_tool_call)
+        if choice.saw_tool_call and opts.legacy_functions and finish == "tool_calls":
+            finish = "function_call"
+        return [self._chunk(choice, delta, finish, logprobs)]
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Close every choice still open (Gemini sends nothing after its last chunk), then usage."""
+        out: list[dict[str, Any]] = []
+        if not self.choices:
+            self._choice(0)
+        for index in sorted(self.choices):
+            choice = self.choices[index]
+            if not choice.finished:
+                out.extend(self._finish_choice(choice, {}, None))
+        if self.ctx.options.include_usage:
+            out.append({**self._base, "choices": [], "usage": usage_to_openai(self.usage)})
+        return out
+
+
+def encode(chunk: Mapping[str, Any]) -> bytes:
+    """One SSE `data:` event."""
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"

@@ -1,0 +1,193 @@
+"""OpenAI tools -> Gemini function declarations and tool config.
+
+Owns: `tools` / deprecated `functions` -> one `{"functionDeclarations": [...]}`
+tool, `web_search_options` -> `googleSearch`, `tool_choice` / `function_call`
+-> `toolConfig.functionCallingConfig`, and the reversible renaming of function
+names Gemini refuses (`ToolNames`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.errors import InvalidRequest, UnsupportedParameter
+from app.schemas.openai import ChatCompletionRequest, FunctionDefinition
+from app.translate.json_schema import to_json_schema, to_openapi_schema
+
+_GEMINI_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$")
+_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.:\-]")
+
+
+def gemini_safe_name(name: str) -> str:
+    """A name Gemini accepts (starts with a letter or `_`, at most 128 of `[A-Za-z0-9_.:-]`)."""
+    if _GEMINI_NAME.match(name):
+        return name
+    safe = _BAD_CHARS.sub("_", name)
+    if not safe or not (safe[0].isalpha() or safe[0] == "_"):
+        safe = "_" + safe
+    if len(safe) > 128:
+        safe = safe[:119] + "_" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return safe
+
+
+@dataclass
+class ToolNames:
+    """Both directions of the renaming for one request."""
+
+    to_gemini: dict[str, str] = field(default_factory=dict)
+    to_openai: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str) -> str:
+        if name in self.to_gemini:
+            return self.to_gemini[name]
+        candidate = gemini_safe_name(name)
+        base, n = candidate, 2
+        while candidate in self.to_openai and self.to_openai[candidate] != name:
+            suffix = f"_{n}"
+            candidate = base[: 128 - len(suffix)] + suffix
+            n += 1
+        self.to_gemini[name] = candidate
+        self.to_openai[candidate] = name
+        return candidate
+
+    def gemini(self, name: str) -> str:
+        return self.to_gemini.get(name) or self.add(name)
+
+    def openai(self, gemini_name: str) -> str:
+        return self.to_openai.get(gemini_name, gemini_name)
+
+
+def _takes_arguments(schema: dict[str, Any] | None) -> bool:
+    """False for a function without arguments, which Gemini wants declared with no schema at all."""
+    if not schema:
+        return False
+    if schema.get("type", "object") != "object" or schema.get("properties"):
+        return True
+    return any(schema.get(k) for k in ("anyOf", "oneOf", "allOf", "$ref", "additionalProperties", "patternProperties"))
+
+
+def _declaration(fn: FunctionDefinition, names: ToolNames, json_schema: bool, dropped: list[str]) -> dict[str, Any]:
+    decl: dict[str, Any] = {"name": names.add(fn.name)}
+    if fn.description:
+        decl["description"] = fn.description
+    if _takes_arguments(fn.parameters):
+        assert fn.parameters is not None
+        if json_schema:
+            decl["parametersJsonSchema"] = to_json_schema(fn.parameters)
+        else:
+            converted = to_openapi_schema(fn.parameters)
+            dropped.extend(k for k in converted.dropped if k not in dropped)
+            decl["parameters"] = converted.schema
+    return decl
+
+
+def _allowed_names(choice: Any) -> tuple[str, list[str]]:
+    allowed = choice.allowed_tools
+    names = []
+    for i, tool in enumerate(allowed.tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if tool.get("type") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise InvalidRequest(
+                f"Invalid 'tool_choice.allowed_tools.tools[{i}]': expected {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}.",
+                param=f"tool_choice.allowed_tools.tools[{i}]",
+                code="invalid_value",
+            )
+        names.append(fn["name"])
+    return allowed.mode, names
+
+
+def tools_to_gemini(
+    req: ChatCompletionRequest, json_schema: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, ToolNames, bool, list[str]]:
+    """-> (tools, toolConfig, names, legacy_functions, dropped schema keywords)."""
+    names = ToolNames()
+    dropped: list[str] = []
+    functions: list[FunctionDefinition] = []
+    legacy = False
+    for i, tool in enumerate(req.tools or ()):
+        if tool.type != "function":
+            raise UnsupportedParameter(
+                f"Invalid 'tools[{i}].type': tools of type '{tool.type}' are not supported by Gemini; "
+                "only 'function' tools are.",
+                param=f"tools[{i}].type",
+            )
+        if tool.function is None:
+            raise InvalidRequest(
+                f"Missing required parameter: 'tools[{i}].function'.",
+                param=f"tools[{i}].function",
+                code="missing_required_parameter",
+            )
+        functions.append(tool.function)
+    if req.functions:
+        if req.tools:
+            raise InvalidRequest("Use either 'tools' or the deprecated 'functions', not both.", param="functions")
+        functions = list(req.functions)
+        legacy = True
+
+    declarations = [_declaration(fn, names, json_schema, dropped) for fn in functions]
+    seen: set[str] = set()
+    for i, fn in enumerate(functions):
+        if fn.name in seen:
+            raise InvalidRequest(
+                f"Invalid 'tools': the function name '{fn.name}' is used twice.", param=f"tools[{i}].function.name"
+            )
+        seen.add(fn.name)
+
+    config: dict[str, Any] | None = None
+    choice: Any = req.function_call if legacy else req.tool_choice
+    choice_param = "function_call" if legacy else "tool_choice"
+    if choice is not None and not functions:
+        raise InvalidRequest(
+            f"Invalid value for '{choice_param}': '{choice_param}' is only allowed when "
+            f"'{'functions' if legacy else 'tools'}' are specified.",
+            param=choice_param,
+        )
+    if isinstance(choice, str):
+        config = {"mode": {"none": "NONE", "auto": "AUTO", "required": "ANY"}[choice]}
+    elif choice is not None:
+        kind = getattr(choice, "type", "function")
+        if kind == "function" or legacy:
+            name = choice.name if legacy else (choice.function.name if choice.function else None)
+            if name is None:
+                raise InvalidRequest(
+                    f"Missing required parameter: '{choice_param}.function.name'.",
+                    param=f"{choice_param}.function.name",
+                    code="missing_required_parameter",
+                )
+            if name not in names.to_gemini:
+                raise InvalidRequest(
+                    f"Invalid value for '{choice_param}': no function named '{name}' was declared.",
+                    param=choice_param,
+                    code="invalid_value",
+                )
+            config = {"mode": "ANY", "allowedFunctionNames": [names.gemini(name)]}
+        elif kind == "allowed_tools" and choice.allowed_tools is not None:
+            mode, allowed = _allowed_names(choice)
+            unknown = [n for n in allowed if n not in names.to_gemini]
+            if unknown:
+                raise InvalidRequest(
+                    f"Invalid value for 'tool_choice.allowed_tools': undeclared function(s) {unknown}.",
+                    param="tool_choice.allowed_tools.tools",
+                    code="invalid_value",
+                )
+            gemini_allowed = [names.gemini(n) for n in allowed]
+            if mode == "required":
+                config = {"mode": "ANY", "allowedFunctionNames": gemini_allowed}
+            else:  # `auto` among a subset: declare only that subset (allowedFunctionNames needs ANY)
+                keep = set(gemini_allowed)
+                declarations = [d for d in declarations if d["name"] in keep]
+                config = {"mode": "AUTO"}
+        else:
+            raise UnsupportedParameter(
+                f"Invalid 'tool_choice.type': '{kind}' is not supported by Gemini.", param="tool_choice.type"
+            )
+
+    tools: list[dict[str, Any]] = []
+    if declarations:
+        tools.append({"functionDeclarations": declarations})
+    if req.web_search_options is not None:
+        tools.append({"googleSearch": {}})
+    return tools, config, names, legacy, dropped

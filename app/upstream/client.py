@@ -1,0 +1,202 @@
+"""The HTTP transport to Google: URLs, one pooled client, JSON calls and streams.
+
+The client is aiohttp, chosen by measurement (bench/README.md): on these
+machines `httpx.AsyncClient` cost 3-4x the CPU of aiohttp per proxied request
+and collapsed at 64 concurrent requests, and even httpx's API over an aiohttp
+transport still doubled the client-side cost. One `ClientSession` with a
+bounded connection pool lives for the whole process.
+
+`Endpoint` knows one upstream's URLs (Gemini Developer API or Vertex AI,
+regional / global / multi-region hosts, base-URL overrides). Non-2xx answers
+raise `UpstreamError` (built by `upstream/errors.py`); connection failures and
+timeouts raise `UpstreamUnavailable`. A stream is returned once Google has
+answered 200, so that any earlier failure is still an ordinary HTTP error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from app.errors import UpstreamUnavailable
+from app.upstream.errors import error_from_google
+
+GEMINI_DEFAULT_BASE = "https://generativelanguage.googleapis.com"
+
+
+def vertex_host(location: str) -> str:
+    """Vertex AI host for a location (reference 1.2)."""
+    if location == "global":
+        return "https://aiplatform.googleapis.com"
+    if location in ("us", "eu"):
+        return f"https://aiplatform.{location}.rep.googleapis.com"
+    return f"https://{location}-aiplatform.googleapis.com"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """URLs of one upstream. `model_prefix` ends just before the model id."""
+
+    kind: str  # "gemini" | "vertex"
+    base: str
+    version: str
+    model_prefix: str
+
+    @classmethod
+    def gemini(cls, base_url: str | None = None, version: str | None = None) -> Endpoint:
+        base = (base_url or GEMINI_DEFAULT_BASE).rstrip("/")
+        version = version or "v1beta"
+        return cls("gemini", base, version, f"{base}/{version}/models/")
+
+    @classmethod
+    def vertex(cls, project: str, location: str, base_url: str | None = None, version: str | None = None) -> Endpoint:
+        base = (base_url or vertex_host(location)).rstrip("/")
+        version = version or "v1"
+        prefix = f"{base}/{version}/projects/{project}/locations/{location}/publishers/google/models/"
+        return cls("vertex", base, version, prefix)
+
+    def generate_url(self, model: str) -> str:
+        return f"{self.model_prefix}{model}:generateContent"
+
+    def stream_url(self, model: str) -> str:
+        return f"{self.model_prefix}{model}:streamGenerateContent?alt=sse"
+
+    def models_url(self) -> str:
+        return f"{self.base}/{self.version}/models" if self.kind == "gemini" else ""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float
+    first_byte: float
+    total: float
+    stream_idle: float
+
+
+class UpstreamStream:
+    """An open streamed answer: read raw bytes as they arrive; close to cancel."""
+
+    __slots__ = ("_response", "_content", "_idle", "done")
+
+    def __init__(self, response: aiohttp.ClientResponse, idle: float) -> None:
+        self._response = response
+        self._content = response.content
+        self._idle = idle
+        self.done = False
+
+    async def read(self, wait: float | None = None) -> bytes | None:
+        """Next bytes (b"" at the end of the body), or None when `wait` seconds passed silently.
+
+        Silence longer than the stream-idle timeout raises UpstreamUnavailable.
+        """
+        timeout = self._idle if wait is None else min(wait, self._idle)
+        try:
+            async with asyncio.timeout(timeout):
+                data = await self._content.readany()
+        except TimeoutError:
+            if wait is not None and wait < self._idle:
+                return None
+            raise UpstreamUnavailable("The upstream stream stalled.", status=504) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnavailable(f"The upstream connection failed mid-stream ({type(exc).__name__}).") from None
+        if not data:
+            self.done = True
+        return data
+
+    def close(self) -> None:
+        """Release the connection after a complete body, else drop it (cancelling Google's work)."""
+        if self.done:
+            self._response.release()
+        else:
+            self._response.close()
+
+
+class UpstreamClient:
+    def __init__(self, timeouts: Timeouts, pool_size: int = 256) -> None:
+        self.timeouts = timeouts
+        self.pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
+        self._stream_timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect)
+
+    @property
+    def ready(self) -> bool:
+        return self._session is not None and not self._session.closed
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self.pool_size, ttl_dns_cache=300, keepalive_timeout=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=self.timeouts.total, sock_connect=self.timeouts.connect, sock_read=self.timeouts.first_byte
+            ),
+            skip_auto_headers=("User-Agent",),
+            headers={"user-agent": "gemini-proxy"},
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "UpstreamClient.start() was not awaited"
+        return self._session
+
+    async def post_json(self, url: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+        """POST a JSON body, return the parsed JSON answer; raise UpstreamError for non-2xx."""
+        try:
+            async with self.session.post(url, data=body, headers=headers) as response:
+                data = await response.read()
+                status = response.status
+        except asyncio.TimeoutError:
+            raise UpstreamUnavailable("The upstream did not answer in time.", status=504) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnavailable(f"Could not reach the upstream ({type(exc).__name__}).") from None
+        if status != 200:
+            raise error_from_google(status, data)
+        try:
+            result = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamUnavailable("The upstream sent an answer that is not JSON.") from None
+        if isinstance(result, list):  # the array form some Google front ends use
+            result = result[0] if result else {}
+        return result
+
+    async def open_stream(self, url: str, body: bytes, headers: dict[str, str]) -> UpstreamStream:
+        """POST and wait for the response headers (bounded by `first_byte`); raise on non-2xx."""
+        headers = {**headers, "accept-encoding": "identity"}
+        response = None
+        try:
+            async with asyncio.timeout(self.timeouts.first_byte):
+                response = await self.session.post(url, data=body, headers=headers, timeout=self._stream_timeout)
+                if response.status != 200:
+                    data = await response.read()
+                    response.release()
+                    raise error_from_google(response.status, data)
+        except TimeoutError:
+            if response is not None:
+                response.close()
+            raise UpstreamUnavailable("The upstream did not start answering in time.", status=504) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            if response is not None:
+                response.close()
+            raise UpstreamUnavailable(f"Could not reach the upstream ({type(exc).__name__}).") from None
+        return UpstreamStream(response, self.timeouts.stream_idle)
+
+    async def get_json(self, url: str, headers: dict[str, str]) -> dict[str, Any]:
+        try:
+            async with self.session.get(url, headers=headers) as response:
+                data = await response.read()
+                status = response.status
+        except asyncio.TimeoutError:
+            raise UpstreamUnavailable("The upstream did not answer in time.", status=504) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnavailable(f"Could not reach the upstream ({type(exc).__name__}).") from None
+        if status != 200:
+            raise error_from_google(status, data)
+        return orjson.loads(data)

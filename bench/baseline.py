@@ -1,0 +1,87 @@
+"""Thinnest reasonable forwarder, the baseline the gateway is compared against.
+
+Owns: nothing but forwarding. Starlette + uvicorn (uvloop, httptools, no access
+log) + one shared aiohttp ClientSession. ``POST /v1/chat/completions`` reads the
+body bytes and sends them untouched to the upstream: bodies containing
+``"stream":true`` go to ``:streamGenerateContent?alt=sse`` and are relayed chunk
+by chunk (``resp.content.iter_any()``); everything else goes to
+``:generateContent`` and the answer bytes are returned as-is. No translation,
+no validation. ``GET /healthz`` is the readiness probe.
+
+Usage: ``python bench/baseline.py --port 8002 --upstream http://127.0.0.1:8001``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+import aiohttp
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+MODEL = "gemini-2.5-flash"
+
+
+def build_app(upstream: str, api_key: str = "bench-key") -> Starlette:
+    base = f"{upstream.rstrip('/')}/v1beta/models/{MODEL}"
+    unary_url = f"{base}:generateContent"
+    stream_url = f"{base}:streamGenerateContent?alt=sse"
+    headers = {"content-type": "application/json", "x-goog-api-key": api_key}
+    state: dict[str, aiohttp.ClientSession] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
+        async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+            state["session"] = session
+            yield
+
+    async def chat(request: Request) -> Response:
+        body = await request.body()
+        session = state["session"]
+        if b'"stream":true' in body or b'"stream": true' in body:
+            resp = await session.post(stream_url, data=body, headers=headers)
+
+            async def relay():
+                try:
+                    async for chunk in resp.content.iter_any():
+                        yield chunk
+                finally:
+                    resp.release()
+
+            return StreamingResponse(relay(), status_code=resp.status, media_type="text/event-stream")
+        async with session.post(unary_url, data=body, headers=headers) as resp:
+            return Response(await resp.read(), status_code=resp.status, media_type="application/json")
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return Starlette(
+        routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/healthz", healthz)],
+        lifespan=lifespan,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8002)
+    ap.add_argument("--upstream", default="http://127.0.0.1:8001")
+    args = ap.parse_args()
+    uvicorn.run(
+        build_app(args.upstream),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+if __name__ == "__main__":
+    main()
