@@ -2,8 +2,8 @@
 
 Owns the wiring: routes, the lifespan (one `GatewayState` with its shared
 upstream client), and the exception handlers that turn every error into
-OpenAI's error JSON (`app/errors.py`). Hot routes are plain Starlette routes
-(see api/chat.py for why).
+OpenAI's error JSON (`app/errors.py`). The hot route bypasses the framework
+(`GatewayApp`; see api/chat.py for why).
 """
 
 from __future__ import annotations
@@ -29,6 +29,28 @@ from app.state import GatewayState
 log = logging.getLogger("gemini_proxy")
 
 DEMO_HEADER = (b"x-gemini-proxy-demo", b"true")
+
+
+CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+
+
+class GatewayApp(FastAPI):
+    """FastAPI, plus hot routes served before its middleware stack and router.
+
+    `POST /v1/chat/completions` is the request path that matters; it is a raw
+    ASGI handler (api/chat.py) that does its own error answers. Everything else
+    goes through FastAPI as usual.
+    """
+
+    fast_routes: dict[str, Any]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self.fast_routes.get(scope["path"])
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 class DemoHeaderMiddleware:
@@ -84,7 +106,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _error_response(internal_error(request_id))
 
 
-def create_app(settings: Settings, state: GatewayState | None = None) -> FastAPI:
+def create_app(settings: Settings, state: GatewayState | None = None) -> GatewayApp:
     gateway = state or GatewayState(settings)
 
     @asynccontextmanager
@@ -101,7 +123,7 @@ def create_app(settings: Settings, state: GatewayState | None = None) -> FastAPI
         finally:
             await gateway.stop()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="gemini-proxy",
         version=__version__,
         lifespan=lifespan,
@@ -116,8 +138,8 @@ def create_app(settings: Settings, state: GatewayState | None = None) -> FastAPI
     )
     app.state.gateway = gateway
     app.state.model_catalog = models.ModelCatalog()
-    for path in ("/v1/chat/completions", "/chat/completions"):
-        app.router.add_route(path, chat.chat_completions, methods=["POST"], include_in_schema=False)
+    endpoint = chat.ChatCompletionsEndpoint(gateway)
+    app.fast_routes = {path: endpoint for path in CHAT_PATHS}
     app.include_router(models.router)
     app.include_router(health.router)
     if settings.demo:

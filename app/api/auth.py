@@ -16,15 +16,14 @@ from app.errors import AuthenticationFailed
 from app.settings import AuthSettings, ClientKey
 
 
-def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header:
-        scheme, _, token = header.partition(" ")
+def bearer_token(authorization: str | None, api_key: str | None = None) -> str | None:
+    """The client's key from `Authorization: Bearer ...`, or Azure/Anthropic-style `api-key` / `x-api-key`."""
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
         return None
-    # Azure-style and Anthropic-style clients
-    return request.headers.get("api-key") or request.headers.get("x-api-key") or None
+    return api_key or None
 
 
 class ClientAuth:
@@ -39,10 +38,13 @@ class ClientAuth:
         return self.byok or bool(self._digests)
 
     def check(self, request: Request) -> str | None:
+        headers = request.headers
+        return self.check_token(bearer_token(headers.get("authorization"), headers.get("api-key") or headers.get("x-api-key")))
+
+    def check_token(self, token: str | None) -> str | None:
         """Return the client's Gemini key in BYOK mode, else None; raise 401 when refused."""
         if not self.enabled:
             return None
-        token = bearer_token(request)
         if token is None:
             raise AuthenticationFailed(
                 "You didn't provide an API key. You need to provide your API key in an Authorization header "

@@ -44,7 +44,7 @@ from app.gateway.routing import Target
 from app.gateway.upstreams import Credential
 from app.settings import RetrySettings
 from app.translate.chat_request import GeminiCall
-from app.translate.chat_response import BrokenToolCall, broken_finish, prompt_blocked
+from app.translate.chat_response import BrokenToolCall, answer_problem, broken_finish
 from app.upstream.auth import ApiKeyAuth
 from app.upstream.client import UpstreamClient, UpstreamStream
 from app.upstream.errors import error_from_google, is_credentials_error
@@ -221,7 +221,7 @@ class Dispatcher:
                 for event in opened.first_events:
                     if "error" in event:
                         raise error_from_google(200, event)
-                    problem = prompt_blocked(event) or broken_finish(event)
+                    problem = answer_problem(event)
                     if problem is not None:
                         raise problem
             except BaseException:

@@ -21,9 +21,9 @@ import orjson
 
 from app.translate import signatures
 from app.translate.chat_response import (
+    BrokenToolCall,
     ResponseContext,
     annotations_to_openai,
-    broken_finish,
     code_part_text,
     image_fields,
     logprobs_to_openai,
@@ -32,7 +32,7 @@ from app.translate.chat_response import (
     usage_to_openai,
 )
 from app.translate.partial_args import ArgumentsWriter
-from app.translate.tables import gemini_finish_reason_to_openai
+from app.translate.tables import BROKEN_TOOL_CALL_FINISHES, gemini_finish_reason_to_openai
 
 
 @dataclass
@@ -89,26 +89,36 @@ class ChatStreamTranslator:
     # -- events ---------------------------------------------------------------------------------
 
     def feed(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
-        blocked = prompt_blocked(event)
-        if blocked is not None:
-            raise blocked
-        broken = broken_finish(event)
-        if broken is not None:
-            raise broken
-        if "usageMetadata" in event:
-            self.usage = event["usageMetadata"]
+        if "promptFeedback" in event:
+            blocked = prompt_blocked(event)
+            if blocked is not None:
+                raise blocked
+        usage = event.get("usageMetadata")
+        if usage is not None:
+            self.usage = usage
         out: list[dict[str, Any]] = []
         for cand in event.get("candidates") or ():
-            choice = self._choice(cand.get("index", 0))
+            index = cand.get("index", 0)
+            choice = self.choices.get(index) or self._choice(index)
             if choice.finished:
                 continue
-            delta = self._delta(choice, (cand.get("content") or {}).get("parts") or ())
-            grounding = cand.get("groundingMetadata")
-            if grounding:
+            reason = cand.get("finishReason")
+            if reason in BROKEN_TOOL_CALL_FINISHES:
+                raise BrokenToolCall(reason, cand.get("finishMessage"))
+            content = cand.get("content")
+            parts = content.get("parts") if content else None
+            if parts and len(parts) == 1 and len(parts[0]) == 1 and "text" in parts[0] and not choice.thought_tag_open:
+                text = parts[0]["text"]  # the common case: one plain text part
+                delta: dict[str, Any] = {"content": text} if text else {}
+                if text:
+                    choice.text.append(text)
+            else:
+                delta = self._delta(choice, parts or ())
+            if "groundingMetadata" in cand:
+                grounding = cand["groundingMetadata"]
                 choice.grounding_chunks.extend(grounding.get("groundingChunks") or ())
                 choice.grounding_supports.extend(grounding.get("groundingSupports") or ())
-            logprobs = logprobs_to_openai(cand.get("logprobsResult"))
-            reason = cand.get("finishReason")
+            logprobs = logprobs_to_openai(cand["logprobsResult"]) if "logprobsResult" in cand else None
             if reason:
                 out.extend(self._finish_choice(choice, delta, reason, logprobs))
             elif delta or logprobs is not None or not choice.started:

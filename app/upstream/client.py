@@ -93,6 +93,13 @@ class UpstreamStream:
 
         Silence longer than the stream-idle timeout raises UpstreamUnavailable.
         """
+        content = self._content
+        data = content.read_nowait()  # already buffered: no timer needed
+        if data:
+            return data
+        if content.at_eof():
+            self.done = True
+            return b""
         timeout = self._idle if wait is None else min(wait, self._idle)
         try:
             async with asyncio.timeout(timeout):

@@ -25,11 +25,11 @@ def _malformed(detail: str) -> dict[str, Any]:
 
 
 def _parse(payload: bytes) -> dict[str, Any] | None:
-    if payload == b"[DONE]" or not payload.strip():
-        return None
     try:
         value = orjson.loads(payload)
     except orjson.JSONDecodeError:
+        if payload == b"[DONE]" or not payload.strip():
+            return None
         return _malformed(payload[:200].decode("utf-8", "replace"))
     if isinstance(value, list):
         value = value[0] if len(value) == 1 else {"candidates": []} if not value else value[0]
@@ -72,6 +72,29 @@ class SSEDecoder:
         buf = self._buf + chunk if self._buf else chunk
         if not buf:
             return []
+        if not self._data and self._raw is None and buf.startswith(b"data: "):
+            return self._feed_fast(buf)
+        return self._feed_lines(buf)
+
+    def _feed_fast(self, buf: bytes) -> list[dict[str, Any]]:
+        """Google's own framing, `data: <json>\r\n\r\n`: one split, no line walking.
+
+        A piece with any other line in it goes through the general parser, so
+        the result is the same as `_feed_lines` would give.
+        """
+        pieces = buf.split(b"\r\n\r\n")
+        self._buf = pieces.pop()
+        events: list[dict[str, Any]] = []
+        for piece in pieces:
+            if piece.startswith(b"data: ") and b"\n" not in piece and b"\r" not in piece:
+                event = _parse(piece[6:])
+                if event is not None:
+                    events.append(event)
+            else:
+                events.extend(self._feed_lines(piece + b"\r\n\r\n"))
+        return events
+
+    def _feed_lines(self, buf: bytes) -> list[dict[str, Any]]:
         lines = buf.splitlines(keepends=True)
         last = lines[-1]
         if last.endswith(b"\n"):
