@@ -112,6 +112,10 @@ class UpstreamSettings(_Section):
     def _check(self) -> UpstreamSettings:
         if self.type == "vertex" and not self.project:
             raise ValueError("a vertex upstream needs `project`")
+        if self.credentials_file is not None and not os.path.isfile(self.credentials_file):
+            raise ValueError(f"credentials_file {self.credentials_file!r} does not exist")
+        if any(not k.key.get_secret_value().strip() for k in self.keys()):
+            raise ValueError("api_keys: a key is empty")
         if self.base_url is not None and not re.match(r"^https?://", self.base_url):
             raise ValueError("`base_url` must start with http:// or https://")
         return self
