@@ -13,7 +13,16 @@ same loop over the route's targets:
   next target of the route;
 * MALFORMED_FUNCTION_CALL / UNEXPECTED_TOOL_CALL answers are retried
   `retry.malformed_function_call` times, then reported as an error;
-* client errors (400, 403) end the loop at once and never penalise a key.
+* client errors (400, 403) end the loop at once and never penalise a key;
+* refused credentials: an access token Google refused although google-auth
+  still trusted it (revoked, clock skew) is refreshed and the call repeated
+  once; a refused API key (or a token refused again) is parked and the next
+  key or target is tried; an upstream whose credentials cannot get a token at
+  all falls back to the next target.
+
+Every request's outcome is reported in `x-gemini-proxy-attempts` /
+`x-gemini-proxy-target` and in the log (attempts, target, credential label;
+never a key): at info level when it took more than one attempt or failed.
 
 A stream counts as started once its first event arrived (or the model stayed
 silent for a keep-alive interval); until then every failure is still
@@ -47,7 +56,7 @@ from app.translate.chat_request import GeminiCall
 from app.translate.chat_response import BrokenToolCall, answer_problem, broken_finish
 from app.upstream.auth import ApiKeyAuth
 from app.upstream.client import UpstreamClient, UpstreamStream
-from app.upstream.errors import error_from_google, is_credentials_error
+from app.upstream.errors import SDK_MAX_RETRY_AFTER, error_from_google, is_credentials_error
 from app.upstream.sse import SSEDecoder
 
 log = logging.getLogger("gemini_proxy.dispatch")
@@ -106,6 +115,7 @@ class Dispatcher:
     ) -> tuple[T, Outcome]:
         attempts = 0
         malformed_left = self.retry.malformed_function_call
+        token_renewed = False
         last: GatewayError | None = None
         for target in targets:
             call = prepare(target)
@@ -126,15 +136,21 @@ class Dispatcher:
                     if target is targets[-1] and wait <= self.retry.max_retry_delay:
                         await self._sleep(wait)
                         continue
+                    resting = {"retry-after": str(max(1, int(wait + 0.999)))}
+                    if wait > SDK_MAX_RETRY_AFTER:  # e.g. a daily quota: SDKs should not keep trying
+                        resting["x-should-retry"] = "false"
                     last = last or RateLimited(
-                        f"Every key of upstream '{upstream.name}' is resting after rate limits.",
-                        headers={"retry-after": str(max(1, int(wait + 0.999)))},
+                        f"Every key of upstream '{upstream.name}' is resting after rate limits.", headers=resting
                     )
+                    break
+                try:
+                    headers = await cred.auth.headers()
+                except UpstreamCredentialsFailed as exc:  # no token (logged by auth): try the next target
+                    last = exc
                     break
                 tries += 1
                 attempts += 1
                 try:
-                    headers = await cred.auth.headers()
                     result = await once(target, call, body, headers)
                 except BrokenToolCall as exc:
                     log.warning("%s ended with %s (attempt %d)", target.label, exc.reason, attempts)
@@ -152,6 +168,16 @@ class Dispatcher:
                                 "Google rejected the API key you sent as your bearer token.",
                                 headers=Outcome(target, call, attempts).headers(),
                             ) from None
+                        refused = getattr(cred.auth, "refused", None)
+                        if refused is not None and not token_renewed:
+                            token_renewed = True
+                            refused(headers)
+                            log.warning(
+                                "Google refused the access token of %s (%s); refreshing it", cred.label,
+                                exc.reason or exc.google_status,
+                            )
+                            tries -= 1  # the same call with a new token: not a retry of a failure
+                            continue
                         log.error(
                             "Google refused the credentials %s of upstream %s (%s %s); check the configuration",
                             cred.label, upstream.name, exc.google_code, exc.reason or exc.google_status,
@@ -185,9 +211,18 @@ class Dispatcher:
                     await self._sleep(delay)
                     continue
                 outcome = Outcome(target, call, attempts, cred.label)
+                if attempts > 1:
+                    log.info("%s served the request after %d attempts (credential %s)", target.label, attempts, cred.label)
+                else:
+                    log.debug("%s served the request at the first attempt (credential %s)", target.label, cred.label)
                 return result, outcome
         if last is None:
             raise ModelNotFound(targets[0].model if targets else "")
+        log.log(
+            logging.WARNING if last.status >= 429 else logging.INFO,
+            "request failed after %d attempt(s) on %s: %s %s",
+            attempts, ", ".join(dict.fromkeys(t.label for t in targets)), last.status, last.message[:200],
+        )
         last.headers.setdefault("x-gemini-proxy-attempts", str(attempts))
         raise last
 

@@ -72,8 +72,10 @@ class Router:
                 self.routes[alias] = self.routes[target]
             elif self.order:
                 model = gemini_model_id(target)
+                # Like passthrough: the first upstream, the others as fall-backs in configured order.
                 self.routes[alias] = [
-                    Target(u, model, capabilities_for(model, self._patterns)) for u in self.order
+                    Target(u, model, capabilities_for(model, self._patterns), priority=i)
+                    for i, u in enumerate(self.order)
                 ]
         self._passthrough: dict[str, list[Target]] = {}
 

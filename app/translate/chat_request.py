@@ -78,7 +78,7 @@ def _text_of(content: str | list[ContentPart] | None, param: str, allowed: tuple
                 param=f"{param}[{j}].type",
                 code="invalid_value",
             )
-        texts.append(part.text if part.type == "text" else (part.refusal or ""))
+        texts.append((part.text if part.type == "text" else part.refusal) or "")
     return "".join(texts) if len(texts) == 1 else "\n".join(t for t in texts if t)
 
 
@@ -478,7 +478,8 @@ def _response_format(req: ChatCompletionRequest, caps: ModelCapabilities, gen: d
             else:
                 converted = to_openapi_schema(schema)
                 dropped.extend(k for k in converted.dropped if k not in dropped)
-                gen["responseSchema"] = converted.schema
+                if converted.schema.get("type") != "STRING" or schema.get("type") != "object":
+                    gen["responseSchema"] = converted.schema  # (a free-form object: JSON mode alone)
 
 
 def _thinking(req: ChatCompletionRequest, caps: ModelCapabilities) -> tuple[dict[str, Any] | None, bool]:

@@ -271,7 +271,16 @@ def to_openai(response: Mapping[str, Any], ctx: ResponseContext) -> dict[str, An
     if broken is not None:
         raise broken
     candidates = response.get("candidates") or [{}]
-    choices = [candidate_to_choice(c, k, ctx) for k, c in enumerate(candidates)]
+    # proto3 omits `index` when it is 0; a candidate without one takes the lowest index no
+    # other candidate claims (so choice indexes stay unique whatever the order).
+    taken = {c["index"] for c in candidates if isinstance(c.get("index"), int)}
+    choices = []
+    for k, cand in enumerate(candidates):
+        if not isinstance(cand.get("index"), int):
+            index = next(i for i in range(len(candidates) + 1) if i not in taken)
+            taken.add(index)
+            cand = {**cand, "index": index}
+        choices.append(candidate_to_choice(cand, k, ctx))
     choices.sort(key=lambda c: c["index"])
     return {
         "id": ctx.id,

@@ -168,6 +168,8 @@ class ChatStreamTranslator:
         if calls:
             if opts.legacy_functions:
                 delta["function_call"] = calls[0]["function"]
+                if "extra_content" in calls[0]:  # as the non-streamed message carries it
+                    delta["extra_content"] = calls[0]["extra_content"]
             else:
                 delta["tool_calls"] = calls
         if images:
@@ -182,7 +184,8 @@ class ChatStreamTranslator:
 
     def _tool_call(self, choice: _Choice, part: Mapping[str, Any], calls: list[dict[str, Any]]) -> None:
         fc = part["functionCall"]
-        streaming = "partialArgs" in fc or fc.get("willContinue")
+        # The last piece of a streamed call may be a bare `{}` (willContinue false is omitted).
+        streaming = "partialArgs" in fc or fc.get("willContinue") or (choice.partial is not None and not fc.get("name"))
         if not streaming:
             call = tool_call_to_openai(part, self.ctx)
             call["index"] = choice.tool_call_index
@@ -218,20 +221,26 @@ class ChatStreamTranslator:
             tail = {"index": choice.partial_index, "function": {"arguments": choice.partial.close()}}
             delta.setdefault("tool_calls", []).append(tail)
             choice.partial = None
+        # As OpenAI does, the finish reason travels on its own chunk after the last content:
+        # the SDK's stream helper only closes the last tool call (`arguments.done`, parsed
+        # arguments) when the finish reason arrives after that call's deltas.
+        out = [self._chunk(choice, delta, logprobs=logprobs)] if delta or logprobs is not None else []
+        closing_delta: dict[str, Any] = {}
         full_text = "".join(choice.text)
         if choice.text_signature:
-            delta["extra_content"] = signatures.to_extra_content(choice.text_signature)
+            closing_delta["extra_content"] = signatures.to_extra_content(choice.text_signature)
             if full_text and not choice.saw_tool_call:
                 self.ctx.signatures[signatures.text_key(full_text)] = choice.text_signature
         if choice.grounding_supports:
             grounding = {"groundingChunks": choice.grounding_chunks, "groundingSupports": choice.grounding_supports}
             annotations = annotations_to_openai(grounding, [full_text], [0])
             if annotations:
-                delta["annotations"] = annotations
+                closing_delta["annotations"] = annotations
         finish = gemini_finish_reason_to_openai(reason, choice.saw_tool_call)
         if choice.saw_tool_call and opts.legacy_functions and finish == "tool_calls":
             finish = "function_call"
-        return [self._chunk(choice, delta, finish, logprobs)]
+        out.append(self._chunk(choice, closing_delta, finish))
+        return out
 
     def finish(self) -> list[dict[str, Any]]:
         """Close every choice still open (Gemini sends nothing after its last chunk), then usage."""

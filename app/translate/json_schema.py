@@ -11,7 +11,11 @@ Two targets:
   support (`parameters` / `responseSchema`, the OpenAPI 3.0 subset):
   `$ref`/`$defs` inlined, `anyOf` with null -> `nullable`, type arrays split,
   `const` -> one-value `enum`, `oneOf` -> `anyOf`, `allOf` merged, keywords the
-  subset lacks dropped. Every dropped keyword is reported (`Converted.dropped`)
+  subset lacks dropped (also `format`s Gemini refuses and empty `enum`
+  strings); what the subset cannot express (an object with no
+  declared properties, e.g. a dict field; an unresolvable `$ref` or one
+  nested past `_MAX_REF_DEPTH`) travels as a string. Every dropped keyword is
+  reported (`Converted.dropped`)
   so the gateway can tell the client in a header and the log.
 
 Pure functions; the input is never modified.
@@ -32,7 +36,9 @@ _OPENAPI_KEYS = frozenset(
     }
 )
 _TYPES = {"string", "number", "integer", "boolean", "array", "object", "null"}
+_FORMATS = {"STRING": ("enum", "date-time"), "NUMBER": ("float", "double"), "INTEGER": ("int32", "int64")}
 _REF_SIBLINGS = ("description", "default")
+_TYPE_HINTS = ("type", "$ref", "anyOf", "oneOf", "allOf", "properties", "items", "enum", "const")
 _MAX_REF_DEPTH = 8  # recursive $ref chains are cut below this depth
 
 
@@ -90,7 +96,7 @@ def _convert(node: Any, root: dict[str, Any], out: Converted, depth: int) -> dic
         target = _resolve(node["$ref"], root) if isinstance(node["$ref"], str) else None
         if target is None or depth >= _MAX_REF_DEPTH:
             out.note("$ref")
-            merged: dict[str, Any] = {"type": "OBJECT"}
+            merged: dict[str, Any] = {"type": "STRING"}  # an OBJECT without properties is refused
         else:
             merged = _convert(target, root, out, depth + 1)
         for key in _REF_SIBLINGS:
@@ -113,6 +119,8 @@ def _convert(node: Any, root: dict[str, Any], out: Converted, depth: int) -> dic
     if isinstance(node.get("allOf"), list):
         for part in node["allOf"]:
             sub = _convert(part, root, out, depth)
+            if isinstance(part, dict) and not any(k in part for k in _TYPE_HINTS):
+                sub.pop("type", None)  # a part that only annotates (a description) says nothing of the type
             props = {**result.get("properties", {}), **sub.get("properties", {})}
             required = list(dict.fromkeys([*result.get("required", []), *sub.get("required", [])]))
             result.update(sub)
@@ -160,12 +168,16 @@ def _convert(node: Any, root: dict[str, Any], out: Converted, depth: int) -> dic
             result["items"] = _convert(value if not isinstance(value, list) else (value[0] if value else {}), root, out, depth)
             continue
         if key == "enum" and isinstance(value, list):
-            if all(isinstance(v, str) for v in value):
-                result["enum"] = list(value)
+            if all(isinstance(v, str) for v in value) and any(value):
+                result["enum"] = [v for v in value if v]  # Gemini: `enum[i]: cannot be empty`
                 result["type"] = "STRING"
+                if len(result["enum"]) < len(value):
+                    out.note("enum")
             else:
                 out.note("enum")
             continue
+        if key == "format":
+            continue  # checked below, once the type is known
         if key == "required" and isinstance(value, list):
             continue  # filtered below, once properties are known
         if key == "examples" and isinstance(value, list) and value:
@@ -181,8 +193,20 @@ def _convert(node: Any, root: dict[str, Any], out: Converted, depth: int) -> dic
             result["required"] = required
     if result.get("type") == "ARRAY" and "items" not in result:
         result["items"] = {"type": "STRING"}
+    if "format" in node:
+        # Gemini: `format: only 'enum' and 'date-time' are supported for STRING type`.
+        if node["format"] in _FORMATS.get(result.get("type", ""), ()):
+            result["format"] = node["format"]
+        else:
+            out.note("format")
+    if result.get("type") == "OBJECT" and not result.get("properties"):
+        # "Any object" (a dict field, `additionalProperties` only) has no spelling in the
+        # subset: Gemini refuses `properties: should be non-empty for OBJECT type`.
+        out.note("additionalProperties" if "additionalProperties" in node else "properties")
+        result = {k: result[k] for k in ("title", "description") if k in result}
+        result["type"] = "STRING"
+    if "type" not in result and "anyOf" not in result:
+        result["type"] = "STRING"  # a schema with no type (`{}`, a description only) means "anything"
     if nullable:
         result["nullable"] = True
-    if not result:
-        result["type"] = "STRING"
     return result

@@ -19,6 +19,19 @@ from typing import Any
 import orjson
 
 _TOKEN = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]|\['((?:[^'\\]|\\.)*)'\]|\[\"((?:[^\"\\]|\\.)*)\"\]")
+_ESCAPE = re.compile(r'\\(.)|"', re.DOTALL)
+
+
+def _unquote(body: str) -> str:
+    """The name inside `['...']` / `["..."]`, with RFC 9535 escapes (`\\'`, `\\n`, `\\u00e9`, ...) undone."""
+    if "\\" not in body:
+        return body
+    # Rewrite as the body of a JSON string (`\\'` -> `'`, a bare `"` escaped), then let JSON decode it.
+    text = _ESCAPE.sub(lambda m: '\\"' if m.group(0) == '"' else ("'" if m.group(1) == "'" else m.group(0)), body)
+    try:
+        return orjson.loads(f'"{text}"')
+    except orjson.JSONDecodeError:
+        raise ValueError(f"bad escape in JSON path name {body!r}") from None
 
 
 def parse_json_path(path: str) -> list[str | int]:
@@ -35,7 +48,7 @@ def parse_json_path(path: str) -> list[str | int]:
         if index is not None:
             out.append(int(index))
         else:
-            out.append(name if name is not None else (quoted1 if quoted1 is not None else quoted2))
+            out.append(name if name is not None else _unquote(quoted1 if quoted1 is not None else quoted2))
         pos = m.end()
     return out
 

@@ -17,19 +17,22 @@ from app.errors import InvalidRequest, UnsupportedParameter
 from app.schemas.openai import ChatCompletionRequest, FunctionDefinition
 from app.translate.json_schema import to_json_schema, to_openapi_schema
 
-_GEMINI_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$")
+# Google's docs say 128 characters, but the API refuses names longer than 64 ("Invalid function
+# name. ... with a maximum length of 64."), so 64 is the limit that works everywhere.
+MAX_NAME = 64
+_GEMINI_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]{0,%d}" % (MAX_NAME - 1))
 _BAD_CHARS = re.compile(r"[^A-Za-z0-9_.:\-]")
 
 
 def gemini_safe_name(name: str) -> str:
-    """A name Gemini accepts (starts with a letter or `_`, at most 128 of `[A-Za-z0-9_.:-]`)."""
-    if _GEMINI_NAME.match(name):
+    """A name Gemini accepts (starts with a letter or `_`, at most 64 of `[A-Za-z0-9_.:-]`)."""
+    if _GEMINI_NAME.fullmatch(name):
         return name
     safe = _BAD_CHARS.sub("_", name)
     if not safe or not (safe[0].isalpha() or safe[0] == "_"):
         safe = "_" + safe
-    if len(safe) > 128:
-        safe = safe[:119] + "_" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    if len(safe) > MAX_NAME:
+        safe = safe[: MAX_NAME - 9] + "_" + hashlib.sha256(name.encode()).hexdigest()[:8]
     return safe
 
 
@@ -47,7 +50,7 @@ class ToolNames:
         base, n = candidate, 2
         while candidate in self.to_openai and self.to_openai[candidate] != name:
             suffix = f"_{n}"
-            candidate = base[: 128 - len(suffix)] + suffix
+            candidate = base[: MAX_NAME - len(suffix)] + suffix
             n += 1
         self.to_gemini[name] = candidate
         self.to_openai[candidate] = name
@@ -80,7 +83,8 @@ def _declaration(fn: FunctionDefinition, names: ToolNames, json_schema: bool, dr
         else:
             converted = to_openapi_schema(fn.parameters)
             dropped.extend(k for k in converted.dropped if k not in dropped)
-            decl["parameters"] = converted.schema
+            if converted.schema.get("type") == "OBJECT":  # not a free-form object (sent as no parameters)
+                decl["parameters"] = converted.schema
     return decl
 
 

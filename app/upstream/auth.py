@@ -6,14 +6,23 @@
   The token is cached by google-auth and refreshed when it is no longer
   `valid` (google-auth counts a token as expired 3 min 45 s early, so refreshes
   happen before the real expiry), under one asyncio lock and in a worker
-  thread: however many requests wait, one refresh runs, and the event loop
-  never blocks on the token endpoint.
+  thread: however many requests wait, one refresh runs (a request that waited
+  while another refreshed uses that token), and the event loop never blocks on
+  the token endpoint. A token Google refused although google-auth still
+  trusted it (revoked, clock skew) is marked with `refused()`: the next
+  `headers()` refreshes once for all the requests that saw it refused.
+* The token endpoint is the one the credentials name (`token_uri`), also for
+  authorized-user files, whose `token_uri` google-auth itself replaces with
+  Google's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import warnings
 from typing import Any, Protocol
 
 from app.errors import UpstreamCredentialsFailed
@@ -44,13 +53,20 @@ class GoogleCredentialsAuth:
         self.credentials = credentials
         self._request = google.auth.transport.requests.Request()
         self._lock = asyncio.Lock()
-        self.refreshes = 0
+        self.refreshes = 0  # also the generation of the current token
+        self._refused: str | None = None  # a token Google refused while google-auth still trusted it
         project = quota_project or getattr(credentials, "quota_project_id", None)
         self._extra = {"x-goog-user-project": project} if project else {}
 
-    async def _refresh(self) -> None:
+    def refused(self, headers: dict[str, str]) -> None:
+        """Google refused the token in `headers`: refresh before it is used again."""
+        token = headers.get("authorization", "").removeprefix("Bearer ")
+        if token and token == self.credentials.token:
+            self._refused = token
+
+    async def _refresh(self, seen: int) -> None:
         async with self._lock:
-            if self.credentials.valid:  # another request refreshed while we waited
+            if self.refreshes != seen:  # another request refreshed while we waited: use its token
                 return
             try:
                 await asyncio.to_thread(self.credentials.refresh, self._request)
@@ -59,10 +75,11 @@ class GoogleCredentialsAuth:
                 log.debug("refresh failure detail", exc_info=True)
                 raise UpstreamCredentialsFailed() from None
             self.refreshes += 1
+            self._refused = None
 
     async def headers(self) -> dict[str, str]:
-        if not self.credentials.valid:
-            await self._refresh()
+        if not self.credentials.valid or self.credentials.token == self._refused:
+            await self._refresh(self.refreshes)
         return {"authorization": f"Bearer {self.credentials.token}", **self._extra}
 
 
@@ -71,7 +88,26 @@ def load_google_credentials(credentials_file: str | None) -> Any:
     import google.auth
 
     if credentials_file:
-        credentials, _ = google.auth.load_credentials_from_file(credentials_file, scopes=[CLOUD_PLATFORM_SCOPE])
+        with warnings.catch_warnings():  # the operator's own file, not one from an untrusted source
+            warnings.simplefilter("ignore", DeprecationWarning)
+            credentials, _ = google.auth.load_credentials_from_file(credentials_file, scopes=[CLOUD_PLATFORM_SCOPE])
     else:
         credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+    return _with_files_token_uri(credentials, credentials_file or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"))
+
+
+def _with_files_token_uri(credentials: Any, path: str | None) -> Any:
+    """google-auth replaces an authorized-user file's `token_uri` with Google's; keep the file's."""
+    import google.oauth2.credentials
+
+    if not path or not isinstance(credentials, google.oauth2.credentials.Credentials):
+        return credentials
+    try:
+        with open(path, encoding="utf-8") as file:
+            info = json.load(file)
+    except (OSError, ValueError):
+        return credentials
+    token_uri = info.get("token_uri") if isinstance(info, dict) else None
+    if isinstance(token_uri, str) and token_uri and token_uri != credentials.token_uri:
+        return credentials.with_token_uri(token_uri)
     return credentials

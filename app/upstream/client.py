@@ -77,6 +77,12 @@ class Timeouts:
     stream_idle: float
 
 
+def _stream_failure(exc: BaseException) -> UpstreamUnavailable:
+    if isinstance(exc, TimeoutError):  # also aiohttp's ServerTimeoutError
+        return UpstreamUnavailable("The upstream answer took longer than the total timeout.", status=504)
+    return UpstreamUnavailable(f"The upstream connection failed mid-stream ({type(exc).__name__}).")
+
+
 class UpstreamStream:
     """An open streamed answer: read raw bytes as they arrive; close to cancel."""
 
@@ -91,25 +97,31 @@ class UpstreamStream:
     async def read(self, wait: float | None = None) -> bytes | None:
         """Next bytes (b"" at the end of the body), or None when `wait` seconds passed silently.
 
-        Silence longer than the stream-idle timeout raises UpstreamUnavailable.
+        Silence longer than the stream-idle timeout, the total timeout and a
+        broken connection raise UpstreamUnavailable.
         """
         content = self._content
-        data = content.read_nowait()  # already buffered: no timer needed
+        try:
+            data = content.read_nowait()  # already buffered: no timer needed
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:  # aiohttp re-raises a failure seen earlier
+            raise _stream_failure(exc) from None
         if data:
             return data
         if content.at_eof():
             self.done = True
             return b""
-        timeout = self._idle if wait is None else min(wait, self._idle)
+        timer = asyncio.timeout(self._idle if wait is None else min(wait, self._idle))
         try:
-            async with asyncio.timeout(timeout):
-                data = await self._content.readany()
-        except TimeoutError:
+            async with timer:
+                data = await content.readany()
+        except TimeoutError as exc:
+            if not timer.expired():  # not our timer: aiohttp's total timeout
+                raise _stream_failure(exc) from None
             if wait is not None and wait < self._idle:
                 return None
             raise UpstreamUnavailable("The upstream stream stalled.", status=504) from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamUnavailable(f"The upstream connection failed mid-stream ({type(exc).__name__}).") from None
+            raise _stream_failure(exc) from None
         if not data:
             self.done = True
         return data

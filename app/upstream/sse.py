@@ -83,15 +83,19 @@ class SSEDecoder:
         the result is the same as `_feed_lines` would give.
         """
         pieces = buf.split(b"\r\n\r\n")
-        self._buf = pieces.pop()
+        rest = pieces.pop()
         events: list[dict[str, Any]] = []
         for piece in pieces:
-            if piece.startswith(b"data: ") and b"\n" not in piece and b"\r" not in piece:
+            if self._raw is None and piece.startswith(b"data: ") and b"\n" not in piece and b"\r" not in piece:
                 event = _parse(piece[6:])
                 if event is not None:
                     events.append(event)
             else:
                 events.extend(self._feed_lines(piece + b"\r\n\r\n"))
+        if b"\n" in rest or b"\r" in rest:  # other framing (`\n\n`, `\r\r`) or a separator cut in two
+            events.extend(self._feed_lines(rest))
+        else:
+            self._buf = rest  # set after `_feed_lines`, which resets the buffer
         return events
 
     def _feed_lines(self, buf: bytes) -> list[dict[str, Any]]:
