@@ -90,7 +90,7 @@ class _Builder:
         self.system: list[dict[str, Any]] = []
         self.contents: list[dict[str, Any]] = []
         self.resolution: str | None = None
-        self.calls: dict[str, tuple[str, int]] = {}  # tool_call_id -> (openai name, position in its step)
+        self.calls: dict[str, tuple[str, int, str | None]] = {}  # tool_call_id -> (name, position, Gemini's id)
         self.open_calls: list[str] = []  # ids of the last step still waiting for answers
         self.open_since = -1
         self.tool_run: list[tuple[int, dict[str, Any], list[dict[str, Any]]]] = []
@@ -197,7 +197,7 @@ class _Builder:
         if text:
             parts.append({"text": text})
         parts.extend(self._echoed_images(msg))
-        if parts and not msg.tool_calls:
+        if parts and msg.function_call is None:  # (a legacy call's signature sits on the message)
             sig = signatures.from_extra_content(msg.extra_content)
             if sig is None and isinstance(msg.content, str):
                 sig = self.env.signatures.get(signatures.text_key(msg.content))
@@ -212,11 +212,14 @@ class _Builder:
                 )
             args = self._arguments(tc.function.arguments, f"{tp}.function.arguments")
             part: dict[str, Any] = {"functionCall": {"name": self.names.gemini(tc.function.name), "args": args}}
+            gemini_id = self.env.signatures.get(signatures.call_id_key(tc.id))
+            if gemini_id:
+                part["functionCall"]["id"] = gemini_id
             sig = signatures.from_extra_content(tc.extra_content) or self.env.signatures.get(tc.id)
             if sig:
                 part["thoughtSignature"] = sig
             calls.append(part)
-            self.calls[tc.id] = (tc.function.name, j)
+            self.calls[tc.id] = (tc.function.name, j, gemini_id)
         if msg.function_call is not None and not msg.tool_calls:
             fc = msg.function_call
             part = {"functionCall": {"name": self.names.gemini(fc.name), "args": self._arguments(fc.arguments, f"{param}.function_call.arguments")}}
@@ -278,9 +281,11 @@ class _Builder:
                 param=f"{param}.role",
             )
         self.open_calls.remove(msg.tool_call_id)
-        name, position = known
+        name, position, gemini_id = known
         response, fr_parts = self._tool_result(msg, param)
         fr: dict[str, Any] = {"name": self.names.gemini(name), "response": response}
+        if gemini_id:
+            fr["id"] = gemini_id
         siblings: list[dict[str, Any]] = []
         if fr_parts:
             if self.caps.multimodal_function_response:

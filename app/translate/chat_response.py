@@ -182,6 +182,8 @@ def tool_call_to_openai(part: Mapping[str, Any], ctx: ResponseContext) -> dict[s
             "arguments": orjson.dumps(fc.get("args") or {}).decode(),
         },
     }
+    if fc.get("id"):
+        ctx.signatures[signatures.call_id_key(call["id"])] = fc["id"]
     sig = part.get("thoughtSignature")
     if sig:
         call["extra_content"] = signatures.to_extra_content(sig)
@@ -244,9 +246,9 @@ def candidate_to_choice(cand: Mapping[str, Any], k: int, ctx: ResponseContext) -
         else:
             message["tool_calls"] = calls
     message.update(image_fields(images, opts.images))
-    if other_sig:
+    if other_sig and not (calls and opts.legacy_functions):  # (there the message holds the call's)
         message["extra_content"] = signatures.to_extra_content(other_sig)
-        if content and not calls:
+        if content:
             ctx.signatures[signatures.text_key(content)] = other_sig
     annotations = annotations_to_openai(cand.get("groundingMetadata"), text_parts, text_starts)
     if annotations:

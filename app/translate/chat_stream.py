@@ -196,18 +196,22 @@ class ChatStreamTranslator:
         if choice.partial is None or fc.get("name"):
             if choice.partial is not None:  # a new call starts: the previous one is complete
                 calls.append({"index": choice.partial_index, "function": {"arguments": choice.partial.close()}})
-            first = tool_call_to_openai({**part, "functionCall": {"name": fc.get("name", ""), "args": {}}}, self.ctx)
-            first["function"]["arguments"] = ""
+            head = {k: v for k, v in fc.items() if k in ("name", "id")}
+            first = tool_call_to_openai({**part, "functionCall": {**head, "args": {}}}, self.ctx)
             first["index"] = choice.partial_index = choice.tool_call_index
             choice.tool_call_index += 1
             choice.saw_tool_call = True
             choice.partial = ArgumentsWriter()
             calls.append(first)
+        else:
+            first = None
         text = choice.partial.feed(fc.get("partialArgs") or ())
         if not fc.get("willContinue"):
             text += choice.partial.close()
             choice.partial = None
-        if text:
+        if first is not None:  # the call's first delta carries its first argument text too
+            first["function"]["arguments"] = text
+        elif text:
             calls.append({"index": choice.partial_index, "function": {"arguments": text}})
 
     def _finish_choice(self, choice: _Choice, delta: dict[str, Any], reason: str | None, logprobs: Any = None) -> list[dict[str, Any]]:
@@ -229,7 +233,7 @@ class ChatStreamTranslator:
         full_text = "".join(choice.text)
         if choice.text_signature:
             closing_delta["extra_content"] = signatures.to_extra_content(choice.text_signature)
-            if full_text and not choice.saw_tool_call:
+            if full_text:
                 self.ctx.signatures[signatures.text_key(full_text)] = choice.text_signature
         if choice.grounding_supports:
             grounding = {"groundingChunks": choice.grounding_chunks, "groundingSupports": choice.grounding_supports}

@@ -14,7 +14,7 @@ Two targets:
   subset lacks dropped (also `format`s Gemini refuses and empty `enum`
   strings); what the subset cannot express (an object with no
   declared properties, e.g. a dict field; an unresolvable `$ref` or one
-  nested past `_MAX_REF_DEPTH`) travels as a string. Every dropped keyword is
+  nested past `_MAX_REF_DEPTH`, or a recursive model's second level) travels as a string. Every dropped keyword is
   reported (`Converted.dropped`)
   so the gateway can tell the client in a header and the log.
 
@@ -39,7 +39,9 @@ _TYPES = {"string", "number", "integer", "boolean", "array", "object", "null"}
 _FORMATS = {"STRING": ("enum", "date-time"), "NUMBER": ("float", "double"), "INTEGER": ("int32", "int64")}
 _REF_SIBLINGS = ("description", "default")
 _TYPE_HINTS = ("type", "$ref", "anyOf", "oneOf", "allOf", "properties", "items", "enum", "const")
-_MAX_REF_DEPTH = 8  # recursive $ref chains are cut below this depth
+_MAX_REF_DEPTH = 8  # $ref chains are cut below this depth
+_MAX_RECURSION = 2  # expansions of one $ref on a single path (a recursive model unrolled once)
+_METADATA = frozenset({"$schema", "$id", "$comment", "$anchor"})  # dropped without being reported
 
 
 def to_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -84,21 +86,25 @@ def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any] | None:
 def to_openapi_schema(schema: dict[str, Any]) -> Converted:
     """Convert a JSON Schema into Gemini's OpenAPI-subset `Schema`."""
     out = Converted({})
-    out.schema = _convert(schema, schema, out, 0)
+    out.schema = _convert(schema, schema, out, ())
     return out
 
 
-def _convert(node: Any, root: dict[str, Any], out: Converted, depth: int) -> dict[str, Any]:
+def _convert(node: Any, root: dict[str, Any], out: Converted, trail: tuple[str, ...]) -> dict[str, Any]:
+    """`trail`: the `$ref`s being expanded on the way to `node` (bounds recursion)."""
     if not isinstance(node, dict):
         # `true` / `{}` / anything: the subset has no "any" type; a string is the safest carrier.
         return {"type": "STRING"}
     if "$ref" in node:
-        target = _resolve(node["$ref"], root) if isinstance(node["$ref"], str) else None
-        if target is None or depth >= _MAX_REF_DEPTH:
+        ref = node["$ref"]
+        target = _resolve(ref, root) if isinstance(ref, str) else None
+        # A recursive model is unrolled one level (a tree node's children are nodes whose
+        # own children are strings): every further level multiplies the schema's size.
+        if target is None or len(trail) >= _MAX_REF_DEPTH or trail.count(ref) >= _MAX_RECURSION:
             out.note("$ref")
             merged: dict[str, Any] = {"type": "STRING"}  # an OBJECT without properties is refused
         else:
-            merged = _convert(target, root, out, depth + 1)
+            merged = _convert(target, root, out, (*trail, ref))
         for key in _REF_SIBLINGS:
             if key in node:
                 merged[key] = node[key]
@@ -113,12 +119,12 @@ def _convert(node: Any, root: dict[str, Any], out: Converted, depth: int) -> dic
         non_null = [b for b in branches if not (isinstance(b, dict) and b.get("type") == "null")]
         nullable = nullable or len(non_null) < len(branches)
         if len(non_null) == 1:
-            result.update(_convert(non_null[0], root, out, depth))
+            result.update(_convert(non_null[0], root, out, trail))
         elif non_null:
-            result["anyOf"] = [_convert(b, root, out, depth) for b in non_null]
+            result["anyOf"] = [_convert(b, root, out, trail) for b in non_null]
     if isinstance(node.get("allOf"), list):
         for part in node["allOf"]:
-            sub = _convert(part, root, out, depth)
+            sub = _convert(part, root, out, trail)
             if isinstance(part, dict) and not any(k in part for k in _TYPE_HINTS):
                 sub.pop("type", None)  # a part that only annotates (a description) says nothing of the type
             props = {**result.get("properties", {}), **sub.get("properties", {})}
@@ -136,7 +142,7 @@ def _convert(node: Any, root: dict[str, Any], out: Converted, depth: int) -> dic
         if len(types) == 1:
             raw_type = types[0]
         elif types:
-            result["anyOf"] = [_convert({**node, "type": t}, root, out, depth) for t in types]
+            result["anyOf"] = [_convert({**node, "type": t}, root, out, trail) for t in types]
             raw_type = None
         else:
             raw_type = "null"
@@ -161,11 +167,11 @@ def _convert(node: Any, root: dict[str, Any], out: Converted, depth: int) -> dic
             continue
         if key == "properties" and isinstance(value, dict):
             if value:
-                result["properties"] = {name: _convert(sub, root, out, depth) for name, sub in value.items()}
+                result["properties"] = {name: _convert(sub, root, out, trail) for name, sub in value.items()}
                 result.setdefault("propertyOrdering", list(value))
             continue
         if key == "items":
-            result["items"] = _convert(value if not isinstance(value, list) else (value[0] if value else {}), root, out, depth)
+            result["items"] = _convert(value if not isinstance(value, list) else (value[0] if value else {}), root, out, trail)
             continue
         if key == "enum" and isinstance(value, list):
             if all(isinstance(v, str) for v in value) and any(value):
@@ -185,7 +191,7 @@ def _convert(node: Any, root: dict[str, Any], out: Converted, depth: int) -> dic
             continue
         if key in _OPENAPI_KEYS:
             result[key] = value
-        else:
+        elif key not in _METADATA:
             out.note(key)
     if isinstance(node.get("required"), list) and "properties" in result:
         required = [r for r in node["required"] if r in result["properties"]]

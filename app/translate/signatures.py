@@ -14,6 +14,10 @@ their `thoughtSignature`. OpenAI clients often drop unknown fields, so:
 4. else, for a Gemini 3 call in the current turn only, the documented bypass
    value is sent and counted.
 
+The same store remembers Gemini's own `functionCall.id` (when Gemini sends
+one) behind our `call_...` id, so that it goes back on the `functionCall` and
+its `functionResponse` in later turns.
+
 This module holds the pure part: where signatures sit, which keys to look up,
 and the current-turn rule. The store itself lives in `app/gateway/signatures.py`.
 """
@@ -48,6 +52,11 @@ def text_key(text: str) -> str:
     return "text:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
 
 
+def call_id_key(tool_call_id: str) -> str:
+    """Store key for Gemini's own `functionCall.id` behind one of our `call_...` ids."""
+    return "gid:" + tool_call_id
+
+
 def legacy_call_key(name: str, arguments: str) -> str:
     """Store key for a deprecated `function_call`, which has no id."""
     return text_key(f"fn:{name}:{arguments}")
@@ -61,7 +70,8 @@ def wanted_keys(messages: Iterable[Any]) -> list[str]:
             continue
         if msg.tool_calls:
             keys.extend(tc.id for tc in msg.tool_calls if from_extra_content(tc.extra_content) is None)
-        elif from_extra_content(msg.extra_content) is not None:
+            keys.extend(call_id_key(tc.id) for tc in msg.tool_calls)
+        if from_extra_content(msg.extra_content) is not None:
             continue
         elif msg.function_call is not None:
             keys.append(legacy_call_key(msg.function_call.name, msg.function_call.arguments))

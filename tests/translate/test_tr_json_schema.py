@@ -207,8 +207,6 @@ def test_openapi_allof_part_that_only_annotates_keeps_the_type() -> None:
 @pytest.mark.parametrize(
     "keyword, value",
     [
-        ("$schema", "https://json-schema.org/draft/2020-12/schema"),
-        ("$id", "urn:x"),
         ("additionalProperties", False),
         ("patternProperties", {"^x": {"type": "string"}}),
         ("propertyNames", {"pattern": "^[a-z]+$"}),
@@ -222,6 +220,14 @@ def test_openapi_drops_and_reports_keywords_the_subset_lacks(keyword: str, value
     schema = {"type": "object", "properties": {"a": {"type": "string"}}, keyword: value}
     out = to_openapi_schema(schema)
     assert keyword not in out.schema and keyword in out.dropped
+    accepted_as_response_schema(out.schema)
+
+
+@pytest.mark.parametrize("keyword", ["$schema", "$id", "$comment"])
+def test_openapi_drops_metadata_keywords_without_reporting_them(keyword):
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, keyword: "x"}
+    out = to_openapi_schema(schema)
+    assert keyword not in out.schema and out.dropped == []
     accepted_as_response_schema(out.schema)
 
 

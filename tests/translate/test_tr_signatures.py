@@ -15,6 +15,7 @@ import pytest
 from app.schemas.openai import Message
 from app.translate.signatures import (
     BYPASS_SIGNATURE,
+    call_id_key,
     enforce_current_turn,
     from_extra_content,
     legacy_call_key,
@@ -158,4 +159,20 @@ def test_wanted_keys_are_the_signatures_the_client_dropped() -> None:
             {"role": "assistant", "content": ""},
         ]
     ]  # fmt: skip
-    assert wanted_keys(messages) == [text_key("Hello!"), "call_a", legacy_call_key("g", '{"x":1}')]
+    assert wanted_keys(messages) == [
+        text_key("Hello!"),
+        "call_a",
+        call_id_key("call_a"),  # Gemini's own call ids are never carried by clients
+        call_id_key("call_b"),
+        legacy_call_key("g", '{"x":1}'),
+    ]
+
+
+def test_wanted_keys_include_the_text_of_an_answer_that_also_called_tools() -> None:
+    message = Message.model_validate(
+        {"role": "assistant", "content": "Let me look.", "tool_calls": [
+            {"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{}"},
+             "extra_content": {"google": {"thought_signature": SIG}}},
+        ]}
+    )  # fmt: skip
+    assert wanted_keys([message]) == [call_id_key("call_a"), text_key("Let me look.")]
