@@ -259,6 +259,16 @@ def _interpolate(value: Any, environ: Mapping[str, str], path: str, source: str)
     return value
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What and where, without PyYAML's quoted source lines (they could show a secret)."""
+    parts = []
+    for text, mark in ((getattr(exc, "context", None), getattr(exc, "context_mark", None)),
+                       (getattr(exc, "problem", None), getattr(exc, "problem_mark", None))):
+        if text:
+            parts.append(f"{text} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else text)
+    return "; ".join(parts) or type(exc).__name__
+
+
 def read_config_file(path: str | Path, environ: Mapping[str, str]) -> dict[str, Any]:
     source = str(path)
     try:
@@ -268,12 +278,15 @@ def read_config_file(path: str | Path, environ: Mapping[str, str]) -> dict[str, 
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of settings, not {type(data).__name__}")
     return _interpolate(data, environ, "", source)
+
+
+_SECRET_LIKE = re.compile(r"key|secret|token|passw|credential", re.IGNORECASE)
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
@@ -283,11 +296,12 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         message = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
         shown = "" if isinstance(got, (dict, list)) or err["type"] == "missing" else f" (got {got!r})"
-        if "key" in loc.lower():
-            shown = ""  # never echo a secret back
+        if err["type"] == "extra_forbidden" or _SECRET_LIKE.search(loc):
+            shown = ""  # never echo a secret back (a misspelt `api_key:` is an unknown setting)
         env_name = ENV_PREFIX + loc.split("[")[0].replace(".", "__").upper() if loc else ""
         hint = f" [env: {env_name}]" if env_name else ""
-        lines.append(f"{source}: {loc or '(top level)'}: {message}{shown}{hint}")
+        # cross-setting checks have no location of their own; their message starts with the setting
+        lines.append(f"{source}: {loc + ': ' if loc else ''}{message}{shown}{hint}")
     return "\n".join(dict.fromkeys(lines))  # one line per distinct problem
 
 
@@ -306,6 +320,8 @@ def load_settings(
     class _Loaded(Settings):
         @classmethod
         def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[override]
+            # GEMINI_PROXY_* overrides come from `environ`, like everything else (not always os.environ).
+            env_settings.env_vars = {k.lower(): v for k, v in environ.items()}  # case_sensitive=False
             return (init_settings, env_settings, InitSettingsSource(settings_cls, file_data))
 
     try:
@@ -313,7 +329,11 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
     except ValueError as exc:  # e.g. a malformed JSON value in a GEMINI_PROXY_* variable
-        raise ConfigError(f"{source}: {exc}") from None
+        field = re.search(r'field "([^"]+)"', str(exc))
+        names = sorted(k.upper() for k in environ if field and k.upper().startswith(ENV_PREFIX + field.group(1).upper()))
+        where = f"{', '.join(names)}: " if names else ""
+        why = f" ({exc.__cause__})" if exc.__cause__ is not None else ""  # e.g. a JSON syntax error, never the value
+        raise ConfigError(f"{source}: {where}{exc}{why}") from None
     return apply_zero_config(settings, environ, source if config_path else None)
 
 

@@ -5,17 +5,20 @@ A thin route: the work is in `translate/` (pure), `gateway/dispatch.py`
 that `GatewayApp` calls before FastAPI's middleware stack and router: on this
 path they cost more than all of the translation together (measured: about
 20 us of the 45 us the gateway adds in-process; bench/README.md). The body is
-parsed with orjson and validated once by the pydantic request model.
+parsed with orjson and validated once by the pydantic request model. A client
+that disconnects cancels the upstream call, before the answer starts as well as
+during a stream (`api/sse.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -34,6 +37,7 @@ from app.api.sse import DONE, KEEPALIVE, SSEResponse, frame, frames
 from app.upstream.errors import error_from_google
 
 log = logging.getLogger("gemini_proxy.chat")
+T = TypeVar("T")
 
 _JSON_HINT = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
@@ -74,10 +78,16 @@ def validation_error(exc: ValidationError) -> InvalidRequest:
     errors = exc.errors(include_url=False)
     first = errors[0]
     param = loc_to_path(first["loc"])
+    # A union (`content`: a string or a list of parts) reports one error per branch; the
+    # deepest one inside the value the client sent is the one that says what is wrong.
+    deeper = [e for e in errors if loc_to_path(e["loc"]).startswith((param + "[", param + "."))]
+    if deeper:
+        first = max(deeper, key=lambda e: len(loc_to_path(e["loc"])))
+        param = loc_to_path(first["loc"])
     if first["type"] == "missing":
         return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
     same = [e for e in errors if loc_to_path(e["loc"]) == param]
-    if any(e["type"].endswith("_type") or e["type"] in ("model_attributes_type", "list_type", "dict_type") for e in same):
+    if any(e["type"].endswith(("_type", "_parsing")) or e["type"] == "int_from_float" for e in same):
         return InvalidRequest(
             f"Invalid type for '{param}': got {_type_name(first.get('input'))}; "
             + " or ".join(dict.fromkeys(e["msg"].lower() for e in same)) + ".",
@@ -97,9 +107,12 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     try:
-        return ChatCompletionRequest.model_validate(data)
+        req = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc) from None
+    if req.model_extra and log.isEnabledFor(logging.DEBUG):
+        log.debug("ignoring unknown request fields: %s", sorted(req.model_extra))
+    return req
 
 
 def new_completion_id() -> str:
@@ -126,6 +139,8 @@ class ChatCompletionsEndpoint:
             await self.handle(scope, receive, send)
         except GatewayError as exc:
             await self.send_json(send, exc.status, exc.body_bytes(), exc.headers)
+        except ClientGone:
+            log.info("client closed the connection before the answer; upstream call cancelled (POST %s)", scope.get("path"))
         except Exception:
             request_id = secrets.token_hex(8)
             log.exception("unhandled error on POST %s (request id %s)", scope.get("path"), request_id)
@@ -160,15 +175,17 @@ class ChatCompletionsEndpoint:
             if call.signature_bypasses:
                 state.metrics.signature_bypasses += call.signature_bypasses
                 log.info("thought signature bypass used %d time(s) for %s", call.signature_bypasses, target.label)
+            if call.dropped_schema_keywords:
+                log.info("schema keywords %s dropped for %s", ",".join(call.dropped_schema_keywords), target.label)
             return call
 
         if req.stream:
-            opened, outcome = await state.dispatcher.open_stream(targets, prepare, client_key)
+            opened, outcome = await _while_connected(receive, state.dispatcher.open_stream(targets, prepare, client_key))
             response = _stream_response(state, opened, outcome)
             response.raw_headers.extend(self.extra_headers)
             await response(scope, receive, send)
             return
-        response, outcome = await state.dispatcher.complete(targets, prepare, client_key)
+        response, outcome = await _while_connected(receive, state.dispatcher.complete(targets, prepare, client_key))
         ctx = ResponseContext(outcome.call.options, new_completion_id(), int(time.time()), new_call_id)
         try:
             completion = to_openai(response, ctx)
@@ -178,6 +195,40 @@ class ChatCompletionsEndpoint:
         if ctx.signatures:
             await state.signatures.put_many(ctx.signatures)
         await self.send_json(send, 200, orjson.dumps(completion), _headers(outcome))
+
+
+class ClientGone(Exception):
+    """The client disconnected while the gateway waited for Google; there is no one to answer."""
+
+
+async def _while_connected(receive: Any, call: Awaitable[T]) -> T:
+    """Await `call` (retries included), cancelling it when the client goes away first.
+
+    Before the first byte of an answer nobody else reads `receive`, so without this a
+    client that gave up would leave Google generating (and billing) a whole answer.
+    Once streaming starts, `SSEResponse` watches the connection instead.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await call
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        raise ClientGone() from None
+    finally:
+        watcher.cancel()
 
 
 def _headers(outcome: Outcome) -> dict[str, str]:
