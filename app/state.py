@@ -71,7 +71,7 @@ class GatewayState:
         if self.fetcher is not None:
             await self.fetcher.start()
         self.router = Router(self.settings, self.upstreams)
-        self.dispatcher = Dispatcher(self.client, self.settings.retry, self.settings.server.keepalive_seconds)
+        self.dispatcher = Dispatcher(self.client, self.settings.retry)
 
     async def stop(self) -> None:
         await self.client.close()

@@ -180,8 +180,20 @@ class ChatCompletionsEndpoint:
             return call
 
         if req.stream:
-            opened, outcome = await _while_connected(receive, state.dispatcher.open_stream(targets, prepare, client_key))
-            response = _stream_response(state, opened, outcome)
+            # Google may think for a long time before its first event. Wait one keep-alive
+            # interval for it (an error until then is an ordinary HTTP error); after that,
+            # answer 200 and send keep-alives while the dispatcher keeps trying.
+            opening = asyncio.get_running_loop().create_task(state.dispatcher.open_stream(targets, prepare, client_key))
+            try:
+                await _while_connected(receive, asyncio.wait((opening,), timeout=state.settings.server.keepalive_seconds))
+            except BaseException:
+                opening.cancel()
+                raise
+            if opening.done():
+                opened, outcome = opening.result()
+                response = _stream_response(state, opened, outcome)
+            else:
+                response = SSEResponse(_late_stream_body(state, opening))
             response.raw_headers.extend(self.extra_headers)
             await response(scope, receive, send)
             return
@@ -254,6 +266,39 @@ def _stream_response(state: GatewayState, opened: OpenedStream, outcome: Outcome
         exc.headers.update(outcome.headers())
         raise
     return SSEResponse(_stream_body(state, opened, translator, first), _headers(outcome))
+
+
+async def _late_stream_body(state: GatewayState, opening: asyncio.Task[tuple[OpenedStream, Outcome]]) -> AsyncIterator[bytes]:
+    """The answer of a stream whose first event is late: keep-alives until it comes, then the stream."""
+    keepalive = state.settings.server.keepalive_seconds
+    body: AsyncIterator[bytes] | None = None
+    try:
+        while not opening.done():
+            yield KEEPALIVE
+            await asyncio.wait((opening,), timeout=keepalive)
+        try:
+            opened, outcome = opening.result()
+        except GatewayError as exc:
+            log.warning("stream failed before its first event: %s %s", exc.status, exc.message[:200])
+            yield _error_event(exc)
+            return
+        translator = ChatStreamTranslator(
+            ResponseContext(outcome.call.options, new_completion_id(), int(time.time()), new_call_id)
+        )
+        try:
+            first = [chunk for event in opened.first_events for chunk in translator.feed(event)]
+        except GatewayError as exc:
+            opened.stream.close()
+            yield _error_event(exc)
+            return
+        body = _stream_body(state, opened, translator, first)
+        async for data in body:
+            yield data
+    finally:
+        if not opening.done():
+            opening.cancel()  # the client left while Google was still silent
+        if body is not None:
+            await body.aclose()  # type: ignore[attr-defined]
 
 
 async def _stream_body(

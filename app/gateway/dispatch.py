@@ -24,10 +24,12 @@ Every request's outcome is reported in `x-gemini-proxy-attempts` /
 `x-gemini-proxy-target` and in the log (attempts, target, credential label;
 never a key): at info level when it took more than one attempt or failed.
 
-A stream counts as started once its first event arrived (or the model stayed
-silent for a keep-alive interval); until then every failure is still
-retryable and still an ordinary HTTP error for the client. After that, the
-route turns failures into an in-stream error event; nothing is retried.
+A stream counts as started once its first event arrived; until then every
+failure is still retryable. (If that takes longer than a keep-alive interval,
+the route has meanwhile answered 200 and sends keep-alive comments, so a final
+failure becomes an error event instead of an HTTP error.) After the first
+event, the route turns failures into an in-stream error event; nothing is
+retried.
 """
 
 from __future__ import annotations
@@ -90,13 +92,11 @@ class Dispatcher:
         self,
         client: UpstreamClient,
         retry: RetrySettings,
-        keepalive: float,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.client = client
         self.retry = retry
-        self.keepalive = keepalive
         self._sleep = sleep
         self._rng = rng
 
@@ -246,9 +246,7 @@ class Dispatcher:
             opened = OpenedStream(stream, SSEDecoder())
             try:
                 while not opened.first_events:
-                    data = await stream.read(wait=self.keepalive)
-                    if data is None:
-                        break  # the model is thinking: start the answer and keep the client waiting
+                    data = await stream.read()
                     if not data:
                         opened.first_events = opened.decoder.flush()
                         break

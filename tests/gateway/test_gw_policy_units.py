@@ -82,7 +82,7 @@ class Script:
 
 def _dispatcher(clock: Clock, rng: Callable[[], float] = lambda: 0.5, **retry: Any) -> Dispatcher:
     settings = RetrySettings(**{"max_attempts": 3, "backoff_initial": 0.5, "backoff_max": 4.0, "max_retry_delay": 30.0, **retry})
-    return Dispatcher(client=None, retry=settings, keepalive=15, sleep=clock.sleep, rng=rng)  # type: ignore[arg-type]
+    return Dispatcher(client=None, retry=settings, sleep=clock.sleep, rng=rng)  # type: ignore[arg-type]
 
 
 async def _run(dispatcher: Dispatcher, targets: list[Target], script: Script) -> Any:
