@@ -66,6 +66,7 @@ class ServerSettings(_Section):
     keepalive_seconds: Seconds = 15.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
+    upstream_connections: int = Field(256, ge=1)  # bound of the pool of connections to Google
 
 
 class ClientKey(_Section):
@@ -209,6 +210,8 @@ class Settings(BaseSettings):
         for i, up in enumerate(self.upstreams):
             if up.type == "gemini" and not up.api_keys and not self.auth.byok:
                 raise ValueError(f"upstreams[{i}].api_keys: a gemini upstream needs at least one key (or auth.byok: true)")
+            if up.type == "vertex" and self.auth.byok:
+                raise ValueError(byok_vertex_error(i))
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
             raise ValueError(f"upstream names must be unique; repeated: {sorted(duplicates)}")
@@ -334,7 +337,18 @@ def load_settings(
         where = f"{', '.join(names)}: " if names else ""
         why = f" ({exc.__cause__})" if exc.__cause__ is not None else ""  # e.g. a JSON syntax error, never the value
         raise ConfigError(f"{source}: {where}{exc}{why}") from None
-    return apply_zero_config(settings, environ, source if config_path else None)
+    settings = apply_zero_config(settings, environ, source if config_path else None)
+    for i, up in enumerate(settings.upstreams):
+        if up.type == "vertex" and settings.auth.byok:
+            raise ConfigError(f"{source}: {byok_vertex_error(i)}")
+    return settings
+
+
+def byok_vertex_error(index: int) -> str:
+    return (
+        f"upstreams[{index}]: auth.byok (bring-your-own-key) works with gemini upstreams only; a vertex "
+        "upstream would let any client spend the gateway's own Google credentials"
+    )
 
 
 def _split_keys(value: str) -> list[SecretStr | ApiKey]:

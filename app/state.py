@@ -41,7 +41,9 @@ class GatewayState:
         self.settings = settings
         self.started_at = int(time.time())
         t = settings.timeouts
-        self.client = UpstreamClient(Timeouts(t.connect, t.first_byte, t.total, t.stream_idle))
+        self.client = UpstreamClient(
+            Timeouts(t.connect, t.first_byte, t.total, t.stream_idle), pool_size=settings.server.upstream_connections
+        )
         self.auth = ClientAuth(settings.auth)
         self.signatures: SignatureStore = signature_store or MemorySignatureStore(settings.signatures.cache_size)
         m = settings.media
@@ -66,7 +68,11 @@ class GatewayState:
             self.upstreams = [Upstream("demo", "gemini", endpoint, [Credential(ApiKeyAuth(DEMO_KEY), "demo#1", "demo")])]
         else:
             # Loading Google credentials may touch the disk or the metadata server.
-            self.upstreams = await asyncio.to_thread(lambda: [build_upstream(u) for u in self.settings.upstreams])
+            t = self.settings.timeouts
+            token_timeout = t.connect + min(t.first_byte, 30.0)  # a token endpoint answers fast or not at all
+            self.upstreams = await asyncio.to_thread(
+                lambda: [build_upstream(u, token_timeout) for u in self.settings.upstreams]
+            )
         await self.client.start()
         if self.fetcher is not None:
             await self.fetcher.start()

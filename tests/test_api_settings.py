@@ -429,3 +429,18 @@ def test_example_config_loads():
     with pytest.raises(ConfigError) as info:
         load_settings(example, environ={})
     assert "GEMINI_API_KEY" in str(info.value) and "config.example.yaml" in str(info.value)
+
+
+def test_byok_refuses_vertex_upstreams(tmp_path):
+    """Bring-your-own-key has no client authentication: a Vertex upstream would spend the gateway's credentials."""
+    from app.settings import ConfigError, load_settings
+
+    sa = tmp_path / "sa.json"
+    sa.write_text("{}")
+    with pytest.raises(ConfigError, match=r"upstreams\[0\]: auth.byok .* gemini upstreams only"):
+        load_settings(
+            overrides={"auth": {"byok": True}, "upstreams": [{"name": "vx", "type": "vertex", "project": "p", "credentials_file": str(sa)}]},
+            environ={},
+        )
+    with pytest.raises(ConfigError, match="gemini upstreams only"):  # zero-config Vertex too
+        load_settings(overrides={"auth": {"byok": True}}, environ={"GOOGLE_CLOUD_PROJECT": "p"})

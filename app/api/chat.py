@@ -23,13 +23,13 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import ValidationError
 
-from app.errors import GatewayError, InvalidRequest, PayloadTooLarge, internal_error, loc_to_path
+from app.errors import GatewayError, InvalidRequest, PayloadTooLarge, UpstreamError, internal_error, loc_to_path
 from app.gateway.dispatch import OpenedStream, Outcome
 from app.gateway.routing import Target
 from app.state import GatewayState
 from app.schemas.openai import ChatCompletionRequest
 from app.translate import signatures
-from app.translate.chat_request import GeminiCall, TranslationEnv, to_gemini
+from app.translate.chat_request import GeminiCall, TranslationEnv, sent_param, to_gemini
 from app.translate.chat_response import ResponseContext, to_openai
 from app.translate.chat_stream import ChatStreamTranslator
 from app.api.auth import bearer_token
@@ -179,6 +179,18 @@ class ChatCompletionsEndpoint:
                 log.info("schema keywords %s dropped for %s", ",".join(call.dropped_schema_keywords), target.label)
             return call
 
+        try:
+            await self._answer(scope, receive, send, req, targets, prepare, client_key)
+        except UpstreamError as exc:
+            if exc.status == 400:
+                exc.param = sent_param(exc.param, req)
+            raise
+
+    async def _answer(
+        self, scope: Any, receive: Any, send: Any, req: ChatCompletionRequest, targets: list[Target],
+        prepare: Any, client_key: str | None,
+    ) -> None:
+        state = self.state
         if req.stream:
             # Google may think for a long time before its first event. Wait one keep-alive
             # interval for it (an error until then is an ordinary HTTP error); after that,

@@ -1,8 +1,9 @@
 """`GET /v1/models` and `GET /v1/models/{id}` in OpenAI's list shape.
 
 Lists what a client can call: the configured routes and aliases, then (with
-passthrough on) the models each Gemini Developer API upstream offers for
-`generateContent`, fetched from `models.list` and cached for ten minutes. In
+passthrough on) the models each upstream offers for `generateContent`
+(Gemini Developer API: `models.list`; Vertex AI: the Gemini models of
+`publishers.models.list`), cached for ten minutes. In
 demo mode every entry is owned by `gemini-proxy-demo` and the list says
 `"demo": true`.
 """
@@ -45,7 +46,7 @@ class ModelCatalog:
             ids: list[str] = []
             for upstream in state.upstreams:
                 cred = upstream.pick()
-                if upstream.kind != "gemini" or cred is None:
+                if cred is None:
                     continue
                 try:
                     ids.extend(await self._list(state, upstream.endpoint.models_url(), await cred.auth.headers()))
@@ -61,9 +62,13 @@ class ModelCatalog:
         token = ""
         for _ in range(20):  # pages
             page = await state.client.get_json(f"{url}?pageSize=1000" + (f"&pageToken={token}" if token else ""), headers)
-            for model in page.get("models") or ():
+            for model in page.get("models") or ():  # Gemini Developer API
                 if "generateContent" in (model.get("supportedGenerationMethods") or ()):
                     ids.append(gemini_model_id(str(model.get("name", ""))))
+            for model in page.get("publisherModels") or ():  # Vertex AI: every Google model; keep Gemini's
+                model_id = str(model.get("name", "")).rsplit("/", 1)[-1]
+                if model_id.startswith("gemini") and "embedding" not in model_id:
+                    ids.append(model_id)
             token = page.get("nextPageToken") or ""
             if not token:
                 break

@@ -129,8 +129,8 @@ class Dispatcher:
                 else:
                     cred = upstream.pick()
                 if cred is None:
-                    if not upstream.credentials:
-                        last = last or UpstreamCredentialsFailed()
+                    if upstream.all_parked():  # Google refused every credential: the operator's problem
+                        last = UpstreamCredentialsFailed()
                         break
                     wait = upstream.wait_time()
                     if target is targets[-1] and wait <= self.retry.max_retry_delay:

@@ -72,6 +72,11 @@ class Upstream:
                 return cred
         return None
 
+    def all_parked(self) -> bool:
+        """No credential at all, or every one taken out of rotation because Google refused it."""
+        now = self.clock()
+        return all(self._parked.get(c.label, 0.0) > now for c in self.credentials)
+
     def wait_time(self) -> float:
         """Seconds until some credential is usable again (0 if one is now)."""
         now = self.clock()
@@ -91,11 +96,11 @@ class Upstream:
         self._parked[cred.label] = self.clock() + seconds
 
 
-def build_upstream(settings: UpstreamSettings) -> Upstream:
+def build_upstream(settings: UpstreamSettings, token_timeout: float = 30.0) -> Upstream:
     if settings.type == "vertex":
         assert settings.project is not None
         endpoint = Endpoint.vertex(settings.project, settings.location, settings.base_url, settings.api_version)
-        auth = GoogleCredentialsAuth(load_google_credentials(settings.credentials_file))
+        auth = GoogleCredentialsAuth(load_google_credentials(settings.credentials_file), timeout=token_timeout)
         creds = [Credential(auth, f"{settings.name}#1", f"project:{settings.project}")]
     else:
         endpoint = Endpoint.gemini(settings.base_url, settings.api_version)

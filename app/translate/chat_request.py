@@ -615,3 +615,20 @@ def to_gemini(req: ChatCompletionRequest, caps: ModelCapabilities, env: Translat
         stream_function_call_arguments=stream_args,
     )
     return GeminiCall(body, bool(req.stream), options, bypassed, dropped)
+
+
+def sent_param(param: str | None, req: ChatCompletionRequest) -> str | None:
+    """The OpenAI parameter a Google 400 is about, among the ones this request actually sent.
+
+    Google's message names its own field ("Penalty is not enabled ..."); several OpenAI
+    parameters map to it, so the one the client used is named.
+    """
+    if param == "presence_penalty" and not req.presence_penalty and req.frequency_penalty:
+        return "frequency_penalty"
+    if param == "reasoning_effort" and req.reasoning_effort is None:
+        google = req.google_options()
+        if google is not None and google.thinking_config is not None:
+            return "extra_body.google.thinking_config"
+    if param == "max_completion_tokens" and req.max_completion_tokens is None and req.max_tokens is not None:
+        return "max_tokens"
+    return param

@@ -11,6 +11,8 @@
   the token endpoint. A token Google refused although google-auth still
   trusted it (revoked, clock skew) is marked with `refused()`: the next
   `headers()` refreshes once for all the requests that saw it refused.
+* Calls to the token endpoint are bounded (`timeout`, from the connect and
+  first-byte timeouts).
 * The token endpoint is the one the credentials name (`token_uri`), also for
   authorized-user files, whose `token_uri` google-auth itself replaces with
   Google's.
@@ -46,12 +48,24 @@ class ApiKeyAuth:
         return self._headers
 
 
-class GoogleCredentialsAuth:
-    def __init__(self, credentials: Any, quota_project: str | None = None) -> None:
+class _TimedRequest:
+    """google-auth's HTTP transport with a bound on every call (it would wait 120 s by default)."""
+
+    def __init__(self, timeout: float) -> None:
         import google.auth.transport.requests
 
+        self._inner = google.auth.transport.requests.Request()
+        self.timeout = timeout
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", self.timeout)
+        return self._inner(*args, **kwargs)
+
+
+class GoogleCredentialsAuth:
+    def __init__(self, credentials: Any, quota_project: str | None = None, timeout: float = 30.0) -> None:
         self.credentials = credentials
-        self._request = google.auth.transport.requests.Request()
+        self._request = _TimedRequest(timeout)
         self._lock = asyncio.Lock()
         self.refreshes = 0  # also the generation of the current token
         self._refused: str | None = None  # a token Google refused while google-auth still trusted it

@@ -66,7 +66,9 @@ class Endpoint:
         return f"{self.model_prefix}{model}:streamGenerateContent?alt=sse"
 
     def models_url(self) -> str:
-        return f"{self.base}/{self.version}/models" if self.kind == "gemini" else ""
+        if self.kind == "vertex":  # publisher models are listed by the v1beta1 API only
+            return f"{self.base}/v1beta1/publishers/google/models"
+        return f"{self.base}/{self.version}/models"
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,9 @@ def gateway_still_serves(client) -> None:
     [
         ("gemini-2.5-flash", {"presence_penalty": 0.5}, "presence_penalty"),
         ("gemini-2.5-pro", {"presence_penalty": -1.0}, "presence_penalty"),
+        ("gemini-2.5-flash", {"frequency_penalty": 0.7}, "frequency_penalty"),
+        ("gemini-2.0-flash", {"extra_body": {"google": {"thinking_config": {"thinking_budget": 1024}}}},
+         "extra_body.google.thinking_config"),
         ("gemini-3-flash-preview", {"logprobs": True}, "logprobs"),
         ("gemini-3-pro-preview", {"logprobs": True, "top_logprobs": 3}, "logprobs"),
         ("gemini-3-flash-preview", {"n": 2}, "n"),
@@ -179,6 +182,19 @@ def test_upstream_key_refused_is_502_without_details(make_gateway, fake, caplog,
     # the operator is told, loudly, without the key
     assert secret not in caplog.text
     assert any(r.levelno >= logging.ERROR and "bad" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_refused_key_stays_a_502_for_later_requests(make_gateway, fake):
+    """The refused key is taken out of rotation; later requests are still the operator's 502, never
+    a rate-limit 429 that SDKs would keep retrying."""
+    gw = make_gateway(upstreams=[{"name": "bad", "type": "gemini", "base_url": fake.url, "api_keys": ["refused-key"]}])
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0) as c:
+        for _ in range(3):
+            with pytest.raises(openai.InternalServerError) as info:
+                chat(c, messages=say("hi"))
+            assert info.value.status_code == 502
+            assert error_of(info.value)["code"] == "upstream_auth_failed"
+    assert len(fake.requests()) == 1  # the parked key is not tried again
 
 
 def test_upstream_unreachable_is_502(make_gateway, fake):

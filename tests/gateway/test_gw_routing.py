@@ -284,5 +284,19 @@ def test_models_endpoint_lists_routes_aliases_and_upstream_models(make_gateway, 
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(model="gemini-2.5-flash", messages=msg("not routed"))
         assert client.chat.completions.create(model="fast", messages=msg("routed")).choices[0].message.content == "Echo: routed"
-    keys = {r.get("api_key") for r in fake.requests() if r["path"].endswith("/models")}
+    keys = {r.get("api_key") for r in fake.requests() if r["path"].endswith("/models") and r["backend"] == "gemini"}
     assert keys == {"test-key"}
+    vertex_listings = [r for r in fake.requests() if r["path"].endswith("/publishers/google/models")]
+    assert len(vertex_listings) == 1 and vertex_listings[0]["token"]
+
+
+def test_models_endpoint_lists_vertex_models(make_gateway, fake, sa_file) -> None:
+    """A Vertex-only gateway lists the Gemini models of Vertex's publisher-model list (with its token)."""
+    gw = make_gateway(upstreams=[vertex("vx", fake.url, sa_file)])
+    with oai(gw) as client:
+        listed = [m.id for m in client.models.list()]
+        assert client.models.retrieve("google/gemini-2.5-pro").id == "google/gemini-2.5-pro"
+    assert "gemini-2.5-flash" in listed and "gemini-3-pro-preview" in listed
+    assert not any("embedding" in m for m in listed)
+    listing = [r for r in fake.requests() if r["path"].endswith("/publishers/google/models")]
+    assert len(listing) == 1 and listing[0]["path"].startswith("/v1beta1/") and listing[0]["token"]

@@ -338,3 +338,28 @@ def test_zero_config_vertex_through_the_real_cli(fake, sa_file, tmp_path) -> Non
     assert len(_token_requests(fake)) == 1
     output = log_path.read_text()
     assert "PRIVATE KEY" not in output
+
+
+def test_a_silent_token_endpoint_is_bounded(make_gateway, fake, tmp_path):
+    """google-auth would wait 120 s for a token endpoint that never answers; the gateway bounds it."""
+    import socket
+    import time
+
+    from app.testing.credentials import write_service_account_file
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepts connections, never answers
+        path = write_service_account_file(tmp_path / "sa.json", token_uri=f"http://127.0.0.1:{silent.getsockname()[1]}/token")
+        gw = make_gateway(
+            upstreams=[vertex("vx", fake.url, path)],
+            timeouts={"connect": 0.5, "first_byte": 0.5},
+            retry={"max_attempts": 1},
+        )
+        started = time.monotonic()
+        with oai(gw) as client:
+            with pytest.raises(openai.InternalServerError) as info:
+                client.chat.completions.create(model="gemini-2.5-flash", messages=msg("hi"))
+        elapsed = time.monotonic() - started
+    assert info.value.status_code == 502
+    assert elapsed < 10, elapsed

@@ -95,6 +95,19 @@ async def list_models(request: web.Request) -> web.Response:
     return json_response(catalogue.list_models(size, request.query.get("pageToken")))
 
 
+async def list_publisher_models(request: web.Request) -> web.Response:
+    """`GET /{v1|v1beta1}/publishers/google/models` (Vertex, bearer token)."""
+    state = request.app[STATE]
+    entry = _record(request, state, backend="vertex", model=None)
+    entry["token"] = auth.check_bearer(request, state)
+    await _latency(state)
+    try:
+        size = int(request.query.get("pageSize", 0))
+    except ValueError:
+        raise GoogleError(400, "Invalid value for pageSize.") from None
+    return json_response(catalogue.list_publisher_models(size, request.query.get("pageToken")))
+
+
 async def get_model(request: web.Request) -> web.Response:
     state = request.app[STATE]
     name = request.match_info["tail"]
@@ -226,4 +239,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(gemini + "/{tail}", get_model)
     app.router.add_post(gemini + "/{tail}", gemini_call)
     app.router.add_post(vertex, vertex_call)
+    app.router.add_get(r"/{version:v1beta1|v1}/publishers/google/models", list_publisher_models)
     app.router.add_post("/token", auth.token_endpoint)

@@ -188,3 +188,22 @@ def list_models(page_size: int | None, page_token: str | None) -> dict[str, Any]
     if start + size < len(_MODELS):
         page["nextPageToken"] = base64.urlsafe_b64encode(f"offset:{start + size}".encode()).decode()
     return page
+
+
+def list_publisher_models(page_size: int | None, page_token: str | None) -> dict[str, Any]:
+    """One page of Vertex's `publishers.models.list`: `{publisherModels, nextPageToken?}`."""
+    page = list_models(page_size, page_token)
+    out: dict[str, Any] = {
+        "publisherModels": [
+            {
+                "name": f"publishers/google/models/{m['baseModelId']}",
+                "versionId": m.get("version", "001"),
+                "launchStage": "GA",
+                "openSourceCategory": "PROPRIETARY",
+            }
+            for m in page["models"]
+        ]
+    }
+    if "nextPageToken" in page:
+        out["nextPageToken"] = page["nextPageToken"]
+    return out
