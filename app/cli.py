@@ -63,6 +63,7 @@ def serve(args: argparse.Namespace) -> int:
         access_log=server.access_log,
         log_config=None,
         server_header=False,
+        proxy_headers=False,  # the gateway never uses client addresses; skip parsing X-Forwarded-*
         timeout_graceful_shutdown=30,
     )
     banner = f"gemini-proxy {__version__} on http://{server.host}:{server.port}/v1 - {_describe(settings)}"

@@ -16,9 +16,9 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -33,11 +33,10 @@ from app.translate.chat_request import GeminiCall, TranslationEnv, sent_param, t
 from app.translate.chat_response import ResponseContext, to_openai
 from app.translate.chat_stream import ChatStreamTranslator
 from app.api.auth import bearer_token
-from app.api.sse import DONE, KEEPALIVE, SSEResponse, frame, frames
+from app.api.sse import DONE, KEEPALIVE, ClientWatch, SSEResponse, frame, frames
 from app.upstream.errors import error_from_google
 
 log = logging.getLogger("gemini_proxy.chat")
-T = TypeVar("T")
 
 _JSON_HINT = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
@@ -139,8 +138,6 @@ class ChatCompletionsEndpoint:
             await self.handle(scope, receive, send)
         except GatewayError as exc:
             await self.send_json(send, exc.status, exc.body_bytes(), exc.headers)
-        except ClientGone:
-            log.info("client closed the connection before the answer; upstream call cancelled (POST %s)", scope.get("path"))
         except Exception:
             request_id = secrets.token_hex(8)
             log.exception("unhandled error on POST %s (request id %s)", scope.get("path"), request_id)
@@ -166,6 +163,22 @@ class ChatCompletionsEndpoint:
                 api_key = value.decode("latin-1")
         client_key = state.auth.check_token(bearer_token(authorization, api_key)) if state.auth.enabled else None
         req = parse_chat_request(await read_body(receive, declared, state.settings.server.max_request_bytes))
+        watch = ClientWatch(receive)
+        try:
+            await self._answer(scope, receive, send, req, client_key)
+        except UpstreamError as exc:
+            if exc.status == 400:  # name the OpenAI parameter this request actually used
+                exc.param = sent_param(exc.param, req)
+            raise
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+            log.info("client closed the connection; upstream call cancelled (POST %s)", scope.get("path"))
+        finally:
+            watch.close()
+
+    async def _answer(self, scope: Any, receive: Any, send: Any, req: ChatCompletionRequest, client_key: str | None) -> None:
+        state = self.state
         targets = state.router.resolve(req.model)
         env = await state.translation_env(req)
 
@@ -179,25 +192,13 @@ class ChatCompletionsEndpoint:
                 log.info("schema keywords %s dropped for %s", ",".join(call.dropped_schema_keywords), target.label)
             return call
 
-        try:
-            await self._answer(scope, receive, send, req, targets, prepare, client_key)
-        except UpstreamError as exc:
-            if exc.status == 400:
-                exc.param = sent_param(exc.param, req)
-            raise
-
-    async def _answer(
-        self, scope: Any, receive: Any, send: Any, req: ChatCompletionRequest, targets: list[Target],
-        prepare: Any, client_key: str | None,
-    ) -> None:
-        state = self.state
         if req.stream:
             # Google may think for a long time before its first event. Wait one keep-alive
             # interval for it (an error until then is an ordinary HTTP error); after that,
             # answer 200 and send keep-alives while the dispatcher keeps trying.
             opening = asyncio.get_running_loop().create_task(state.dispatcher.open_stream(targets, prepare, client_key))
             try:
-                await _while_connected(receive, asyncio.wait((opening,), timeout=state.settings.server.keepalive_seconds))
+                await asyncio.wait((opening,), timeout=state.settings.server.keepalive_seconds)
             except BaseException:
                 opening.cancel()
                 raise
@@ -209,7 +210,7 @@ class ChatCompletionsEndpoint:
             response.raw_headers.extend(self.extra_headers)
             await response(scope, receive, send)
             return
-        response, outcome = await _while_connected(receive, state.dispatcher.complete(targets, prepare, client_key))
+        response, outcome = await state.dispatcher.complete(targets, prepare, client_key)
         ctx = ResponseContext(outcome.call.options, new_completion_id(), int(time.time()), new_call_id)
         try:
             completion = to_openai(response, ctx)
@@ -219,40 +220,6 @@ class ChatCompletionsEndpoint:
         if ctx.signatures:
             await state.signatures.put_many(ctx.signatures)
         await self.send_json(send, 200, orjson.dumps(completion), _headers(outcome))
-
-
-class ClientGone(Exception):
-    """The client disconnected while the gateway waited for Google; there is no one to answer."""
-
-
-async def _while_connected(receive: Any, call: Awaitable[T]) -> T:
-    """Await `call` (retries included), cancelling it when the client goes away first.
-
-    Before the first byte of an answer nobody else reads `receive`, so without this a
-    client that gave up would leave Google generating (and billing) a whole answer.
-    Once streaming starts, `SSEResponse` watches the connection instead.
-    """
-    task = asyncio.current_task()
-    assert task is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        gone = True
-        task.cancel()
-
-    watcher = asyncio.get_running_loop().create_task(watch())
-    try:
-        return await call
-    except asyncio.CancelledError:
-        if not gone:
-            raise
-        task.uncancel()
-        raise ClientGone() from None
-    finally:
-        watcher.cancel()
 
 
 def _headers(outcome: Outcome) -> dict[str, str]:
@@ -269,10 +236,8 @@ def _error_event(exc: GatewayError) -> bytes:
 def _stream_response(state: GatewayState, opened: OpenedStream, outcome: Outcome) -> SSEResponse:
     ctx = ResponseContext(outcome.call.options, new_completion_id(), int(time.time()), new_call_id)
     translator = ChatStreamTranslator(ctx)
-    first: list[dict[str, Any]] = []
     try:
-        for event in opened.first_events:
-            first.extend(translator.feed(event))
+        first = b"".join([translator.feed_sse(event) for event in opened.first_events])
     except GatewayError as exc:  # nothing was sent yet: an ordinary HTTP error
         opened.stream.close()
         exc.headers.update(outcome.headers())
@@ -298,7 +263,7 @@ async def _late_stream_body(state: GatewayState, opening: asyncio.Task[tuple[Ope
             ResponseContext(outcome.call.options, new_completion_id(), int(time.time()), new_call_id)
         )
         try:
-            first = [chunk for event in opened.first_events for chunk in translator.feed(event)]
+            first = b"".join([translator.feed_sse(event) for event in opened.first_events])
         except GatewayError as exc:
             opened.stream.close()
             yield _error_event(exc)
@@ -314,17 +279,15 @@ async def _late_stream_body(state: GatewayState, opening: asyncio.Task[tuple[Ope
 
 
 async def _stream_body(
-    state: GatewayState, opened: OpenedStream, translator: ChatStreamTranslator, first: list[dict[str, Any]]
+    state: GatewayState, opened: OpenedStream, translator: ChatStreamTranslator, first: bytes
 ) -> AsyncIterator[bytes]:
     stream, decoder = opened.stream, opened.decoder
-    keepalive = state.settings.server.keepalive_seconds
+    stream.keepalive = state.settings.server.keepalive_seconds
     try:
         if first:
-            yield frames(first)
-        elif not stream.done:
-            yield KEEPALIVE
+            yield first
         while not stream.done:
-            data = await stream.read(wait=keepalive)
+            data = await stream.read()
             if data is None:
                 yield KEEPALIVE
                 continue
@@ -337,7 +300,7 @@ async def _stream_body(
                     out.append(_error_event(error_from_google(200, event)))
                     yield b"".join(out)
                     return
-                out.extend(frame(c) for c in translator.feed(event))
+                out.append(translator.feed_sse(event))
             if out:
                 yield b"".join(out)
         yield frames(translator.finish()) + DONE

@@ -1,11 +1,11 @@
 """Server-sent events to the client: framing, keep-alives, disconnect = cancel.
 
 `SSEResponse` is a small ASGI response instead of Starlette's
-`StreamingResponse` because it must (a) notice a client that goes away at
-once, even while the model is silent, and then cancel the stream so that the
-body generator's `finally` closes the upstream connection, and (b) cost as
-little as possible per chunk: one `send` per upstream read, however many
-events that read completed.
+`StreamingResponse` because it must cost as little as possible per chunk (one
+`send` per upstream read, however many events that read completed) and leave
+disconnect handling to `ClientWatch`, which notices a client that goes away at
+once, even while the model is silent, and cancels the request so that the body
+generator's `finally` closes the upstream connection.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import orjson
+from app.translate.chat_stream import sse_data
 
 KEEPALIVE = b": keep-alive\n\n"
 DONE = b"data: [DONE]\n\n"
@@ -26,16 +26,55 @@ SSE_HEADERS = (
 )
 
 
-def frame(event: Mapping[str, Any]) -> bytes:
-    """One `data:` event."""
-    return b"data: " + orjson.dumps(event) + b"\n\n"
+frame = sse_data  # one `data:` event (the chunk encoding lives with the stream translator)
 
 
 def frames(events: list[dict[str, Any]]) -> bytes:
-    return b"".join([b"data: " + orjson.dumps(e) + b"\n\n" for e in events])
+    return b"".join([sse_data(e) for e in events])
+
+
+class ClientWatch:
+    """Notices at once when the client of one request goes away, and cancels the request's task.
+
+    One watcher per request, started once the body is read (from then on only
+    `http.disconnect` can come from `receive`). It covers the wait for Google as
+    well as the stream itself, so a client that leaves, even while the model is
+    silent, stops the upstream call: the cancelled task's `finally` blocks close it.
+    """
+
+    __slots__ = ("gone", "_task", "_watcher")
+
+    def __init__(self, receive: Any) -> None:
+        self.gone = False
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+
+    async def _watch(self, receive: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        self._task.cancel()
+
+    def absorb(self) -> bool:
+        """After a CancelledError: True (and the cancellation undone) if it came from us."""
+        if self.gone:
+            self._task.uncancel()
+        return self.gone
+
+    def close(self) -> None:
+        self._watcher.cancel()
 
 
 class SSEResponse:
+    """`200 text/event-stream` from an async iterator of already framed bytes.
+
+    Disconnects are noticed by the request's `ClientWatch`; whatever ends the
+    response (the end of the body, an error, a cancellation), the body is closed,
+    which closes the upstream stream.
+    """
+
     def __init__(self, body: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> None:
         self.body = body
         self.raw_headers = list(SSE_HEADERS)
@@ -43,31 +82,12 @@ class SSEResponse:
             self.raw_headers.append((key.lower().encode("latin-1"), value.encode("latin-1")))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        gone = False
-
-        async def watch() -> None:
-            nonlocal gone
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone = True
-                    task.cancel()
-                    return
-
-        watcher = asyncio.get_running_loop().create_task(watch())
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async for data in self.body:
                 await send({"type": "http.response.body", "body": data, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
-            if not gone:
-                raise
-            task.uncancel()  # the client left; that is the end of this response, not an error
         except OSError:
             pass  # the client's socket failed mid-write
         finally:
-            watcher.cancel()
             await self.body.aclose()  # type: ignore[attr-defined]

@@ -35,6 +35,10 @@ from app.translate.partial_args import ArgumentsWriter
 from app.translate.tables import BROKEN_TOOL_CALL_FINISHES, gemini_finish_reason_to_openai
 
 
+# A candidate with only these keys may take feed_sse's templated path.
+_PLAIN_CANDIDATE_KEYS = frozenset({"content", "index"})
+
+
 @dataclass
 class _Choice:
     index: int
@@ -46,6 +50,7 @@ class _Choice:
     text: list[str] = field(default_factory=list)  # visible content so far (signature key, annotations)
     text_signature: str | None = None
     partial: ArgumentsWriter | None = None  # a call whose arguments are still streaming
+    text_head: bytes | None = None  # SSE bytes of a content delta up to the text, once started
     partial_index: int = 0
     grounding_chunks: list[Any] = field(default_factory=list)
     grounding_supports: list[Any] = field(default_factory=list)
@@ -64,12 +69,18 @@ class ChatStreamTranslator:
         }
         if ctx.options.include_usage:
             self._base["usage"] = None
+        # `data:` bytes of a plain content delta up to the text, and after it (see feed_sse).
+        head = orjson.dumps(self._base)[:-1]
+        self._text_head = b'data: ' + head + b',"choices":[{"index":'
+        self._text_mid = b',"delta":{"content":'
+        self._text_tail = b'},"finish_reason":null}]}\n\n'
 
     # -- chunk building -------------------------------------------------------------------------
 
     def _chunk(self, choice: _Choice, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
         if not choice.started:
             choice.started = True
+            choice.text_head = b"".join((self._text_head, str(choice.index).encode(), self._text_mid))
             if "content" in delta:
                 delta = {"role": "assistant", **delta}
             else:
@@ -124,6 +135,39 @@ class ChatStreamTranslator:
             elif delta or logprobs is not None or not choice.started:
                 out.append(self._chunk(choice, delta, logprobs=logprobs))
         return out
+
+    def feed_sse(self, event: Mapping[str, Any]) -> bytes:
+        """`feed(event)`, framed as SSE `data:` events.
+
+        The common event (one candidate, one plain text part, mid-answer) is encoded
+        from a prepared template without building the chunk objects; anything else
+        goes through `feed`. Both give the same JSON (a test replays every golden
+        stream through both).
+        """
+        cands = event.get("candidates")
+        if cands and len(cands) == 1 and "promptFeedback" not in event:
+            cand = cands[0]
+            choice = self.choices.get(cand.get("index", 0))
+            if (
+                choice is not None
+                and choice.text_head is not None
+                and not choice.finished
+                and not choice.thought_tag_open
+                and cand.keys() <= _PLAIN_CANDIDATE_KEYS
+            ):
+                content = cand.get("content")
+                parts = content.get("parts") if content else None
+                if parts and len(parts) == 1 and len(parts[0]) == 1:
+                    text = parts[0].get("text")
+                    if text is not None:
+                        usage = event.get("usageMetadata")
+                        if usage is not None:
+                            self.usage = usage
+                        if not text:
+                            return b""
+                        choice.text.append(text)
+                        return b"".join((choice.text_head, orjson.dumps(text), self._text_tail))
+        return b"".join([sse_data(chunk) for chunk in self.feed(event)])
 
     def _delta(self, choice: _Choice, parts: Any) -> dict[str, Any]:
         opts = self.ctx.options
@@ -260,6 +304,6 @@ class ChatStreamTranslator:
         return out
 
 
-def encode(chunk: Mapping[str, Any]) -> bytes:
+def sse_data(chunk: Mapping[str, Any]) -> bytes:
     """One SSE `data:` event."""
     return b"data: " + orjson.dumps(chunk) + b"\n\n"

@@ -86,50 +86,101 @@ def _stream_failure(exc: BaseException) -> UpstreamUnavailable:
 
 
 class UpstreamStream:
-    """An open streamed answer: read raw bytes as they arrive; close to cancel."""
+    """An open streamed answer: read raw bytes as they arrive; close to cancel.
 
-    __slots__ = ("_response", "_content", "_idle", "done")
+    Silence is watched by one lazily re-armed timer per stream, not one per read
+    (a timer per read cost more than all the translation of a chunk: bench/):
+    `read()` notes when data last came; the timer wakes up once per interval,
+    and only when the reader has been waiting long enough does it interrupt the
+    wait, either for a keep-alive (`keepalive` seconds without data or
+    keep-alive, when set) or because the stream stalled (`idle` seconds without
+    data).
+    """
+
+    __slots__ = (
+        "_response", "_content", "_idle", "keepalive", "done", "_loop", "_timer", "_reader", "_rang",
+        "_last_data", "_last_beat",
+    )
 
     def __init__(self, response: aiohttp.ClientResponse, idle: float) -> None:
         self._response = response
         self._content = response.content
         self._idle = idle
+        self.keepalive: float | None = None
         self.done = False
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._reader: asyncio.Task[Any] | None = None  # the task waiting in read(), if any
+        self._rang = False
+        self._last_data = self._last_beat = self._loop.time()
 
-    async def read(self, wait: float | None = None) -> bytes | None:
-        """Next bytes (b"" at the end of the body), or None when `wait` seconds passed silently.
+    def _due(self) -> float:
+        due = self._last_data + self._idle
+        if self.keepalive is not None:
+            due = min(due, self._last_beat + self.keepalive)
+        return due
+
+    def _alarm(self) -> None:
+        self._timer = None
+        if self._reader is None:
+            return  # not waiting: the next wait arms the timer again
+        due = self._due()
+        if self._loop.time() >= due:
+            self._rang = True
+            self._reader.cancel()
+        else:
+            self._timer = self._loop.call_at(due, self._alarm)
+
+    async def read(self) -> bytes | None:
+        """Next bytes (b"" at the end of the body), or None when a keep-alive is due.
 
         Silence longer than the stream-idle timeout, the total timeout and a
         broken connection raise UpstreamUnavailable.
         """
         content = self._content
         try:
-            data = content.read_nowait()  # already buffered: no timer needed
+            data = content.read_nowait()  # already buffered: no waiting at all
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:  # aiohttp re-raises a failure seen earlier
             raise _stream_failure(exc) from None
         if data:
+            self._last_data = self._last_beat = self._loop.time()
             return data
         if content.at_eof():
             self.done = True
             return b""
-        timer = asyncio.timeout(self._idle if wait is None else min(wait, self._idle))
+        due = self._due()
+        if self._timer is None or self._timer.when() > due:  # none yet, or armed for a longer wait
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(due, self._alarm)
+        reader = self._reader = asyncio.current_task()
         try:
-            async with timer:
-                data = await content.readany()
-        except TimeoutError as exc:
-            if not timer.expired():  # not our timer: aiohttp's total timeout
-                raise _stream_failure(exc) from None
-            if wait is not None and wait < self._idle:
-                return None
-            raise UpstreamUnavailable("The upstream stream stalled.", status=504) from None
-        except (aiohttp.ClientError, OSError) as exc:
+            data = await content.readany()
+        except asyncio.CancelledError:
+            if not self._rang:
+                raise
+            self._rang = False
+            if reader is not None and reader.uncancel():  # someone else wants this task cancelled too
+                raise
+            now = self._loop.time()
+            if now >= self._last_data + self._idle:
+                raise UpstreamUnavailable("The upstream stream stalled.", status=504) from None
+            self._last_beat = now
+            return None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:  # TimeoutError: aiohttp's total timeout
             raise _stream_failure(exc) from None
+        finally:
+            self._reader = None
+        self._last_data = self._last_beat = self._loop.time()
         if not data:
             self.done = True
         return data
 
     def close(self) -> None:
         """Release the connection after a complete body, else drop it (cancelling Google's work)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.done:
             self._response.release()
         else:

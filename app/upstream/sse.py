@@ -86,8 +86,13 @@ class SSEDecoder:
         rest = pieces.pop()
         events: list[dict[str, Any]] = []
         for piece in pieces:
-            if self._raw is None and piece.startswith(b"data: ") and b"\n" not in piece and b"\r" not in piece:
-                event = _parse(piece[6:])
+            if self._raw is None and piece[:6] == b"data: " and b"\n" not in piece and b"\r" not in piece:
+                try:
+                    event = orjson.loads(memoryview(piece)[6:])
+                except orjson.JSONDecodeError:
+                    event = None
+                if type(event) is not dict:
+                    event = _parse(piece[6:])  # [DONE], blank, arrays, malformed
                 if event is not None:
                     events.append(event)
             else:

@@ -130,3 +130,22 @@ def test_interleaved_streams_keep_their_own_fate(gw, fake) -> None:
         else:
             assert "[DONE]" not in events and "error" in events[-1]
     assert len([r for r in fake.requests() if r.get("model")]) == 4
+
+
+def test_keepalives_do_not_hide_a_stalled_stream(make_gateway, fake) -> None:
+    """Keep-alives flow every 0.1 s while Google is silent, yet 0.6 s without data is a stall."""
+    server = make_gateway(
+        upstreams=[gemini("ai", fake.url, "test-key")],
+        server={"keepalive_seconds": 0.1},
+        timeouts={"stream_idle": 0.6},
+    )
+    started = time.monotonic()
+    status, body = _raw_sse(server, f"{TEXT}\n" + directive(chunks=6, chunk_delay_ms=50, stall_after_chunks=2))
+    elapsed = time.monotonic() - started
+    assert status == 200
+    assert body.count(": keep-alive\n\n") >= 3
+    events = _events(body)
+    assert "[DONE]" not in events
+    assert "stalled" in events[-1]["error"]["message"]
+    assert 0.55 <= elapsed < 5, elapsed
+    assert fake.wait_for(lambda s: s["streams_aborted_by_client"] == 1)["streams_aborted_by_client"] == 1

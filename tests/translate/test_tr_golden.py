@@ -203,7 +203,7 @@ def gateway_stream(pieces: Iterable[bytes], options: ResponseOptions) -> tuple[l
                 out.append(error_from_google(200, event).body())
                 return True
             try:
-                out.extend(translator.feed(event))
+                out.extend(parse_sse_text(translator.feed_sse(event).decode()))  # what the route sends
             except GatewayError as exc:
                 out.append(exc.body())
                 return True
@@ -322,6 +322,25 @@ def test_stream_fixture_events_are_valid_gemini_responses(case: Path) -> None:
     for event in events:
         if "error" not in event:
             gtypes.GenerateContentResponse.model_validate(event)
+
+
+@pytest.mark.parametrize("case", STREAM_CASES, ids=_ids(STREAM_CASES))
+def test_stream_encoded_fast_path_equals_the_chunk_objects(case: Path) -> None:
+    """`feed_sse` (templated bytes for plain text deltas) and `feed` (chunk objects) agree."""
+    options = response_options(case)
+    by_objects = ChatStreamTranslator(new_context(options))
+    by_bytes = ChatStreamTranslator(new_context(options))
+    for event in sse_fixture_events(case):
+        if "error" in event:
+            break
+        try:
+            expected = by_objects.feed(event)
+        except GatewayError:
+            with pytest.raises(GatewayError):
+                by_bytes.feed_sse(event)
+            break
+        assert parse_sse_text(by_bytes.feed_sse(event).decode()) == expected
+    assert by_bytes.finish() == by_objects.finish()
 
 
 def _split_runs(data: bytes) -> Iterable[tuple[str, list[bytes]]]:
