@@ -196,7 +196,9 @@ class ChatCompletionsEndpoint:
             # Google may think for a long time before its first event. Wait one keep-alive
             # interval for it (an error until then is an ordinary HTTP error); after that,
             # answer 200 and send keep-alives while the dispatcher keeps trying.
-            opening = asyncio.get_running_loop().create_task(state.dispatcher.open_stream(targets, prepare, client_key))
+            opening = asyncio.get_running_loop().create_task(
+                state.dispatcher.open_stream(targets, prepare, client_key, begin=_begin_stream)
+            )
             try:
                 await asyncio.wait((opening,), timeout=state.settings.server.keepalive_seconds)
             except BaseException:
@@ -233,15 +235,14 @@ def _error_event(exc: GatewayError) -> bytes:
     return frame(exc.body())
 
 
+def _begin_stream(call: GeminiCall, first_events: list[dict[str, Any]]) -> tuple[ChatStreamTranslator, bytes]:
+    """The translator of a stream and the bytes of its first events (raises for a broken start)."""
+    translator = ChatStreamTranslator(ResponseContext(call.options, new_completion_id(), int(time.time()), new_call_id))
+    return translator, b"".join([translator.feed_sse(event) for event in first_events])
+
+
 def _stream_response(state: GatewayState, opened: OpenedStream, outcome: Outcome) -> SSEResponse:
-    ctx = ResponseContext(outcome.call.options, new_completion_id(), int(time.time()), new_call_id)
-    translator = ChatStreamTranslator(ctx)
-    try:
-        first = b"".join([translator.feed_sse(event) for event in opened.first_events])
-    except GatewayError as exc:  # nothing was sent yet: an ordinary HTTP error
-        opened.stream.close()
-        exc.headers.update(outcome.headers())
-        raise
+    translator, first = opened.started
     return SSEResponse(_stream_body(state, opened, translator, first), _headers(outcome))
 
 
@@ -259,15 +260,7 @@ async def _late_stream_body(state: GatewayState, opening: asyncio.Task[tuple[Ope
             log.warning("stream failed before its first event: %s %s", exc.status, exc.message[:200])
             yield _error_event(exc)
             return
-        translator = ChatStreamTranslator(
-            ResponseContext(outcome.call.options, new_completion_id(), int(time.time()), new_call_id)
-        )
-        try:
-            first = b"".join([translator.feed_sse(event) for event in opened.first_events])
-        except GatewayError as exc:
-            opened.stream.close()
-            yield _error_event(exc)
-            return
+        translator, first = opened.started
         body = _stream_body(state, opened, translator, first)
         async for data in body:
             yield data

@@ -85,6 +85,7 @@ class OpenedStream:
     stream: UpstreamStream
     decoder: SSEDecoder
     first_events: list[dict[str, Any]] = field(default_factory=list)
+    started: Any = None  # what the caller's `begin` made of the first events
 
 
 class Dispatcher:
@@ -239,8 +240,19 @@ class Dispatcher:
         return await self._run(targets, prepare, once, client_key)
 
     async def open_stream(
-        self, targets: list[Target], prepare: Callable[[Target], GeminiCall], client_key: str | None = None
+        self,
+        targets: list[Target],
+        prepare: Callable[[Target], GeminiCall],
+        client_key: str | None = None,
+        begin: Callable[[GeminiCall, list[dict[str, Any]]], Any] | None = None,
     ) -> tuple[OpenedStream, Outcome]:
+        """Open a stream and wait for its first events.
+
+        `begin(call, first_events)` (the route's translation of them) runs here, inside
+        the retry loop: a malformed function call or a blocked prompt it raises is
+        handled like any failure before the first byte. Without it, the events are
+        only checked.
+        """
         async def once(target: Target, call: GeminiCall, body: bytes, headers: dict[str, str]) -> OpenedStream:
             stream = await self.client.open_stream(target.upstream.endpoint.stream_url(target.model), body, headers)
             opened = OpenedStream(stream, SSEDecoder())
@@ -254,9 +266,13 @@ class Dispatcher:
                 for event in opened.first_events:
                     if "error" in event:
                         raise error_from_google(200, event)
-                    problem = answer_problem(event)
-                    if problem is not None:
-                        raise problem
+                if begin is not None:
+                    opened.started = begin(call, opened.first_events)
+                else:
+                    for event in opened.first_events:
+                        problem = answer_problem(event)
+                        if problem is not None:
+                            raise problem
             except BaseException:
                 stream.close()
                 raise
