@@ -7,16 +7,15 @@ so that the OpenAI SDKs raise the matching exception class::
     GatewayError                      500 server_error
     ├── InvalidRequest                400 invalid_request_error
     │   ├── UnsupportedParameter      400 code=unsupported_parameter
-    │   ├── ContentFiltered           400 code=content_filter (blocked prompt)
-    │   └── ContextLengthExceeded     400 code=context_length_exceeded
+    │   └── ContentFiltered           400 code=content_filter (blocked prompt)
     ├── AuthenticationFailed          401 authentication_error / invalid_api_key
-    ├── PermissionDenied              403 permission_error
     ├── NotFound                      404 not_found_error (model_not_found)
     ├── PayloadTooLarge               413 invalid_request_error
     ├── RateLimited                   429 rate_limit_error (+ Retry-After)
     ├── UpstreamError                 status from the Google error table
     │   └── UpstreamUnavailable       502/504: connection failures and timeouts
-    └── UpstreamCredentialsFailed     502: our own Google credentials were refused
+    ├── UpstreamCredentialsFailed     502: our own Google credentials were refused
+    └── BrokenToolCall                502 code=malformed_function_call (translate/chat_response.py)
 
 Anything that is not a `GatewayError` is reported as a generic 500 carrying only
 the request id; its details go to the log, never to the client.
@@ -75,19 +74,10 @@ class ContentFiltered(InvalidRequest):
     code = "content_filter"
 
 
-class ContextLengthExceeded(InvalidRequest):
-    code = "context_length_exceeded"
-
-
 class AuthenticationFailed(GatewayError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
-
-
-class PermissionDenied(GatewayError):
-    status = 403
-    type = "permission_error"
 
 
 class NotFound(GatewayError):

@@ -28,8 +28,7 @@ from app.gateway.dispatch import OpenedStream, Outcome
 from app.gateway.routing import Target
 from app.state import GatewayState
 from app.schemas.openai import ChatCompletionRequest
-from app.translate import signatures
-from app.translate.chat_request import GeminiCall, TranslationEnv, sent_param, to_gemini
+from app.translate.chat_request import GeminiCall, sent_param, to_gemini
 from app.translate.chat_response import ResponseContext, to_openai
 from app.translate.chat_stream import ChatStreamTranslator
 from app.api.auth import bearer_token

@@ -221,11 +221,17 @@ class UpstreamClient:
 
     async def post_json(self, url: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
         """POST a JSON body, return the parsed JSON answer; raise UpstreamError for non-2xx."""
+        return await self._json("POST", url, headers, body)
+
+    async def get_json(self, url: str, headers: dict[str, str]) -> dict[str, Any]:
+        return await self._json("GET", url, headers)
+
+    async def _json(self, method: str, url: str, headers: dict[str, str], body: bytes | None = None) -> dict[str, Any]:
         try:
-            async with self.session.post(url, data=body, headers=headers) as response:
+            async with self.session.request(method, url, data=body, headers=headers) as response:
                 data = await response.read()
                 status = response.status
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamUnavailable("The upstream did not answer in time.", status=504) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnavailable(f"Could not reach the upstream ({type(exc).__name__}).") from None
@@ -259,16 +265,3 @@ class UpstreamClient:
                 response.close()
             raise UpstreamUnavailable(f"Could not reach the upstream ({type(exc).__name__}).") from None
         return UpstreamStream(response, self.timeouts.stream_idle)
-
-    async def get_json(self, url: str, headers: dict[str, str]) -> dict[str, Any]:
-        try:
-            async with self.session.get(url, headers=headers) as response:
-                data = await response.read()
-                status = response.status
-        except asyncio.TimeoutError:
-            raise UpstreamUnavailable("The upstream did not answer in time.", status=504) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamUnavailable(f"Could not reach the upstream ({type(exc).__name__}).") from None
-        if status != 200:
-            raise error_from_google(status, data)
-        return orjson.loads(data)
