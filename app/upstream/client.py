@@ -137,17 +137,6 @@ class UpstreamStream:
         Silence longer than the stream-idle timeout, the total timeout and a
         broken connection raise UpstreamUnavailable.
         """
-        content = self._content
-        try:
-            data = content.read_nowait()  # already buffered: no waiting at all
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:  # aiohttp re-raises a failure seen earlier
-            raise _stream_failure(exc) from None
-        if data:
-            self._last_data = self._last_beat = self._loop.time()
-            return data
-        if content.at_eof():
-            self.done = True
-            return b""
         due = self._due()
         if self._timer is None or self._timer.when() > due:  # none yet, or armed for a longer wait
             if self._timer is not None:
@@ -155,7 +144,7 @@ class UpstreamStream:
             self._timer = self._loop.call_at(due, self._alarm)
         reader = self._reader = asyncio.current_task()
         try:
-            data = await content.readany()
+            data = await self._content.readany()  # returns at once when data is already buffered
         except asyncio.CancelledError:
             if not self._rang:
                 raise
