@@ -51,6 +51,7 @@ OBJECT_NEEDS_PROPERTIES: Final = "should be non-empty for OBJECT type"  # seen
 ONLY_FOR_OBJECT: Final = "only allowed for OBJECT type"  # seen
 ONLY_FOR_STRING: Final = "only allowed for STRING type"
 CANNOT_BE_EMPTY: Final = "cannot be empty"  # seen (enum values)
+STRING_FORMATS: Final = "only 'enum' and 'date-time' are supported for STRING type"  # seen
 PROPERTY_NOT_DEFINED: Final = "property is not defined"
 VX_NO_SCHEMA_TYPE: Final = (  # seen
     "Unable to submit request because one or more function parameters didn't specify the schema type field. "
@@ -184,6 +185,9 @@ def _check_schema(
     if enum and kind != "STRING" and node.get("format") != "enum":
         out.append(Violation(f"{path}.enum", ONLY_FOR_STRING))
     out.extend(Violation(f"{path}.enum[{i}]", CANNOT_BE_EMPTY) for i, value in enumerate(enum) if value == "")
+    fmt = node.get("format")
+    if kind == "STRING" and fmt is not None and fmt not in ("enum", "date-time"):
+        out.append(Violation(f"{path}.format", STRING_FORMATS))
     for key, value in node.items():
         if key == "items":
             _check_schema(value, f"{path}.items", backend, out, function_parameters=function_parameters)

@@ -1292,3 +1292,25 @@ def test_a_long_conversation_validates_quickly() -> None:
     for _ in range(10):
         validate_generate_content(body, "gemini")
     assert (time.perf_counter() - started) / 10 < 0.05
+
+
+@pytest.mark.parametrize("fmt, ok", [("date-time", True), ("enum", True), ("email", False), ("date", False), ("uri", False)])
+def test_string_formats_gemini_accepts(fmt, ok):
+    """Google refuses STRING formats other than enum and date-time ("only 'enum' and 'date-time' are supported")."""
+    from app.testing.gemini_schema import validate_generate_content
+    from app.testing.google_errors import GoogleError
+
+    schema = {"type": "OBJECT", "properties": {"when": {"type": "STRING", "format": fmt}}}
+    if fmt == "enum":
+        schema["properties"]["when"]["enum"] = ["a", "b"]
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "generationConfig": {"responseMimeType": "application/json", "responseSchema": schema},
+    }
+    if ok:
+        validate_generate_content(body, "gemini")
+    else:
+        with pytest.raises(GoogleError) as info:
+            validate_generate_content(body, "gemini")
+        assert "only 'enum' and 'date-time' are supported for STRING type" in info.value.message
+        assert "response_schema.properties[when].value.format" in info.value.message or "format" in info.value.message
