@@ -88,7 +88,7 @@ class SSEDecoder:
         for piece in pieces:
             if self._raw is None and piece[:6] == b"data: " and b"\n" not in piece and b"\r" not in piece:
                 try:
-                    event = orjson.loads(memoryview(piece)[6:])
+                    event = orjson.loads(piece[6:])  # (a slice is cheaper for orjson than a memoryview)
                 except orjson.JSONDecodeError:
                     event = None
                 if type(event) is not dict:
