@@ -37,6 +37,18 @@ def vertex_host(location: str) -> str:
     return f"https://{location}-aiplatform.googleapis.com"
 
 
+_VERSIONS = ("v1", "v1beta", "v1beta1", "v1alpha")
+
+
+def _split_version(base_url: str) -> tuple[str, str | None]:
+    """A base URL given with its API version (`.../v1beta`) is the root plus that version."""
+    base = base_url.rstrip("/")
+    root, _, last = base.rpartition("/")
+    if last in _VERSIONS and "://" in root:
+        return root, last
+    return base, None
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """URLs of one upstream. `model_prefix` ends just before the model id."""
@@ -48,14 +60,14 @@ class Endpoint:
 
     @classmethod
     def gemini(cls, base_url: str | None = None, version: str | None = None) -> Endpoint:
-        base = (base_url or GEMINI_DEFAULT_BASE).rstrip("/")
-        version = version or "v1beta"
+        base, named = _split_version(base_url or GEMINI_DEFAULT_BASE)
+        version = version or named or "v1beta"
         return cls("gemini", base, version, f"{base}/{version}/models/")
 
     @classmethod
     def vertex(cls, project: str, location: str, base_url: str | None = None, version: str | None = None) -> Endpoint:
-        base = (base_url or vertex_host(location)).rstrip("/")
-        version = version or "v1"
+        base, named = _split_version(base_url or vertex_host(location))
+        version = version or named or "v1"
         prefix = f"{base}/{version}/projects/{project}/locations/{location}/publishers/google/models/"
         return cls("vertex", base, version, prefix)
 

@@ -74,3 +74,22 @@ def test_gemini_api_urls() -> None:
 )
 def test_model_id_prefixes_are_stripped(name: str, model: str) -> None:
     assert gemini_model_id(name) == model
+
+
+@pytest.mark.parametrize(
+    "base, expected",
+    [
+        ("http://127.0.0.1:9000", "http://127.0.0.1:9000/v1beta/models/m:generateContent"),
+        ("http://127.0.0.1:9000/", "http://127.0.0.1:9000/v1beta/models/m:generateContent"),
+        ("http://127.0.0.1:9000/v1beta", "http://127.0.0.1:9000/v1beta/models/m:generateContent"),
+        ("http://127.0.0.1:9000/v1/", "http://127.0.0.1:9000/v1/models/m:generateContent"),
+        ("https://proxy.example/gemini", "https://proxy.example/gemini/v1beta/models/m:generateContent"),
+    ],
+)
+def test_gemini_base_url_may_carry_its_api_version(base: str, expected: str) -> None:
+    assert Endpoint.gemini(base).generate_url("m") == expected
+
+
+def test_vertex_base_url_may_carry_its_api_version() -> None:
+    url = Endpoint.vertex("p", "us-central1", "http://127.0.0.1:9000/v1beta1").generate_url("m")
+    assert url == "http://127.0.0.1:9000/v1beta1/projects/p/locations/us-central1/publishers/google/models/m:generateContent"
