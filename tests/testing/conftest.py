@@ -7,34 +7,18 @@ One fake runs for the whole session on a background thread's event loop
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
 from app.testing.fake_gemini import FakeOptions, start_fake
 from fake_harness import API_KEYS, DEFAULT_CONFIG, Harness
-
-
-class _LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="fake-gemini", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any, timeout: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+from gateway_harness import LoopThread
 
 
 @pytest.fixture(scope="session")
 def fake_server() -> Iterator[Harness]:
-    runner = _LoopThread()
+    runner = LoopThread("fake-gemini")
     running = runner.run(start_fake(FakeOptions(api_keys=API_KEYS, seed=7)))
     harness = Harness(running)
     try:

@@ -83,16 +83,19 @@ def _record(request: web.Request, state: FakeState, **fields: Any) -> dict[str, 
     return entry
 
 
+def _page_size(request: web.Request) -> int:
+    try:
+        return int(request.query.get("pageSize", 0))
+    except ValueError:
+        raise GoogleError(400, "Invalid value for pageSize.") from None
+
+
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
     entry = _record(request, state, backend="gemini", model=None)
     entry["api_key"] = auth.check_api_key(request, state)
     await _latency(state)
-    try:
-        size = int(request.query.get("pageSize", 0))
-    except ValueError:
-        raise GoogleError(400, "Invalid value for pageSize.") from None
-    return json_response(catalogue.list_models(size, request.query.get("pageToken")))
+    return json_response(catalogue.list_models(_page_size(request), request.query.get("pageToken")))
 
 
 async def list_publisher_models(request: web.Request) -> web.Response:
@@ -101,11 +104,7 @@ async def list_publisher_models(request: web.Request) -> web.Response:
     entry = _record(request, state, backend="vertex", model=None)
     entry["token"] = auth.check_bearer(request, state)
     await _latency(state)
-    try:
-        size = int(request.query.get("pageSize", 0))
-    except ValueError:
-        raise GoogleError(400, "Invalid value for pageSize.") from None
-    return json_response(catalogue.list_publisher_models(size, request.query.get("pageToken")))
+    return json_response(catalogue.list_publisher_models(_page_size(request), request.query.get("pageToken")))
 
 
 async def get_model(request: web.Request) -> web.Response:
