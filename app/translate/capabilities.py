@@ -108,7 +108,7 @@ def effort_to_thinking(effort: str, caps: ModelCapabilities) -> dict[str, Any] |
     explicit = caps.reasoning_effort.get(effort)
     if caps.thinking == "level":
         if isinstance(explicit, str):
-            return {"thinkingLevel": explicit.lower()}
+            return {"thinkingLevel": explicit.upper()}
         allowed = caps.thinking_levels or LEVELS
         wanted = {"none": "minimal", "xhigh": "high", "max": "high"}.get(effort, effort)
         if wanted not in allowed:
@@ -119,7 +119,7 @@ def effort_to_thinking(effort: str, caps: ModelCapabilities) -> dict[str, Any] |
             up = [lvl for lvl in order[idx:] if lvl in allowed]
             down = [lvl for lvl in reversed(order[:idx]) if lvl in allowed]
             wanted = (up or down)[0]
-        return {"thinkingLevel": wanted}
+        return {"thinkingLevel": wanted.upper()}  # the enum names, as google-genai sends them
     # budget models
     if isinstance(explicit, int):
         budget = explicit

@@ -507,7 +507,7 @@ def _thinking(req: ChatCompletionRequest, caps: ModelCapabilities) -> tuple[dict
         if tc.thinking_budget is not None:
             config["thinkingBudget"] = tc.thinking_budget
         if tc.thinking_level is not None:
-            config["thinkingLevel"] = tc.thinking_level.lower()
+            config["thinkingLevel"] = tc.thinking_level.upper()
         return (config or None), bool(tc.include_thoughts)
     if req.reasoning_effort is not None:
         try:

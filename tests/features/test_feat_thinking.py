@@ -20,18 +20,18 @@ from .feat_support import prompt
 THOUGHTS = "First I weigh the options. Then I pick the best one. Done thinking now."
 
 EFFORT_TABLE = [
-    ("gemini-3-pro-preview", "none", {"thinkingLevel": "low"}),
-    ("gemini-3-pro-preview", "minimal", {"thinkingLevel": "low"}),
-    ("gemini-3-pro-preview", "low", {"thinkingLevel": "low"}),
-    ("gemini-3-pro-preview", "medium", {"thinkingLevel": "high"}),
-    ("gemini-3-pro-preview", "high", {"thinkingLevel": "high"}),
-    ("gemini-3-flash-preview", "none", {"thinkingLevel": "minimal"}),
-    ("gemini-3-flash-preview", "minimal", {"thinkingLevel": "minimal"}),
-    ("gemini-3-flash-preview", "low", {"thinkingLevel": "low"}),
-    ("gemini-3-flash-preview", "medium", {"thinkingLevel": "medium"}),
-    ("gemini-3-flash-preview", "high", {"thinkingLevel": "high"}),
-    ("gemini-3.1-pro-preview", "minimal", {"thinkingLevel": "low"}),
-    ("gemini-3.1-pro-preview", "medium", {"thinkingLevel": "medium"}),
+    ("gemini-3-pro-preview", "none", {"thinkingLevel": "LOW"}),
+    ("gemini-3-pro-preview", "minimal", {"thinkingLevel": "LOW"}),
+    ("gemini-3-pro-preview", "low", {"thinkingLevel": "LOW"}),
+    ("gemini-3-pro-preview", "medium", {"thinkingLevel": "HIGH"}),
+    ("gemini-3-pro-preview", "high", {"thinkingLevel": "HIGH"}),
+    ("gemini-3-flash-preview", "none", {"thinkingLevel": "MINIMAL"}),
+    ("gemini-3-flash-preview", "minimal", {"thinkingLevel": "MINIMAL"}),
+    ("gemini-3-flash-preview", "low", {"thinkingLevel": "LOW"}),
+    ("gemini-3-flash-preview", "medium", {"thinkingLevel": "MEDIUM"}),
+    ("gemini-3-flash-preview", "high", {"thinkingLevel": "HIGH"}),
+    ("gemini-3.1-pro-preview", "minimal", {"thinkingLevel": "LOW"}),
+    ("gemini-3.1-pro-preview", "medium", {"thinkingLevel": "MEDIUM"}),
     ("gemini-2.5-flash", "none", {"thinkingBudget": 0}),
     ("gemini-2.5-flash", "minimal", {"thinkingBudget": 1024}),
     ("gemini-2.5-flash", "low", {"thinkingBudget": 1024}),
@@ -113,7 +113,7 @@ def test_thinking_config_both_spellings(client, fake, spelling):
         messages=[{"role": "user", "content": "x"}],
         extra_body=_google({"thinking_config": {"thinking_level": "MEDIUM"}}, spelling),
     )
-    assert fake.last_body()["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "medium"}
+    assert fake.last_body()["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "MEDIUM"}
     assert "reasoning_content" not in (completion.choices[0].message.model_extra or {})
 
 

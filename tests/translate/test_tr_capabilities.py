@@ -97,7 +97,7 @@ def test_reasoning_effort_per_model_family(model: str, effort: str) -> None:
         assert result == {"thinkingBudget": expected}
         assert caps.thinking_budget_min <= expected <= caps.thinking_budget_max or expected == 0
     else:
-        assert result == {"thinkingLevel": expected}
+        assert result == {"thinkingLevel": expected.upper()}  # the enum's names, as google-genai sends them
         assert expected in caps.thinking_levels
 
 
@@ -107,7 +107,7 @@ def test_levels_are_always_ones_the_model_has(levels: tuple[str, ...], effort: s
     caps = ModelCapabilities(thinking="level", thinking_levels=levels)
     result = effort_to_thinking(effort, caps)
     assert result is not None and set(result) == {"thinkingLevel"}  # never level and budget together
-    assert result["thinkingLevel"] in levels
+    assert result["thinkingLevel"].lower() in levels
 
 
 @pytest.mark.parametrize("low, high", [(0, 24576), (128, 32768), (512, 24576), (2000, 3000)])
@@ -121,8 +121,8 @@ def test_budgets_are_clamped_to_the_models_range(low: int, high: int, effort: st
 
 def test_explicit_per_model_table_from_config() -> None:
     level = ModelCapabilities(thinking="level", thinking_levels=("low", "high"), reasoning_effort={"medium": "LOW"})
-    assert effort_to_thinking("medium", level) == {"thinkingLevel": "low"}
-    assert effort_to_thinking("high", level) == {"thinkingLevel": "high"}  # derived for the others
+    assert effort_to_thinking("medium", level) == {"thinkingLevel": "LOW"}
+    assert effort_to_thinking("high", level) == {"thinkingLevel": "HIGH"}  # derived for the others
     budget = ModelCapabilities(thinking="budget", thinking_budget_min=128, thinking_budget_max=32768, reasoning_effort={"low": 10, "high": 99999, "none": 256})
     assert effort_to_thinking("low", budget) == {"thinkingBudget": 128}  # still clamped
     assert effort_to_thinking("high", budget) == {"thinkingBudget": 32768}
