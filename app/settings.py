@@ -36,7 +36,6 @@ from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDi
 from app.errors import loc_to_path
 
 ENV_PREFIX = "GEMINI_PROXY_"
-DEFAULT_GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 

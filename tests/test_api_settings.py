@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import DEFAULT_GEMINI_BASE_URL, ClientKey, ConfigError, Settings, load_settings
+from app.settings import ClientKey, ConfigError, Settings, load_settings
+from app.upstream.client import GEMINI_DEFAULT_BASE as DEFAULT_GEMINI_BASE_URL
 
 
 def write(tmp_path: Path, text: str, name: str = "gateway.yaml") -> Path:

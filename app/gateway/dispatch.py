@@ -55,7 +55,7 @@ from app.gateway.routing import Target
 from app.gateway.upstreams import Credential
 from app.settings import RetrySettings
 from app.translate.chat_request import GeminiCall
-from app.translate.chat_response import BrokenToolCall, answer_problem, broken_finish
+from app.translate.chat_response import BrokenToolCall, broken_finish
 from app.upstream.auth import ApiKeyAuth
 from app.upstream.client import UpstreamClient, UpstreamStream
 from app.upstream.errors import SDK_MAX_RETRY_AFTER, error_from_google, is_credentials_error
@@ -243,15 +243,14 @@ class Dispatcher:
         self,
         targets: list[Target],
         prepare: Callable[[Target], GeminiCall],
-        client_key: str | None = None,
-        begin: Callable[[GeminiCall, list[dict[str, Any]]], Any] | None = None,
+        client_key: str | None,
+        begin: Callable[[GeminiCall, list[dict[str, Any]]], Any],
     ) -> tuple[OpenedStream, Outcome]:
         """Open a stream and wait for its first events.
 
         `begin(call, first_events)` (the route's translation of them) runs here, inside
         the retry loop: a malformed function call or a blocked prompt it raises is
-        handled like any failure before the first byte. Without it, the events are
-        only checked.
+        handled like any failure before the first byte.
         """
         async def once(target: Target, call: GeminiCall, body: bytes, headers: dict[str, str]) -> OpenedStream:
             stream = await self.client.open_stream(target.upstream.endpoint.stream_url(target.model), body, headers)
@@ -266,13 +265,7 @@ class Dispatcher:
                 for event in opened.first_events:
                     if "error" in event:
                         raise error_from_google(200, event)
-                if begin is not None:
-                    opened.started = begin(call, opened.first_events)
-                else:
-                    for event in opened.first_events:
-                        problem = answer_problem(event)
-                        if problem is not None:
-                            raise problem
+                opened.started = begin(call, opened.first_events)
             except BaseException:
                 stream.close()
                 raise

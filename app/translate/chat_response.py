@@ -43,15 +43,6 @@ class BrokenToolCall(GatewayError):
         self.reason = reason
 
 
-def answer_problem(response: Mapping[str, Any]) -> GatewayError | None:
-    """A blocked prompt or a broken tool call in this answer (or stream event), if any."""
-    if "promptFeedback" in response:
-        blocked = prompt_blocked(response)
-        if blocked is not None:
-            return blocked
-    return broken_finish(response)
-
-
 def broken_finish(response: Mapping[str, Any]) -> BrokenToolCall | None:
     for cand in response.get("candidates") or ():
         reason = cand.get("finishReason")

@@ -1,4 +1,4 @@
-"""Enumerations mapped as tables: finish reasons, roles, error statuses.
+"""Enumerations mapped as tables: finish reasons, error statuses, Google messages -> OpenAI parameters.
 
 Every value of Gemini's `FinishReason` enum has a row (a test checks this
 against google-genai's enum); unknown future values fall back to `stop`.
@@ -49,8 +49,6 @@ def gemini_finish_reason_to_openai(reason: str | None, has_tool_calls: bool) -> 
         return "tool_calls"
     return mapped
 
-
-OPENAI_ROLE_TO_GEMINI: Mapping[str, str] = {"user": "user", "assistant": "model", "tool": "user", "function": "user"}
 
 # Google HTTP status -> (OpenAI status, OpenAI error type, OpenAI code).  Reference section 7.5.
 GOOGLE_STATUS_TO_OPENAI: Mapping[int, tuple[int, str, str | None]] = {

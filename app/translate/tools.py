@@ -59,9 +59,6 @@ class ToolNames:
     def gemini(self, name: str) -> str:
         return self.to_gemini.get(name) or self.add(name)
 
-    def openai(self, gemini_name: str) -> str:
-        return self.to_openai.get(gemini_name, gemini_name)
-
 
 def _takes_arguments(schema: dict[str, Any] | None) -> bool:
     """False for a function without arguments, which Gemini wants declared with no schema at all."""

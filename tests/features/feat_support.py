@@ -57,6 +57,16 @@ CLOCK = {
 }
 TOOLS = [WEATHER, CLOCK]
 
+# The tool of Google's multimodal-function-response example (seed 003).
+GET_IMAGE = {
+    "type": "function",
+    "function": {
+        "name": "get_image",
+        "description": "Retrieves the image file reference for a specific order item.",
+        "parameters": {"type": "object", "properties": {"item_name": {"type": "string"}}, "required": ["item_name"]},
+    },
+}
+
 
 def prompt(text: str, **directive: Any) -> str:
     """User text with a `#fake` directive line."""

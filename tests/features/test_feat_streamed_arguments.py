@@ -19,6 +19,7 @@ from app.testing.credentials import write_service_account_file
 
 from .feat_support import (
     BYPASS,
+    GET_IMAGE,
     TOOLS,
     WEATHER,
     first_deltas_well_formed,
@@ -139,14 +140,7 @@ def test_flag_without_tools_is_a_400(client, fake):
 
 def test_seed_multimodal_function_response_on_vertex(vertex_client, fake):
     """The seed's request shape (gs:// file in `extra_content.google.parts` of a tool message) on Vertex."""
-    get_image = {
-        "type": "function",
-        "function": {
-            "name": "get_image",
-            "description": "Retrieves the image file reference for a specific order item.",
-            "parameters": {"type": "object", "properties": {"item_name": {"type": "string"}}, "required": ["item_name"]},
-        },
-    }
+    get_image = GET_IMAGE
     messages: list[Any] = [{"role": "user", "content": prompt("Show me the green shirt I ordered last month.", tool_steps=1)}]
     first = vertex_client.chat.completions.create(model="gemini-3.1-pro-preview", messages=messages, tools=[get_image])
     call = first.choices[0].message.tool_calls[0]

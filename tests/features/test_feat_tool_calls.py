@@ -19,6 +19,7 @@ from app.testing.fake_gemini.extras import PNG_BASE64
 from .feat_support import (
     CALL_ID,
     CLOCK,
+    GET_IMAGE,
     TOOLS,
     WEATHER,
     accumulate,
@@ -400,14 +401,7 @@ def test_tool_result_with_image_parts_before_gemini_3(client, fake):
 
 def test_google_extra_content_parts_on_tool_messages(client, fake):
     """The multimodal function response of Google's own layer (seed 003), sent through the openai SDK."""
-    get_image = {
-        "type": "function",
-        "function": {
-            "name": "get_image",
-            "description": "Retrieves the image file reference for a specific order item.",
-            "parameters": {"type": "object", "properties": {"item_name": {"type": "string"}}, "required": ["item_name"]},
-        },
-    }
+    get_image = GET_IMAGE
     messages, call = _first_step(client, "gemini-3-pro-preview", [get_image], "Show me the green shirt I ordered last month.")
     messages.append({
         "role": "tool",
