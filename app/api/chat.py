@@ -34,6 +34,7 @@ from app.translate.chat_stream import ChatStreamTranslator
 from app.api.auth import bearer_token
 from app.api.sse import DONE, KEEPALIVE, ClientWatch, SSEResponse, frame, frames
 from app.upstream.errors import error_from_google
+from app.upstream.sse import SSEDecoder, parse_payload
 
 log = logging.getLogger("gemini_proxy.chat")
 
@@ -270,6 +271,38 @@ async def _late_stream_body(state: GatewayState, opening: asyncio.Task[tuple[Ope
             await body.aclose()  # type: ignore[attr-defined]
 
 
+def translate_read(decoder: SSEDecoder, translator: ChatStreamTranslator, data: bytes) -> tuple[bytes, GatewayError | None]:
+    """The SSE bytes to send for one upstream read (b"": the body ended), and the error that ended the stream.
+
+    Events in Google's framing reach the translator unparsed first (its plain
+    text fast path), then parsed. An error event, or an event the translator
+    refuses, ends the stream with one error event after the chunks before it.
+    """
+    if decoder.idle():  # the common read: one whole event, often a plain text delta
+        sse = translator.feed_read(data)
+        if sse is not None:
+            return sse, None
+    items = decoder.feed_payloads(data) if data else decoder.flush()
+    out: list[bytes] = []
+    try:
+        for item in items:
+            if type(item) is bytes:  # an event in Google's framing, not parsed yet
+                sse = translator.feed_payload(item)
+                if sse is not None:
+                    out.append(sse)
+                    continue
+                item = parse_payload(item)
+                if item is None:
+                    continue
+            if "error" in item:
+                raise error_from_google(200, item)
+            out.append(translator.feed_sse(item))
+    except GatewayError as exc:
+        out.append(_error_event(exc))
+        return b"".join(out), exc
+    return b"".join(out), None
+
+
 async def _stream_body(
     state: GatewayState, opened: OpenedStream, translator: ChatStreamTranslator, first: bytes
 ) -> AsyncIterator[bytes]:
@@ -283,18 +316,12 @@ async def _stream_body(
             if data is None:
                 yield KEEPALIVE
                 continue
-            events = decoder.feed(data) if data else decoder.flush()
-            if not events:
-                continue
-            out = []
-            for event in events:
-                if "error" in event:
-                    out.append(_error_event(error_from_google(200, event)))
-                    yield b"".join(out)
-                    return
-                out.append(translator.feed_sse(event))
+            out, error = translate_read(decoder, translator, data)
             if out:
-                yield b"".join(out)
+                yield out
+            if error is not None:
+                log.warning("stream ended with an error: %s %s", error.status, error.message[:200])
+                return
         yield frames(translator.finish()) + DONE
     except GatewayError as exc:
         log.warning("stream ended with an error: %s %s", exc.status, exc.message[:200])

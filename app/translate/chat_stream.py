@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from app.errors import UpstreamError
 from app.translate import signatures
 from app.translate.chat_response import (
     BrokenToolCall,
@@ -39,6 +40,41 @@ from app.translate.tables import BROKEN_TOOL_CALL_FINISHES, gemini_finish_reason
 _PLAIN_CANDIDATE_KEYS = frozenset({"content", "index"})
 
 
+def _plain_text_shapes() -> tuple[tuple[bytes, bytes, bytes], ...]:
+    """How a plain text delta of candidate 0 looks as JSON text, in the spacings met on the wire.
+
+    Each shape: the bytes up to the opening quote of the text, the bytes from
+    its closing quote to the end of the candidates array, and the key that
+    starts the usage right after that. Google writes `": "` after keys and `,"`
+    between members; orjson and the fakes write no spaces; Python's json module
+    writes `": "` and `, "`. Each with and without the candidate's `"index": 0`.
+    """
+    shapes = []
+    for colon, comma in ((b": ", b","), (b":", b","), (b": ", b", ")):
+        head = b'{"candidates"%s[{"content"%s{"parts"%s[{"text"%s"' % (colon, colon, colon, colon)
+        role = b'"}]%s"role"%s"model"}' % (comma, colon)
+        usage = b'%s"usageMetadata"%s' % (comma, colon)
+        shapes.append((head, role + b'%s"index"%s0}]' % (comma, colon), usage))
+        shapes.append((head, role + b"}]", usage))
+    return tuple(shapes)
+
+
+_PLAIN_TEXT_SHAPES = _plain_text_shapes()
+_EVENT_END = b"\r\n\r\n"
+
+
+def _escaped(data: bytes, quote: int) -> bool:
+    """Whether the quote at this offset is escaped (an odd run of backslashes before it)."""
+    k = quote - 1
+    while data[k] == 0x5C:
+        k -= 1
+    return (quote - 1 - k) % 2 == 1
+
+
+def _text_of(piece: str | bytes) -> str:
+    return orjson.loads(piece) if type(piece) is bytes else piece  # type: ignore[return-value]
+
+
 @dataclass
 class _Choice:
     index: int
@@ -47,7 +83,8 @@ class _Choice:
     tool_call_index: int = 0  # running index of the next tool call, across the whole stream
     saw_tool_call: bool = False
     thought_tag_open: bool = False
-    text: list[str] = field(default_factory=list)  # visible content so far (signature key, annotations)
+    # Visible content so far (signature key, annotations); JSON string literals (bytes) from feed_payload.
+    text: list[str | bytes] = field(default_factory=list)
     text_signature: str | None = None
     partial: ArgumentsWriter | None = None  # a call whose arguments are still streaming
     text_head: bytes | None = None  # SSE bytes of a content delta up to the text, once started
@@ -61,6 +98,8 @@ class ChatStreamTranslator:
         self.ctx = ctx
         self.choices: dict[int, _Choice] = {}
         self.usage: Mapping[str, Any] | None = None
+        self._usage_payload: tuple[bytes, int] | None = None  # newer usage, still unparsed (feed_payload)
+        self._shape = _PLAIN_TEXT_SHAPES[0]
         self._base: dict[str, Any] = {
             "id": ctx.id,
             "object": "chat.completion.chunk",
@@ -107,6 +146,7 @@ class ChatStreamTranslator:
         usage = event.get("usageMetadata")
         if usage is not None:
             self.usage = usage
+            self._usage_payload = None
         out: list[dict[str, Any]] = []
         for cand in event.get("candidates") or ():
             index = cand.get("index", 0)
@@ -163,11 +203,80 @@ class ChatStreamTranslator:
                         usage = event.get("usageMetadata")
                         if usage is not None:
                             self.usage = usage
+                            self._usage_payload = None
                         if not text:
                             return b""
                         choice.text.append(text)
                         return b"".join((choice.text_head, orjson.dumps(text), self._text_tail))
         return b"".join([sse_data(chunk) for chunk in self.feed(event)])
+
+    def feed_read(self, data: bytes) -> bytes | None:
+        """`feed_payload` for one whole upstream read holding exactly one event in Google's framing.
+
+        `data: <json>\\r\\n\\r\\n` and no other line break; None for anything else.
+        (A read is usually one event once the model paces its output: this is the
+        gateway's path for most of a stream.)
+        """
+        n = len(data) - 4
+        if data.find(b"\n") != n + 1 or data.find(b"\r") != n or not data.endswith(_EVENT_END) or not data.startswith(b"data: "):
+            return None
+        return self._plain_text(data, 6)
+
+    def feed_payload(self, payload: bytes) -> bytes | None:
+        """`feed_sse` of the unparsed JSON of one event, when it is a plain text delta; else None.
+
+        Most events of a stream are one more piece of text for candidate 0. Such
+        an event is recognised in its bytes and the text's JSON string literal
+        copied into the chunk template without being decoded (parsing and
+        re-encoding cost more than the rest of the gateway's work per event:
+        bench/README.md). The recognition is exact: the event must be
+        `{"candidates": [{"content": {"parts": [{"text": <string>}], "role": "model"}(, "index": 0)}]`
+        followed by nothing but the other top-level members (usage, model
+        version, response id), the string must hold no unescaped quote, and the
+        caller only passes payloads free of line breaks. Anything else (the
+        first and last events, thoughts, signatures, tool calls, other
+        candidates, prompt feedback) returns None and goes through
+        `parse_payload` and `feed_sse`. The usage is kept as bytes and parsed
+        once, by `finish`.
+        """
+        return self._plain_text(payload, 0)
+
+    def _plain_text(self, data: bytes, at: int) -> bytes | None:
+        choice = self.choices.get(0)
+        if choice is None or choice.text_head is None or choice.finished or choice.thought_tag_open:
+            return None
+        head, tail, usage_key = shape = self._shape  # the shape of the stream's last plain event first
+        start = at + len(head) - 1  # the opening quote
+        end = data.find(tail, start + 1) if data.startswith(head, at) else -1
+        if end < 0:
+            for head, tail, usage_key in _PLAIN_TEXT_SHAPES:
+                if data.startswith(head, at):
+                    start = at + len(head) - 1
+                    end = data.find(tail, start + 1)
+                    if end > 0:
+                        shape = self._shape = (head, tail, usage_key)
+                        break
+            else:
+                return None
+        quote = data.find(b'"', start + 1, end)
+        while quote > 0:  # a quote inside the literal must be escaped
+            if not _escaped(data, quote):
+                return None
+            quote = data.find(b'"', quote + 1, end)
+        if data[end - 1] == 0x5C and _escaped(data, end):  # so must the closing one not be
+            return None
+        rest = end + len(tail)
+        if data.find(b'"promptFeedback"', rest) >= 0:
+            return None
+        if data.startswith(usage_key, rest):
+            self._usage_payload = (data, rest)
+        elif data.find(b'"usageMetadata"', rest) >= 0:
+            return None  # members in an unusual order: let the parser find it
+        if end == start + 1:
+            return b""
+        literal = data[start : end + 1]
+        choice.text.append(literal)
+        return b"".join((choice.text_head, literal, self._text_tail))
 
     def _delta(self, choice: _Choice, parts: Any) -> dict[str, Any]:
         opts = self.ctx.options
@@ -274,7 +383,7 @@ class ChatStreamTranslator:
         # arguments) when the finish reason arrives after that call's deltas.
         out = [self._chunk(choice, delta, logprobs=logprobs)] if delta or logprobs is not None else []
         closing_delta: dict[str, Any] = {}
-        full_text = "".join(choice.text)
+        full_text = "".join([_text_of(piece) for piece in choice.text])
         if choice.text_signature:
             closing_delta["extra_content"] = signatures.to_extra_content(choice.text_signature)
             if full_text:
@@ -293,6 +402,14 @@ class ChatStreamTranslator:
     def finish(self) -> list[dict[str, Any]]:
         """Close every choice still open (Gemini sends nothing after its last chunk), then usage."""
         out: list[dict[str, Any]] = []
+        if self._usage_payload is not None:
+            payload, rest = self._usage_payload
+            self._usage_payload = None
+            try:
+                self.usage = orjson.loads(b"{" + payload[rest + 1 :].rstrip())["usageMetadata"]
+            except (orjson.JSONDecodeError, TypeError) as exc:  # what parsing the event would have found
+                message = f"Malformed event from upstream: {payload[:200].decode('utf-8', 'replace')}"
+                raise UpstreamError(message, google_code=502, status=502, type="server_error") from exc
         if not self.choices:
             self._choice(0)
         for index in sorted(self.choices):

@@ -3,6 +3,9 @@
 `SSEDecoder.feed(bytes)` returns the events completed by those bytes,
 `flush()` whatever the end of the body completes. An event is the parsed JSON
 object of one `data:` event (several `data:` lines are joined with `\\n`).
+`feed_payloads(bytes)` is `feed` for a caller that can handle some events
+without parsing them: the events in Google's own framing come back as their
+unparsed JSON bytes (`parse_payload` parses one), the others parsed.
 
 Google also reports a failure after the 200 in two other forms, both turned
 into an `{"error": {...}}` event here (reference 3.6): an unprefixed,
@@ -24,7 +27,8 @@ def _malformed(detail: str) -> dict[str, Any]:
     return {"error": {"code": 502, "status": "BAD_GATEWAY", "message": f"Malformed event from upstream: {detail}"}}
 
 
-def _parse(payload: bytes) -> dict[str, Any] | None:
+def parse_payload(payload: bytes) -> dict[str, Any] | None:
+    """The event of one `data:` payload (None for `[DONE]` and blanks; an error event when malformed)."""
     try:
         value = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -68,15 +72,29 @@ class SSEDecoder:
         self._depth = 0
         self._in_string = False
 
+    def idle(self) -> bool:
+        """Nothing buffered: the next bytes start a new event."""
+        return not self._buf and not self._data and self._raw is None
+
     def feed(self, chunk: bytes) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        for item in self.feed_payloads(chunk):
+            if type(item) is bytes:
+                item = parse_payload(item)
+                if item is None:
+                    continue
+            events.append(item)  # type: ignore[arg-type]
+        return events
+
+    def feed_payloads(self, chunk: bytes) -> list[bytes | dict[str, Any]]:
         buf = self._buf + chunk if self._buf else chunk
         if not buf:
             return []
         if not self._data and self._raw is None and buf.startswith(b"data: "):
             return self._feed_fast(buf)
-        return self._feed_lines(buf)
+        return self._feed_lines(buf)  # type: ignore[return-value]
 
-    def _feed_fast(self, buf: bytes) -> list[dict[str, Any]]:
+    def _feed_fast(self, buf: bytes) -> list[bytes | dict[str, Any]]:
         """Google's own framing, `data: <json>\r\n\r\n`: one split, no line walking.
 
         A piece with any other line in it goes through the general parser, so
@@ -84,17 +102,10 @@ class SSEDecoder:
         """
         pieces = buf.split(b"\r\n\r\n")
         rest = pieces.pop()
-        events: list[dict[str, Any]] = []
+        events: list[bytes | dict[str, Any]] = []
         for piece in pieces:
-            if self._raw is None and piece[:6] == b"data: " and b"\n" not in piece and b"\r" not in piece:
-                try:
-                    event = orjson.loads(piece[6:])  # (a slice is cheaper for orjson than a memoryview)
-                except orjson.JSONDecodeError:
-                    event = None
-                if type(event) is not dict:
-                    event = _parse(piece[6:])  # [DONE], blank, arrays, malformed
-                if event is not None:
-                    events.append(event)
+            if self._raw is None and piece.startswith(b"data: ") and b"\n" not in piece and b"\r" not in piece:
+                events.append(piece[6:])
             else:
                 events.extend(self._feed_lines(piece + b"\r\n\r\n"))
         if b"\n" in rest or b"\r" in rest:  # other framing (`\n\n`, `\r\r`) or a separator cut in two
@@ -122,7 +133,7 @@ class SSEDecoder:
             self._line(self._buf.rstrip(b"\r\n"), events)
             self._buf = b""
         if self._raw is not None:
-            event = _parse(b"\n".join(self._raw))
+            event = parse_payload(b"\n".join(self._raw))
             self._raw = None
             if event is not None:
                 events.append(event)
@@ -131,7 +142,7 @@ class SSEDecoder:
 
     def _dispatch(self, events: list[dict[str, Any]]) -> None:
         if self._data:
-            event = _parse(self._data[0] if len(self._data) == 1 else b"\n".join(self._data))
+            event = parse_payload(self._data[0] if len(self._data) == 1 else b"\n".join(self._data))
             self._data = []
             if event is not None:
                 events.append(event)
@@ -142,7 +153,7 @@ class SSEDecoder:
             delta, self._in_string = _brace_delta(line, self._in_string)
             self._depth += delta
             if self._depth <= 0:
-                event = _parse(b"\n".join(self._raw))
+                event = parse_payload(b"\n".join(self._raw))
                 self._raw = None
                 if event is not None:
                     events.append(event)
@@ -159,7 +170,7 @@ class SSEDecoder:
             self._raw = [line]
             self._depth, self._in_string = _brace_delta(line, False)
             if self._depth <= 0:
-                event = _parse(line)
+                event = parse_payload(line)
                 self._raw = None
                 if event is not None:
                     events.append(event)

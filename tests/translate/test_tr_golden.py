@@ -44,13 +44,13 @@ from typing import Any
 import pytest
 from google.genai import types as gtypes
 
+from app.api.chat import translate_read
 from app.errors import GatewayError
 from app.schemas.openai import ChatCompletionRequest
 from app.translate.capabilities import capabilities_for
 from app.translate.chat_request import GeminiCall, ResponseOptions, TranslationEnv, to_gemini
 from app.translate.chat_response import ResponseContext, to_openai
 from app.translate.chat_stream import ChatStreamTranslator
-from app.upstream.errors import error_from_google
 from app.upstream.sse import SSEDecoder
 
 from .tr_oracles import validate_request_body
@@ -196,25 +196,16 @@ def gateway_stream(pieces: Iterable[bytes], options: ResponseOptions) -> tuple[l
     decoder = SSEDecoder()
     translator = ChatStreamTranslator(ctx)
     out: list[Any] = []
-
-    def handle(events: list[dict[str, Any]]) -> bool:
-        for event in events:
-            if "error" in event:
-                out.append(error_from_google(200, event).body())
-                return True
-            try:
-                out.extend(parse_sse_text(translator.feed_sse(event).decode()))  # what the route sends
-            except GatewayError as exc:
-                out.append(exc.body())
-                return True
-        return False
-
-    for piece in pieces:
-        if handle(decoder.feed(piece)):
+    for piece in [*pieces, b""]:  # b"": the end of the body
+        data, error = translate_read(decoder, translator, piece)
+        out.extend(parse_sse_text(data.decode()))
+        if error is not None:
             return out, ctx.signatures
-    if handle(decoder.flush()):
+    try:
+        out.extend(translator.finish())
+    except GatewayError as exc:
+        out.append(exc.body())
         return out, ctx.signatures
-    out.extend(translator.finish())
     out.append(DONE)
     return out, ctx.signatures
 

@@ -1,0 +1,197 @@
+"""The stream translator's byte-level path for plain text deltas (`feed_read`, `feed_payload`).
+
+Most events of a stream are one more piece of text; the gateway recognises them in
+their bytes and copies the JSON string literal into the chunk without parsing the
+event. Properties: whenever that path answers, its bytes parse to exactly what the
+parsed path (`feed_sse`) sends for the same event, and the stream's end (finish
+reasons, usage, stored signatures) is the same; it answers for the plain deltas of
+every wire spelling we know (so it is really used); it declines everything else.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.api.chat import translate_read
+from app.errors import UpstreamError
+from app.translate.chat_request import ResponseOptions
+from app.translate.chat_response import ResponseContext
+from app.translate.chat_stream import ChatStreamTranslator
+from app.upstream.sse import SSEDecoder
+
+# (item separator, key separator) of Google (`": "`, `,"`), orjson / our fakes, Python's json.
+SPELLINGS = {"google": (",", ": "), "compact": (",", ":"), "python": (", ", ": ")}
+USAGE = {"promptTokenCount": 8, "totalTokenCount": 12, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 8}]}
+
+
+def ctx(**options: Any) -> ResponseContext:
+    return ResponseContext(ResponseOptions(model="m", **options), "chatcmpl-t", 1, lambda: "call_t")
+
+
+def text_event(text: str, *, index: bool = True, usage: dict[str, Any] | None = USAGE, **extra: Any) -> dict[str, Any]:
+    cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
+    if index:
+        cand["index"] = 0
+    event: dict[str, Any] = {"candidates": [cand]}
+    if usage is not None:
+        event["usageMetadata"] = usage
+    event.update({"modelVersion": "gemini-2.5-flash", "responseId": "r1"}, **extra)
+    return event
+
+
+def dumps(event: Any, spelling: str = "google", ascii_only: bool = False) -> bytes:
+    return json.dumps(event, separators=SPELLINGS[spelling], ensure_ascii=ascii_only).encode()
+
+
+def parse_sse(data: bytes) -> list[Any]:
+    return [json.loads(block[6:]) for block in data.decode().split("\n\n") if block]
+
+
+def started(**options: Any) -> ChatStreamTranslator:
+    """A translator whose choice 0 has begun (the first event of a stream always takes the parsed path)."""
+    translator = ChatStreamTranslator(ctx(**options))
+    translator.feed_sse(text_event("Hi"))
+    return translator
+
+
+def both_ways(events: list[bytes], **options: Any) -> tuple[list[Any], list[Any], int]:
+    """(chunks by the byte path where it answers, chunks by the parsed path, events the byte path took)."""
+    fast, slow = started(**options), started(**options)
+    out_fast: list[Any] = []
+    out_slow: list[Any] = []
+    taken = 0
+    for payload in events:
+        sse = fast.feed_read(b"data: " + payload + b"\r\n\r\n")
+        if sse is None:
+            sse = fast.feed_sse(json.loads(payload))
+        else:
+            taken += 1
+        out_fast.extend(parse_sse(sse))
+        out_slow.extend(parse_sse(slow.feed_sse(json.loads(payload))))
+    out_fast.extend(fast.finish())
+    out_slow.extend(slow.finish())
+    assert fast.ctx.signatures == slow.ctx.signatures
+    return out_fast, out_slow, taken
+
+
+texts = st.one_of(
+    st.text(max_size=40),
+    st.lists(st.sampled_from(['"', "\\", '"}],"role": "model"},"index": 0}]', "\n", "\u2028", "é", "\U0001f600", "<a&b>", "x"]),
+             max_size=8).map("".join),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(texts, min_size=1, max_size=5), spelling=st.sampled_from(sorted(SPELLINGS)),
+       ascii_only=st.booleans(), index=st.booleans(), with_usage=st.booleans())
+def test_the_byte_path_sends_what_the_parsed_path_sends(pieces: list[str], spelling: str, ascii_only: bool,
+                                                         index: bool, with_usage: bool) -> None:
+    events = [dumps(text_event(t, index=index, usage=USAGE if with_usage else None), spelling, ascii_only) for t in pieces]
+    fast, slow, _ = both_ways(events)
+    assert fast == slow
+
+
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+@pytest.mark.parametrize("index", [True, False])
+def test_plain_deltas_take_the_byte_path_in_every_spelling(spelling: str, index: bool) -> None:
+    texts = ["Hello", ' "quoted" ', "back\\slash\\", "line\nbreak", "", "naïve ☃", "end\\"]
+    events = [dumps(text_event(t, index=index), spelling) for t in texts]
+    fast, slow, taken = both_ways(events)
+    assert fast == slow
+    assert taken == len(texts)
+
+
+def test_the_usage_of_the_last_plain_event_is_parsed_once_at_the_end() -> None:
+    last = {**USAGE, "candidatesTokenCount": 4, "totalTokenCount": 16}
+    fast, slow, taken = both_ways([dumps(text_event("a")), dumps(text_event("b", usage=last)), dumps(text_event("c", usage=None))],
+                                  include_usage=True)
+    assert taken == 3 and fast == slow
+    assert fast[-1]["usage"]["completion_tokens"] == 4
+
+
+DECLINED = {
+    "thought signature beside the text": b'{"candidates": [{"content": {"parts": [{"text": "a","thoughtSignature": "c2ln"}],'
+                                         b'"role": "model"},"index": 0}]}',
+    "a thought": b'{"candidates": [{"content": {"parts": [{"text": "a","thought": true}],"role": "model"},"index": 0}]}',
+    "two parts": b'{"candidates": [{"content": {"parts": [{"text": "a"},{"text": "b"}],"role": "model"},"index": 0}]}',
+    "finish reason": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"finishReason": "STOP","index": 0}]}',
+    "another candidate": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 1}]}',
+    "two candidates": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0},'
+                      b'{"content": {"parts": [{"text": "b"}],"role": "model"},"index": 1}]}',
+    "logprobs": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0,'
+                b'"logprobsResult": {"topCandidates": [],"chosenCandidates": []}}]}',
+    "prompt feedback": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],'
+                       b'"promptFeedback": {"blockReason": "SAFETY"}}',
+    "usage after other members": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],'
+                                 b'"modelVersion": "m","usageMetadata": {"promptTokenCount": 3}}',
+    "an unescaped quote before the tail": b'{"candidates": [{"content": {"parts": [{"text": "a","x": "b"}],"role": "model"},"index": 0}]}',
+    "an escaped quote, then a sibling": b'{"candidates": [{"content": {"parts": [{"text": "a\\"","x": "b\\\\"}],'
+                                        b'"role": "model"},"index": 0}]}',
+}
+
+
+@pytest.mark.parametrize("payload", DECLINED.values(), ids=DECLINED.keys())
+def test_everything_else_is_left_to_the_parsed_path(payload: bytes) -> None:
+    json.loads(payload)  # each is a valid event
+    translator = started()
+    assert translator.feed_payload(payload) is None
+    assert translator.feed_read(b"data: " + payload + b"\r\n\r\n") is None
+
+
+def test_only_a_read_of_exactly_one_framed_event_is_taken_whole() -> None:
+    one = dumps(text_event("a"))
+    translator = started()
+    for data in (b"data: " + one + b"\r\n\r\n" + b"data: " + one + b"\r\n\r\n",  # two events
+                 b"data: " + one + b"\r\n",  # unfinished
+                 b"data: " + one + b"\n\n",  # other framing
+                 b"data:" + one + b"\r\n\r\n",  # no space
+                 b": keep-alive\r\n\r\ndata: " + one + b"\r\n\r\n"):
+        assert translator.feed_read(data) is None
+    assert translator.feed_read(b"data: " + one + b"\r\n\r\n") is not None
+
+
+def test_before_the_first_delta_and_after_the_finish_the_parsed_path_decides() -> None:
+    payload = dumps(text_event("a"))
+    fresh = ChatStreamTranslator(ctx())
+    assert fresh.feed_payload(payload) is None  # the first delta carries the role
+    done = started()
+    done.feed_sse(json.loads(DECLINED["finish reason"]))
+    assert done.feed_payload(payload) is None
+
+
+def test_an_open_thought_tag_is_closed_by_the_parsed_path() -> None:
+    translator = started(include_thoughts=True, thought_tag_marker="think")
+    translator.feed_sse({"candidates": [{"content": {"parts": [{"text": "hmm", "thought": True}], "role": "model"}, "index": 0}]})
+    assert translator.feed_payload(dumps(text_event("answer"))) is None
+
+
+def test_a_malformed_usage_member_fails_the_stream_at_its_end() -> None:
+    translator = started(include_usage=True)
+    broken = b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],"usageMetadata": {"prompt'
+    assert translator.feed_payload(broken) is not None
+    with pytest.raises(UpstreamError) as caught:
+        translator.finish()
+    assert caught.value.status == 502 and "Malformed event" in caught.value.message
+
+
+def test_translate_read_takes_either_path_and_keeps_going() -> None:
+    decoder, translator = SSEDecoder(), ChatStreamTranslator(ctx())
+    first, error = translate_read(decoder, translator, b"data: " + dumps(text_event("Hel")) + b"\r\n\r\n")
+    assert error is None and parse_sse(first)[0]["choices"][0]["delta"] == {"role": "assistant", "content": "Hel"}
+    both = b"data: " + dumps(text_event("lo")) + b"\r\n\r\ndata: " + dumps(text_event(" you")) + b"\r\n\r\n"
+    out, error = translate_read(decoder, translator, both)
+    assert error is None and [c["choices"][0]["delta"]["content"] for c in parse_sse(out)] == ["lo", " you"]
+    out, error = translate_read(decoder, translator, b'data: {"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}\r\n\r\n')
+    assert error is not None and error.status == 503 and parse_sse(out)[0]["error"]["message"] == "overloaded"
+
+
+def test_a_literal_whose_closing_quote_is_escaped_is_not_copied() -> None:
+    """Not valid JSON (Google never sends it): copied, it would corrupt the chunk; parsed, it is a clean error."""
+    broken = b'{"candidates": [{"content": {"parts": [{"text": "a\\"}],"role": "model"},"index": 0}]}'
+    assert started().feed_payload(broken) is None
+    assert started().feed_payload(broken.replace(b'a\\"', b'a\\\\"')) is not None  # an escaped backslash ends it
