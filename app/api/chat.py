@@ -235,10 +235,13 @@ def _error_event(exc: GatewayError) -> bytes:
     return frame(exc.body())
 
 
-def _begin_stream(call: GeminiCall, first_events: list[dict[str, Any]]) -> tuple[ChatStreamTranslator, bytes]:
+def _begin_stream(call: GeminiCall, first_events: list[bytes | dict[str, Any]]) -> tuple[ChatStreamTranslator, bytes]:
     """The translator of a stream and the bytes of its first events (raises for a broken start)."""
     translator = ChatStreamTranslator(ResponseContext(call.options, new_completion_id(), int(time.time()), new_call_id))
-    return translator, b"".join([translator.feed_sse(event) for event in first_events])
+    first, error = translate_events(translator, first_events)
+    if error is not None:
+        raise error
+    return translator, first
 
 
 def _stream_response(state: GatewayState, opened: OpenedStream, outcome: Outcome) -> SSEResponse:
@@ -282,7 +285,11 @@ def translate_read(decoder: SSEDecoder, translator: ChatStreamTranslator, data: 
         sse = translator.feed_read(data)
         if sse is not None:
             return sse, None
-    items = decoder.feed_payloads(data) if data else decoder.flush()
+    return translate_events(translator, decoder.feed_payloads(data) if data else decoder.flush())
+
+
+def translate_events(translator: ChatStreamTranslator, items: list[bytes | dict[str, Any]]) -> tuple[bytes, GatewayError | None]:
+    """`translate_read` of the events `SSEDecoder.feed_payloads` gave."""
     out: list[bytes] = []
     try:
         for item in items:
@@ -294,9 +301,9 @@ def translate_read(decoder: SSEDecoder, translator: ChatStreamTranslator, data: 
                 item = parse_payload(item)
                 if item is None:
                     continue
-            if "error" in item:
+            if "error" in item:  # type: ignore[operator]
                 raise error_from_google(200, item)
-            out.append(translator.feed_sse(item))
+            out.append(translator.feed_sse(item))  # type: ignore[arg-type]
     except GatewayError as exc:
         out.append(_error_event(exc))
         return b"".join(out), exc

@@ -84,7 +84,7 @@ class Outcome:
 class OpenedStream:
     stream: UpstreamStream
     decoder: SSEDecoder
-    first_events: list[dict[str, Any]] = field(default_factory=list)
+    first_events: list[bytes | dict[str, Any]] = field(default_factory=list)  # as `SSEDecoder.feed_payloads`
     started: Any = None  # what the caller's `begin` made of the first events
 
 
@@ -244,13 +244,14 @@ class Dispatcher:
         targets: list[Target],
         prepare: Callable[[Target], GeminiCall],
         client_key: str | None,
-        begin: Callable[[GeminiCall, list[dict[str, Any]]], Any],
+        begin: Callable[[GeminiCall, list[bytes | dict[str, Any]]], Any],
     ) -> tuple[OpenedStream, Outcome]:
         """Open a stream and wait for its first events.
 
-        `begin(call, first_events)` (the route's translation of them) runs here, inside
-        the retry loop: a malformed function call or a blocked prompt it raises is
-        handled like any failure before the first byte.
+        `begin(call, first_events)` (the route's translation of them, from
+        `SSEDecoder.feed_payloads`) runs here, inside the retry loop: an error
+        event, a malformed function call or a blocked prompt it raises is handled
+        like any failure before the first byte.
         """
         async def once(target: Target, call: GeminiCall, body: bytes, headers: dict[str, str]) -> OpenedStream:
             stream = await self.client.open_stream(target.upstream.endpoint.stream_url(target.model), body, headers)
@@ -261,10 +262,7 @@ class Dispatcher:
                     if not data:
                         opened.first_events = opened.decoder.flush()
                         break
-                    opened.first_events = opened.decoder.feed(data)
-                for event in opened.first_events:
-                    if "error" in event:
-                        raise error_from_google(200, event)
+                    opened.first_events = opened.decoder.feed_payloads(data)
                 opened.started = begin(call, opened.first_events)
             except BaseException:
                 stream.close()
