@@ -13,7 +13,9 @@ during a stream (`api/sse.py`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -114,8 +116,14 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
     return req
 
 
+# Completion ids only need to be unique, not secret: a pseudo-random generator seeded from the OS
+# costs no system call per request (os.urandom did, measurably: bench/README.md). Tool call ids
+# key the thought-signature store, so they stay unguessable.
+_completion_ids = random.Random()
+
+
 def new_completion_id() -> str:
-    return "chatcmpl-" + secrets.token_urlsafe(21)
+    return "chatcmpl-" + base64.urlsafe_b64encode(_completion_ids.randbytes(21)).decode()
 
 
 def new_call_id() -> str:

@@ -71,8 +71,12 @@ def _escaped(data: bytes, quote: int) -> bool:
     return (quote - 1 - k) % 2 == 1
 
 
-def _text_of(piece: str | bytes) -> str:
-    return orjson.loads(piece) if type(piece) is bytes else piece  # type: ignore[return-value]
+def _joined_text(pieces: list[str | bytes]) -> str:
+    """The visible text of a choice: its pieces, some of them still JSON string literals (bytes)."""
+    if not any(type(piece) is bytes for piece in pieces):
+        return "".join(pieces)  # type: ignore[arg-type]
+    literals = [piece if type(piece) is bytes else orjson.dumps(piece) for piece in pieces]
+    return "".join(orjson.loads(b"[" + b",".join(literals) + b"]"))
 
 
 @dataclass
@@ -383,14 +387,14 @@ class ChatStreamTranslator:
         # arguments) when the finish reason arrives after that call's deltas.
         out = [self._chunk(choice, delta, logprobs=logprobs)] if delta or logprobs is not None else []
         closing_delta: dict[str, Any] = {}
-        full_text = "".join([_text_of(piece) for piece in choice.text])
         if choice.text_signature:
             closing_delta["extra_content"] = signatures.to_extra_content(choice.text_signature)
+            full_text = _joined_text(choice.text)
             if full_text:
                 self.ctx.signatures[signatures.text_key(full_text)] = choice.text_signature
         if choice.grounding_supports:
             grounding = {"groundingChunks": choice.grounding_chunks, "groundingSupports": choice.grounding_supports}
-            annotations = annotations_to_openai(grounding, [full_text], [0])
+            annotations = annotations_to_openai(grounding, [_joined_text(choice.text)], [0])
             if annotations:
                 closing_delta["annotations"] = annotations
         finish = gemini_finish_reason_to_openai(reason, choice.saw_tool_call)
