@@ -40,6 +40,9 @@ from app.upstream.sse import SSEDecoder, parse_payload
 
 log = logging.getLogger("gemini_proxy.chat")
 
+# How long a request runs before a task starts watching for its client's disconnect (api/sse.py).
+WATCH_AFTER = 0.1
+
 _JSON_HINT = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
     "library correctly. The API expects a JSON payload, but what was sent was not valid JSON.)"
@@ -171,7 +174,7 @@ class ChatCompletionsEndpoint:
                 api_key = value.decode("latin-1")
         client_key = state.auth.check_token(bearer_token(authorization, api_key)) if state.auth.enabled else None
         req = parse_chat_request(await read_body(receive, declared, state.settings.server.max_request_bytes))
-        watch = ClientWatch(receive)
+        watch = ClientWatch(receive, WATCH_AFTER)
         try:
             await self._answer(scope, receive, send, req, client_key)
         except UpstreamError as exc:

@@ -34,25 +34,36 @@ def frames(events: list[dict[str, Any]]) -> bytes:
 
 
 class ClientWatch:
-    """Notices at once when the client of one request goes away, and cancels the request's task.
+    """Notices when the client of one request goes away, and cancels the request's task.
 
     One watcher per request, started once the body is read (from then on only
     `http.disconnect` can come from `receive`). It covers the wait for Google as
     well as the stream itself, so a client that leaves, even while the model is
     silent, stops the upstream call: the cancelled task's `finally` blocks close it.
+
+    The watching task starts only once the request has lasted `after` seconds: a
+    request answered sooner (a fast model, an error) never pays for it, and a
+    client that left earlier is noticed the moment it starts (`receive` then
+    reports the disconnect at once).
     """
 
-    __slots__ = ("gone", "_task", "_watcher")
+    __slots__ = ("gone", "_task", "_receive", "_timer", "_watcher")
 
-    def __init__(self, receive: Any) -> None:
+    def __init__(self, receive: Any, after: float) -> None:
         self.gone = False
         task = asyncio.current_task()
         assert task is not None
         self._task = task
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+        self._receive = receive
+        self._watcher: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(after, self._start)
 
-    async def _watch(self, receive: Any) -> None:
-        while (await receive())["type"] != "http.disconnect":
+    def _start(self) -> None:
+        self._timer = None
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
             pass
         self.gone = True
         self._task.cancel()
@@ -64,7 +75,10 @@ class ClientWatch:
         return self.gone
 
     def close(self) -> None:
-        self._watcher.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
 
 
 class SSEResponse:
