@@ -60,23 +60,7 @@ def _plain_text_shapes() -> tuple[tuple[bytes, bytes, bytes], ...]:
 
 
 _PLAIN_TEXT_SHAPES = _plain_text_shapes()
-_EVENT_END = b"\r\n\r\n"
-
-
-def _escaped(data: bytes, quote: int) -> bool:
-    """Whether the quote at this offset is escaped (an odd run of backslashes before it)."""
-    k = quote - 1
-    while data[k] == 0x5C:
-        k -= 1
-    return (quote - 1 - k) % 2 == 1
-
-
-def _joined_text(pieces: list[str | bytes]) -> str:
-    """The visible text of a choice: its pieces, some of them still JSON string literals (bytes)."""
-    if not any(type(piece) is bytes for piece in pieces):
-        return "".join(pieces)  # type: ignore[arg-type]
-    literals = [piece if type(piece) is bytes else orjson.dumps(piece) for piece in pieces]
-    return "".join(orjson.loads(b"[" + b",".join(literals) + b"]"))
+_EVENT_END = b"}\r\n\r\n"  # the end of a read holding one event: its object, then the separator
 
 
 @dataclass
@@ -87,8 +71,7 @@ class _Choice:
     tool_call_index: int = 0  # running index of the next tool call, across the whole stream
     saw_tool_call: bool = False
     thought_tag_open: bool = False
-    # Visible content so far (signature key, annotations); JSON string literals (bytes) from feed_payload.
-    text: list[str | bytes] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)  # visible content so far (signature key, annotations)
     text_signature: str | None = None
     partial: ArgumentsWriter | None = None  # a call whose arguments are still streaming
     text_head: bytes | None = None  # SSE bytes of a content delta up to the text, once started
@@ -231,18 +214,24 @@ class ChatStreamTranslator:
 
         Most events of a stream are one more piece of text for candidate 0. Such
         an event is recognised in its bytes and the text's JSON string literal
-        copied into the chunk template without being decoded (parsing and
-        re-encoding cost more than the rest of the gateway's work per event:
-        bench/README.md). The recognition is exact: the event must be
+        copied into the chunk template, without parsing the event or encoding
+        anything (parsing and re-encoding cost more than the rest of the
+        gateway's work per event: bench/README.md). The recognition is exact:
+        the event must be
         `{"candidates": [{"content": {"parts": [{"text": <string>}], "role": "model"}(, "index": 0)}]`
-        followed by nothing but the other top-level members (usage, model
-        version, response id), the string must hold no unescaped quote, and the
-        caller only passes payloads free of line breaks. Anything else (the
-        first and last events, thoughts, signatures, tool calls, other
-        candidates, prompt feedback) returns None and goes through
-        `parse_payload` and `feed_sse`. The usage is kept as bytes and parsed
-        once, by `finish`.
+        in one of the spellings met on the wire, the literal must be exactly one
+        valid JSON string (checked by decoding it, which also gives the visible
+        text), and what follows the candidates must hold no escape, no `error`
+        or `promptFeedback` member and, if any usage, an object as the first
+        member. The caller passes only payloads without line breaks. Anything
+        else (the first and last events, thoughts, signatures, tool calls,
+        other candidates) returns None and goes through `parse_payload` and
+        `feed_sse`, which give the same chunks for every event that is valid
+        JSON without repeated member names. The usage is kept as bytes and
+        parsed once, by `finish`.
         """
+        if not payload.endswith(b"}"):
+            return None
         return self._plain_text(payload, 0)
 
     def _plain_text(self, data: bytes, at: int) -> bytes | None:
@@ -262,24 +251,23 @@ class ChatStreamTranslator:
                         break
             else:
                 return None
-        quote = data.find(b'"', start + 1, end)
-        while quote > 0:  # a quote inside the literal must be escaped
-            if not _escaped(data, quote):
-                return None
-            quote = data.find(b'"', quote + 1, end)
-        if data[end - 1] == 0x5C and _escaped(data, end):  # so must the closing one not be
+        literal = data[start : end + 1]
+        try:
+            text = orjson.loads(literal)  # one whole, valid string (no unescaped quote, control character, bad UTF-8)
+        except orjson.JSONDecodeError:
             return None
         rest = end + len(tail)
-        if data.find(b'"promptFeedback"', rest) >= 0:
-            return None
+        if data.find(b"\\", rest) >= 0 or data.find(b'"error"', rest) >= 0 or data.find(b'"promptFeedback"', rest) >= 0:
+            return None  # (without escapes, a member name can only be spelled one way)
         if data.startswith(usage_key, rest):
+            if data[rest + len(usage_key)] != 0x7B:  # `null`: the parsed path keeps the previous usage
+                return None
             self._usage_payload = (data, rest)
         elif data.find(b'"usageMetadata"', rest) >= 0:
             return None  # members in an unusual order: let the parser find it
-        if end == start + 1:
+        if not text:
             return b""
-        literal = data[start : end + 1]
-        choice.text.append(literal)
+        choice.text.append(text)
         return b"".join((choice.text_head, literal, self._text_tail))
 
     def _delta(self, choice: _Choice, parts: Any) -> dict[str, Any]:
@@ -389,12 +377,12 @@ class ChatStreamTranslator:
         closing_delta: dict[str, Any] = {}
         if choice.text_signature:
             closing_delta["extra_content"] = signatures.to_extra_content(choice.text_signature)
-            full_text = _joined_text(choice.text)
+            full_text = "".join(choice.text)
             if full_text:
                 self.ctx.signatures[signatures.text_key(full_text)] = choice.text_signature
         if choice.grounding_supports:
             grounding = {"groundingChunks": choice.grounding_chunks, "groundingSupports": choice.grounding_supports}
-            annotations = annotations_to_openai(grounding, [_joined_text(choice.text)], [0])
+            annotations = annotations_to_openai(grounding, ["".join(choice.text)], [0])
             if annotations:
                 closing_delta["annotations"] = annotations
         finish = gemini_finish_reason_to_openai(reason, choice.saw_tool_call)

@@ -130,6 +130,11 @@ DECLINED = {
     "usage after other members": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],'
                                  b'"modelVersion": "m","usageMetadata": {"promptTokenCount": 3}}',
     "an unescaped quote before the tail": b'{"candidates": [{"content": {"parts": [{"text": "a","x": "b"}],"role": "model"},"index": 0}]}',
+    "an error member": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],'
+                       b'"error": {"code": 500,"message": "boom","status": "INTERNAL"}}',
+    "a member name spelled with an escape": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],'
+                                            b'"usage\\u004detadata": {"promptTokenCount": 99}}',
+    "a null usage": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],"usageMetadata": null}',
     "an escaped quote, then a sibling": b'{"candidates": [{"content": {"parts": [{"text": "a\\"","x": "b\\\\"}],'
                                         b'"role": "model"},"index": 0}]}',
 }
@@ -141,6 +146,40 @@ def test_everything_else_is_left_to_the_parsed_path(payload: bytes) -> None:
     translator = started()
     assert translator.feed_payload(payload) is None
     assert translator.feed_read(b"data: " + payload + b"\r\n\r\n") is None
+
+
+NOT_JSON = {
+    "a raw tab": b"a\tb",
+    "a raw NUL": b"a\x00b",
+    "an unknown escape": b"a\\qb",
+    "a short unicode escape": b"a\\u12zz",
+    "a lone surrogate": b"a\\ud800b",
+    "bytes that are not UTF-8": b"a\xffb",
+}
+
+
+@pytest.mark.parametrize("text", NOT_JSON.values(), ids=NOT_JSON.keys())
+def test_a_text_that_is_not_a_valid_json_string_is_never_copied(text: bytes) -> None:
+    """Copied, it would make the chunk invalid JSON; parsed, the event is reported as malformed."""
+    payload = b'{"candidates": [{"content": {"parts": [{"text": "' + text + b'"}],"role": "model"},"index": 0}]}'
+    translator = started()
+    assert translator.feed_payload(payload) is None
+    assert translator.feed_read(b"data: " + payload + b"\r\n\r\n") is None
+    out, error = translate_read(SSEDecoder(), translator, b"data: " + payload + b"\r\n\r\n")
+    assert error is not None and error.status == 502 and "Malformed event" in parse_sse(out)[-1]["error"]["message"]
+
+
+def test_an_unfinished_event_is_not_copied() -> None:
+    whole = b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}]}'
+    assert started().feed_payload(whole[:-1]) is None
+    assert started().feed_read(b"data: " + whole[:-1] + b"\r\n\r\n") is None
+
+
+def test_a_null_usage_keeps_the_last_one_in_either_path() -> None:
+    null_usage = DECLINED["a null usage"]
+    fast, slow, taken = both_ways([dumps(text_event("a")), null_usage, dumps(text_event("b", usage=None))], include_usage=True)
+    assert fast == slow and taken == 2
+    assert fast[-1]["usage"]["prompt_tokens"] == USAGE["promptTokenCount"]
 
 
 def test_only_a_read_of_exactly_one_framed_event_is_taken_whole() -> None:
@@ -172,7 +211,7 @@ def test_an_open_thought_tag_is_closed_by_the_parsed_path() -> None:
 
 def test_a_malformed_usage_member_fails_the_stream_at_its_end() -> None:
     translator = started(include_usage=True)
-    broken = b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],"usageMetadata": {"prompt'
+    broken = b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],"usageMetadata": {"prompt}'
     assert translator.feed_payload(broken) is not None
     with pytest.raises(UpstreamError) as caught:
         translator.finish()
