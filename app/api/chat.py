@@ -302,10 +302,11 @@ def translate_read(decoder: SSEDecoder, translator: ChatStreamTranslator, data: 
 def translate_events(translator: ChatStreamTranslator, items: list[bytes | dict[str, Any]]) -> tuple[bytes, GatewayError | None]:
     """`translate_read` of the events `SSEDecoder.feed_payloads` gave."""
     out: list[bytes] = []
+    plain = translator.feed_payload
     try:
         for item in items:
             if type(item) is bytes:  # an event in Google's framing, not parsed yet
-                sse = translator.feed_payload(item)
+                sse = plain(item)
                 if sse is not None:
                     out.append(sse)
                     continue

@@ -205,12 +205,15 @@ class ChatStreamTranslator:
         gateway's path for most of a stream.)
         """
         n = len(data) - 4
-        if data.find(b"\n") != n + 1 or data.find(b"\r") != n or not data.endswith(_EVENT_END) or not data.startswith(b"data: "):
+        if data.find(b"\n") != n + 1 or data.find(b"\r") != n or not data.startswith(b"data: "):
             return None
-        return self._plain_text(data, 6)
+        return self.feed_payload(data, 6, _EVENT_END)
 
-    def feed_payload(self, payload: bytes) -> bytes | None:
+    def feed_payload(self, data: bytes, at: int = 0, last: bytes = b"}") -> bytes | None:
         """`feed_sse` of the unparsed JSON of one event, when it is a plain text delta; else None.
+
+        The JSON starts at `data[at]` and `data` ends with `last` (`feed_read`
+        passes a whole `data:` line with its separator).
 
         Most events of a stream are one more piece of text for candidate 0. Such
         an event is recognised in its bytes and the text's JSON string literal
@@ -230,11 +233,8 @@ class ChatStreamTranslator:
         JSON without repeated member names. The usage is kept as bytes and
         parsed once, by `finish`.
         """
-        if not payload.endswith(b"}"):
+        if not data.endswith(last):
             return None
-        return self._plain_text(payload, 0)
-
-    def _plain_text(self, data: bytes, at: int) -> bytes | None:
         choice = self.choices.get(0)
         if choice is None or choice.text_head is None or choice.finished or choice.thought_tag_open:
             return None
