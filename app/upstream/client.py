@@ -110,7 +110,7 @@ class UpstreamStream:
     """
 
     __slots__ = (
-        "_response", "_content", "_idle", "keepalive", "done", "_loop", "_timer", "_reader", "_rang",
+        "_response", "_content", "_idle", "_keepalive", "done", "_loop", "_timer", "_reader", "_rang",
         "_last_data", "_last_beat",
     )
 
@@ -118,7 +118,7 @@ class UpstreamStream:
         self._response = response
         self._content = response.content
         self._idle = idle
-        self.keepalive: float | None = None
+        self._keepalive: float | None = None
         self.done = False
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
@@ -126,10 +126,22 @@ class UpstreamStream:
         self._rang = False
         self._last_data = self._last_beat = self._loop.time()
 
+    @property
+    def keepalive(self) -> float | None:
+        return self._keepalive
+
+    @keepalive.setter
+    def keepalive(self, seconds: float | None) -> None:
+        """Keep-alive interval (None: none); the next read arms the timer for it."""
+        self._keepalive = seconds
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def _due(self) -> float:
         due = self._last_data + self._idle
-        if self.keepalive is not None:
-            due = min(due, self._last_beat + self.keepalive)
+        if self._keepalive is not None:
+            due = min(due, self._last_beat + self._keepalive)
         return due
 
     def _alarm(self) -> None:
@@ -149,11 +161,8 @@ class UpstreamStream:
         Silence longer than the stream-idle timeout, the total timeout and a
         broken connection raise UpstreamUnavailable.
         """
-        due = self._due()
-        if self._timer is None or self._timer.when() > due:  # none yet, or armed for a longer wait
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self._loop.call_at(due, self._alarm)
+        if self._timer is None:  # (an armed timer is never late: the due time only moves later)
+            self._timer = self._loop.call_at(self._due(), self._alarm)
         reader = self._reader = asyncio.current_task()
         try:
             data = await self._content.readany()  # returns at once when data is already buffered
