@@ -36,10 +36,6 @@ from app.translate.partial_args import ArgumentsWriter
 from app.translate.tables import BROKEN_TOOL_CALL_FINISHES, gemini_finish_reason_to_openai
 
 
-# A candidate with only these keys may take feed_sse's templated path.
-_PLAIN_CANDIDATE_KEYS = frozenset({"content", "index"})
-
-
 def _plain_text_shapes() -> tuple[tuple[bytes, bytes, bytes], ...]:
     """How a plain text delta of candidate 0 looks as JSON text, in the spacings met on the wire.
 
@@ -95,7 +91,7 @@ class ChatStreamTranslator:
         }
         if ctx.options.include_usage:
             self._base["usage"] = None
-        # `data:` bytes of a plain content delta up to the text, and after it (see feed_sse).
+        # `data:` bytes of a plain content delta up to the text, and after it (see feed_payload).
         head = orjson.dumps(self._base)[:-1]
         self._text_head = b'data: ' + head + b',"choices":[{"index":'
         self._text_mid = b',"delta":{"content":'
@@ -166,35 +162,8 @@ class ChatStreamTranslator:
     def feed_sse(self, event: Mapping[str, Any]) -> bytes:
         """`feed(event)`, framed as SSE `data:` events.
 
-        The common event (one candidate, one plain text part, mid-answer) is encoded
-        from a prepared template without building the chunk objects; anything else
-        goes through `feed`. Both give the same JSON (a test replays every golden
-        stream through both).
+        (Plain text deltas usually take `feed_payload` instead, before being parsed.)
         """
-        cands = event.get("candidates")
-        if cands and len(cands) == 1 and "promptFeedback" not in event:
-            cand = cands[0]
-            choice = self.choices.get(cand.get("index", 0))
-            if (
-                choice is not None
-                and choice.text_head is not None
-                and not choice.finished
-                and not choice.thought_tag_open
-                and cand.keys() <= _PLAIN_CANDIDATE_KEYS
-            ):
-                content = cand.get("content")
-                parts = content.get("parts") if content else None
-                if parts and len(parts) == 1 and len(parts[0]) == 1:
-                    text = parts[0].get("text")
-                    if text is not None:
-                        usage = event.get("usageMetadata")
-                        if usage is not None:
-                            self.usage = usage
-                            self._usage_payload = None
-                        if not text:
-                            return b""
-                        choice.text.append(text)
-                        return b"".join((choice.text_head, orjson.dumps(text), self._text_tail))
         return b"".join([sse_data(chunk) for chunk in self.feed(event)])
 
     def feed_read(self, data: bytes) -> bytes | None:
@@ -238,7 +207,7 @@ class ChatStreamTranslator:
         choice = self.choices.get(0)
         if choice is None or choice.text_head is None or choice.finished or choice.thought_tag_open:
             return None
-        head, tail, usage_key = shape = self._shape  # the shape of the stream's last plain event first
+        head, tail, usage_key = self._shape  # the shape of the stream's last plain event first
         start = at + len(head) - 1  # the opening quote
         end = data.find(tail, start + 1) if data.startswith(head, at) else -1
         if end < 0:
@@ -247,7 +216,7 @@ class ChatStreamTranslator:
                     start = at + len(head) - 1
                     end = data.find(tail, start + 1)
                     if end > 0:
-                        shape = self._shape = (head, tail, usage_key)
+                        self._shape = (head, tail, usage_key)
                         break
             else:
                 return None
@@ -375,14 +344,14 @@ class ChatStreamTranslator:
         # arguments) when the finish reason arrives after that call's deltas.
         out = [self._chunk(choice, delta, logprobs=logprobs)] if delta or logprobs is not None else []
         closing_delta: dict[str, Any] = {}
+        full_text = "".join(choice.text)
         if choice.text_signature:
             closing_delta["extra_content"] = signatures.to_extra_content(choice.text_signature)
-            full_text = "".join(choice.text)
             if full_text:
                 self.ctx.signatures[signatures.text_key(full_text)] = choice.text_signature
         if choice.grounding_supports:
             grounding = {"groundingChunks": choice.grounding_chunks, "groundingSupports": choice.grounding_supports}
-            annotations = annotations_to_openai(grounding, ["".join(choice.text)], [0])
+            annotations = annotations_to_openai(grounding, [full_text], [0])
             if annotations:
                 closing_delta["annotations"] = annotations
         finish = gemini_finish_reason_to_openai(reason, choice.saw_tool_call)
@@ -399,7 +368,7 @@ class ChatStreamTranslator:
             self._usage_payload = None
             try:
                 self.usage = orjson.loads(b"{" + payload[rest + 1 :].rstrip())["usageMetadata"]
-            except (orjson.JSONDecodeError, TypeError) as exc:  # what parsing the event would have found
+            except orjson.JSONDecodeError as exc:  # what parsing the event would have found
                 message = f"Malformed event from upstream: {payload[:200].decode('utf-8', 'replace')}"
                 raise UpstreamError(message, google_code=502, status=502, type="server_error") from exc
         if not self.choices:
