@@ -15,7 +15,8 @@ so that the OpenAI SDKs raise the matching exception class::
     ├── UpstreamError                 status from the Google error table
     │   └── UpstreamUnavailable       502/504: connection failures and timeouts
     ├── UpstreamCredentialsFailed     502: our own Google credentials were refused
-    └── BrokenToolCall                502 code=malformed_function_call (translate/chat_response.py)
+    └── RetryableAnswer               502: an answer a new try may fix
+        └── BrokenToolCall            502 code=malformed_function_call (translate/chat_response.py)
 
 Anything that is not a `GatewayError` is reported as a generic 500 carrying only
 the request id; its details go to the log, never to the client.
@@ -153,6 +154,13 @@ class UpstreamCredentialsFailed(GatewayError):
 
     def __init__(self) -> None:
         super().__init__("The gateway could not authenticate to its upstream. The operator has been notified in the logs.")
+
+
+class RetryableAnswer(GatewayError):
+    """Google answered 200, but with something a new try may fix (e.g. a malformed function call)."""
+
+    status = 502
+    type = "server_error"
 
 
 _BRANCH_LABELS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "bytes"})

@@ -1,9 +1,10 @@
 """The app factory: `create_app(settings)` -> a FastAPI app, no side effects at import.
 
-Owns the wiring: routes, the lifespan (one `GatewayState` with its shared
-upstream client), and the exception handlers that turn every error into
-OpenAI's error JSON (`app/errors.py`). The hot route bypasses the framework
-(`GatewayApp`; see api/chat.py for why).
+Owns the wiring: the request pipeline in front of everything (pipeline/seam.py:
+request ids, the pipeline's endpoints, the access log and metrics), the
+FastAPI routes, the lifespan (one `Services` with its shared upstream
+client), and the exception handlers that turn every error into OpenAI's error
+JSON (`app/errors.py`).
 """
 
 from __future__ import annotations
@@ -22,93 +23,75 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import __version__
-from app.api import chat, health, json_response, models
+from app.api import chat, health, json_response, metrics, models
 from app.errors import GatewayError, InvalidRequest, NotFound, internal_error
+from app.pipeline.seam import CTX_KEY, Endpoint, Pipeline, error_body
+from app.services import Services
 from app.settings import Settings
-from app.state import GatewayState
 
 log = logging.getLogger("gemini_proxy")
 
 DEMO_HEADER = (b"x-gemini-proxy-demo", b"true")
-
-
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 
 
 class GatewayApp(FastAPI):
-    """FastAPI, plus hot routes served before its middleware stack and router.
+    """FastAPI behind the request pipeline: every HTTP request enters through `pipeline`."""
 
-    `POST /v1/chat/completions` is the request path that matters; it is a raw
-    ASGI handler (api/chat.py) that does its own error answers. Everything else
-    goes through FastAPI as usual.
-    """
-
-    fast_routes: dict[str, Any]
+    pipeline: Pipeline
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            handler = self.fast_routes.get(scope["path"])
-            if handler is not None:
-                await handler(scope, receive, send)
-                return
+        await self.pipeline(scope, receive, send)
+
+    async def routes_app(self, scope: Any, receive: Any, send: Any) -> None:
         await super().__call__(scope, receive, send)
 
 
-class DemoHeaderMiddleware:
-    """Marks every response of a demo-mode gateway (pure ASGI: no per-request objects)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def marked(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), DEMO_HEADER]}
-            await send(message)
-
-        await self.app(scope, receive, marked)
-
-
-def _error_response(exc: GatewayError) -> Response:
-    return json_response(exc.body(), exc.status, exc.headers)
+def _error_response(exc: GatewayError, request: Request) -> Response:
+    ctx = request.scope.get(CTX_KEY)
+    if ctx is None:
+        return json_response(exc.body(), exc.status, exc.headers)
+    ctx.error_code, ctx.error_type = exc.code or exc.type, exc.type
+    return Response(error_body(exc, ctx.request_id), exc.status, dict(exc.headers), media_type="application/json")
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
     if exc.status >= 500:
         log.warning("%s %s -> %d %s", request.method, request.url.path, exc.status, exc.message[:300])
-    return _error_response(exc)
+    return _error_response(exc, request)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return _error_response(NotFound(f"Unknown request URL: {request.method} {request.url.path}.", code="unknown_url"))
-    if exc.status_code == 405:
-        return _error_response(
-            GatewayError(f"Method {request.method} is not allowed for {request.url.path}.", status=405, type="invalid_request_error")
+        error: GatewayError = NotFound(f"Unknown request URL: {request.method} {request.url.path}.", code="unknown_url")
+    elif exc.status_code == 405:
+        error = GatewayError(
+            f"Method {request.method} is not allowed for {request.url.path}.", status=405, type="invalid_request_error",
+            code="method_not_allowed",
         )
-    return _error_response(GatewayError(str(exc.detail), status=exc.status_code, type="invalid_request_error"))
+    else:
+        error = GatewayError(str(exc.detail), status=exc.status_code, type="invalid_request_error")
+    return _error_response(error, request)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     param = ".".join(str(p) for p in first["loc"][1:]) or None
-    return _error_response(InvalidRequest(f"Invalid request: {first['msg']}", param=param))
+    return _error_response(InvalidRequest(f"Invalid request: {first['msg']}", param=param), request)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    request_id = secrets.token_hex(8)
+    ctx = request.scope.get(CTX_KEY)
+    request_id = ctx.request_id if ctx is not None else secrets.token_hex(8)
     log.exception("unhandled error on %s %s (request id %s)", request.method, request.url.path, request_id)
-    return _error_response(internal_error(request_id))
+    return _error_response(internal_error(request_id), request)
 
 
-def create_app(settings: Settings, state: GatewayState | None = None) -> GatewayApp:
-    gateway = state or GatewayState(settings)
+def create_app(settings: Settings, services: Services | None = None) -> GatewayApp:
+    gateway = services or Services(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -145,10 +128,13 @@ def create_app(settings: Settings, state: GatewayState | None = None) -> Gateway
     )
     app.state.gateway = gateway
     app.state.model_catalog = models.ModelCatalog()
-    endpoint = chat.ChatCompletionsEndpoint(gateway)
-    app.fast_routes = {path: endpoint for path in CHAT_PATHS}
     app.include_router(models.router)
     app.include_router(health.router)
-    if settings.demo:
-        app.add_middleware(DemoHeaderMiddleware)
+    app.include_router(metrics.router)
+    chat_endpoint = chat.ChatCompletions(gateway)
+    endpoints: dict[str, Endpoint] = {path: chat_endpoint for path in CHAT_PATHS}
+    app.pipeline = Pipeline(
+        app.routes_app, endpoints, gateway.auth, gateway.recorder, settings.server.max_request_bytes,
+        extra_headers=[DEMO_HEADER] if settings.demo else [],
+    )
     return app

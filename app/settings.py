@@ -49,6 +49,15 @@ def _parse_size(value: Any) -> Any:
     return value
 
 
+def _access_log_mode(value: Any) -> Any:
+    """`true` / `false` (the older boolean setting) mean `text` / `off`."""
+    if isinstance(value, bool):
+        return "text" if value else "off"
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return "text" if value.lower() == "true" else "off"
+    return value
+
+
 ByteSize = Annotated[int, BeforeValidator(_parse_size), Field(ge=1)]
 Seconds = Annotated[float, Field(gt=0)]
 
@@ -64,7 +73,9 @@ class ServerSettings(_Section):
     max_request_bytes: ByteSize = 32 * 1024 * 1024
     keepalive_seconds: Seconds = 15.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    access_log: bool = False
+    access_log: Annotated[Literal["json", "text", "off"], BeforeValidator(_access_log_mode)] = "json"
+    metrics: bool = True  # GET /metrics (Prometheus)
+    shutdown_grace: Seconds = 30.0  # on SIGTERM, running streams get this long to finish
     upstream_connections: int = Field(256, ge=1)  # bound of the pool of connections to Google
 
 
@@ -166,6 +177,7 @@ class RetrySettings(_Section):
     backoff_initial: Seconds = 0.5
     backoff_max: Seconds = 8.0
     max_retry_delay: Seconds = 30.0
+    max_total_wait: Seconds = 10.0  # non-streamed requests: no retry starts after this many seconds
     malformed_function_call: int = Field(1, ge=0)
 
 

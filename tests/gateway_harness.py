@@ -113,3 +113,20 @@ class GatewayServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(15)
+
+
+def metric_value(server: GatewayServer, name: str, **labels: str) -> float:
+    """The sum of one metric's samples with these labels, as `GET /metrics` exposes them now."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def signature_bypasses(server: GatewayServer) -> int:
+    return int(metric_value(server, "gemini_proxy_signatures_total", outcome="bypass"))

@@ -17,11 +17,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
-from app.api import json_response
+from app.api import authenticate, json_response
 
 from app.errors import GatewayError, ModelNotFound
 from app.gateway.routing import gemini_model_id
-from app.state import GatewayState
+from app.services import Services as GatewayState
 
 log = logging.getLogger("gemini_proxy.models")
 router = APIRouter()
@@ -99,7 +99,7 @@ async def _all(request: Request) -> list[dict[str, Any]]:
 @router.get("/models", include_in_schema=False)
 async def list_models(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
-    state.auth.check(request)
+    authenticate(request)
     body: dict[str, Any] = {"object": "list", "data": await _all(request)}
     if state.settings.demo:
         body["demo"] = True
@@ -110,7 +110,7 @@ async def list_models(request: Request) -> Response:
 @router.get("/models/{model_id:path}", include_in_schema=False)
 async def retrieve_model(model_id: str, request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
-    state.auth.check(request)
+    authenticate(request)
     for model in await _all(request):
         if model["id"] in (model_id, gemini_model_id(model_id)):
             return json_response({**model, "id": model_id})

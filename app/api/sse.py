@@ -1,107 +1,97 @@
-"""Server-sent events to the client: framing, keep-alives, disconnect = cancel.
+"""Streamed answers that start late: when to answer 200 with keep-alives (any streamed endpoint).
 
-`SSEResponse` is a small ASGI response instead of Starlette's
-`StreamingResponse` because it must cost as little as possible per chunk (one
-`send` per upstream read, however many events that read completed) and leave
-disconnect handling to `ClientWatch`, which notices a client that goes away at
-once, even while the model is silent, and cancels the request so that the body
-generator's `finally` closes the upstream connection.
+Google may think for a long time before a stream's first event. An endpoint
+opens its stream (`Dispatcher.open_stream`) and hands the opening here:
+
+* while the dispatcher waits between attempts (backoff, rate limits), the
+  client waits, and a final failure is an ordinary HTTP error (429 / 503 with
+  `Retry-After`, which SDKs retry by themselves); the dispatcher's retry
+  budget for streams is shorter than one keep-alive interval, so that failure
+  comes before the interval ends;
+* when an upstream is working on the call (a call has been in flight for
+  half an interval or more: Google is slow to answer, maybe holding its
+  headers while it thinks) as the keep-alive interval ends, the answer
+  starts: 200 and keep-alive comments until the stream comes (a failure then
+  is an error event). A call sent just now is given half an interval to fail
+  fast first.
+
+A client that leaves meanwhile cancels the opening (the pipeline's watch).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
-from app.translate.chat_stream import sse_data
+from app.errors import GatewayError
+from app.pipeline.context import RequestContext
+from app.pipeline.seam import KEEPALIVE, Answer
+from app.translate.chat_stream import error_event
 
-KEEPALIVE = b": keep-alive\n\n"
-DONE = b"data: [DONE]\n\n"
+log = logging.getLogger("gemini_proxy.sse")
 
-SSE_HEADERS = (
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-)
+T = TypeVar("T")
 
-
-frame = sse_data  # one `data:` event (the chunk encoding lives with the stream translator)
-
-
-def frames(events: list[dict[str, Any]]) -> bytes:
-    return b"".join([sse_data(e) for e in events])
+# The answer starts after this many keep-alive intervals in any case.
+MAX_SILENT_INTERVALS = 2
 
 
-class ClientWatch:
-    """Notices when the client of one request goes away, and cancels the request's task.
-
-    One watcher per request, started once the body is read (from then on only
-    `http.disconnect` can come from `receive`). It covers the wait for Google as
-    well as the stream itself, so a client that leaves, even while the model is
-    silent, stops the upstream call: the cancelled task's `finally` blocks close it.
-
-    The watching task starts only once the request has lasted `after` seconds: a
-    request answered sooner (a fast model, an error) never pays for it, and a
-    client that left earlier is noticed the moment it starts (`receive` then
-    reports the disconnect at once).
-    """
-
-    __slots__ = ("gone", "_task", "_receive", "_timer", "_watcher")
-
-    def __init__(self, receive: Any, after: float) -> None:
-        self.gone = False
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self._receive = receive
-        self._watcher: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(after, self._start)
-
-    def _start(self) -> None:
-        self._timer = None
-        self._watcher = asyncio.get_running_loop().create_task(self._watch())
-
-    async def _watch(self) -> None:
-        while (await self._receive())["type"] != "http.disconnect":
-            pass
-        self.gone = True
-        self._task.cancel()
-
-    def absorb(self) -> bool:
-        """After a CancelledError: True (and the cancellation undone) if it came from us."""
-        if self.gone:
-            self._task.uncancel()
-        return self.gone
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._watcher is not None:
-            self._watcher.cancel()
+async def stream_answer(
+    opening: Awaitable[T],
+    ctx: RequestContext,
+    keepalive: float,
+    body_of: Callable[[T], AsyncIterator[bytes]],
+    headers_of: Callable[[T], dict[str, str]],
+) -> Answer:
+    """The answer of a stream being opened: its body at once if it opens in time, else keep-alives first."""
+    task: asyncio.Task[T] = asyncio.ensure_future(opening)
+    begin = time.monotonic()
+    wake = begin + keepalive
+    try:
+        while True:
+            await asyncio.wait((task,), timeout=max(0.0, wake - time.monotonic()))
+            now = time.monotonic()
+            since = ctx.in_flight_since
+            if task.done() or now - begin >= MAX_SILENT_INTERVALS * keepalive:
+                break
+            if since is not None and now - since >= keepalive / 2:
+                break  # a call has been in flight for a while: Google is working on it
+            # between attempts, or an attempt just sent (it may fail fast): look again soon
+            wake = since + keepalive / 2 if since is not None else now + keepalive / 10
+    except BaseException:
+        task.cancel()
+        raise
+    if task.done():
+        result = task.result()  # a failure before the first byte: an HTTP error
+        return Answer(stream=body_of(result), headers=headers_of(result))
+    return Answer(stream=_late(task, ctx, keepalive, body_of))
 
 
-class SSEResponse:
-    """`200 text/event-stream` from an async iterator of already framed bytes.
-
-    Disconnects are noticed by the request's `ClientWatch`; whatever ends the
-    response (the end of the body, an error, a cancellation), the body is closed,
-    which closes the upstream stream.
-    """
-
-    def __init__(self, body: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> None:
-        self.body = body
-        self.raw_headers = list(SSE_HEADERS)
-        for key, value in (headers or {}).items():
-            self.raw_headers.append((key.lower().encode("latin-1"), value.encode("latin-1")))
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+async def _late(
+    task: asyncio.Task[T], ctx: RequestContext, keepalive: float, body_of: Callable[[T], AsyncIterator[bytes]]
+) -> AsyncIterator[bytes]:
+    body: AsyncIterator[bytes] | None = None
+    try:
+        while not task.done():
+            yield KEEPALIVE
+            await asyncio.wait((task,), timeout=keepalive)
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for data in self.body:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:
-            pass  # the client's socket failed mid-write
-        finally:
-            await self.body.aclose()  # type: ignore[attr-defined]
+            result = task.result()
+        except GatewayError as exc:
+            log.warning("stream failed before its first event: %s %s", exc.status, exc.message[:200])
+            ctx.error_code, ctx.error_type = exc.code or exc.type, exc.type
+            yield error_event(exc)
+            return
+        body = body_of(result)
+        async for data in body:
+            yield data
+    finally:
+        if not task.done():
+            task.cancel()  # the client left while Google was still silent
+        if body is not None:
+            await body.aclose()  # type: ignore[attr-defined]
+
+

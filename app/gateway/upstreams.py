@@ -1,15 +1,21 @@
-"""Runtime upstreams: endpoint, credentials and the key pool with cool-downs.
+"""Runtime upstreams: endpoint, credentials and the key pool with its rests.
 
-Owns the policy for spending credentials:
+Owns the policy for spending credentials (docs/design.md#credentials):
 
-* keys are taken round-robin among those not cooling down;
-* quotas belong to a Google project, so a cool-down applies to every key of
-  the same project (`ApiKey.project`; a key without one is its own group);
-* a 429 cools the group down for Google's `retryDelay` (or a default);
-* a daily-quota exhaustion (QuotaFailure id `...PerDay...`) parks the group
-  until the next midnight Pacific time, when Google resets daily quotas;
-* refused credentials park that key for a long time (the operator must act);
-* a client error (400) never penalises a key.
+* keys are taken round-robin among those that are usable now;
+* quotas belong to a Google project and a model, so a rate-limit rest
+  applies to every key of the same project (`ApiKey.project`; a key without
+  one is its own group), for that model only: a 429 on one model never stops
+  another model;
+* a 429 rests the (group, model) for Google's `retryDelay` (or a default); a
+  daily-quota exhaustion (QuotaFailure id `...PerDay...`) rests it until the
+  next midnight Pacific time, when Google resets daily quotas;
+* a credential Google refuses leaves rotation with a short backoff that grows
+  on repeated refusals (1 s, 2 s, 4 s ... capped at 5 minutes); the first
+  request after the backoff probes it and a success restores it at once. It
+  is never parked for long: a key that was revoked by mistake and restored, or
+  a refusal caused by a glitch, costs seconds, not a lock-out;
+* a client error (400, a 403 about a resource) never penalises a key.
 
 Keys appear in logs only as labels (`<upstream>#<n>`).
 """
@@ -27,7 +33,8 @@ from app.upstream.auth import ApiKeyAuth, GoogleCredentialsAuth, UpstreamAuth, l
 from app.upstream.client import Endpoint
 
 DEFAULT_COOLDOWN = 10.0
-CREDENTIAL_FAILURE_PARK = 600.0
+REFUSAL_BACKOFF_FIRST = 1.0
+REFUSAL_BACKOFF_MAX = 300.0
 _PACIFIC = ZoneInfo("America/Los_Angeles")
 
 
@@ -36,6 +43,11 @@ def seconds_until_daily_reset(now: float) -> float:
     local = datetime.fromtimestamp(now, _PACIFIC)
     midnight = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return max(60.0, midnight.timestamp() - now)
+
+
+def refusal_backoff(refusals: int) -> float:
+    """Seconds out of rotation after the n-th refusal in a row: 1, 2, 4 ... 300."""
+    return min(REFUSAL_BACKOFF_MAX, REFUSAL_BACKOFF_FIRST * 2 ** max(0, refusals - 1))
 
 
 @dataclass(eq=False)
@@ -53,47 +65,76 @@ class Upstream:
     credentials: list[Credential]
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
-    _cooling: dict[str, float] = field(default_factory=dict)  # group -> monotonic time it is usable again
+    _cooling: dict[tuple[str, str], float] = field(default_factory=dict)  # (group, model) -> usable again
+    _parked: dict[str, float] = field(default_factory=dict)  # credential label -> usable again (refused)
+    _refusals: dict[str, int] = field(default_factory=dict)  # credential label -> refusals in a row
     _next: int = 0
 
-    _parked: dict[str, float] = field(default_factory=dict)  # credential label -> usable again
+    @property
+    def provider(self) -> str:
+        """OpenTelemetry's `gen_ai.provider.name` for this upstream."""
+        return "gcp.vertex_ai" if self.kind == "vertex" else "gcp.gemini"
 
-    def _usable_at(self, cred: Credential) -> float:
-        return max(self._cooling.get(cred.group, 0.0), self._parked.get(cred.label, 0.0))
+    def _rest_until(self, cred: Credential, model: str) -> float:
+        return self._cooling.get((cred.group, model), 0.0)
 
-    def pick(self) -> Credential | None:
-        """The next usable credential, or None when every one is cooling down."""
+    def _usable_at(self, cred: Credential, model: str) -> float:
+        return max(self._rest_until(cred, model), self._parked.get(cred.label, 0.0))
+
+    def pick(self, model: str = "") -> Credential | None:
+        """The next credential usable now for `model`, or None when every one rests or is refused."""
         now = self.clock()
         n = len(self.credentials)
         for step in range(n):
             cred = self.credentials[(self._next + step) % n]
-            if self._usable_at(cred) <= now:
+            if self._usable_at(cred, model) <= now:
                 self._next = (self._next + step + 1) % n
                 return cred
         return None
 
-    def all_parked(self) -> bool:
-        """No credential at all, or every one taken out of rotation because Google refused it."""
-        now = self.clock()
-        return all(self._parked.get(c.label, 0.0) > now for c in self.credentials)
+    def probe(self, model: str = "") -> Credential | None:
+        """When none is usable: the refused credential whose backoff ends first (not resting on a rate limit).
 
-    def wait_time(self) -> float:
-        """Seconds until some credential is usable again (0 if one is now)."""
+        Used so that the gateway never refuses a request without calling
+        Google: a credential that Google refused may work again (a glitch, a
+        key restored), and only a call can tell.
+        """
         now = self.clock()
-        return min((max(0.0, self._usable_at(c) - now) for c in self.credentials), default=0.0)
+        candidates = [c for c in self.credentials if self._rest_until(c, model) <= now]
+        return min(candidates, key=lambda c: self._parked.get(c.label, 0.0), default=None)
 
-    def cool_down(self, cred: Credential, seconds: float | None, *, daily: bool = False) -> float:
-        """Rest every credential of `cred`'s quota group; returns the seconds chosen."""
+    def available(self, model: str = "") -> int:
+        """How many credentials are usable now (the operator's gauge)."""
+        now = self.clock()
+        return sum(1 for c in self.credentials if self._usable_at(c, model) <= now)
+
+    def wait_time(self, model: str = "") -> float:
+        """Seconds until some credential is usable again for `model` (0 if one is now)."""
+        now = self.clock()
+        return min((max(0.0, self._usable_at(c, model) - now) for c in self.credentials), default=0.0)
+
+    def cool_down(self, cred: Credential, seconds: float | None, *, model: str = "", daily: bool = False) -> float:
+        """Rest every credential of `cred`'s quota group for `model`; returns the seconds chosen."""
         if daily:
             seconds = seconds_until_daily_reset(self.wall_clock())
         seconds = DEFAULT_COOLDOWN if seconds is None else seconds
-        until = self.clock() + seconds
-        self._cooling[cred.group] = max(until, self._cooling.get(cred.group, 0.0))
+        key = (cred.group, model)
+        self._cooling[key] = max(self.clock() + seconds, self._cooling.get(key, 0.0))
         return seconds
 
-    def park(self, cred: Credential, seconds: float = CREDENTIAL_FAILURE_PARK) -> None:
-        """Take one credential (not its whole group) out of rotation, e.g. after Google refused it."""
+    def refuse(self, cred: Credential) -> float:
+        """Google refused `cred` (not its group): out of rotation for a backoff that grows; returns it."""
+        refusals = self._refusals[cred.label] = self._refusals.get(cred.label, 0) + 1
+        seconds = refusal_backoff(refusals)
         self._parked[cred.label] = self.clock() + seconds
+        return seconds
+
+    def restore(self, cred: Credential) -> bool:
+        """A call with `cred` succeeded: back in rotation at once. True if it had been refused."""
+        if not self._refusals:
+            return False
+        self._parked.pop(cred.label, None)
+        return self._refusals.pop(cred.label, None) is not None
 
 
 def build_upstream(settings: UpstreamSettings, token_timeout: float = 30.0) -> Upstream:

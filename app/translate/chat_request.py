@@ -58,6 +58,8 @@ class GeminiCall:
     stream: bool
     options: ResponseOptions
     signature_bypasses: int = 0
+    signatures_passed: int = 0
+    signatures_restored: int = 0
     dropped_schema_keywords: list[str] = field(default_factory=list)
 
 
@@ -96,8 +98,21 @@ class _Builder:
         self.tool_run: list[tuple[int, dict[str, Any], list[dict[str, Any]]]] = []
         google = req.google_options()
         self.marker = google.thought_tag_marker if google else None
+        self.signatures_passed = 0  # kept by the client
+        self.signatures_restored = 0  # from the signature store
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _signature(self, extra: Mapping[str, Any] | None, key: str | None) -> str | None:
+        """A model step's thought signature: the client's, else the stored one (counted apart)."""
+        sig = signatures.from_extra_content(extra)
+        if sig:
+            self.signatures_passed += 1
+            return sig
+        sig = self.env.signatures.get(key) if key is not None else None
+        if sig:
+            self.signatures_restored += 1
+        return sig
 
     def _append(self, role: str, parts: list[dict[str, Any]]) -> None:
         if not parts:
@@ -198,9 +213,9 @@ class _Builder:
             parts.append({"text": text})
         parts.extend(self._echoed_images(msg))
         if parts and msg.function_call is None:  # (a legacy call's signature sits on the message)
-            sig = signatures.from_extra_content(msg.extra_content)
-            if sig is None and isinstance(msg.content, str):
-                sig = self.env.signatures.get(signatures.text_key(msg.content))
+            sig = self._signature(
+                msg.extra_content, signatures.text_key(msg.content) if isinstance(msg.content, str) else None
+            )
             if sig:
                 parts[-1]["thoughtSignature"] = sig
         calls = []
@@ -215,7 +230,7 @@ class _Builder:
             gemini_id = self.env.signatures.get(signatures.call_id_key(tc.id))
             if gemini_id:
                 part["functionCall"]["id"] = gemini_id
-            sig = signatures.from_extra_content(tc.extra_content) or self.env.signatures.get(tc.id)
+            sig = self._signature(tc.extra_content, tc.id)
             if sig:
                 part["thoughtSignature"] = sig
             calls.append(part)
@@ -223,7 +238,7 @@ class _Builder:
         if msg.function_call is not None and not msg.tool_calls:
             fc = msg.function_call
             part = {"functionCall": {"name": self.names.gemini(fc.name), "args": self._arguments(fc.arguments, f"{param}.function_call.arguments")}}
-            sig = signatures.from_extra_content(msg.extra_content) or self.env.signatures.get(signatures.legacy_call_key(fc.name, fc.arguments))
+            sig = self._signature(msg.extra_content, signatures.legacy_call_key(fc.name, fc.arguments))
             if sig:
                 part["thoughtSignature"] = sig
             calls.append(part)
@@ -614,7 +629,7 @@ def to_gemini(req: ChatCompletionRequest, caps: ModelCapabilities, env: Translat
         include_usage=bool(req.stream and req.stream_options and req.stream_options.include_usage),
         stream_function_call_arguments=stream_args,
     )
-    return GeminiCall(body, bool(req.stream), options, bypassed, dropped)
+    return GeminiCall(body, bool(req.stream), options, bypassed, b.signatures_passed, b.signatures_restored, dropped)
 
 
 def sent_param(param: str | None, req: ChatCompletionRequest) -> str | None:

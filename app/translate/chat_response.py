@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from app.errors import ContentFiltered, GatewayError
+from app.errors import ContentFiltered, GatewayError, RetryableAnswer
 from app.translate import signatures
 from app.translate.chat_request import ResponseOptions
 from app.translate.tables import BROKEN_TOOL_CALL_FINISHES, gemini_finish_reason_to_openai
@@ -30,7 +30,7 @@ class ResponseContext:
     signatures: dict[str, str] = field(default_factory=dict)  # out: store key -> signature to remember
 
 
-class BrokenToolCall(GatewayError):
+class BrokenToolCall(RetryableAnswer):
     """Gemini ended with MALFORMED_FUNCTION_CALL / UNEXPECTED_TOOL_CALL (retried before this is raised)."""
 
     status = 502

@@ -1,10 +1,17 @@
 """Gemini stream events -> OpenAI `chat.completion.chunk` objects. Pure.
 
+`ChatStreamTranscoder` is the one stream transcoder of the chat path: it takes
+the upstream's SSE bytes as they are read and gives the SSE bytes to send
+(`open` for the reads before the stream started, `feed` after, `finish` at
+the end, `usage()` at any time, also after the client left). It owns SSE
+decoding (`upstream/sse.py`), translation and framing, including the byte
+fast path for plain text deltas (`ChatStreamTranslator.feed_payload`).
+
 `ChatStreamTranslator.feed(event)` takes one parsed Gemini SSE event (a whole
 `GenerateContentResponse` holding only the new parts) and returns the chunks
 to send; `finish()` returns the closing chunks (finish reasons not yet sent,
-then the usage chunk when `stream_options.include_usage` asked for it). The
-caller frames them as SSE and adds `data: [DONE]`. Rules: reference 7.4.
+then the usage chunk when `stream_options.include_usage` asked for it).
+Rules: docs/design.md#streaming.
 
 Endings that must not reach the client as a normal answer (a blocked prompt, a
 malformed function call) raise from `feed`, so the caller can still retry or
@@ -19,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from app.errors import UpstreamError
+from app.errors import GatewayError, UpstreamError
 from app.translate import signatures
 from app.translate.chat_response import (
     BrokenToolCall,
@@ -34,6 +41,8 @@ from app.translate.chat_response import (
 )
 from app.translate.partial_args import ArgumentsWriter
 from app.translate.tables import BROKEN_TOOL_CALL_FINISHES, gemini_finish_reason_to_openai
+from app.upstream.errors import error_from_google
+from app.upstream.sse import SSEDecoder, parse_payload
 
 
 def _plain_text_shapes() -> tuple[tuple[bytes, bytes, bytes], ...]:
@@ -360,9 +369,8 @@ class ChatStreamTranslator:
         out.append(self._chunk(choice, closing_delta, finish))
         return out
 
-    def finish(self) -> list[dict[str, Any]]:
-        """Close every choice still open (Gemini sends nothing after its last chunk), then usage."""
-        out: list[dict[str, Any]] = []
+    def latest_usage(self) -> Mapping[str, Any] | None:
+        """Gemini's `usageMetadata` as far as the stream got (parses the one kept as bytes)."""
         if self._usage_payload is not None:
             payload, rest = self._usage_payload
             self._usage_payload = None
@@ -371,6 +379,12 @@ class ChatStreamTranslator:
             except orjson.JSONDecodeError as exc:  # what parsing the event would have found
                 message = f"Malformed event from upstream: {payload[:200].decode('utf-8', 'replace')}"
                 raise UpstreamError(message, google_code=502, status=502, type="server_error") from exc
+        return self.usage
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Close every choice still open (Gemini sends nothing after its last chunk), then usage."""
+        out: list[dict[str, Any]] = []
+        self.latest_usage()
         if not self.choices:
             self._choice(0)
         for index in sorted(self.choices):
@@ -385,3 +399,94 @@ class ChatStreamTranslator:
 def sse_data(chunk: Mapping[str, Any]) -> bytes:
     """One SSE `data:` event."""
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def error_event(exc: GatewayError) -> bytes:
+    return sse_data(exc.body())
+
+
+@dataclass(slots=True)
+class Transcoded:
+    """The SSE bytes to send for one upstream read, and the error that ended the stream (its event included)."""
+
+    data: bytes
+    error: GatewayError | None = None
+
+
+class ChatStreamTranscoder:
+    """Gemini `streamGenerateContent?alt=sse` bytes -> OpenAI `chat.completion.chunk` SSE bytes."""
+
+    __slots__ = ("translator", "decoder")
+
+    def __init__(self, translator: ChatStreamTranslator) -> None:
+        self.translator = translator
+        self.decoder = SSEDecoder()
+
+    @property
+    def ctx(self) -> ResponseContext:
+        return self.translator.ctx
+
+    def open(self, data: bytes) -> bytes | None:
+        """A read before the stream started (b"": the body ended): None while no event is complete.
+
+        Raises for a broken start (an error event, a blocked prompt, a malformed
+        function call), so that the call can still be retried or answered with an
+        HTTP error.
+        """
+        items = self.decoder.feed_payloads(data) if data else self.decoder.flush()
+        if not items and data:
+            return None
+        out = self._events(items)
+        if out.error is not None:
+            raise out.error
+        return out.data
+
+    def feed(self, data: bytes) -> Transcoded:
+        """One upstream read (b"": the body ended) -> what to send; an error ends the stream."""
+        if data and self.decoder.idle():  # the common read: one whole event, often a plain text delta
+            sse = self.translator.feed_read(data)
+            if sse is not None:
+                return Transcoded(sse)
+        return self._events(self.decoder.feed_payloads(data) if data else self.decoder.flush())
+
+    def _events(self, items: list[bytes | dict[str, Any]]) -> Transcoded:
+        out: list[bytes] = []
+        translator = self.translator
+        plain = translator.feed_payload
+        try:
+            for item in items:
+                if type(item) is bytes:  # an event in Google's framing, not parsed yet
+                    sse = plain(item)
+                    if sse is not None:
+                        out.append(sse)
+                        continue
+                    parsed = parse_payload(item)
+                    if parsed is None:
+                        continue
+                    event: Mapping[str, Any] = parsed
+                else:
+                    event = item  # type: ignore[assignment]
+                if "error" in event:
+                    raise error_from_google(200, event)
+                out.append(translator.feed_sse(event))
+        except GatewayError as exc:
+            out.append(error_event(exc))
+            return Transcoded(b"".join(out), exc)
+        return Transcoded(b"".join(out))
+
+    def finish(self) -> Transcoded:
+        """The closing chunks and `[DONE]` (or the error event, if the last usage is malformed)."""
+        try:
+            return Transcoded(b"".join([sse_data(c) for c in self.translator.finish()]) + DONE)
+        except GatewayError as exc:
+            return Transcoded(error_event(exc), exc)
+
+    def usage(self) -> Mapping[str, Any] | None:
+        """Gemini's usage as far as the stream got (also after the client left)."""
+        try:
+            return self.translator.latest_usage()
+        except GatewayError:
+            return self.translator.usage

@@ -71,11 +71,15 @@ class Endpoint:
         prefix = f"{base}/{version}/projects/{project}/locations/{location}/publishers/google/models/"
         return cls("vertex", base, version, prefix)
 
+    def url(self, model: str, verb: str, stream: bool = False) -> str:
+        """`models/{model}:{verb}` (generateContent, embedContent, predict, ...); streams as SSE."""
+        return f"{self.model_prefix}{model}:{verb}?alt=sse" if stream else f"{self.model_prefix}{model}:{verb}"
+
     def generate_url(self, model: str) -> str:
-        return f"{self.model_prefix}{model}:generateContent"
+        return self.url(model, "generateContent")
 
     def stream_url(self, model: str) -> str:
-        return f"{self.model_prefix}{model}:streamGenerateContent?alt=sse"
+        return self.url(model, "streamGenerateContent", stream=True)
 
     def models_url(self) -> str:
         if self.kind == "vertex":  # publisher models are listed by the v1beta1 API only

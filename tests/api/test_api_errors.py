@@ -185,8 +185,9 @@ def test_upstream_key_refused_is_502_without_details(make_gateway, fake, caplog,
 
 
 def test_a_refused_key_stays_a_502_for_later_requests(make_gateway, fake):
-    """The refused key is taken out of rotation; later requests are still the operator's 502, never
-    a rate-limit 429 that SDKs would keep retrying."""
+    """A key Google keeps refusing: every request is the operator's 502, never a rate-limit 429 that
+    SDKs would keep retrying; and each one still calls Google (the only key is probed, never a
+    lock-out without trying)."""
     gw = make_gateway(upstreams=[{"name": "bad", "type": "gemini", "base_url": fake.url, "api_keys": ["refused-key"]}])
     with openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0) as c:
         for _ in range(3):
@@ -194,7 +195,7 @@ def test_a_refused_key_stays_a_502_for_later_requests(make_gateway, fake):
                 chat(c, messages=say("hi"))
             assert info.value.status_code == 502
             assert error_of(info.value)["code"] == "upstream_auth_failed"
-    assert len(fake.requests()) == 1  # the parked key is not tried again
+    assert len(fake.requests()) == 3  # out of rotation, but probed when nothing else is left
 
 
 def test_upstream_unreachable_is_502(make_gateway, fake):

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from gateway_harness import signature_bypasses
+
 from .feat_support import (
     BYPASS,
     CALL_ID,
@@ -141,7 +143,7 @@ def check_round_trip(fake: Any, gateway: Any, bypasses_before: int, convo: Conve
     assert stats["generate_requests"] == requests
     assert stats["signature_bypasses"] == 0
     assert stats["signatures_reencoded"] == 0
-    assert gateway.state.metrics.signature_bypasses == bypasses_before
+    assert signature_bypasses(gateway) == bypasses_before
     bodies = [r["body"] for r in recorded_generate(fake)]
     # The last request holds the whole history: every step's first call carries its signature, byte for byte.
     last = bodies[-1]
@@ -174,7 +176,7 @@ def run_conversation(client: Any, model: str, how: str, keep: bool, dump: bool =
 @pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("model", MODELS)
 def test_loop_keeping_extra_content(storeless_client, storeless_gateway, fake, model, how):
-    before = storeless_gateway.state.metrics.signature_bypasses
+    before = signature_bypasses(storeless_gateway)
     convo = run_conversation(storeless_client, model, how, keep=True)
     check_round_trip(fake, storeless_gateway, before, convo, requests=9)
 
@@ -182,7 +184,7 @@ def test_loop_keeping_extra_content(storeless_client, storeless_gateway, fake, m
 @pytest.mark.parametrize("how", ["plain", "helper"])
 def test_loop_keeping_full_model_dump(storeless_client, storeless_gateway, fake, how):
     """`messages.append(message.model_dump())`: nulls and SDK-only fields (parsed, parsed_arguments) are tolerated."""
-    before = storeless_gateway.state.metrics.signature_bypasses
+    before = signature_bypasses(storeless_gateway)
     convo = run_conversation(storeless_client, "gemini-3-pro-preview", how, keep=True, dump=True)
     check_round_trip(fake, storeless_gateway, before, convo, requests=9)
     assert any(isinstance(m, dict) and "function_call" in m and m["function_call"] is None for m in convo.messages)
@@ -191,7 +193,7 @@ def test_loop_keeping_full_model_dump(storeless_client, storeless_gateway, fake,
 @pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("model", MODELS)
 def test_loop_rebuilding_messages_like_langchain(client, gateway, fake, model, how):
-    before = gateway.state.metrics.signature_bypasses
+    before = signature_bypasses(gateway)
     convo = run_conversation(client, model, how, keep=False)
     check_round_trip(fake, gateway, before, convo, requests=9)
     # Nothing but id/type/name/arguments went back: the store restored every signature.
@@ -216,7 +218,7 @@ async def run_conversation_async(client: Any, model: str, how: str, keep: bool) 
 @pytest.mark.anyio
 @pytest.mark.parametrize("how", HOW)
 async def test_async_loop_keeping_extra_content(storeless_async_client, storeless_gateway, fake, how):
-    before = storeless_gateway.state.metrics.signature_bypasses
+    before = signature_bypasses(storeless_gateway)
     convo = await run_conversation_async(storeless_async_client, "gemini-3-pro-preview", how, keep=True)
     check_round_trip(fake, storeless_gateway, before, convo, requests=9)
 
@@ -224,7 +226,7 @@ async def test_async_loop_keeping_extra_content(storeless_async_client, storeles
 @pytest.mark.anyio
 @pytest.mark.parametrize("how", HOW)
 async def test_async_loop_rebuilding_messages(async_client, gateway, fake, how):
-    before = gateway.state.metrics.signature_bypasses
+    before = signature_bypasses(gateway)
     convo = await run_conversation_async(async_client, "gemini-3-flash-preview", how, keep=False)
     check_round_trip(fake, gateway, before, convo, requests=9)
 
@@ -254,7 +256,7 @@ def foreign_history(current_turn: bool) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_unknown_calls_in_current_turn_get_the_bypass(client, gateway, fake, stream):
-    before = gateway.state.metrics.signature_bypasses
+    before = signature_bypasses(gateway)
     answer = client.chat.completions.create(
         model="gemini-3-pro-preview", messages=foreign_history(True), tools=TOOLS, stream=stream
     )
@@ -263,25 +265,25 @@ def test_unknown_calls_in_current_turn_get_the_bypass(client, gateway, fake, str
     stats = fake.stats()
     assert stats["errors_returned"] == 0
     assert stats["signature_bypasses"] == 1  # the first call of the step only
-    assert gateway.state.metrics.signature_bypasses == before + 1
+    assert signature_bypasses(gateway) == before + 1
     parts = function_call_parts(fake.last_body())
     assert [p.get("thoughtSignature") for p in parts] == [BYPASS, None]
 
 
 def test_unknown_calls_in_older_turns_need_no_bypass(client, gateway, fake):
-    before = gateway.state.metrics.signature_bypasses
+    before = signature_bypasses(gateway)
     answer = client.chat.completions.create(model="gemini-3-pro-preview", messages=foreign_history(False), tools=TOOLS)
     assert answer.choices[0].message.content == "You are welcome."
     stats = fake.stats()
     assert stats["errors_returned"] == 0
     assert stats["signature_bypasses"] == 0
-    assert gateway.state.metrics.signature_bypasses == before
+    assert signature_bypasses(gateway) == before
     assert all("thoughtSignature" not in p for p in function_call_parts(fake.last_body()))
 
 
 def test_dropped_signature_without_store_falls_back_to_bypass(storeless_client, storeless_gateway, fake):
     """Client drops extra_content and the gateway remembers nothing: the bypass keeps the loop alive."""
-    before = storeless_gateway.state.metrics.signature_bypasses
+    before = signature_bypasses(storeless_gateway)
     messages: list[Any] = [{"role": "user", "content": prompt("Go.", tool_steps=2, parallel=1)}]
     for step in range(2):
         turn = turn_from_completion(
@@ -296,7 +298,7 @@ def test_dropped_signature_without_store_falls_back_to_bypass(storeless_client, 
     assert stats["errors_returned"] == 0
     # The second request had one step to bypass, the third two.
     assert stats["signature_bypasses"] == 3
-    assert storeless_gateway.state.metrics.signature_bypasses == before + 3
+    assert signature_bypasses(storeless_gateway) == before + 3
 
 
 @pytest.mark.parametrize("how", HOW)

@@ -16,6 +16,8 @@ from pydantic import BaseModel
 
 from app.testing.fake_gemini.extras import PNG_BASE64
 
+from gateway_harness import signature_bypasses
+
 from .feat_support import (
     CALL_ID,
     CLOCK,
@@ -273,7 +275,7 @@ def test_tool_choice_naming_an_undeclared_function_is_a_400(client, fake):
 @pytest.mark.parametrize("stream", [False, True])
 def test_deprecated_functions_loop(client, fake, gateway, stream):
     functions = [WEATHER["function"], CLOCK["function"]]
-    before = gateway.state.metrics.signature_bypasses
+    before = signature_bypasses(gateway)
     messages: list[Any] = [{"role": "user", "content": prompt("Legacy agent", tool_steps=2, parallel=1)}]
     for step in range(2):
         kwargs: dict[str, Any] = dict(model="gemini-3-pro-preview", messages=messages, functions=functions, function_call="auto")
@@ -301,7 +303,7 @@ def test_deprecated_functions_loop(client, fake, gateway, stream):
     assert final.choices[0].message.content == 'Function results after 2 round(s): get_weather={"step":0}; get_time={"step":1}'
     stats = fake.stats()
     assert stats["errors_returned"] == 0 and stats["signature_bypasses"] == 0 and stats["signatures_reencoded"] == 0
-    assert gateway.state.metrics.signature_bypasses == before
+    assert signature_bypasses(gateway) == before
 
 
 def test_deprecated_function_call_named_and_none(client, fake):

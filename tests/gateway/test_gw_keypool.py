@@ -63,7 +63,7 @@ def test_a_daily_quota_parks_the_key_until_the_reset(make_gateway, fake) -> None
     assert first.headers["x-gemini-proxy-attempts"] == "2"
     assert _keys(fake) == [("test-key", 429), ("second-key", 200), ("second-key", 200)]
     upstream = gw.state.upstreams[0]
-    parked_for = upstream._cooling["key:ai#1"] - upstream.clock()
+    parked_for = upstream._cooling[("key:ai#1", "gemini-2.5-flash")] - upstream.clock()
     assert 60 <= parked_for <= 25 * 3600 and parked_for > 30, "until midnight Pacific, not a 10 s cool-down"
 
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from app.errors import RateLimited, UpstreamError, UpstreamUnavailable
-from app.gateway.dispatch import Dispatcher
+from app.gateway.dispatch import Dispatcher, UpstreamCall
 from app.gateway.routing import Target
 from app.gateway.upstreams import DEFAULT_COOLDOWN, Credential, Upstream, seconds_until_daily_reset
 from app.settings import RetrySettings
@@ -53,8 +53,8 @@ def _target(upstream: Upstream, model: str = "gemini-2.5-flash", priority: int =
     return Target(upstream, model, ModelCapabilities(), priority)
 
 
-def _prepare(target: Target) -> GeminiCall:
-    return GeminiCall({"contents": []}, False, ResponseOptions(model=target.model))
+def _prepare(target: Target) -> UpstreamCall[GeminiCall]:
+    return UpstreamCall("generateContent", b'{"contents": []}', GeminiCall({"contents": []}, False, ResponseOptions(model=target.model)))
 
 
 def _google(code: int, retry_after: float | None = None, quota: str | None = None, reason: str | None = None) -> UpstreamError:
@@ -72,7 +72,7 @@ class Script:
         self.outcomes = list(outcomes)
         self.calls: list[tuple[str, str]] = []
 
-    async def __call__(self, target: Target, call: GeminiCall, body: bytes, headers: dict[str, str]) -> Any:
+    async def __call__(self, target: Target, call: UpstreamCall[GeminiCall], headers: dict[str, str]) -> Any:
         self.calls.append((target.label, headers["x-goog-api-key"]))
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, BaseException):
@@ -82,11 +82,11 @@ class Script:
 
 def _dispatcher(clock: Clock, rng: Callable[[], float] = lambda: 0.5, **retry: Any) -> Dispatcher:
     settings = RetrySettings(**{"max_attempts": 3, "backoff_initial": 0.5, "backoff_max": 4.0, "max_retry_delay": 30.0, **retry})
-    return Dispatcher(client=None, retry=settings, sleep=clock.sleep, rng=rng)  # type: ignore[arg-type]
+    return Dispatcher(client=None, retry=settings, sleep=clock.sleep, rng=rng, clock=clock)  # type: ignore[arg-type]
 
 
 async def _run(dispatcher: Dispatcher, targets: list[Target], script: Script) -> Any:
-    return await dispatcher._run(targets, _prepare, script, None)
+    return await dispatcher.run(targets, _prepare, script)
 
 
 # ------------------------------------------------------------------ key pool
@@ -135,7 +135,7 @@ def test_parking_one_refused_key_leaves_its_group_alone() -> None:
     clock = Clock()
     a, b = _cred("a", "project:A"), _cred("b", "project:A")
     up = _upstream(clock, a, b)
-    up.park(a)
+    up.refuse(a)
     assert [up.pick().label for _ in range(3)] == ["b", "b", "b"]
 
 

@@ -44,13 +44,12 @@ from typing import Any
 import pytest
 from google.genai import types as gtypes
 
-from app.api.chat import translate_read
 from app.errors import GatewayError
 from app.schemas.openai import ChatCompletionRequest
 from app.translate.capabilities import capabilities_for
 from app.translate.chat_request import GeminiCall, ResponseOptions, TranslationEnv, to_gemini
 from app.translate.chat_response import ResponseContext, to_openai
-from app.translate.chat_stream import ChatStreamTranslator
+from app.translate.chat_stream import ChatStreamTranscoder, ChatStreamTranslator
 from app.upstream.sse import SSEDecoder, parse_payload
 
 from .tr_oracles import validate_request_body
@@ -191,22 +190,17 @@ def new_context(options: ResponseOptions) -> ResponseContext:
 
 
 def gateway_stream(pieces: Iterable[bytes], options: ResponseOptions) -> tuple[list[Any], dict[str, str]]:
-    """What the gateway's stream body sends for these upstream bytes (app/api/chat.py `_stream_body`)."""
+    """What the gateway's stream body sends for these upstream bytes (`ChatStreamTranscoder`, as app/api/chat.py uses it)."""
     ctx = new_context(options)
-    decoder = SSEDecoder()
-    translator = ChatStreamTranslator(ctx)
+    transcoder = ChatStreamTranscoder(ChatStreamTranslator(ctx))
     out: list[Any] = []
     for piece in [*pieces, b""]:  # b"": the end of the body
-        data, error = translate_read(decoder, translator, piece)
-        out.extend(parse_sse_text(data.decode()))
-        if error is not None:
+        result = transcoder.feed(piece)
+        out.extend(parse_sse_text(result.data.decode()))
+        if result.error is not None:
             return out, ctx.signatures
-    try:
-        out.extend(translator.finish())
-    except GatewayError as exc:
-        out.append(exc.body())
-        return out, ctx.signatures
-    out.append(DONE)
+    result = transcoder.finish()
+    out.extend(parse_sse_text(result.data.decode()))
     return out, ctx.signatures
 
 

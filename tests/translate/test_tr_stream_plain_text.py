@@ -17,11 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.api.chat import translate_read
 from app.errors import UpstreamError
 from app.translate.chat_request import ResponseOptions
 from app.translate.chat_response import ResponseContext
-from app.translate.chat_stream import ChatStreamTranslator
+from app.translate.chat_stream import ChatStreamTranscoder, ChatStreamTranslator
 from app.upstream.sse import SSEDecoder
 
 # (item separator, key separator) of Google (`": "`, `,"`), orjson / our fakes, Python's json.
@@ -51,6 +50,12 @@ def dumps(event: Any, spelling: str = "google", ascii_only: bool = False) -> byt
 def parse_sse(data: bytes) -> list[Any]:
     return [json.loads(block[6:]) for block in data.decode().split("\n\n") if block]
 
+
+
+def translate_read(transcoder: ChatStreamTranscoder, data: bytes) -> tuple[bytes, Any]:
+    """What the gateway sends for one upstream read, and the error that ended the stream."""
+    out = transcoder.feed(data)
+    return out.data, out.error
 
 def started(**options: Any) -> ChatStreamTranslator:
     """A translator whose choice 0 has begun (the first event of a stream always takes the parsed path)."""
@@ -165,7 +170,7 @@ def test_a_text_that_is_not_a_valid_json_string_is_never_copied(text: bytes) -> 
     translator = started()
     assert translator.feed_payload(payload) is None
     assert translator.feed_read(b"data: " + payload + b"\r\n\r\n") is None
-    out, error = translate_read(SSEDecoder(), translator, b"data: " + payload + b"\r\n\r\n")
+    out, error = translate_read(ChatStreamTranscoder(translator), b"data: " + payload + b"\r\n\r\n")
     assert error is not None and error.status == 502 and "Malformed event" in parse_sse(out)[-1]["error"]["message"]
 
 
@@ -219,13 +224,13 @@ def test_a_malformed_usage_member_fails_the_stream_at_its_end() -> None:
 
 
 def test_translate_read_takes_either_path_and_keeps_going() -> None:
-    decoder, translator = SSEDecoder(), ChatStreamTranslator(ctx())
-    first, error = translate_read(decoder, translator, b"data: " + dumps(text_event("Hel")) + b"\r\n\r\n")
+    transcoder = ChatStreamTranscoder(ChatStreamTranslator(ctx()))
+    first, error = translate_read(transcoder, b"data: " + dumps(text_event("Hel")) + b"\r\n\r\n")
     assert error is None and parse_sse(first)[0]["choices"][0]["delta"] == {"role": "assistant", "content": "Hel"}
     both = b"data: " + dumps(text_event("lo")) + b"\r\n\r\ndata: " + dumps(text_event(" you")) + b"\r\n\r\n"
-    out, error = translate_read(decoder, translator, both)
+    out, error = translate_read(transcoder, both)
     assert error is None and [c["choices"][0]["delta"]["content"] for c in parse_sse(out)] == ["lo", " you"]
-    out, error = translate_read(decoder, translator, b'data: {"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}\r\n\r\n')
+    out, error = translate_read(transcoder, b'data: {"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}\r\n\r\n')
     assert error is not None and error.status == 503 and parse_sse(out)[0]["error"]["message"] == "overloaded"
 
 

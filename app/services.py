@@ -1,8 +1,11 @@
-"""The services of one running gateway, built from `Settings` (lives on `app.state.gateway`).
+"""The composition root: the services of one running gateway, built from `Settings`.
 
-Owns start-up and shutdown order: the upstream HTTP client, credentials and
-key pools, the router, the dispatcher, the signature store, the optional media
-fetcher and, in demo mode, the in-process fake Gemini the gateway talks to.
+Lives on `app.state.gateway`; imports nothing from `api/` (the routes take
+what they need from it). Owns start-up and shutdown order: the upstream HTTP
+client, credentials and key pools, the router, the dispatcher, the signature
+store, the optional media fetcher, client authentication, the recorder (access
+log and metrics) and, in demo mode, the in-process fake Gemini the gateway
+talks to.
 """
 
 from __future__ import annotations
@@ -10,19 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from app.api.auth import ClientAuth
 from app.gateway.dispatch import Dispatcher
 from app.gateway.fetch import MediaFetcher
 from app.gateway.routing import Router
 from app.gateway.signatures import MemorySignatureStore, SignatureStore
 from app.gateway.upstreams import Credential, Upstream, build_upstream
+from app.observe.record import Recorder
+from app.pipeline.auth import ClientAuth
 from app.schemas.openai import ChatCompletionRequest
 from app.settings import Settings
 from app.translate import signatures
-from app.translate.chat_request import TranslationEnv
+from app.translate.chat_request import GeminiCall, TranslationEnv
 from app.upstream.auth import ApiKeyAuth
 from app.upstream.client import Endpoint, Timeouts, UpstreamClient
 
@@ -31,12 +34,7 @@ log = logging.getLogger("gemini_proxy")
 DEMO_KEY = "demo-key"
 
 
-@dataclass
-class Metrics:
-    signature_bypasses: int = 0
-
-
-class GatewayState:
+class Services:
     def __init__(self, settings: Settings, signature_store: SignatureStore | None = None) -> None:
         self.settings = settings
         self.started_at = int(time.time())
@@ -48,16 +46,27 @@ class GatewayState:
         self.signatures: SignatureStore = signature_store or MemorySignatureStore(settings.signatures.cache_size)
         m = settings.media
         self.fetcher = MediaFetcher(m.fetch_max_bytes, m.fetch_timeout, m.allow_hosts) if m.fetch_urls else None
-        self.metrics = Metrics()
+        self.recorder = Recorder(settings.server.access_log, settings.server.metrics)
+        self.metrics = self.recorder.metrics
         self.upstreams: list[Upstream] = []
-        self.router: Router | None = None
-        self.dispatcher: Dispatcher | None = None
+        self._router: Router | None = None
+        self._dispatcher: Dispatcher | None = None
         self.demo_fake: Any = None
         self._default_env = TranslationEnv(images=settings.output.images)
 
     @property
     def ready(self) -> bool:
-        return self.router is not None and self.client.ready
+        return self._router is not None and self.client.ready
+
+    @property
+    def router(self) -> Router:
+        assert self._router is not None, "Services.start() was not awaited"
+        return self._router
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        assert self._dispatcher is not None, "Services.start() was not awaited"
+        return self._dispatcher
 
     async def start(self) -> None:
         if self.settings.demo:
@@ -76,8 +85,9 @@ class GatewayState:
         await self.client.start()
         if self.fetcher is not None:
             await self.fetcher.start()
-        self.router = Router(self.settings, self.upstreams)
-        self.dispatcher = Dispatcher(self.client, self.settings.retry)
+        self._router = Router(self.settings, self.upstreams)
+        self._dispatcher = Dispatcher(self.client, self.settings.retry)
+        self.recorder.watch_upstreams(self.upstreams)
 
     async def stop(self) -> None:
         await self.client.close()
@@ -86,6 +96,16 @@ class GatewayState:
         if self.demo_fake is not None:
             await self.demo_fake.close()
             self.demo_fake = None
+
+    def count_signatures(self, call: GeminiCall) -> None:
+        """Thought signatures of one translated request, by where they came from (metrics)."""
+        metrics = self.metrics
+        if call.signatures_passed:
+            metrics.signatures("passed", call.signatures_passed)
+        if call.signatures_restored:
+            metrics.signatures("restored", call.signatures_restored)
+        if call.signature_bypasses:
+            metrics.signatures("bypass", call.signature_bypasses)
 
     async def translation_env(self, req: ChatCompletionRequest) -> TranslationEnv:
         """Look up what the pure translator needs: stored signatures, fetched media."""

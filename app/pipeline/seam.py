@@ -1,0 +1,322 @@
+"""The request pipeline: one path for every endpoint (docs/design.md#pipeline).
+
+`Pipeline` is the outermost ASGI app. For every HTTP request it opens a
+`RequestContext` (request id taken from the client's `x-request-id` when sane,
+else generated) and, in one `finally`, records the outcome: the access log
+line and the metrics (the team layer adds limits and usage records there).
+
+Endpoints registered as `Endpoint`s (chat today; embeddings, images,
+responses and native pass-through next) take the fast path, a raw ASGI
+handler before FastAPI's middleware and router (on the hot path those cost
+more than all of the translation; bench/README.md):
+
+1. read the body, within `server.max_request_bytes`;
+2. authenticate into a `Principal` (pipeline/auth.py);
+3. hand a `Call` to the endpoint, which holds only its own logic (validate,
+   translate, dispatch, re-encode) and returns an `Answer`;
+4. send the answer: JSON, or an SSE body pumped as it comes; a client that
+   leaves cancels the work (`ClientWatch`); at shutdown, a stream still
+   running when `server.shutdown_grace` ends gets an error event;
+5. record (`finally`).
+
+Other routes (models, health, docs, metrics) go through FastAPI with the same
+context (`scope["gemini_proxy.ctx"]`). `GET` on a POST-only route is a 405.
+Every answer carries `x-request-id`; every error body's message ends with the
+request id; every log line of the request carries it (observe/access_log.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from app.errors import GatewayError, InvalidRequest, PayloadTooLarge, internal_error
+from app.observe.access_log import current_request_id
+from app.pipeline.auth import token_from_headers
+from app.pipeline.context import RequestContext, clean_request_id
+
+log = logging.getLogger("gemini_proxy.pipeline")
+
+ASGIApp = Callable[[Any, Any, Any], Any]
+
+# How long a request runs before a task starts watching for its client's disconnect.
+WATCH_AFTER = 0.1
+KEEPALIVE = b": keep-alive\n\n"
+SSE_HEADERS = (
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+)
+CTX_KEY = "gemini_proxy.ctx"
+
+# Request ids only need to be unique, not secret: a seeded generator costs no system call.
+_ids = random.Random()
+
+
+def new_request_id() -> str:
+    return "req_" + base64.b32encode(_ids.randbytes(15)).decode().lower()
+
+
+@dataclass(slots=True)
+class Call:
+    """What an endpoint gets: the context (principal, ids), the raw body and headers."""
+
+    ctx: RequestContext
+    body: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class Answer:
+    """What an endpoint returns: a JSON body, or an SSE body (already framed bytes)."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    stream: AsyncIterator[bytes] | None = None
+    content_type: bytes = b"application/json"
+
+
+class Endpoint(Protocol):
+    name: str  # the `endpoint` label of metrics ("chat", "embeddings", ...)
+
+    async def __call__(self, call: Call) -> Answer: ...
+
+
+class Authenticator(Protocol):
+    def authenticate(self, token: str | None) -> Any: ...
+
+
+class Recorder(Protocol):
+    def record(self, ctx: RequestContext) -> None: ...
+    def stream_started(self) -> None: ...
+    def stream_ended(self) -> None: ...
+
+
+async def read_body(receive: Any, declared: int | None, limit: int) -> bytes:
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"Request body too large: {declared} bytes; the limit is {limit} bytes.")
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        if len(body) > limit:
+            raise PayloadTooLarge(f"Request body too large; the limit is {limit} bytes.")
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body"):
+        message = await receive()
+        if message["type"] != "http.request":
+            raise InvalidRequest("The client closed the connection before the body was complete.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body too large; the limit is {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def error_body(exc: GatewayError, request_id: str) -> bytes:
+    body = exc.body()
+    body["error"]["message"] = f"{exc.message} (request id {request_id})"
+    return orjson.dumps(body)
+
+
+class ClientWatch:
+    """Notices when the client of one request goes away, and cancels the request's task.
+
+    Started once the body is read (from then on only `http.disconnect` can
+    come from `receive`). It covers the wait for Google as well as a stream, so
+    a client that leaves, even while the model is silent, stops the upstream
+    call: the cancelled task's `finally` blocks close it. The watching task
+    starts only once the request has lasted `after` seconds: a request answered
+    sooner never pays for it, and a client that left earlier is noticed the
+    moment it starts (`receive` then reports the disconnect at once).
+    """
+
+    __slots__ = ("gone", "_task", "_receive", "_timer", "_watcher")
+
+    def __init__(self, receive: Any, after: float) -> None:
+        self.gone = False
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._receive = receive
+        self._watcher: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(after, self._start)
+
+    def _start(self) -> None:
+        self._timer = None
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        self._task.cancel()
+
+    def absorb(self) -> bool:
+        """After a CancelledError: True (and the cancellation undone) if it came from us."""
+        if self.gone:
+            self._task.uncancel()
+        return self.gone
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+
+class Pipeline:
+    def __init__(
+        self,
+        app: ASGIApp,
+        endpoints: dict[str, Endpoint],
+        auth: Authenticator,
+        recorder: Recorder,
+        max_request_bytes: int,
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.app = app
+        self.endpoints = endpoints
+        self.auth = auth
+        self.recorder = recorder
+        self.max_request_bytes = max_request_bytes
+        self.extra_headers = extra_headers or []
+        self.shutdown_message = "The gateway is shutting down; the stream was ended. Please retry."
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = clean_request_id(value)
+                break
+        ctx = RequestContext(request_id or new_request_id(), scope["method"], scope["path"])
+        reset = current_request_id.set(ctx.request_id)
+        try:
+            endpoint = self.endpoints.get(scope["path"])
+            if endpoint is None:
+                scope[CTX_KEY] = ctx
+                await self.app(scope, receive, self._tracking(send, ctx))
+            elif scope["method"] == "POST":
+                ctx.endpoint = endpoint.name
+                await self._serve(endpoint, ctx, scope, receive, send)
+            else:
+                ctx.endpoint = endpoint.name
+                error = GatewayError(
+                    f"Method {scope['method']} is not allowed for {scope['path']}; use POST.",
+                    status=405, type="invalid_request_error", code="method_not_allowed",
+                )
+                await self._send_error(send, ctx, error, {"allow": "POST"})
+        finally:
+            self.recorder.record(ctx)
+            current_request_id.reset(reset)
+
+    def _tracking(self, send: Any, ctx: RequestContext) -> Any:
+        headers = [(b"x-request-id", ctx.request_id.encode()), *self.extra_headers]
+
+        async def tracked(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                ctx.status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), *headers]}
+            await send(message)
+
+        return tracked
+
+    async def _serve(self, endpoint: Endpoint, ctx: RequestContext, scope: Any, receive: Any, send: Any) -> None:
+        watch: ClientWatch | None = None
+        try:
+            headers = scope["headers"]
+            declared = None
+            token = None
+            for name, value in headers:
+                if name == b"content-length":
+                    declared = int(value) if value.isdigit() else None
+            token = token_from_headers(headers)
+            ctx.principal = self.auth.authenticate(token)
+            body = await read_body(receive, declared, self.max_request_bytes)
+            watch = ClientWatch(receive, WATCH_AFTER)
+            answer = await endpoint(Call(ctx, body, headers))
+            if answer.stream is None:
+                await self._send_json(send, ctx, answer.status, answer.body, answer.headers, answer.content_type)
+            else:
+                await self._send_stream(send, ctx, answer, watch)
+        except GatewayError as exc:
+            await self._send_error(send, ctx, exc, exc.headers)
+        except asyncio.CancelledError:
+            if watch is None or not watch.absorb():
+                raise
+            ctx.status = ctx.status or 499
+            ctx.error_code = ctx.error_code or "client_closed"
+            log.info("client closed the connection; upstream call cancelled (POST %s)", ctx.path)
+        except Exception:
+            log.exception("unhandled error on POST %s (request id %s)", ctx.path, ctx.request_id)
+            await self._send_error(send, ctx, internal_error(ctx.request_id), {})
+        finally:
+            if watch is not None:
+                watch.close()
+
+    async def _send_error(self, send: Any, ctx: RequestContext, exc: GatewayError, headers: dict[str, str]) -> None:
+        ctx.error_code = exc.code or exc.type
+        ctx.error_type = exc.type
+        if ctx.status:  # the answer has started: nothing more can be said
+            return
+        await self._send_json(send, ctx, exc.status, error_body(exc, ctx.request_id), headers)
+
+    async def _send_json(
+        self, send: Any, ctx: RequestContext, status: int, body: bytes, headers: dict[str, str],
+        content_type: bytes = b"application/json",
+    ) -> None:
+        raw = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+               (b"x-request-id", ctx.request_id.encode())]
+        raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+        raw.extend(self.extra_headers)
+        ctx.status = status
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _send_stream(self, send: Any, ctx: RequestContext, answer: Answer, watch: ClientWatch) -> None:
+        """`200 text/event-stream`, one `send` per piece the body yields; the body is always closed."""
+        assert answer.stream is not None
+        raw = [*SSE_HEADERS, (b"x-request-id", ctx.request_id.encode())]
+        raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items())
+        raw.extend(self.extra_headers)
+        body = answer.stream
+        ctx.status = 200
+        self.recorder.stream_started()
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": raw})
+            async for data in body:
+                if ctx.first_token is None and data is not KEEPALIVE:
+                    ctx.mark_first_token()
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            ctx.error_code = ctx.error_code or "client_closed"  # the client's socket failed mid-write
+        except asyncio.CancelledError:
+            if not watch.gone:  # not the client: the server is shutting down (grace over)
+                ctx.error_code = "server_shutting_down"
+                await self._end_stream(send)
+            raise
+        finally:
+            self.recorder.stream_ended()
+            await body.aclose()  # type: ignore[attr-defined]
+
+    async def _end_stream(self, send: Any) -> None:
+        error = GatewayError(self.shutdown_message, status=503, code="server_shutting_down")
+        try:
+            await send({"type": "http.response.body", "body": b"data: " + error.body_bytes() + b"\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except Exception:  # noqa: BLE001 - the connection may be gone already
+            pass
