@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from app import __version__
@@ -34,6 +38,30 @@ def _factory() -> Any:
     settings = load_settings()
     configure_logging(settings.server.log_level, settings.secrets())
     return create_app(settings)
+
+
+@contextlib.contextmanager
+def _shared_metrics_dir() -> Iterator[None]:
+    """Workers share Prometheus figures through files (prometheus-client multiprocess mode).
+
+    Unless the operator chose PROMETHEUS_MULTIPROC_DIR, use a fresh directory for
+    this run, removed at exit.  It is set here, before uvicorn spawns the workers:
+    they are fresh interpreters (multiprocessing "spawn") that inherit the
+    environment and import prometheus_client only then, so it does not matter
+    that this parent process may have imported it already.  A worker marks
+    itself dead at exit and the others sweep workers that died
+    (app/observe/metrics.py), for the `live*` gauges.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="gemini-proxy-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -77,7 +105,8 @@ def serve(args: argparse.Namespace) -> int:
         for key in ("host", "port", "workers"):
             if getattr(args, key) is not None:
                 os.environ[f"{ENV_PREFIX}SERVER__{key.upper()}"] = str(getattr(args, key))
-        uvicorn.run("app.cli:_factory", factory=True, workers=server.workers, **common)
+        with _shared_metrics_dir():
+            uvicorn.run("app.cli:_factory", factory=True, workers=server.workers, **common)
     else:
         uvicorn.run(create_app(settings), **common)
     return 0

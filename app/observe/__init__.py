@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics (`app.observe.metrics.GatewayMetrics`)."""
