@@ -88,11 +88,11 @@ def serve(args: argparse.Namespace) -> int:
         port=server.port,
         loop=loop,
         http="httptools",
-        access_log=server.access_log,
+        access_log=False,  # the gateway writes its own access log (`server.access_log`)
         log_config=None,
         server_header=False,
         proxy_headers=False,  # the gateway never uses client addresses; skip parsing X-Forwarded-*
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=server.shutdown_grace,  # then running streams end with an error event
     )
     banner = f"gemini-proxy {__version__} on http://{server.host}:{server.port}/v1 - {_describe(settings)}"
     if settings.demo:

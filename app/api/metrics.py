@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -16,5 +18,5 @@ async def metrics(request: Request) -> Response:
     if not services.metrics.enabled:
         raise NotFound(f"Unknown request URL: GET {request.url.path}.", code="unknown_url")
     services.recorder.refresh_credentials()
-    body, content_type = services.metrics.render()
+    body, content_type = await asyncio.to_thread(services.metrics.render)  # milliseconds: off the event loop
     return Response(body, media_type=content_type)
