@@ -15,7 +15,7 @@ from typing import Any
 
 from app.api.auth import ClientAuth
 from app.gateway.dispatch import Dispatcher
-from app.gateway.fetch import MediaFetcher
+from app.gateway.fetch import FetchGuard, fetch_chat_media
 from app.gateway.routing import Router
 from app.gateway.signatures import MemorySignatureStore, SignatureStore
 from app.gateway.upstreams import Credential, Upstream, build_upstream
@@ -47,7 +47,7 @@ class GatewayState:
         self.auth = ClientAuth(settings.auth)
         self.signatures: SignatureStore = signature_store or MemorySignatureStore(settings.signatures.cache_size)
         m = settings.media
-        self.fetcher = MediaFetcher(m.fetch_max_bytes, m.fetch_timeout, m.allow_hosts) if m.fetch_urls else None
+        self.fetcher = FetchGuard(m.fetch_max_bytes, m.fetch_timeout, m.allow_hosts) if m.fetch_urls else None
         self.metrics = Metrics()
         self.upstreams: list[Upstream] = []
         self.router: Router | None = None
@@ -91,7 +91,7 @@ class GatewayState:
         """Look up what the pure translator needs: stored signatures, fetched media."""
         keys = signatures.wanted_keys(req.messages)
         found = await self.signatures.get_many(keys) if keys else {}
-        fetched = await self.fetcher.fetch_all(req) if self.fetcher is not None else {}
+        fetched = await fetch_chat_media(self.fetcher, req) if self.fetcher is not None else {}
         if not found and not fetched:
             return self._default_env
         return TranslationEnv(signatures=found, fetched=fetched, images=self.settings.output.images)
