@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from app.gateway.dispatch import Dispatcher
-from app.gateway.fetch import MediaFetcher
+from app.gateway.fetch import FetchGuard, fetch_chat_media
 from app.gateway.routing import Router
 from app.gateway.signatures import MemorySignatureStore, SignatureStore
 from app.gateway.upstreams import Credential, Upstream, build_upstream
@@ -45,7 +45,7 @@ class Services:
         self.auth = ClientAuth(settings.auth)
         self.signatures: SignatureStore = signature_store or MemorySignatureStore(settings.signatures.cache_size)
         m = settings.media
-        self.fetcher = MediaFetcher(m.fetch_max_bytes, m.fetch_timeout, m.allow_hosts) if m.fetch_urls else None
+        self.fetcher = FetchGuard(m.fetch_max_bytes, m.fetch_timeout, m.allow_hosts) if m.fetch_urls else None
         self.recorder = Recorder(settings.server.access_log, settings.server.metrics)
         self.metrics = self.recorder.metrics
         self.upstreams: list[Upstream] = []
@@ -111,7 +111,7 @@ class Services:
         """Look up what the pure translator needs: stored signatures, fetched media."""
         keys = signatures.wanted_keys(req.messages)
         found = await self.signatures.get_many(keys) if keys else {}
-        fetched = await self.fetcher.fetch_all(req) if self.fetcher is not None else {}
+        fetched = await fetch_chat_media(self.fetcher, req) if self.fetcher is not None else {}
         if not found and not fetched:
             return self._default_env
         return TranslationEnv(signatures=found, fetched=fetched, images=self.settings.output.images)
