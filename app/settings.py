@@ -65,6 +65,7 @@ class ServerSettings(_Section):
     keepalive_seconds: Seconds = 15.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
+    docs: bool = True  # serve /docs and /openapi.json
     upstream_connections: int = Field(256, ge=1)  # bound of the pool of connections to Google
 
 
