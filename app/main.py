@@ -117,8 +117,9 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
         title="gemini-proxy",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url="/docs" if settings.server.docs else None,
         redoc_url=None,
+        openapi_url="/openapi.json" if settings.server.docs else None,
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,

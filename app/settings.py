@@ -76,6 +76,7 @@ class ServerSettings(_Section):
     access_log: Annotated[Literal["json", "text", "off"], BeforeValidator(_access_log_mode)] = "json"
     metrics: bool = True  # GET /metrics (Prometheus)
     shutdown_grace: Seconds = 30.0  # on SIGTERM, running streams get this long to finish
+    docs: bool = True  # serve /docs and /openapi.json
     upstream_connections: int = Field(256, ge=1)  # bound of the pool of connections to Google
 
 
