@@ -106,7 +106,11 @@ class SSEDecoder:
         # The usual case: the separators are the only line breaks, so every piece is one line.
         single_lines = buf.count(b"\n") == buf.count(b"\r") == 2 * len(pieces)
         for piece in pieces:
-            if self._raw is None and piece.startswith(b"data: ") and (single_lines or (b"\n" not in piece and b"\r" not in piece)):
+            if (
+                self._raw is None
+                and piece.startswith(b"data: ")
+                and (single_lines or (b"\n" not in piece and b"\r" not in piece))
+            ):
                 events.append(piece[6:])
             else:
                 events.extend(self._feed_lines(piece + b"\r\n\r\n"))
