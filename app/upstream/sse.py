@@ -79,11 +79,12 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         for item in self.feed_payloads(chunk):
-            if type(item) is bytes:
-                item = parse_payload(item)
-                if item is None:
-                    continue
-            events.append(item)  # type: ignore[arg-type]
+            if isinstance(item, bytes):
+                event = parse_payload(item)
+                if event is not None:
+                    events.append(event)
+            else:
+                events.append(item)
         return events
 
     def feed_payloads(self, chunk: bytes) -> list[bytes | dict[str, Any]]:

@@ -172,7 +172,7 @@ def streamed_call_parts(piece: Piece) -> list[dict[str, Any]]:
     if piece.call_id:
         head["id"] = piece.call_id
     if not args:
-        parts = [{"functionCall": head}]
+        parts: list[dict[str, Any]] = [{"functionCall": head}]
     else:
         parts = []
         for n, arg in enumerate(args):
