@@ -6,7 +6,7 @@ requested model name, the tool-name mapping, thought options, ...). Everything
 the gateway had to look up first (stored thought signatures, fetched media)
 comes in through `TranslationEnv`, so this module does no I/O.
 
-Mapping rules: reference section 7.1 and decisions.md ("Parameters").
+Mapping rules: docs/parameters.md and docs/design.md#parameters.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Google's error body (`google.rpc.Status`) -> `UpstreamError` with the OpenAI status.
 
-One table (`translate/tables.py`, reference 7.5) decides status, type and code;
+One table (`translate/tables.py`, docs/gemini-facts.md#errors) decides status, type and code;
 this module reads the body: message, `ErrorInfo.reason`, `RetryInfo`
 (-> `Retry-After`), `QuotaFailure` quota ids (a daily quota is not worth
 retrying: `x-should-retry: false`).

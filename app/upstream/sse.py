@@ -8,7 +8,7 @@ without parsing them: the events in Google's own framing come back as their
 unparsed JSON bytes (`parse_payload` parses one), the others parsed.
 
 Google also reports a failure after the 200 in two other forms, both turned
-into an `{"error": {...}}` event here (reference 3.6): an unprefixed,
+into an `{"error": {...}}` event here (docs/gemini-facts.md#streaming): an unprefixed,
 possibly pretty-printed JSON object spread over several lines (collected until
 its braces balance, ignoring braces inside strings), and the JSON-array form
 `[{"error": {...}}]`. Lines end at CR, LF or CRLF; a CR at the very end of a
