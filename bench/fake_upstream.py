@@ -113,7 +113,7 @@ def head(status: str, ctype: str, length: int | None, keep_alive: bool) -> bytes
         f"Content-Type: {ctype}",
         "Vary: Origin, X-Origin, Referer",
         "Server: scaffolding on HTTPServer2",
-        "Content-Length: %d" % length if length is not None else "Transfer-Encoding: chunked",
+        f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked",
     ]
     if not keep_alive:
         lines.append("Connection: close")

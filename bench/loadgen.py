@@ -143,7 +143,7 @@ async def run_phase(session, url, body, headers, stream, n, concurrency):
             remaining -= 1
             try:
                 await one(session, url, body, headers, stream, results)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError) as e:
                 FIRST_ERROR[:] = FIRST_ERROR or [f"{type(e).__name__}: {e}"]
                 results.append((False, 0.0, None, 0, 0))
 

@@ -21,9 +21,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from gateway_harness import TEST_KEYS, FakeGemini, GatewayServer, LoopThread, gateway_settings  # noqa: E402
-
-from app.testing.fake_gemini import FakeOptions, start_fake  # noqa: E402
+from app.testing.fake_gemini import FakeOptions, start_fake
+from gateway_harness import TEST_KEYS, FakeGemini, GatewayServer, LoopThread, gateway_settings
 
 
 @pytest.fixture(scope="session")

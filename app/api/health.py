@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+
 from app.api import json_response
 
 router = APIRouter()

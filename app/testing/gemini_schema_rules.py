@@ -5,8 +5,8 @@ paths in snake_case with list indexes and map keys: `properties[city]`), and sta
 the request-level sentences (one, the first found). Input is the parser's normalized
 body: camelCase keys, lists for repeated fields, enum value names.
 
-Texts marked "seen" are Google's own, from error reports (reference sections 2, 4, 5
-and the issues it cites); the others are worded in Google's style because no report of
+Texts marked "seen" are Google's own, from public error reports (docs/gemini-facts.md#request,
+#schemas, #thought-signatures, #errors); the others are worded in Google's style because no report of
 the real text was found. Vertex answers with its own sentences, kept in `vertex`
 where they are known.
 """

@@ -6,7 +6,7 @@ their values and proto names, and the lookup maps built from them once at import
 
 Sources: googleapis `google/ai/generativelanguage/v1beta/{content,generative_service}.proto`,
 the google-genai 3.4.0 types and `_to_mldev` / `_to_vertex` converters (which fields
-each backend takes), and the project reference (sections 2.1-2.9). A test checks the
+each backend takes), and docs/gemini-facts.md#request. A test checks the
 field names and enum values against `google.genai.types`.
 
 Kinds: proto scalars (`string`, `bytes`, `bool`, `int32`, `int64`, `float`, `double`,
@@ -368,7 +368,7 @@ ENUMS: Mapping[str, tuple[str, ...]] = {
     "NullValue": ("NULL_VALUE",),
 }
 
-# Enum values one backend does not have (reference 2.9: the IMAGE_* categories are Vertex only).
+# Enum values one backend does not have (docs/gemini-facts.md#request: the IMAGE_* categories are Vertex only).
 ENUM_VALUE_ONLY: Mapping[tuple[str, str], Backend] = {
     ("HarmCategory", "HARM_CATEGORY_IMAGE_HATE"): "vertex",
     ("HarmCategory", "HARM_CATEGORY_IMAGE_DANGEROUS_CONTENT"): "vertex",

@@ -6,7 +6,7 @@ requested model name, the tool-name mapping, thought options, ...). Everything
 the gateway had to look up first (stored thought signatures, fetched media)
 comes in through `TranslationEnv`, so this module does no I/O.
 
-Mapping rules: reference section 7.1 and decisions.md ("Parameters").
+Mapping rules: docs/parameters.md and docs/design.md#parameters.
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ class _Builder:
                     code="missing_required_parameter",
                 )
             url = spec if isinstance(spec, str) else spec.url
-            out = media.url_part(url, f"{param}.image_url.url" if not isinstance(spec, str) else f"{param}.image_url", self.env.fetched)
+            url_param = f"{param}.image_url.url" if not isinstance(spec, str) else f"{param}.image_url"
+            out = media.url_part(url, url_param, self.env.fetched)
             detail = None if isinstance(spec, str) else spec.detail
             level = media.DETAIL_TO_RESOLUTION.get(detail or "")
             if level:
@@ -237,7 +238,8 @@ class _Builder:
             self.calls[tc.id] = (tc.function.name, j, gemini_id)
         if msg.function_call is not None and not msg.tool_calls:
             fc = msg.function_call
-            part = {"functionCall": {"name": self.names.gemini(fc.name), "args": self._arguments(fc.arguments, f"{param}.function_call.arguments")}}
+            args = self._arguments(fc.arguments, f"{param}.function_call.arguments")
+            part = {"functionCall": {"name": self.names.gemini(fc.name), "args": args}}
             sig = self._signature(msg.extra_content, signatures.legacy_call_key(fc.name, fc.arguments))
             if sig:
                 part["thoughtSignature"] = sig

@@ -1,8 +1,9 @@
 """Gemini `GenerateContentResponse` -> OpenAI `chat.completion`. Pure.
 
 Also holds the pieces the stream translator shares: usage, logprobs, grounding
-annotations, images, tool calls and the response context. Rules: reference
-section 7.3 and decisions.md ("Endings", "Thinking").
+annotations, images, tool calls and the response context. Rules:
+docs/gemini-facts.md#responses (#finish-reasons, #usage) and docs/design.md#endings,
+docs/design.md#thinking.
 """
 
 from __future__ import annotations

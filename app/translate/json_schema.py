@@ -56,7 +56,8 @@ def to_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
             return {k: node[k] for k in ("$ref", *_REF_SIBLINGS) if k in node}
         return {k: walk(v) for k, v in node.items() if k != "$schema"}
 
-    return walk(schema)
+    cleaned: dict[str, Any] = walk(schema)  # a dict in, a dict out
+    return cleaned
 
 
 @dataclass

@@ -113,7 +113,7 @@ def parse_data_url(url: str, param: str) -> dict[str, str]:
 
 def is_reference_url(url: str) -> bool:
     """URLs Gemini reads itself, with no need to know their type from the URL."""
-    if url.startswith(_FILES_API_PREFIX) or url.startswith("files/"):
+    if url.startswith((_FILES_API_PREFIX, "files/")):
         return True
     host = urlsplit(url).hostname or ""
     return host in _YOUTUBE_HOSTS

@@ -29,7 +29,8 @@ def _unquote(body: str) -> str:
     # Rewrite as the body of a JSON string (`\\'` -> `'`, a bare `"` escaped), then let JSON decode it.
     text = _ESCAPE.sub(lambda m: '\\"' if m.group(0) == '"' else ("'" if m.group(1) == "'" else m.group(0)), body)
     try:
-        return orjson.loads(f'"{text}"')
+        name: str = orjson.loads(f'"{text}"')  # a JSON string literal decodes to a str
+        return name
     except orjson.JSONDecodeError:
         raise ValueError(f"bad escape in JSON path name {body!r}") from None
 

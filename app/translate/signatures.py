@@ -1,4 +1,4 @@
-"""The one thought-signature policy (decisions.md, "Thought signatures").
+"""The one thought-signature policy (docs/design.md#thought-signatures).
 
 Gemini 3 rejects a tool conversation whose model steps in the current turn lost
 their `thoughtSignature`. OpenAI clients often drop unknown fields, so:

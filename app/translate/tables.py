@@ -23,7 +23,7 @@ GEMINI_FINISH_TO_OPENAI: Mapping[str, OpenAIFinish] = {
     "BLOCKLIST": "content_filter",
     "PROHIBITED_CONTENT": "content_filter",
     "SPII": "content_filter",
-    "MALFORMED_FUNCTION_CALL": "stop",  # never reaches a client: retried, then an error (decisions.md)
+    "MALFORMED_FUNCTION_CALL": "stop",  # never reaches a client: retried, then an error (docs/design.md#endings)
     "IMAGE_SAFETY": "content_filter",
     "IMAGE_PROHIBITED_CONTENT": "content_filter",
     "IMAGE_OTHER": "content_filter",
@@ -39,7 +39,7 @@ GEMINI_FINISH_TO_OPENAI: Mapping[str, OpenAIFinish] = {
     "MODEL_ARMOR": "content_filter",
 }
 
-# Endings that must not reach the client as a normal answer (decisions.md: "Endings").
+# Endings that must not reach the client as a normal answer (docs/design.md#endings).
 BROKEN_TOOL_CALL_FINISHES = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"})
 
 
@@ -50,7 +50,7 @@ def gemini_finish_reason_to_openai(reason: str | None, has_tool_calls: bool) -> 
     return mapped
 
 
-# Google HTTP status -> (OpenAI status, OpenAI error type, OpenAI code).  Reference section 7.5.
+# Google HTTP status -> (OpenAI status, OpenAI error type, OpenAI code): docs/gemini-facts.md#errors.
 GOOGLE_STATUS_TO_OPENAI: Mapping[int, tuple[int, str, str | None]] = {
     400: (400, "invalid_request_error", None),
     401: (401, "authentication_error", "invalid_api_key"),

@@ -20,7 +20,7 @@ from app.translate.json_schema import to_json_schema, to_openapi_schema
 # Google's docs say 128 characters, but the API refuses names longer than 64 ("Invalid function
 # name. ... with a maximum length of 64."), so 64 is the limit that works everywhere.
 MAX_NAME = 64
-_GEMINI_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]{0,%d}" % (MAX_NAME - 1))
+_GEMINI_NAME = re.compile(rf"[A-Za-z_][A-Za-z0-9_.:\-]{{0,{MAX_NAME - 1}}}")
 _BAD_CHARS = re.compile(r"[^A-Za-z0-9_.:\-]")
 
 
@@ -92,7 +92,8 @@ def _allowed_names(choice: Any) -> tuple[str, list[str]]:
         fn = tool.get("function") if isinstance(tool, dict) else None
         if tool.get("type") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise InvalidRequest(
-                f"Invalid 'tool_choice.allowed_tools.tools[{i}]': expected {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}.",
+                f"Invalid 'tool_choice.allowed_tools.tools[{i}]': "
+                'expected {"type": "function", "function": {"name": ...}}.',
                 param=f"tool_choice.allowed_tools.tools[{i}]",
                 code="invalid_value",
             )

@@ -29,7 +29,7 @@ GEMINI_DEFAULT_BASE = "https://generativelanguage.googleapis.com"
 
 
 def vertex_host(location: str) -> str:
-    """Vertex AI host for a location (reference 1.2)."""
+    """Vertex AI host for a location (docs/gemini-facts.md#urls)."""
     if location == "global":
         return "https://aiplatform.googleapis.com"
     if location in ("us", "eu"):

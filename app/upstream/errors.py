@@ -1,6 +1,6 @@
 """Google's error body (`google.rpc.Status`) -> `UpstreamError` with the OpenAI status.
 
-One table (`translate/tables.py`, reference 7.5) decides status, type and code;
+One table (`translate/tables.py`, docs/gemini-facts.md#errors) decides status, type and code;
 this module reads the body: message, `ErrorInfo.reason`, `RetryInfo`
 (-> `Retry-After`), `QuotaFailure` quota ids (a daily quota is not worth
 retrying: `x-should-retry: false`).
@@ -54,7 +54,9 @@ def _error_object(body: bytes | Any) -> dict[str, Any]:
 def error_from_google(status: int, body: bytes | Any) -> UpstreamError:
     """Build the client-facing error for a Google error answer (HTTP or mid-stream)."""
     err = _error_object(body)
-    status = err.get("code") if status == 200 and isinstance(err.get("code"), int) else status
+    code = err.get("code")
+    if status == 200 and isinstance(code, int):
+        status = code
     message = str(err.get("message") or f"Upstream returned HTTP {status}.")
     reason = None
     retry_after = None

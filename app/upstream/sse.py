@@ -8,7 +8,7 @@ without parsing them: the events in Google's own framing come back as their
 unparsed JSON bytes (`parse_payload` parses one), the others parsed.
 
 Google also reports a failure after the 200 in two other forms, both turned
-into an `{"error": {...}}` event here (reference 3.6): an unprefixed,
+into an `{"error": {...}}` event here (docs/gemini-facts.md#streaming): an unprefixed,
 possibly pretty-printed JSON object spread over several lines (collected until
 its braces balance, ignoring braces inside strings), and the JSON-array form
 `[{"error": {...}}]`. Lines end at CR, LF or CRLF; a CR at the very end of a
@@ -79,11 +79,12 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         for item in self.feed_payloads(chunk):
-            if type(item) is bytes:
-                item = parse_payload(item)
-                if item is None:
-                    continue
-            events.append(item)  # type: ignore[arg-type]
+            if isinstance(item, bytes):
+                event = parse_payload(item)
+                if event is not None:
+                    events.append(event)
+            else:
+                events.append(item)
         return events
 
     def feed_payloads(self, chunk: bytes) -> list[bytes | dict[str, Any]]:
@@ -106,7 +107,11 @@ class SSEDecoder:
         # The usual case: the separators are the only line breaks, so every piece is one line.
         single_lines = buf.count(b"\n") == buf.count(b"\r") == 2 * len(pieces)
         for piece in pieces:
-            if self._raw is None and piece.startswith(b"data: ") and (single_lines or (b"\n" not in piece and b"\r" not in piece)):
+            if (
+                self._raw is None
+                and piece.startswith(b"data: ")
+                and (single_lines or (b"\n" not in piece and b"\r" not in piece))
+            ):
                 events.append(piece[6:])
             else:
                 events.extend(self._feed_lines(piece + b"\r\n\r\n"))

@@ -12,7 +12,7 @@ from .api_helpers import data_events, say
 
 MODEL = "gemini-2.5-flash"
 
-# A scripted usageMetadata with every count the mapping reads (reference 3.5 / 7.3).
+# A scripted usageMetadata with every count the mapping reads (docs/gemini-facts.md#usage).
 USAGE = {
     "promptTokenCount": 100,
     "candidatesTokenCount": 7,

@@ -286,7 +286,7 @@ def test_blocked_prompt_is_content_filter_400(strict_client, fake, stream):
     assert info.value.response.headers["content-type"].startswith("application/json")
 
 
-# Reference 3.3 (+ decisions.md): the OpenAI finish_reason a client must see for each Gemini reason.
+# docs/gemini-facts.md#finish-reasons (+ docs/design.md#endings): the OpenAI finish_reason a client must see for each Gemini reason.
 EXPECTED_FINISH = {
     "FINISH_REASON_UNSPECIFIED": "stop",
     "STOP": "stop",

@@ -8,6 +8,7 @@ import re
 import socket
 import struct
 import time
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -136,7 +137,7 @@ def test_first_chunk_arrives_while_upstream_still_sends(raw, fake):
     assert arrivals[0] < 0.9, arrivals  # the whole upstream stream takes ~1.8 s
     assert total > 1.6
     assert arrivals[-1] - arrivals[0] > 1.4, arrivals
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    gaps = [b - a for a, b in pairwise(arrivals)]
     assert sum(g > 0.1 for g in gaps) >= 8, gaps  # spread out: one chunk per upstream chunk
 
 

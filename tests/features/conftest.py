@@ -13,6 +13,7 @@ from typing import Any
 
 import openai
 import pytest
+
 from gateway_harness import FakeGemini, GatewayServer, gateway_settings
 
 

@@ -110,7 +110,7 @@ def _fake_supports(fake, model: str, body: dict[str, Any]) -> list[dict[str, Any
 
 def _check_citations(content: str, annotations: list[Any], supports: list[dict[str, Any]]) -> None:
     assert len(annotations) == len(supports) >= 3
-    for annotation, support in zip(annotations, supports):
+    for annotation, support in zip(annotations, supports, strict=True):
         citation = annotation["url_citation"] if isinstance(annotation, dict) else annotation.url_citation.model_dump()
         kind = annotation["type"] if isinstance(annotation, dict) else annotation.type
         assert kind == "url_citation"

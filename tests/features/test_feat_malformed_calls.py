@@ -1,4 +1,4 @@
-"""MALFORMED_FUNCTION_CALL / UNEXPECTED_TOOL_CALL (decisions.md, "Endings"): retried, then an error.
+"""MALFORMED_FUNCTION_CALL / UNEXPECTED_TOOL_CALL (docs/design.md#endings): retried, then an error.
 
 Never a silent `stop`: by default the gateway retries once; when Gemini keeps
 failing the client gets an error with `code: "malformed_function_call"`, as an

@@ -124,7 +124,7 @@ def test_gemini_api_does_not_get_the_flag(client, fake):
     assert "streamFunctionCallArguments" not in _tool_config(body)
     deltas = [e for e in events if e.type == "tool_calls.function.arguments.delta"]
     assert [e.index for e in deltas] == [0, 1]  # one whole-arguments delta per call
-    for delta, call in zip(deltas, final.choices[0].message.tool_calls):
+    for delta, call in zip(deltas, final.choices[0].message.tool_calls, strict=True):
         assert json.loads(delta.arguments_delta) == json.loads(call.function.arguments)
     assert fake.stats()["errors_returned"] == 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Literal, Optional
+from typing import Literal
 
 import openai
 import pytest
@@ -30,7 +30,7 @@ class Address(BaseModel):
 
 class Customer(BaseModel):
     name: str
-    email: Optional[str]
+    email: str | None
     addresses: list[Address]
 
 
@@ -47,7 +47,7 @@ class Order(BaseModel):
     customer: Customer
     items: list[LineItem]
     shipping: Address
-    note: Optional[str]
+    note: str | None
 
 
 class GetWeather(BaseModel):

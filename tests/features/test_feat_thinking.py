@@ -1,4 +1,4 @@
-"""Thinking end to end (issue 3, "Thinking"; decisions.md; reference 7.2).
+"""Thinking end to end (issue 3, "Thinking"; docs/design.md#thinking; docs/gemini-facts.md#thinking).
 
 `reasoning_effort` reaches Gemini through the per-model table (Gemini 3
 `thinkingLevel`, 2.5 budgets, nothing for models that do not think); the fake

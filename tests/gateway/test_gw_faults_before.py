@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -75,7 +76,7 @@ def test_server_errors_are_retried_until_one_succeeds(gw, fake, code: int, strea
     assert [c["status"] for c in calls] == [code, code, 200]
     assert all(c["stream"] == stream for c in calls)
     if code == 429:  # RetryInfo honoured: the same (only) key is used again after Google's delay
-        gaps = [b["time"] - a["time"] for a, b in zip(calls, calls[1:])]
+        gaps = [b["time"] - a["time"] for a, b in pairwise(calls)]
         assert min(gaps) >= 0.045, gaps
 
 

@@ -23,12 +23,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from .gw_support import msg, oai, vertex
-from gateway_harness import GatewayServer
 
 from app.settings import load_settings
 from app.testing.credentials import write_authorized_user_file, write_service_account_file
 from app.upstream.auth import CLOUD_PLATFORM_SCOPE, GoogleCredentialsAuth, load_google_credentials
+from gateway_harness import GatewayServer
+
+from .gw_support import msg, oai, vertex
 
 VERTEX_PATH = "/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:{method}"
 

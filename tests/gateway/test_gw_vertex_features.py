@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from gateway_harness import GatewayServer, gateway_settings
 
 from app.testing.credentials import write_service_account_file
+from gateway_harness import GatewayServer, gateway_settings
 
 from .gw_support import directive, msg, oai, vertex
 

@@ -1,4 +1,4 @@
-"""Vertex AI URL forms (reference 1.2) and the Gemini API's, as `Endpoint` builds them."""
+"""Vertex AI URL forms (docs/gemini-facts.md#urls) and the Gemini API's, as `Endpoint` builds them."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ One fake runs for the whole session on a background thread's event loop
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

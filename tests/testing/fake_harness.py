@@ -5,7 +5,8 @@ so tests can import it whatever other conftest.py files the suite grows."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import orjson

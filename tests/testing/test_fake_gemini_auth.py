@@ -32,7 +32,7 @@ def test_service_account_refresh_against_the_fake(fake: Harness, tmp_path: Path)
     assert creds.project_id == "proj-sa"
     creds.refresh(google.auth.transport.requests.Request())
     assert creds.token.startswith("ya29.fake-") and creds.valid
-    remaining = creds.expiry - datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    remaining = creds.expiry - datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     assert 3500 < remaining.total_seconds() <= 3600
     response = fake.vertex_post("gemini-2.5-flash", "with a real token", creds.token, project="proj-sa")
     assert response.status_code == 200

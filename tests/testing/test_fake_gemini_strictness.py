@@ -1,4 +1,4 @@
-"""The fake Gemini server: per-model refusals (reference 2.7, 2.8, 0.1#10)."""
+"""The fake Gemini server: per-model refusals (docs/gemini-facts.md#model-limits)."""
 
 from __future__ import annotations
 

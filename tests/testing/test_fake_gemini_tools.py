@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-
 from fake_harness import Harness, parse_sse, user, validate
 
 G3 = "gemini-3-flash-preview"

@@ -1,7 +1,7 @@
 """`translate/capabilities.py`: per-model facts, config overrides, and `reasoning_effort`.
 
-Expected values follow the reference (section 2.8 for the models' ranges, 7.2 for the effort
-table and its recommendation) and decisions.md ("Thinking").
+Expected values follow docs/gemini-facts.md#thinking (the models' ranges and levels) and
+docs/design.md#thinking (the effort table).
 """
 
 from __future__ import annotations

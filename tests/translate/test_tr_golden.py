@@ -119,7 +119,7 @@ def check_or_update(path: Path, actual: Any, *, sse: bool = False) -> None:
     expected = parse_sse_text(path.read_text(encoding="utf-8")) if sse else load(path)
     if sse:
         assert len(actual) == len(expected), f"{path.name}: {len(actual)} events, expected {len(expected)}"
-        for i, (got, want) in enumerate(zip(actual, expected)):
+        for i, (got, want) in enumerate(zip(actual, expected, strict=True)):
             assert got == want, f"{path.name}: event {i} differs"
     else:
         assert actual == expected

@@ -421,7 +421,7 @@ def _recursive_model(payload: Any, shape: str) -> type[BaseModel]:
     if shape in ("list", "both"):
         fields["children"] = (list[ref], ...)  # type: ignore[valid-type]
     if shape in ("optional", "both"):
-        fields["parent"] = (Optional[ref], None)  # type: ignore[valid-type]
+        fields["parent"] = (Optional[ref], None)  # type: ignore[valid-type]  # noqa: UP045 (a ForwardRef has no `|`)
     model = create_model(name, **fields)  # type: ignore[call-overload]
     model.model_rebuild(_types_namespace={name: model})
     return model
@@ -430,10 +430,10 @@ def _recursive_model(payload: Any, shape: str) -> type[BaseModel]:
 def _annotations() -> st.SearchStrategy[Any]:
     def extend(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         return st.one_of(
-            inner.map(lambda t: Optional[t]),
+            inner.map(lambda t: Optional[t]),  # noqa: UP045 (built at run time, any annotation)
             inner.map(lambda t: list[t]),  # type: ignore[valid-type]
             inner.map(lambda t: dict[str, t]),  # type: ignore[valid-type]
-            st.tuples(inner, inner).map(lambda ts: Union[ts[0], ts[1]]),
+            st.tuples(inner, inner).map(lambda ts: Union[ts[0], ts[1]]),  # noqa: UP007 (built at run time, any annotation)
             st.lists(st.tuples(field_names, inner, descriptions), min_size=1, max_size=4, unique_by=lambda f: f[0]).map(_model),
             st.tuples(inner, st.sampled_from(["list", "optional", "both"])).map(lambda a: _recursive_model(*a)),
         )

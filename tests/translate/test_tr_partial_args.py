@@ -59,7 +59,7 @@ def single_quoted(name: str) -> str:
 
 def render_path(path: tuple[Any, ...], styles: list[int]) -> str:
     out = "$"
-    for step, style in zip(path, styles):
+    for step, style in zip(path, styles, strict=True):
         if isinstance(step, int):
             out += f"[{step}]"
         elif style == 0 and IDENTIFIER.match(step):

@@ -1,6 +1,6 @@
-"""`translate/signatures.py`: the pure part of the thought-signature policy (decisions.md).
+"""`translate/signatures.py`: the pure part of the thought-signature policy (docs/design.md#thought-signatures).
 
-`enforce_current_turn` implements reference section 4, rule 4: in the current turn (every step
+`enforce_current_turn` implements the validation rule of docs/gemini-facts.md#thought-signatures: in the current turn (every step
 since the last user content holding ordinary content, not only function responses) the first
 `functionCall` part of every model step must carry a signature; the bypass value fills the gaps.
 """

@@ -8,6 +8,7 @@ unprefixed (possibly pretty-printed) JSON object, or as the JSON-array form.
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -193,4 +194,4 @@ def test_any_framing_and_any_cuts_give_the_same_events(stream: tuple[bytes, list
     wire, expected = stream
     cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=8)))
     bounds = [0, *cuts, len(wire)]
-    assert decode(*(wire[a:b] for a, b in zip(bounds, bounds[1:]))) == expected
+    assert decode(*(wire[a:b] for a, b in pairwise(bounds))) == expected

@@ -1,6 +1,6 @@
 """`upstream/errors.error_from_google`: Google's error body -> the client-facing OpenAI error.
 
-Bodies are Google's `google.rpc.Status` JSON as the API sends it (reference section 5); the
+Bodies are Google's `google.rpc.Status` JSON as the API sends it (docs/gemini-facts.md#errors); the
 openai SDK decides what a client does with our answer (exception class, whether it retries).
 """
 

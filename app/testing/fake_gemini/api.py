@@ -212,7 +212,7 @@ async def _dispatch(
     response_id = state.next_response_id()
     create_time = None
     if call.backend == "vertex":
-        create_time = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        create_time = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     sse = request.query.get("alt") == "sse"
     if call.stream:
         answer: Any = render.stream_responses(plan, response_id, create_time)

@@ -146,7 +146,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
         subject, scope, shown = _grant(form)
     except OAuthError as exc:
         entry.update(body={"grant_type": form.get("grant_type")}, status=400)
-        body = {"error": exc.error, "error_description": exc.description}
+        body: dict[str, Any] = {"error": exc.error, "error_description": exc.description}
         return web.json_response(body, status=400, dumps=lambda o: orjson.dumps(o).decode())
     token = state.issue_token(subject, scope)
     entry.update(body=shown, status=200, token=token)

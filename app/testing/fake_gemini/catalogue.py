@@ -154,7 +154,7 @@ def find_model(name: str, version: str, *, for_generate: bool) -> ModelSpec:
 
 
 def model_resource(spec: ModelSpec) -> dict[str, Any]:
-    """The `Model` resource of the Gemini Developer API (reference 1.1)."""
+    """The `Model` resource of the Gemini Developer API (docs/gemini-facts.md#model-resource)."""
     resource: dict[str, Any] = {
         "name": f"models/{spec.id}",
         "baseModelId": spec.id,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from app.testing.fake_gemini import extras
 from app.testing.fake_gemini.reply import BARE_CONTENT, BLOCKING, CandidatePlan, Piece, ReplyPlan
@@ -171,7 +172,7 @@ def streamed_call_parts(piece: Piece) -> list[dict[str, Any]]:
     if piece.call_id:
         head["id"] = piece.call_id
     if not args:
-        parts = [{"functionCall": head}]
+        parts: list[dict[str, Any]] = [{"functionCall": head}]
     else:
         parts = []
         for n, arg in enumerate(args):
@@ -206,7 +207,7 @@ def _candidate_chunks(plan: ReplyPlan, cand: CandidatePlan) -> list[dict[str, An
             texts.append("")
         previous = piece.kind
     chunks: list[dict[str, Any]] = []
-    for parts, text in zip(groups, texts):
+    for parts, text in zip(groups, texts, strict=True):
         chunk: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
         _add_logprobs(chunk, text, plan.logprobs_top)
         chunks.append(chunk)

@@ -277,7 +277,7 @@ def _finish_message(directive: Directive, finish: str, payload: dict[str, Any]) 
 
 
 def _sign(cand: CandidatePlan, spec: ModelSpec, signer: Signer, *, has_tools: bool, thinking_on: bool) -> None:
-    """Put signatures where the model would (reference section 4)."""
+    """Put signatures where the model would (docs/gemini-facts.md#thought-signatures)."""
     answer = [p for p in cand.pieces if p.kind != "thought"]
     first_call = next((p for p in answer if p.kind == "call"), None)
     if spec.is_gemini3:

@@ -12,7 +12,7 @@ solved; everything else that constrains a value is respected.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, overload
 
 MAX_DEPTH = 8  # below this depth optional properties are left out, so recursion ends
 _FORMATS = {
@@ -108,7 +108,9 @@ class _Synth:
         return _string(schema, name)
 
     def array(self, schema: dict[str, Any], name: str, depth: int) -> list[Any]:
-        prefix = schema.get("prefixItems") if isinstance(schema.get("prefixItems"), list) else []
+        prefix = schema.get("prefixItems")
+        if not isinstance(prefix, list):
+            prefix = []
         low = _int(schema.get("minItems"), 0)
         high = _int(schema.get("maxItems"), None)
         count = max(low, 1 if depth < MAX_DEPTH else 0, len(prefix) if depth < MAX_DEPTH else 0)
@@ -127,7 +129,9 @@ class _Synth:
     def object(self, schema: dict[str, Any], depth: int) -> dict[str, Any]:
         props = schema.get("properties")
         props = props if isinstance(props, dict) else {}
-        required = schema.get("required") if isinstance(schema.get("required"), list) else []
+        required = schema.get("required")
+        if not isinstance(required, list):
+            required = []
         order = schema.get("propertyOrdering") or schema.get("property_ordering")
         names = [n for n in order if n in props] if isinstance(order, list) else []
         names += [n for n in props if n not in names]
@@ -158,6 +162,10 @@ def _kind(schema: dict[str, Any]) -> str:
     return "string"
 
 
+@overload
+def _int(value: Any, default: int) -> int: ...
+@overload
+def _int(value: Any, default: None) -> int | None: ...
 def _int(value: Any, default: int | None) -> int | None:
     try:
         return int(value) if value is not None else default

@@ -3,7 +3,7 @@
 Owns: the `Signer` (HMAC-SHA256 under a per-server secret, over model +
 function name + canonical args, or model + text for answer signatures),
 the bypass values, and `check_history`, which applies the signature rule of
-reference section 4 to a request's `contents`: for models with
+docs/gemini-facts.md#thought-signatures to a request's `contents`: for models with
 `enforces_signatures` (Gemini 3 except the image model), in the current turn,
 the first `functionCall` part of every `model` Content carries a signature
 this server issued for that very call, or a bypass value. (Turn order and

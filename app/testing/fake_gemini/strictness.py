@@ -2,7 +2,7 @@
 
 Owns: thinking (budget vs level, ranges, models that cannot think or cannot
 stop thinking), penalties, logprobs, several candidates, image output, and
-streamed function-call arguments — reference 2.7, 2.8 and 0.1#10. The facts
+streamed function-call arguments — docs/gemini-facts.md#model-limits. The facts
 come from `catalogue.ModelSpec`; the texts are the ones seen from Google.
 Field shape (unknown names, wrong types, ranges, budget together with level)
 is `gemini_schema`'s job and runs first.
