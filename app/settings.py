@@ -238,7 +238,7 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value, so that logs and errors can be scrubbed of them."""
-        out = []
+        out: list[str] = []
         for up in self.upstreams:
             out.extend(k.key.get_secret_value() for k in up.keys())
         for ck in self.auth.client_keys:
@@ -332,11 +332,13 @@ def load_settings(
     file_data = read_config_file(config_path, environ) if config_path else {}
     source = str(config_path) if config_path else "configuration (environment)"
 
+    env_vars = {k.lower(): v for k, v in environ.items()}  # case_sensitive=False
+
     class _Loaded(Settings):
         @classmethod
-        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[override]
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
             # GEMINI_PROXY_* overrides come from `environ`, like everything else (not always os.environ).
-            env_settings.env_vars = {k.lower(): v for k, v in environ.items()}  # case_sensitive=False
+            env_settings.env_vars = env_vars
             return (init_settings, env_settings, InitSettingsSource(settings_cls, file_data))
 
     try:

@@ -36,8 +36,8 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
-from app.api import authenticate, json_response
 
+from app.api import authenticate, json_response
 from app.errors import GatewayError, ModelNotFound, UpstreamError
 from app.gateway.routing import gemini_model_id
 from app.gateway.upstreams import Upstream
@@ -116,7 +116,7 @@ class ModelCatalog:
         try:
             async with asyncio.timeout(self.timeout):
                 ids = await self._list_upstream(state, upstream)
-        except Exception as exc:  # noqa: BLE001 - whatever went wrong, this listing is not the truth
+        except Exception as exc:
             listing.failures += 1
             backoff = min(self.backoff_max, self.backoff_initial * 2 ** (listing.failures - 1))
             listing.retry_at = self.clock() + backoff
@@ -141,7 +141,7 @@ class ModelCatalog:
             headers = await cred.auth.headers()
         except GatewayError as exc:
             raise ListingFailed(f"credential {cred.label} gave no auth headers: {exc.message[:200]}") from None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ListingFailed(f"credential {cred.label} gave no auth headers ({type(exc).__name__})") from None
         return await ModelCatalog._list(state, upstream.endpoint.models_url(), headers)
 
@@ -217,7 +217,6 @@ async def list_models(request: Request) -> Response:
 @router.get("/v1/models/{model_id:path}")
 @router.get("/models/{model_id:path}", include_in_schema=False)
 async def retrieve_model(model_id: str, request: Request) -> Response:
-    state: Services = request.app.state.gateway
     authenticate(request)
     for model in await _all(request):
         if model["id"] in (model_id, gemini_model_id(model_id)):

@@ -20,29 +20,6 @@ _JSON_HINT = (
 )
 
 
-async def read_body(receive: Any, declared: int | None, limit: int) -> bytes:
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"Request body too large: {declared} bytes; the limit is {limit} bytes.")
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body"):
-        if len(body) > limit:
-            raise PayloadTooLarge(f"Request body too large; the limit is {limit} bytes.")
-        return body
-    chunks = [body]
-    size = len(body)
-    while message.get("more_body"):
-        message = await receive()
-        if message["type"] != "http.request":
-            raise InvalidRequest("The client closed the connection before the body was complete.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body too large; the limit is {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _type_name(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer",
             float: "a number", type(None): "null"}.get(type(value), type(value).__name__)

@@ -270,8 +270,8 @@ class Dispatcher:
                     result = await once(target, call, headers)
                 except GatewayError as exc:
                     failure = classify(exc)
-                    if failure is Failure.RATE_LIMITED and byok_key is None:
-                        upstream.cool_down(cred, exc.retry_after, model=model, daily=getattr(exc, "daily_quota", False))
+                    if failure is Failure.RATE_LIMITED and byok_key is None and isinstance(exc, UpstreamError):
+                        upstream.cool_down(cred, exc.retry_after, model=model, daily=exc.daily_quota)
                     if failure is Failure.CREDENTIALS and byok_key is None and (refreshed or not hasattr(cred.auth, "refused")):
                         rest = upstream.refuse(cred)
                         if ctx is not None:

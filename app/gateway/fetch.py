@@ -182,7 +182,7 @@ class FetchGuard:
         try:
             async with asyncio.timeout(self.timeout):
                 target = URL(url)
-                for hop in range(MAX_REDIRECTS + 1):
+                for hop in range(MAX_REDIRECTS + 1):  # noqa: B007 - `hop` tells the refusal below which URL it was
                     self.check(target)
                     async with self._session.get(target, allow_redirects=False) as response:
                         location = response.headers.get("location")
@@ -251,4 +251,4 @@ async def fetch_chat_media(guard: FetchGuard, req: ChatCompletionRequest) -> dic
     if not wanted:
         return {}
     results = await asyncio.gather(*(guard.fetch(url, param) for url, param in wanted.items()))
-    return {url: media.inline_data() for url, media in zip(wanted, results)}
+    return {url: media.inline_data() for url, media in zip(wanted, results, strict=True)}

@@ -148,7 +148,6 @@ def build_upstream(settings: UpstreamSettings, token_timeout: float = 30.0) -> U
         creds = []
         for i, key in enumerate(settings.keys(), start=1):
             label = f"{settings.name}#{i}"
-            creds.append(
-                Credential(ApiKeyAuth(key.key.get_secret_value()), label, f"project:{key.project}" if key.project else f"key:{label}")
-            )
+            group = f"project:{key.project}" if key.project else f"key:{label}"
+            creds.append(Credential(ApiKeyAuth(key.key.get_secret_value()), label, group))
     return Upstream(settings.name, settings.type, endpoint, creds)

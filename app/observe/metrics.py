@@ -281,7 +281,9 @@ def _add(child: Any, delta: list[float], total: float) -> None:
 class _RequestAcc:
     """One request label set: durations (their count is the request count) and stream TTFTs."""
 
-    __slots__ = ("children", "dur", "dur_flushed", "labels", "srv", "srv_flushed", "ttft", "ttft_children", "ttft_flushed")  # fmt: skip
+    __slots__ = (
+        "children", "dur", "dur_flushed", "labels", "srv", "srv_flushed", "ttft", "ttft_children", "ttft_flushed",
+    )
 
     def __init__(self, labels: tuple[str, str, str, str, str, str, str]) -> None:
         self.labels = labels  # endpoint, model, status, operation, provider, response model, error type

@@ -14,7 +14,9 @@ from app.observe.metrics import GatewayMetrics
 from app.pipeline.context import RequestContext
 
 # `endpoint` label of the routes outside the pipeline's endpoints
-_ROUTE_ENDPOINTS = (("/v1/models", "models"), ("/models", "models"), ("/healthz", "health"), ("/readyz", "health"), ("/metrics", "metrics"))
+_ROUTE_ENDPOINTS = (
+    ("/v1/models", "models"), ("/models", "models"), ("/healthz", "health"), ("/readyz", "health"), ("/metrics", "metrics"),
+)
 
 
 def endpoint_of(path: str) -> str:

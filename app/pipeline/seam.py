@@ -318,5 +318,5 @@ class Pipeline:
         try:
             await send({"type": "http.response.body", "body": b"data: " + error.body_bytes() + b"\n\n", "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except Exception:  # noqa: BLE001 - the connection may be gone already
+        except Exception:
             pass

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from app.errors import ContentFiltered, GatewayError, RetryableAnswer
+from app.errors import ContentFiltered, RetryableAnswer
 from app.translate import signatures
 from app.translate.chat_request import ResponseOptions
 from app.translate.tables import BROKEN_TOOL_CALL_FINISHES, gemini_finish_reason_to_openai

@@ -20,7 +20,7 @@ answer with an HTTP error when nothing was sent yet.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -337,7 +337,9 @@ class ChatStreamTranslator:
         elif text:
             calls.append({"index": choice.partial_index, "function": {"arguments": text}})
 
-    def _finish_choice(self, choice: _Choice, delta: dict[str, Any], reason: str | None, logprobs: Any = None) -> list[dict[str, Any]]:
+    def _finish_choice(
+        self, choice: _Choice, delta: dict[str, Any], reason: str | None, logprobs: Any = None
+    ) -> list[dict[str, Any]]:
         opts = self.ctx.options
         choice.finished = True
         closing = self._close_thoughts(choice)
@@ -452,7 +454,7 @@ class ChatStreamTranscoder:
                 return Transcoded(sse)
         return self._events(self.decoder.feed_payloads(data) if data else self.decoder.flush())
 
-    def _events(self, items: list[bytes | dict[str, Any]]) -> Transcoded:
+    def _events(self, items: Sequence[bytes | dict[str, Any]]) -> Transcoded:
         out: list[bytes] = []
         translator = self.translator
         plain = translator.feed_payload

@@ -31,11 +31,11 @@ import openai
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
-from gateway_harness import FakeGemini, GatewayServer, LoopThread, gateway_settings
 from yarl import URL
 
 from app.errors import InvalidRequest
 from app.gateway.fetch import PUBLIC_PORTS, FetchGuard, Refused, ip_literal, is_public
+from gateway_harness import FakeGemini, GatewayServer, LoopThread, gateway_settings
 
 from .api_helpers import assert_openai_error
 from .test_api_media import PNG, PNG_B64, image_message

@@ -15,7 +15,6 @@ import pytest
 from pydantic import BaseModel
 
 from app.testing.fake_gemini.extras import PNG_BASE64
-
 from gateway_harness import signature_bypasses
 
 from .feat_support import (

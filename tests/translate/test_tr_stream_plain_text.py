@@ -21,7 +21,6 @@ from app.errors import UpstreamError
 from app.translate.chat_request import ResponseOptions
 from app.translate.chat_response import ResponseContext
 from app.translate.chat_stream import ChatStreamTranscoder, ChatStreamTranslator
-from app.upstream.sse import SSEDecoder
 
 # (item separator, key separator) of Google (`": "`, `,"`), orjson / our fakes, Python's json.
 SPELLINGS = {"google": (",", ": "), "compact": (",", ":"), "python": (", ", ": ")}
