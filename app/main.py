@@ -25,7 +25,7 @@ from starlette.responses import Response
 from app import __version__
 from app.api import chat, health, json_response, metrics, models
 from app.errors import GatewayError, InvalidRequest, NotFound, internal_error
-from app.pipeline.seam import CTX_KEY, Endpoint, Pipeline, error_body
+from app.pipeline.seam import CTX_KEY, Pipeline, Routes, error_body
 from app.services import Services
 from app.settings import Settings
 
@@ -132,8 +132,8 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    chat_endpoint = chat.ChatCompletions(gateway)
-    endpoints: dict[str, Endpoint] = {path: chat_endpoint for path in CHAT_PATHS}
+    endpoints = Routes()
+    endpoints.add(chat.ChatCompletions(gateway), *CHAT_PATHS)
     app.pipeline = Pipeline(
         app.routes_app, endpoints, gateway.auth, gateway.recorder, settings.server.max_request_bytes,
         extra_headers=[DEMO_HEADER] if settings.demo else [],

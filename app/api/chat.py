@@ -28,7 +28,7 @@ from app.errors import GatewayError, UpstreamError
 from app.gateway.dispatch import Outcome, UpstreamCall
 from app.gateway.routing import Target
 from app.pipeline.context import RequestContext, Usage
-from app.pipeline.seam import KEEPALIVE, Answer, Call
+from app.pipeline.seam import KEEPALIVE, Answer, Call, Endpoint
 from app.schemas.openai import ChatCompletionRequest
 from app.services import Services
 from app.translate.chat_request import GeminiCall, sent_param, to_gemini
@@ -78,8 +78,8 @@ class Started:
     first: bytes
 
 
-class ChatCompletions:
-    """The chat endpoint (`Endpoint` of the pipeline)."""
+class ChatCompletions(Endpoint):
+    """The chat endpoint."""
 
     name = "chat"
 

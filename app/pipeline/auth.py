@@ -27,12 +27,12 @@ def bearer_token(authorization: str | None, api_key: str | None = None) -> str |
 
 
 def token_from_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """`bearer_token` of raw ASGI headers."""
+    """`bearer_token` of raw ASGI headers (also Google's `x-goog-api-key`, as google-genai sends it)."""
     authorization = api_key = None
     for name, value in headers:
         if name == b"authorization":
             authorization = value.decode("latin-1")
-        elif name in (b"api-key", b"x-api-key"):
+        elif name in (b"api-key", b"x-api-key", b"x-goog-api-key"):
             api_key = value.decode("latin-1")
     return bearer_token(authorization, api_key)
 

@@ -6,9 +6,10 @@ else generated) and, in one `finally`, records the outcome: the access log
 line and the metrics (the team layer adds limits and usage records there).
 
 Endpoints registered as `Endpoint`s (chat today; embeddings, images,
-responses and native pass-through next) take the fast path, a raw ASGI
-handler before FastAPI's middleware and router (on the hot path those cost
-more than all of the translation; bench/README.md):
+responses and native pass-through next), by exact path or by path prefix
+(`Routes`), take the fast path, a raw ASGI handler before FastAPI's
+middleware and router (on the hot path those cost more than all of the
+translation; bench/README.md):
 
 1. read the body, within `server.max_request_bytes`;
 2. authenticate into a `Principal` (pipeline/auth.py);
@@ -20,7 +21,10 @@ more than all of the translation; bench/README.md):
 5. record (`finally`).
 
 Other routes (models, health, docs, metrics) go through FastAPI with the same
-context (`scope["gemini_proxy.ctx"]`). `GET` on a POST-only route is a 405.
+context (`scope["gemini_proxy.ctx"]`). A method an endpoint does not serve
+(`GET` on a POST-only route) is a 405 with `Allow`. An endpoint renders its
+own errors (`error_body`: OpenAI's shape by default; the native Gemini routes
+answer in Google's).
 Every answer carries `x-request-id`; every error body's message ends with the
 request id; every log line of the request carries it (observe/access_log.py).
 """
@@ -34,6 +38,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -66,11 +71,12 @@ def new_request_id() -> str:
 
 @dataclass(slots=True)
 class Call:
-    """What an endpoint gets: the context (principal, ids), the raw body and headers."""
+    """What an endpoint gets: the context (principal, ids, method, path), the raw body, headers and query."""
 
     ctx: RequestContext
     body: bytes
     headers: list[tuple[bytes, bytes]]
+    query: bytes = b""
 
 
 @dataclass(slots=True)
@@ -84,10 +90,43 @@ class Answer:
     content_type: bytes = b"application/json"
 
 
-class Endpoint(Protocol):
-    name: str  # the `endpoint` label of metrics ("chat", "embeddings", ...)
+class Endpoint:
+    """Base of the pipeline's endpoints: override `__call__`; the class attributes say how it is reached."""
 
-    async def __call__(self, call: Call) -> Answer: ...
+    name = ""  # the `endpoint` label of metrics ("chat", "embeddings", ...)
+    methods: frozenset[str] = frozenset({"POST"})
+    query_key = False  # True: a `?key=` query parameter also authenticates (Google's own clients send it)
+
+    async def __call__(self, call: Call) -> Answer:
+        raise NotImplementedError
+
+    def error_body(self, exc: GatewayError, request_id: str) -> bytes:
+        """The body of an error answer (OpenAI's error JSON, the message ending with the request id)."""
+        return error_body(exc, request_id)
+
+
+class Routes:
+    """The pipeline's endpoints by exact path, then by path prefix (longest first)."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, Endpoint] = {}
+        self.prefixes: list[tuple[str, Endpoint]] = []
+
+    def add(self, endpoint: Endpoint, *paths: str, prefix: bool = False) -> None:
+        for path in paths:
+            if prefix:
+                self.prefixes.append((path, endpoint))
+                self.prefixes.sort(key=lambda item: -len(item[0]))
+            else:
+                self.exact[path] = endpoint
+
+    def match(self, path: str) -> Endpoint | None:
+        endpoint = self.exact.get(path)
+        if endpoint is None and self.prefixes:
+            for prefix, candidate in self.prefixes:
+                if path.startswith(prefix):
+                    return candidate
+        return endpoint
 
 
 class Authenticator(Protocol):
@@ -121,6 +160,14 @@ async def read_body(receive: Any, declared: int | None, limit: int) -> bytes:
             raise PayloadTooLarge(f"Request body too large; the limit is {limit} bytes.")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def token_from_query(query: bytes) -> str | None:
+    """`?key=...`, as Google's own clients and curl examples send an API key."""
+    for name, value in parse_qsl(query.decode("latin-1")):
+        if name == "key" and value:
+            return value
+    return None
 
 
 def error_body(exc: GatewayError, request_id: str) -> bytes:
@@ -179,7 +226,7 @@ class Pipeline:
     def __init__(
         self,
         app: ASGIApp,
-        endpoints: dict[str, Endpoint],
+        endpoints: Routes,
         auth: Authenticator,
         recorder: Recorder,
         max_request_bytes: int,
@@ -205,20 +252,21 @@ class Pipeline:
         ctx = RequestContext(request_id or new_request_id(), scope["method"], scope["path"])
         reset = current_request_id.set(ctx.request_id)
         try:
-            endpoint = self.endpoints.get(scope["path"])
+            endpoint = self.endpoints.match(scope["path"])
             if endpoint is None:
                 scope[CTX_KEY] = ctx
                 await self.app(scope, receive, self._tracking(send, ctx))
-            elif scope["method"] == "POST":
+            elif scope["method"] in endpoint.methods:
                 ctx.endpoint = endpoint.name
                 await self._serve(endpoint, ctx, scope, receive, send)
             else:
                 ctx.endpoint = endpoint.name
+                allowed = ", ".join(sorted(endpoint.methods))
                 error = GatewayError(
-                    f"Method {scope['method']} is not allowed for {scope['path']}; use POST.",
+                    f"Method {scope['method']} is not allowed for {scope['path']}; use {allowed}.",
                     status=405, type="invalid_request_error", code="method_not_allowed",
                 )
-                await self._send_error(send, ctx, error, {"allow": "POST"})
+                await self._send_error(send, ctx, error, {"allow": allowed}, endpoint)
         finally:
             self.recorder.record(ctx)
             current_request_id.reset(reset)
@@ -243,17 +291,20 @@ class Pipeline:
             for name, value in headers:
                 if name == b"content-length":
                     declared = int(value) if value.isdigit() else None
+            query = scope.get("query_string", b"")
             token = token_from_headers(headers)
+            if token is None and endpoint.query_key and query:
+                token = token_from_query(query)
             ctx.principal = self.auth.authenticate(token)
             body = await read_body(receive, declared, self.max_request_bytes)
             watch = ClientWatch(receive, WATCH_AFTER)
-            answer = await endpoint(Call(ctx, body, headers))
+            answer = await endpoint(Call(ctx, body, headers, query))
             if answer.stream is None:
                 await self._send_json(send, ctx, answer.status, answer.body, answer.headers, answer.content_type)
             else:
                 await self._send_stream(send, ctx, answer, watch)
         except GatewayError as exc:
-            await self._send_error(send, ctx, exc, exc.headers)
+            await self._send_error(send, ctx, exc, exc.headers, endpoint)
         except asyncio.CancelledError:
             if watch is None or not watch.absorb():
                 raise
@@ -261,18 +312,20 @@ class Pipeline:
             ctx.error_code = ctx.error_code or "client_closed"
             log.info("client closed the connection; upstream call cancelled (POST %s)", ctx.path)
         except Exception:
-            log.exception("unhandled error on POST %s (request id %s)", ctx.path, ctx.request_id)
-            await self._send_error(send, ctx, internal_error(ctx.request_id), {})
+            log.exception("unhandled error on %s %s (request id %s)", ctx.method, ctx.path, ctx.request_id)
+            await self._send_error(send, ctx, internal_error(ctx.request_id), {}, endpoint)
         finally:
             if watch is not None:
                 watch.close()
 
-    async def _send_error(self, send: Any, ctx: RequestContext, exc: GatewayError, headers: dict[str, str]) -> None:
+    async def _send_error(
+        self, send: Any, ctx: RequestContext, exc: GatewayError, headers: dict[str, str], endpoint: Endpoint
+    ) -> None:
         ctx.error_code = exc.code or exc.type
         ctx.error_type = exc.type
         if ctx.status:  # the answer has started: nothing more can be said
             return
-        await self._send_json(send, ctx, exc.status, error_body(exc, ctx.request_id), headers)
+        await self._send_json(send, ctx, exc.status, endpoint.error_body(exc, ctx.request_id), headers)
 
     async def _send_json(
         self, send: Any, ctx: RequestContext, status: int, body: bytes, headers: dict[str, str],
