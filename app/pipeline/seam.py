@@ -1,4 +1,4 @@
-"""The request pipeline: one path for every endpoint (docs/design.md#pipeline).
+"""The request pipeline: one path for every endpoint (docs/design.md#architecture).
 
 `Pipeline` is the outermost ASGI app. For every HTTP request it opens a
 `RequestContext` (request id taken from the client's `x-request-id` when sane,
