@@ -120,6 +120,10 @@ class Routes:
             else:
                 self.exact[path] = endpoint
 
+    def names(self) -> frozenset[str]:
+        """The names of the endpoints served (`chat`, `embeddings`, ...)."""
+        return frozenset(e.name for e in [*self.exact.values(), *(e for _, e in self.prefixes)])
+
     def match(self, path: str) -> Endpoint | None:
         endpoint = self.exact.get(path)
         if endpoint is None and self.prefixes:
