@@ -21,7 +21,6 @@ pure function:
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -30,15 +29,16 @@ import orjson
 CREDENTIAL_PARAMS = frozenset({"key", "access_token"})
 
 _USAGE = b'"usageMetadata"'
-_MODEL_VERSION = b'"modelVersion"'
-_SNIFF_SPAN = 8192  # bytes read after a key: usage is a few hundred
-_decode = json.JSONDecoder().raw_decode
+_SNIFF_SPAN = 8192  # at most this much is parsed; Google's tail from usageMetadata on is a few hundred bytes
+_TRAILER = b" \t\r\n]"  # after the last object: SSE's blank line, the streamed array's `]`
 
 
 def forwarded_query(query: bytes) -> str:
     """`?...` for the upstream URL: the client's query string less its credentials, else "" (pieces kept as sent)."""
     if not query:
         return ""
+    if b"key" not in query and b"access_token" not in query and b"%" not in query:
+        return "?" + query.decode("latin-1")  # nothing to drop (the usual `alt=sse`)
     kept = [
         piece
         for piece in query.decode("latin-1").split("&")
@@ -88,33 +88,22 @@ def vertex_models_to_gemini(page: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _value_after(data: bytes, key: bytes) -> Any:
-    """The JSON value of the last `key` in `data` (a raw JSON key, quotes included), or None."""
-    at = data.rfind(key)
-    if at < 0:
-        return None
-    text = data[at + len(key) : at + len(key) + _SNIFF_SPAN].decode("utf-8", "replace")
-    colon = text.find(":")
-    if colon < 0 or text[:colon].strip():
-        return None
-    start = len(text) - len(text[colon + 1 :].lstrip())
-    try:
-        value, _ = _decode(text, start)
-    except ValueError:
-        return None
-    return value
-
-
 def sniff_usage(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    """(`usageMetadata`, `modelVersion`) of the last answer object in `data`, each None when not found whole.
+    """(`usageMetadata`, `modelVersion`) of the last answer object in `data`, each None when not found.
 
-    A JSON key in raw bytes cannot be mistaken for text: inside a string the
-    quotes around it would be escaped. Only a few hundred bytes after the key
-    are decoded.
+    Google puts `usageMetadata` after the candidates, followed only by short
+    fields (`modelVersion`, `responseId`, `createTime`), so the object's tail
+    from that key on, made an object of its own, is all that is parsed: one
+    search and a few hundred bytes. A JSON key in raw bytes cannot be mistaken
+    for text (inside a string its quotes would be escaped); a tail that does
+    not parse (another key order, a cut answer) leaves usage unknown.
     """
-    usage = _value_after(data, _USAGE)
-    version = _value_after(data, _MODEL_VERSION)
-    return (
-        usage if isinstance(usage, dict) else None,
-        version if isinstance(version, str) else None,
-    )
+    at = data.rfind(_USAGE)
+    if at < 0 or len(data) - at > _SNIFF_SPAN:
+        return None, None
+    try:
+        tail = orjson.loads(b"{" + data[at:].rstrip(_TRAILER))
+    except orjson.JSONDecodeError:
+        return None, None
+    usage, version = tail.get("usageMetadata"), tail.get("modelVersion")
+    return (usage if isinstance(usage, dict) else None, version if isinstance(version, str) else None)
