@@ -6,7 +6,9 @@ body bytes and sends them untouched to the upstream: bodies containing
 ``"stream":true`` go to ``:streamGenerateContent?alt=sse`` and are relayed chunk
 by chunk (``resp.content.iter_any()``); everything else goes to
 ``:generateContent`` and the answer bytes are returned as-is. No translation,
-no validation. ``GET /healthz`` is the readiness probe.
+no validation. ``POST /v1beta/models/...`` (the native routes' counterpart)
+forwards the same path and query the same way. ``GET /healthz`` is the
+readiness probe.
 
 Usage: ``python bench/baseline.py --port 8002 --upstream http://127.0.0.1:8001``
 """
@@ -57,11 +59,35 @@ def build_app(upstream: str, api_key: str = "bench-key") -> Starlette:
         async with session.post(unary_url, data=body, headers=headers) as resp:
             return Response(await resp.read(), status_code=resp.status, media_type="application/json")
 
+    async def native(request: Request) -> Response:
+        """`POST /v1beta/models/...`: the same path and query upstream, the body and answer untouched."""
+        body = await request.body()
+        url = upstream.rstrip("/") + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        session = state["session"]
+        native_headers = {"content-type": "application/json", "x-goog-api-key": api_key}
+        if request.url.path.endswith(":streamGenerateContent"):
+            resp = await session.post(url, data=body, headers=native_headers)
+
+            async def relay():
+                try:
+                    async for chunk in resp.content.iter_any():
+                        yield chunk
+                finally:
+                    resp.release()
+
+            return StreamingResponse(relay(), status_code=resp.status, media_type=resp.headers["content-type"])
+        async with session.post(url, data=body, headers=native_headers) as resp:
+            return Response(await resp.read(), status_code=resp.status, media_type=resp.headers["content-type"])
+
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
     return Starlette(
-        routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/healthz", healthz)],
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1beta/models/{rest:path}", native, methods=["POST"]),
+            Route("/healthz", healthz),
+        ],
         lifespan=lifespan,
     )
 
