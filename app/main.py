@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import __version__
-from app.api import chat, embeddings, health, json_response, metrics, models
+from app.api import chat, embeddings, health, json_response, metrics, models, native
 from app.errors import GatewayError, InvalidRequest, NotFound, internal_error
 from app.pipeline.seam import CTX_KEY, Pipeline, Routes, error_body
 from app.services import Services
@@ -136,6 +136,7 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
     endpoints = Routes()
     endpoints.add(chat.ChatCompletions(gateway), *CHAT_PATHS)
     endpoints.add(embeddings.Embeddings(gateway), *EMBEDDINGS_PATHS)
+    endpoints.add(native.NativeGemini(gateway), *native.PREFIXES, prefix=True)
     app.pipeline = Pipeline(
         app.routes_app, endpoints, gateway.auth, gateway.recorder, settings.server.max_request_bytes,
         extra_headers=[DEMO_HEADER] if settings.demo else [],

@@ -15,6 +15,12 @@ from app.errors import AuthenticationFailed
 from app.pipeline.context import ANONYMOUS, Principal
 from app.settings import AuthSettings, ClientKey
 
+# OpenAI's own words; an endpoint may say it its own way (the native Gemini routes do).
+MISSING_KEY_MESSAGE = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+
 
 def bearer_token(authorization: str | None, api_key: str | None = None) -> str | None:
     """The client's key from `Authorization: Bearer ...`, or Azure/Anthropic-style `api-key` / `x-api-key`."""
@@ -56,8 +62,7 @@ class ClientAuth:
             return ANONYMOUS
         if token is None:
             raise AuthenticationFailed(
-                "You didn't provide an API key. You need to provide your API key in an Authorization header "
-                "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                MISSING_KEY_MESSAGE,
                 code="missing_api_key" if not self.byok else "invalid_api_key",
             )
         if self.byok:
