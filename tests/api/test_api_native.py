@@ -165,13 +165,14 @@ def test_models_list_and_get(side: Side, tap: Tap) -> None:
 
 
 def test_embed_content_is_passed_on(side: Side, tap: Tap) -> None:
-    # TODO(embeddings): the fake has no embedContent / batchEmbedContents yet (another branch adds them);
-    # until then this proves the route passes Google's own answer on unchanged (the fake's 404).
+    """google-genai's embed_content (always batchEmbedContents) through an alias, on both backends."""
     client, seen = genai_client(side.url, version="v1beta")
-    with pytest.raises(errors.ClientError) as info:
-        client.models.embed_content(model="embedder", contents=["first text", "second text"])
+    result = client.models.embed_content(model="embedder", contents=["first text", "second text"])
     record = tap.last()
-    assert info.value.code == record["status"] == 404
+    assert record["status"] == 200
+    assert result.embeddings is not None and len(result.embeddings) == 2
+    assert all(e.values and len(e.values) > 8 for e in result.embeddings)
+    assert result.embeddings[0].values != result.embeddings[1].values
     assert record["path"] == side.upstream_path("v1beta", "gemini-embedding-001", "batchEmbedContents")
     # batchEmbedContents names the model again in every request; an alias is renamed there too, and only there
     body = json.loads(record["body"])
