@@ -43,7 +43,7 @@ import orjson
 from app.api.chat import usage_of
 from app.errors import GatewayError, InvalidRequest, NotFound, UpstreamError, UpstreamUnavailable
 from app.gateway.dispatch import Outcome, UpstreamCall
-from app.gateway.routing import Target
+from app.gateway.routing import MODEL_ID, Target
 from app.pipeline.auth import MISSING_KEY_MESSAGE
 from app.pipeline.context import RequestContext
 from app.pipeline.seam import Answer, Call, Endpoint
@@ -70,8 +70,6 @@ ENDPOINT_NAMES = {verb: f"native.{verb}" for verb in VERBS} | {"": "native.model
 
 GOOGLE_CLIENT_HEADERS = frozenset({b"x-goog-api-key", b"x-goog-api-client"})
 _GOOGLE_QUERY = re.compile(rb"(?:^|&)(?:key|pageSize|pageToken)=")
-# What may stand in an upstream URL as a model id: no `/`, so nothing outside `models/` can be reached.
-_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,199}")
 _JSON_HEADERS = {"content-type": "application/json"}
 _NO_CAPABILITIES = ModelCapabilities()
 
@@ -128,7 +126,7 @@ def _not_allowed(method: str, path: str, allowed: str) -> GatewayError:
 
 def _check_model_id(model: str) -> None:
     """Refuse a Gemini model id that could lead outside `models/` in the upstream URL."""
-    if _MODEL_ID.fullmatch(model) is None:
+    if MODEL_ID.fullmatch(model) is None:
         raise InvalidRequest(f"Invalid model name '{model}'.", param="model", code="invalid_value")
 
 

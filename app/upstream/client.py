@@ -257,7 +257,7 @@ class UpstreamClient:
                 total=self.timeouts.total, sock_connect=self.timeouts.connect, sock_read=self.timeouts.first_byte
             ),
             skip_auto_headers=("User-Agent",),
-            headers={"user-agent": "gemini-proxy"},
+            headers={"user-agent": "gemini-proxy", "content-type": "application/json"},  # not aiohttp's octet-stream
         )
 
     async def close(self) -> None:
