@@ -119,7 +119,7 @@ class Router:
         if model in self.routes:
             return self._ordered(self.routes[model])
         if MODEL_ID.fullmatch(model) is None:  # a client's text goes into the upstream URL: never a path
-            raise ModelNotFound(name)
+            raise InvalidRequest(f"Invalid model name '{name}'.", param="model", code="invalid_value")
         cached = self._passthrough.get(model)
         if cached is None:
             if len(self._passthrough) >= _PASSTHROUGH_CACHE:

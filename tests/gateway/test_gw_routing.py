@@ -308,10 +308,10 @@ def test_models_endpoint_lists_vertex_models(make_gateway, fake, sa_file) -> Non
 
 @pytest.mark.parametrize("name", ["../../v1beta/models/gemini-2.5-pro", "gemini-2.5-flash/../x", "a b", "models/x:y"])
 def test_a_model_name_is_never_a_path_upstream(make_gateway, fake, name) -> None:
-    """A passthrough name goes into Google's URL: one that could leave `models/` is an unknown model, and Google is not called."""
+    """A passthrough name goes into Google's URL: one that could leave `models/` is refused, and Google is not called."""
     gw = make_gateway()
     r = httpx.post(gw.url + "/v1/chat/completions", json={"model": name, "messages": [{"role": "user", "content": "hi"}]})
-    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    assert r.status_code == 400 and r.json()["error"]["param"] == "model"
     assert fake.requests() == []
 
 
