@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import __version__
-from app.api import chat, health, json_response, metrics, models
+from app.api import admin, chat, health, json_response, metrics, models
 from app.errors import GatewayError, InvalidRequest, NotFound, internal_error
 from app.pipeline.seam import CTX_KEY, Pipeline, Routes, error_body
 from app.services import Services
@@ -132,6 +132,7 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(admin.router)
     endpoints = Routes()
     endpoints.add(chat.ChatCompletions(gateway), *CHAT_PATHS)
     app.pipeline = Pipeline(

@@ -3,7 +3,8 @@
 Lists what a client can call: the configured routes and aliases, then (with
 passthrough on) the models each upstream offers for `generateContent`
 (Gemini Developer API: `models.list`; Vertex AI: the Gemini models of
-`publishers.models.list`). In demo mode every entry is owned by
+`publishers.models.list`), keeping only those the caller's key may use
+(`Principal.allows`; retrieving another is a 403). In demo mode every entry is owned by
 `gemini-proxy-demo` and the list says `"demo": true`.
 
 `ModelCatalog` owns the policy for those upstream listings, per upstream:
@@ -37,7 +38,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.api import authenticate, json_response
+from app.api import authenticate_request, json_response
 from app.errors import GatewayError, ModelNotFound, UpstreamError
 from app.gateway.routing import gemini_model_id
 from app.gateway.upstreams import Upstream
@@ -207,8 +208,8 @@ async def _all(request: Request) -> list[dict[str, Any]]:
 @router.get("/models", include_in_schema=False)
 async def list_models(request: Request) -> Response:
     state: Services = request.app.state.gateway
-    authenticate(request)
-    body: dict[str, Any] = {"object": "list", "data": await _all(request)}
+    principal = await authenticate_request(request)
+    body: dict[str, Any] = {"object": "list", "data": [m for m in await _all(request) if principal.allows(m["id"])]}
     if state.settings.demo:
         body["demo"] = True
     return json_response(body)
@@ -217,7 +218,8 @@ async def list_models(request: Request) -> Response:
 @router.get("/v1/models/{model_id:path}")
 @router.get("/models/{model_id:path}", include_in_schema=False)
 async def retrieve_model(model_id: str, request: Request) -> Response:
-    authenticate(request)
+    principal = await authenticate_request(request)
+    principal.check_model(model_id)
     for model in await _all(request):
         if model["id"] in (model_id, gemini_model_id(model_id)):
             return json_response({**model, "id": model_id})
