@@ -113,6 +113,7 @@ class Services:
         self.recorder.watch_upstreams(self.upstreams)
 
     async def stop(self) -> None:
+        self.recorder.flush()
         if self.key_cache is not None:
             await self.key_cache.stop()
         if self._keys is not None:

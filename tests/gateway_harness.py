@@ -93,12 +93,17 @@ class FakeGemini:
 
 
 def gateway_settings(fake_url: str, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
-    """Settings of a gateway whose one upstream is the fake (keys `test-key`, `second-key`), with a fresh database."""
+    """Settings of a gateway whose one upstream is the fake (keys `test-key`, `second-key`), with a fresh database.
+
+    The access log is off unless asked for: in-process gateways would write it into other tests'
+    output (the access-log tests run the real CLI and read its stderr).
+    """
     storage = overrides.setdefault("storage", {})
     storage.setdefault("database_url", new_database_url())
     overrides.setdefault(
         "upstreams", [{"name": "fake", "type": "gemini", "base_url": fake_url, "api_keys": ["test-key"]}]
     )
+    overrides["server"] = {"access_log": "off", **overrides.get("server", {})}
     return load_settings(overrides=overrides, environ=environ or {})
 
 

@@ -41,6 +41,11 @@ class Recorder:
         for upstream in self._upstreams:
             self.metrics.credentials_available(upstream.name, upstream.available())
 
+    def flush(self) -> None:
+        """At shutdown: nothing recorded is left unwritten."""
+        self.access.flush()
+        self.metrics.flush()
+
     def stream_started(self) -> None:
         self.metrics.stream_started()
 

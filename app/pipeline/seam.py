@@ -1,4 +1,4 @@
-"""The request pipeline: one path for every endpoint (docs/design.md#pipeline).
+"""The request pipeline: one path for every endpoint (docs/design.md#architecture).
 
 `Pipeline` is the outermost ASGI app. For every HTTP request it opens a
 `RequestContext` (request id taken from the client's `x-request-id` when sane,
@@ -364,6 +364,9 @@ class Pipeline:
             if not watch.gone:  # not the client: the server is shutting down (grace over)
                 ctx.error_code = "server_shutting_down"
                 await self._end_stream(send)
+                # The answer is complete: end the task normally, or the server logs a traceback per stream.
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                return
             raise
         finally:
             self.recorder.stream_ended()

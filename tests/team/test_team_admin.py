@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import time
 
 import httpx
 import openai
@@ -169,8 +171,12 @@ def test_openapi_documents_the_admin_models(team_gateway):
     assert "201" in paths["/admin/keys"]["post"]["responses"]
 
 
-def test_secrets_never_reach_the_logs(team_gateway, admin, database_url, fake, caplog):
-    """Neither a created key, a rotated one, nor the admin key appear in any log line (access log included)."""
+def test_secrets_never_reach_the_logs(make_gateway, database_url, fake):
+    """Neither a created key, a rotated one, nor the admin key appear in any log line or access log line."""
+    gateway = make_gateway(storage={"database_url": database_url}, auth={"admin_keys": [ADMIN_KEY]},
+                           server={"access_log": "json", "log_level": "debug"})
+    access = io.StringIO()
+    gateway.state.recorder.access._stream = access
     records: list[str] = []
 
     class Collect(logging.Handler):
@@ -178,27 +184,27 @@ def test_secrets_never_reach_the_logs(team_gateway, admin, database_url, fake, c
             records.append(record.getMessage())
 
     handler = Collect()
-    loggers = [logging.getLogger(), logging.getLogger("gemini_proxy.access")]
-    for lg in loggers:
-        lg.addHandler(handler)
-    old_level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
     try:
-        created = admin.post("/admin/keys", json={"name": "logged-name"}).json()
-        rotated = admin.post(f"/admin/keys/{created['id']}/rotate").json()
-        chat(team_gateway.url, created["key"])
-        chat(team_gateway.url, rotated["key"])
-        chat(team_gateway.url, rotated["key"], model="gemini-2.5-pro")
-        admin.delete(f"/admin/keys/{created['id']}")
-        chat(team_gateway.url, rotated["key"])
+        with httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as admin:
+            created = admin.post("/admin/keys", json={"name": "logged-name"}).json()
+            rotated = admin.post(f"/admin/keys/{created['id']}/rotate").json()
+            chat(gateway.url, created["key"])
+            chat(gateway.url, rotated["key"])
+            chat(gateway.url, rotated["key"], model="gemini-2.5-pro")
+            admin.delete(f"/admin/keys/{created['id']}")
+            chat(gateway.url, rotated["key"])
+        time.sleep(0.2)  # the access log is flushed within 50 ms
     finally:
-        for lg in loggers:
-            lg.removeHandler(handler)
-        logging.getLogger().setLevel(old_level)
-    text = "\n".join(records)
-    assert text  # the access log said something
-    access = [json.loads(line) for line in records if line.startswith("{")]
-    assert any(line.get("principal") == "logged-name" for line in access)
-    assert any(line.get("principal") == "admin" for line in access)
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    lines = [json.loads(line) for line in access.getvalue().splitlines()]
+    assert any(line["principal"] == "logged-name" and line["status"] == 200 for line in lines)
+    assert any(line["principal"] == "logged-name" and line["error_code"] == "model_not_allowed" for line in lines)
+    assert any(line["principal"] == "admin" and line["path"] == "/admin/keys" for line in lines)
+    text = "\n".join(records) + access.getvalue()
     for secret in (created["key"], rotated["key"], ADMIN_KEY):
         assert secret not in text
