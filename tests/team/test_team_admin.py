@@ -190,7 +190,8 @@ def test_secrets_never_reach_the_logs(make_gateway, database_url, fake):
     root.setLevel(logging.DEBUG)
     try:
         with httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as admin:
-            created = admin.post("/admin/keys", json={"name": "logged-name"}).json()
+            created = admin.post("/admin/keys", json={"name": "logged-name", "models": ["gemini-2.5-flash"]}).json()
+            chat(gateway.url, created["key"])
             rotated = admin.post(f"/admin/keys/{created['id']}/rotate").json()
             chat(gateway.url, created["key"])
             chat(gateway.url, rotated["key"])
