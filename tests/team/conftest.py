@@ -3,11 +3,15 @@
 * `database_url`: a fresh SQLite file in the test's tmp_path;
 * `team_gateway`: the real gateway (in-process, real HTTP) on that database, with an admin key,
   in front of the session's fake Gemini; the CLI (`team_support.cli`) reaches the same file;
-* `admin`: an httpx client of its admin API, with the admin key.
+* `admin`: an httpx client of its admin API, with the admin key;
+* `postgres` (session): a throw-away PostgreSQL cluster (tests/team/postgres.py), installed from
+  Debian's packages when missing; `backend_url` gives a test a fresh SQLite file or PostgreSQL database.
+  Without PostgreSQL (and no way to install it) those tests are skipped, except under CI, where they fail.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +21,36 @@ import pytest
 
 from gateway_harness import FakeGemini, GatewayServer
 
+from .postgres import PostgresServer, PostgresUnavailable
 from .team_support import ADMIN_KEY
 
 
 @pytest.fixture
 def database_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path}/gemini-proxy.db"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    try:
+        server = PostgresServer()
+        server.start()
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request: pytest.FixtureRequest, database_url: str) -> str:
+    if request.param == "sqlite":
+        return database_url
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.new_database()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Gateway processes as operators run them (`python -m app serve`), sharing one SQLite database with the CLI:
+"""Gateway processes as operators run them (`python -m app serve`), sharing one database (an SQLite file, or
+PostgreSQL) with the CLI:
 keys made by the CLI are honoured by both, a revocation reaches both within 5 s, `--workers 2` works
 on the same file, no secret reaches their output, and a database that cannot be opened stops the start
 with a message (exit 2, no traceback).
@@ -49,7 +50,9 @@ def start_gateway(tmp_path: Path, fake_gemini: FakeGemini) -> Iterator[Callable[
         process.stop()
 
 
-def test_two_gateways_share_keys_made_by_the_cli(start_gateway, database_url, fake):
+def test_two_gateways_share_keys_made_by_the_cli(start_gateway, backend_url, fake):
+    """On SQLite and on PostgreSQL: the CLI's keys work on both gateways; revoked and rotated ones stop on both within 5 s."""
+    database_url = backend_url
     one, two = start_gateway(database_url), start_gateway(database_url)
     created = cli_json(database_url, "keys", "create", "--name", "shared", "--models", "gemini-2.5-*")
     other = cli_json(database_url, "keys", "create", "--name", "other")

@@ -229,3 +229,33 @@ def test_lookup_uses_digests():
     with pytest.raises(AuthenticationFailed):
         auth.authenticate(hashlib.sha256(b"s3cret").hexdigest())
     assert secret_digest("s3cret") == hashlib.sha256(b"s3cret").hexdigest()
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------------------------
+
+
+def test_postgres_migrations_race_and_store(postgres):
+    url = postgres.new_database().replace("postgresql://", "postgresql+asyncpg://")
+
+    async def run() -> None:
+        # three processes' worth of engines migrating at once: the advisory lock serialises them
+        engines = await asyncio.gather(*(db.open_database(url) for _ in range(3)))
+        try:
+            assert await db.current_revision(engines[0]) == db.HEAD
+            store = KeyStore(engines[0])
+            record, secret = await store.create_key("pg", team="t", models=["gemini-*"], limits=Limits(usd_per_month=1.25))
+            other = KeyStore(engines[1])
+            snapshot = await other.snapshot()
+            assert [k.id for k in snapshot.keys] == [record.id] and snapshot.any_key and snapshot.version == 1
+            assert snapshot.keys[0].limits.usd_per_month == 1.25 and snapshot.keys[0].models == ["gemini-*"]
+            assert snapshot.keys[0].digest == secret_digest(secret)
+            await other.revoke_key(record.id)
+            assert await store.version() == 2 and (await store.snapshot()).keys == []
+            # concurrent keys naming one new team: the team is made once
+            await asyncio.gather(*(KeyStore(e).create_key(f"k{i}", team="new") for i, e in enumerate(engines)))
+            assert [t.name for t in await store.list_teams()] == ["t", "new"]
+        finally:
+            for engine in engines:
+                await engine.dispose()
+
+    asyncio.run(run())
