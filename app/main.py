@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -121,6 +122,7 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
         redoc_url=None,
         openapi_url="/openapi.json" if settings.server.docs else None,
         exception_handlers={
+            SQLAlchemyError: admin.storage_error,
             GatewayError: _gateway_error,
             HTTPException: _http_error,
             RequestValidationError: _validation_error,

@@ -113,7 +113,7 @@ class ClientKey(_Section):
     key: SecretStr | None = None
     key_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     team: str | None = None
-    models: list[str] | None = None  # globs on the public model names; None = every model
+    models: list[str] | None = Field(None, min_length=1)  # globs on the public model names; None = every model
     limits: Limits = Limits()
 
     @model_validator(mode="after")

@@ -11,7 +11,7 @@ unchanged, `null` clears it (a limit, the expiry, the team; `models: null` =
 every model). `DELETE` revokes (idempotent, 204); a revoked key is no longer
 listed. Times are RFC 3339 in UTC. The admin key is checked before anything
 else, in constant time; without any admin key configured every admin route
-answers 401. Changes reach this process's key cache at once and the other
+answers 401. A database failure is a 503 (`storage_unavailable`). Changes reach this process's key cache at once and the other
 replicas' within `storage.keys_refresh_seconds`.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -27,14 +28,32 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
 
 from app.api import json_response
-from app.errors import AuthenticationFailed, InvalidRequest
+from app.errors import AuthenticationFailed, GatewayError, InvalidRequest
 from app.pipeline.auth import bearer_token
 from app.pipeline.context import Principal
-from app.pipeline.seam import CTX_KEY
+from app.pipeline.seam import CTX_KEY, error_body
 from app.services import Services
 from app.settings import MAX_COUNT, MAX_USD, Limits
 
 ADMIN = Principal(key_id="admin", name="admin")
+log = logging.getLogger("gemini_proxy.admin")
+
+
+class StorageUnavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "storage_unavailable"
+
+
+async def storage_error(request: Request, exc: Exception) -> Response:
+    """A database failure under an admin route: 503 (the log has the details, without secrets)."""
+    log.warning("the database failed under %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    error = StorageUnavailable("The key database cannot be reached right now; please retry.", headers={"retry-after": "5"})
+    ctx = request.scope.get(CTX_KEY)
+    if ctx is not None:
+        ctx.error_code, ctx.error_type = error.code, error.type
+        return Response(error_body(error, ctx.request_id), 503, error.headers, media_type="application/json")
+    return json_response(error.body(), 503, error.headers)
 
 
 async def require_admin(request: Request) -> None:

@@ -54,13 +54,11 @@ class KeyCache:
 
     async def stop(self) -> None:
         self.auth.refresh = None
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        tasks = [t for t in (self._task, self._inflight[1] if self._inflight else None) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = self._inflight = None
 
     async def _poll(self) -> None:
         while True:

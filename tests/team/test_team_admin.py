@@ -209,3 +209,23 @@ def test_secrets_never_reach_the_logs(make_gateway, database_url, fake):
     text = "\n".join(records) + access.getvalue()
     for secret in (created["key"], rotated["key"], ADMIN_KEY):
         assert secret not in text
+
+
+def test_database_failure_under_the_admin_api_is_503(team_gateway, admin, fake):
+    """The admin API answers 503 while the database fails; the request path keeps the keys it holds."""
+    created = admin.post("/admin/keys", json={"name": "held"}).json()
+    store = team_gateway.state.keys
+    from sqlalchemy.exc import OperationalError
+
+    async def broken(*_args, **_kwargs):
+        raise OperationalError("SELECT 1", {}, Exception("database is down"))
+
+    original = store.list_keys
+    store.list_keys = broken
+    try:
+        r = admin.get("/admin/keys")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "storage_unavailable"
+        assert r.headers["retry-after"] == "5"
+        assert chat(team_gateway.url, created["key"]).status_code == 200
+    finally:
+        store.list_keys = original
