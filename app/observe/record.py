@@ -58,7 +58,8 @@ class Recorder:
         if not metrics.enabled:
             return
         endpoint = ctx.endpoint or endpoint_of(ctx.path)
-        model = ctx.model or ""
+        # A model name that routed nowhere is the client's text: not a label (bounded cardinality).
+        model = (ctx.model or "") if ctx.error_code != "model_not_found" else ""
         metrics.request(
             endpoint, model, ctx.status, ctx.elapsed(), ctx.ttft(),
             provider=ctx.provider, response_model=ctx.response_model or ctx.served_model, error_type=ctx.error_type,
