@@ -120,7 +120,7 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=server.shutdown_grace,  # then running streams end with an error event
     )
     banner = f"gemini-proxy {__version__} on http://{server.host}:{server.port}/v1 - {_describe(settings)}"
-    banner += f"\n  keys and teams: {shown(settings.storage.url())}"
+    banner += f"; keys and teams: {shown(settings.storage.url())}"
     if settings.demo:
         banner += "\n  DEMO MODE: answers come from the built-in fake Gemini. Set GEMINI_API_KEY for real Gemini."
     print(banner, file=sys.stderr, flush=True)
