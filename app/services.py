@@ -86,7 +86,10 @@ class Services:
     async def start(self) -> None:
         engine = await open_database(self.settings.storage.url())
         self._keys = KeyStore(engine)
-        self.key_cache = KeyCache(self._keys, self.auth, self.settings.storage.keys_refresh_seconds)
+        self.key_cache = KeyCache(
+            self._keys, self.auth, self.settings.storage.keys_refresh_seconds,
+            on_health=lambda up: self.metrics.storage_up("database", up),
+        )
         try:
             await self.key_cache.start()
         except BaseException:

@@ -11,7 +11,8 @@ share one query, so a flood of wrong keys costs the database at most one query
 at a time per process.
 
 While the database cannot be reached, the keys last read stay in force (the
-log says so once, and again when it is back).
+log says so once, and again when it is back; `gemini_proxy_storage_up{backend="database"}`
+is 0 meanwhile).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 
 from app.pipeline.auth import ClientAuth, limits_of
 from app.pipeline.context import Limits, Principal
@@ -37,10 +39,13 @@ def principal_of(record: KeyRecord, team_limits: dict[str, Limits]) -> Principal
 
 
 class KeyCache:
-    def __init__(self, store: KeyStore, auth: ClientAuth, interval: float) -> None:
+    def __init__(
+        self, store: KeyStore, auth: ClientAuth, interval: float, on_health: Callable[[bool], None] | None = None
+    ) -> None:
         self.store = store
         self.auth = auth
         self.interval = interval
+        self.on_health = on_health  # told whether the database answers (the storage_up metric)
         self.version: int | None = None
         self.healthy = True
         self._task: asyncio.Task[None] | None = None
@@ -49,6 +54,8 @@ class KeyCache:
 
     async def start(self) -> None:
         await self._refresh()  # the first read must work: a gateway that cannot read its keys does not start
+        if self.on_health is not None:
+            self.on_health(True)
         self.auth.refresh = self.refresh_now
         self._task = asyncio.create_task(self._poll(), name="keys-refresh")
 
@@ -94,11 +101,16 @@ class KeyCache:
             if self.healthy:
                 log.warning("cannot read the keys from the database (%s); the keys read last stay in force",
                             type(exc).__name__)
-            self.healthy = False
+                self._health(False)
             return
         if not self.healthy:
             log.info("the database answers again; keys are read from it again")
-            self.healthy = True
+            self._health(True)
+
+    def _health(self, up: bool) -> None:
+        self.healthy = up
+        if self.on_health is not None:
+            self.on_health(up)
 
     async def _refresh(self) -> None:
         version = await self.store.version()

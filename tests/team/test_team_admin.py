@@ -11,6 +11,8 @@ import httpx
 import openai
 import pytest
 
+from gateway_harness import metric_value
+
 from .conftest import limits
 from .team_support import ADMIN_KEY, REVOCATION_BOUND, chat, cli_json, sdk, wait_until
 
@@ -212,7 +214,8 @@ def test_secrets_never_reach_the_logs(make_gateway, database_url, fake):
 
 
 def test_database_failure_under_the_admin_api_is_503(team_gateway, admin, fake):
-    """The admin API answers 503 while the database fails; the request path keeps the keys it holds."""
+    """The admin API answers 503 while the database fails; the request path keeps the keys it holds, and
+    `gemini_proxy_storage_up{backend="database"}` says 0 until the database answers again."""
     created = admin.post("/admin/keys", json={"name": "held"}).json()
     store = team_gateway.state.keys
     from sqlalchemy.exc import OperationalError
@@ -220,12 +223,16 @@ def test_database_failure_under_the_admin_api_is_503(team_gateway, admin, fake):
     async def broken(*_args, **_kwargs):
         raise OperationalError("SELECT 1", {}, Exception("database is down"))
 
-    original = store.list_keys
-    store.list_keys = broken
+    original = store.list_keys, store.version
+    assert metric_value(team_gateway, "gemini_proxy_storage_up", backend="database") == 1
+    store.list_keys = store.version = broken
     try:
         r = admin.get("/admin/keys")
         assert r.status_code == 503 and r.json()["error"]["code"] == "storage_unavailable"
         assert r.headers["retry-after"] == "5"
         assert chat(team_gateway.url, created["key"]).status_code == 200
+        wait_until(lambda: metric_value(team_gateway, "gemini_proxy_storage_up", backend="database") == 0, REVOCATION_BOUND)
+        assert chat(team_gateway.url, created["key"]).status_code == 200  # the keys read last stay in force
     finally:
-        store.list_keys = original
+        store.list_keys, store.version = original
+    wait_until(lambda: metric_value(team_gateway, "gemini_proxy_storage_up", backend="database") == 1, REVOCATION_BOUND)
