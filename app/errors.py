@@ -123,7 +123,11 @@ class UpstreamError(GatewayError):
     `google_status` / `google_code` keep what Google said (e.g. 429
     RESOURCE_EXHAUSTED), `retry_after` the `RetryInfo` delay in seconds,
     `reason` the `ErrorInfo.reason`, `quota_ids` the QuotaFailure quota ids.
+    `answer` is Google's HTTP answer itself (status, content type, body), when
+    there was one: the native Gemini routes pass it on untouched.
     """
+
+    answer: tuple[int, str, bytes] | None = None
 
     def __init__(
         self,

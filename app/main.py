@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import __version__
-from app.api import admin, chat, health, json_response, metrics, models
+from app.api import admin, chat, embeddings, health, json_response, metrics, models, native
 from app.errors import GatewayError, InvalidRequest, NotFound, internal_error
 from app.pipeline.seam import CTX_KEY, Pipeline, Routes, error_body
 from app.services import Services
@@ -34,6 +34,7 @@ log = logging.getLogger("gemini_proxy")
 
 DEMO_HEADER = (b"x-gemini-proxy-demo", b"true")
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+EMBEDDINGS_PATHS = ("/v1/embeddings", "/embeddings")
 
 
 class GatewayApp(FastAPI):
@@ -137,6 +138,8 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
     app.include_router(admin.router)
     endpoints = Routes()
     endpoints.add(chat.ChatCompletions(gateway), *CHAT_PATHS)
+    endpoints.add(embeddings.Embeddings(gateway), *EMBEDDINGS_PATHS)
+    endpoints.add(native.NativeGemini(gateway), *native.PREFIXES, prefix=True)
     app.pipeline = Pipeline(
         app.routes_app, endpoints, gateway.auth, gateway.recorder, settings.server.max_request_bytes,
         extra_headers=[DEMO_HEADER] if settings.demo else [],

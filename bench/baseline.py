@@ -6,7 +6,9 @@ body bytes and sends them untouched to the upstream: bodies containing
 ``"stream":true`` go to ``:streamGenerateContent?alt=sse`` and are relayed chunk
 by chunk (``resp.content.iter_any()``); everything else goes to
 ``:generateContent`` and the answer bytes are returned as-is. No translation,
-no validation. ``GET /healthz`` is the readiness probe.
+no validation. ``POST /v1beta/models/...`` (the native routes' counterpart)
+forwards the same path and query the same way. ``GET /healthz`` is the
+readiness probe.
 
 Usage: ``python bench/baseline.py --port 8002 --upstream http://127.0.0.1:8001``
 """
@@ -40,11 +42,11 @@ def build_app(upstream: str, api_key: str = "bench-key") -> Starlette:
             state["session"] = session
             yield
 
-    async def chat(request: Request) -> Response:
-        body = await request.body()
+    async def forward(url: str, body: bytes, stream: bool, media_type: str | None = None) -> Response:
+        """POST the body untouched; the answer as it comes (a stream relayed read by read)."""
         session = state["session"]
-        if b'"stream":true' in body or b'"stream": true' in body:
-            resp = await session.post(stream_url, data=body, headers=headers)
+        if stream:
+            resp = await session.post(url, data=body, headers=headers)
 
             async def relay():
                 try:
@@ -53,15 +55,33 @@ def build_app(upstream: str, api_key: str = "bench-key") -> Starlette:
                 finally:
                     resp.release()
 
-            return StreamingResponse(relay(), status_code=resp.status, media_type="text/event-stream")
-        async with session.post(unary_url, data=body, headers=headers) as resp:
-            return Response(await resp.read(), status_code=resp.status, media_type="application/json")
+            media = media_type or resp.headers["content-type"]
+            return StreamingResponse(relay(), status_code=resp.status, media_type=media)
+        async with session.post(url, data=body, headers=headers) as resp:
+            media = media_type or resp.headers["content-type"]
+            return Response(await resp.read(), status_code=resp.status, media_type=media)
+
+    async def chat(request: Request) -> Response:
+        body = await request.body()
+        if b'"stream":true' in body or b'"stream": true' in body:
+            return await forward(stream_url, body, True, "text/event-stream")
+        return await forward(unary_url, body, False, "application/json")
+
+    async def native(request: Request) -> Response:
+        """`POST /v1beta/models/...`: the same path and query upstream, the body and answer untouched."""
+        path, query = request.url.path, request.url.query
+        url = upstream.rstrip("/") + path + (f"?{query}" if query else "")
+        return await forward(url, await request.body(), path.endswith(":streamGenerateContent"))
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
     return Starlette(
-        routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/healthz", healthz)],
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1beta/models/{rest:path}", native, methods=["POST"]),
+            Route("/healthz", healthz),
+        ],
         lifespan=lifespan,
     )
 

@@ -39,9 +39,17 @@ ROOT = HERE.parent
 RESULTS = HERE / "results"
 DEFAULT_GATEWAY_CMD = "{python} -m app serve --host 127.0.0.1 --port {port}"
 MODEL = "gemini-2.5-flash"
-SCENARIOS = [("unary", 1), ("unary", 16), ("unary", 64), ("stream", 1), ("stream", 16)]
+SCENARIOS = [
+    ("unary", 1), ("unary", 16), ("unary", 64), ("stream", 1), ("stream", 16),
+    ("native", 1), ("native", 16), ("native-stream", 1), ("native-stream", 16),
+]
+STREAMED = frozenset({"stream", "native-stream"})
+NATIVE = frozenset({"native", "native-stream"})
+SCENARIO_NAMES = {"unary": "non-streamed", "stream": "streamed",
+                  "native": "native non-streamed", "native-stream": "native streamed"}
 SERVERS = ("baseline", "gateway")
 CPU_FLAG_RATIO = 1.5
+NATIVE_CPU_FLAG_RATIO = 1.2  # the native routes are a forwarder with auth
 LATENCY_FLAG_MS = 1.0
 
 
@@ -116,9 +124,9 @@ def wait_ready(procs: Procs, name: str, url: str, timeout: float) -> None:
     raise RuntimeError(f"{name} not ready at {url} after {timeout:.0f}s; log tail:\n{procs.log_tail(name)}")
 
 
-def loadgen(python: str, url: str, stream: bool, n: int, conc: int, pids: list[int]) -> dict:
+def loadgen(python: str, url: str, stream: bool, n: int, conc: int, pids: list[int], native: bool = False) -> dict:
     cmd = [python, str(HERE / "loadgen.py"), "--url", url, "--requests", str(n), "--concurrency", str(conc)]
-    cmd += ["--stream"] * stream + [a for pid in pids for a in ("--pid", str(pid))]
+    cmd += ["--stream"] * stream + ["--native"] * native + [a for pid in pids for a in ("--pid", str(pid))]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed ({out.returncode}):\n{out.stderr[-2000:]}")
@@ -174,10 +182,10 @@ def ratio(g: float | None, b: float | None) -> float | None:
     return g / b
 
 
-def summarize(raw: list[dict]) -> dict:
+def summarize(raw: list[dict], scenarios: list[tuple[str, int]]) -> dict:
     """Median of every figure over rounds, plus the min/max of the per-round gateway/baseline ratio."""
     out: dict = {}
-    for kind, conc in SCENARIOS:
+    for kind, conc in scenarios:
         key = f"{kind}-c{conc}"
         rounds = [r[key] for r in raw]
         s: dict = {"direct": {
@@ -204,10 +212,11 @@ def flags_for(summary: dict) -> list[str]:
     flags = []
     for key, s in summary.items():
         r = s["ratio"].get("cpu_us")
-        if r is not None and r > CPU_FLAG_RATIO:
-            flags.append(f"{key}: gateway CPU per request is {r:.2f}× the baseline (> {CPU_FLAG_RATIO})")
+        bound = NATIVE_CPU_FLAG_RATIO if key.startswith("native") else CPU_FLAG_RATIO
+        if r is not None and r > bound:
+            flags.append(f"{key}: gateway CPU per request is {r:.2f}× the baseline (> {bound})")
     for key, fig in (("unary-c1", "added_p50_ms"), ("stream-c1", "added_ttfc_p50_ms")):
-        v = summary[key]["gateway"].get(fig)
+        v = summary[key]["gateway"].get(fig) if key in summary else None
         if v is not None and v >= LATENCY_FLAG_MS:
             flags.append(f"{key}: gateway {fig} is {v:.3f} ms (>= {LATENCY_FLAG_MS} ms)")
     for key, s in summary.items():
@@ -238,11 +247,10 @@ def report(meta: dict, summary: dict, flags: list[str]) -> str:
         "| scenario | figure | baseline | gateway | gateway/baseline | ratio range over rounds |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for kind, conc in SCENARIOS:
-        key = f"{kind}-c{conc}"
-        s = summary[key]
-        name = f"{'non-streamed' if kind == 'unary' else 'streamed'} c={conc}"
-        for fig, label, spec in ROWS[kind]:
+    for key, s in summary.items():
+        kind, conc = key.rsplit("-c", 1)
+        name = f"{SCENARIO_NAMES[kind]} c={conc}"
+        for fig, label, spec in ROWS["stream" if kind in STREAMED else "unary"]:
             rng = s["ratio_range"].get(fig)
             lines.append(
                 f"| {name} | {label} | {fmt(s['baseline'].get(fig), spec)} | {fmt(s['gateway'].get(fig), spec)} "
@@ -279,7 +287,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--chunks", type=int, default=100, help="SSE chunks per upstream stream")
     ap.add_argument("--chunk-delay-ms", type=float, default=0.0, help="fake upstream delay between chunks")
     ap.add_argument("--ready-timeout", type=float, default=30.0)
+    ap.add_argument("--kinds", default=",".join(SCENARIO_NAMES),
+                    help=f"comma-separated scenario kinds to run (default: all of {', '.join(SCENARIO_NAMES)})")
     args = ap.parse_args(argv)
+    args.kinds = [k for k in args.kinds.split(",") if k]
+    unknown = set(args.kinds) - set(SCENARIO_NAMES)
+    if unknown:
+        ap.error(f"unknown scenario kinds: {', '.join(sorted(unknown))}")
     args.requests = args.requests or (500 if args.quick else 2000)
     args.stream_requests = args.stream_requests or max(150, args.requests // 4)
     args.rounds = args.rounds or (1 if args.quick else 3)
@@ -306,13 +320,20 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
     for name in ("upstream", "baseline", "gateway"):
         wait_ready(procs, name, f"http://127.0.0.1:{ports[name]}/healthz", args.ready_timeout)
 
-    urls = {
-        ("direct", "unary"): f"{upstream}/v1beta/models/{MODEL}:generateContent",
-        ("direct", "stream"): f"{upstream}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+    native = {
+        "native": f"/v1beta/models/{MODEL}:generateContent",
+        "native-stream": f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
     }
+    urls = {
+        ("direct", "unary"): upstream + native["native"],
+        ("direct", "stream"): upstream + native["native-stream"],
+    }
+    urls["direct", "native"], urls["direct", "native-stream"] = urls["direct", "unary"], urls["direct", "stream"]
     for server in SERVERS:
         for kind in ("unary", "stream"):
             urls[server, kind] = f"http://127.0.0.1:{ports[server]}/v1/chat/completions"
+        for kind, path in native.items():
+            urls[server, kind] = f"http://127.0.0.1:{ports[server]}{path}"
 
     meta = {
         "started": dt.datetime.now().isoformat(timespec="seconds"),
@@ -321,20 +342,23 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
         "host": {"nproc": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
                  "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg())},
     }
+    scenarios = [(kind, conc) for kind, conc in SCENARIOS if kind in args.kinds]
     raw = []
     for rnd in range(args.rounds):
         order = ["baseline", "direct", "gateway"]
         if rnd % 2:
             order.reverse()
         cells: dict = {}
-        for kind, conc in SCENARIOS:
-            n = args.stream_requests if kind == "stream" else args.requests
+        for kind, conc in scenarios:
+            n = args.stream_requests if kind in STREAMED else args.requests
             key = f"{kind}-c{conc}"
             cell = cells[key] = {}
             for target in order:
                 print(f"round {rnd + 1}/{args.rounds}  {key:<10} {target:<8}", file=sys.stderr, flush=True)
                 acct = [pids["upstream"]] if target == "direct" else [pids[target], pids["upstream"]]
-                res = cell[target] = loadgen(py, urls[target, kind], kind == "stream", n, conc, acct)
+                res = cell[target] = loadgen(
+                    py, urls[target, kind], kind in STREAMED, n, conc, acct, native=kind in NATIVE
+                )
                 procs.check_alive()
                 if res["errors"] == res["requests"]:
                     raise RuntimeError(f"{target}: every request failed, e.g. {res['first_error']}")
@@ -344,7 +368,7 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
                 cell[server]["figures"] = figures(cell[server], d, pids[server], pids["upstream"])
         raw.append(cells)
     meta["host"]["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    summary = summarize(raw)
+    summary = summarize(raw, scenarios)
     flags = flags_for(summary)
     return {"meta": meta, "summary": summary, "flags": flags, "raw": raw,
             "report": report(meta, summary, flags)}

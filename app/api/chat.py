@@ -26,7 +26,7 @@ from app.api.sse import stream_answer
 from app.api.validation import parse_body
 from app.errors import GatewayError, UpstreamError
 from app.gateway.dispatch import Outcome, UpstreamCall
-from app.gateway.routing import Target
+from app.gateway.routing import Target, for_endpoint
 from app.pipeline.context import RequestContext, Usage
 from app.pipeline.seam import KEEPALIVE, Answer, Call, Endpoint
 from app.schemas.openai import ChatCompletionRequest
@@ -118,6 +118,7 @@ class ChatCompletions(Endpoint):
         ctx.model = req.model
         ctx.principal.check_model(req.model)  # 403 model_not_allowed, before anything reaches Google
         targets = services.router.resolve(req.model)
+        targets = for_endpoint(targets, "chat", req.model)
         env = await services.translation_env(req)
         prepare = self._prepare(req, env)
         byok = ctx.principal.google_key

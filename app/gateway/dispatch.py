@@ -366,6 +366,21 @@ class Dispatcher:
 
         return await self.run(targets, prepare, once, byok_key=byok_key, ctx=ctx)
 
+    async def complete_raw(
+        self,
+        targets: list[Target],
+        prepare: Callable[[Target], UpstreamCall[Any]],
+        *,
+        byok_key: str | None = None,
+        ctx: RequestContext | None = None,
+    ) -> tuple[bytes, Outcome]:
+        """`complete()` whose answer stays unparsed bytes (embeddings: megabytes of numbers the gateway may copy as they are)."""
+
+        async def once(target: Target, call: UpstreamCall[Any], headers: dict[str, str]) -> bytes:
+            return await self.client.post_raw(target.upstream.endpoint.url(target.model, call.verb), call.body, headers)
+
+        return await self.run(targets, prepare, once, byok_key=byok_key, ctx=ctx)
+
     async def open_stream(
         self,
         targets: list[Target],
@@ -415,7 +430,7 @@ def _client_facing(exc: GatewayError, failure: Failure, *, byok: bool = False) -
     """What the client sees for a failure: a refused gateway credential is the operator's problem."""
     if failure is Failure.CREDENTIALS:
         if byok:
-            return AuthenticationFailed("Google rejected the API key you sent as your bearer token.")
+            return AuthenticationFailed("Google rejected the API key you sent (your own Google API key).")
         return UpstreamCredentialsFailed()
     return exc
 

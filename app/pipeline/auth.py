@@ -32,6 +32,12 @@ from app.settings import Limits as LimitSettings
 
 SECRET_PREFIX = "gp-"  # the prefix of the keys the gateway makes (app/team/keys.py)
 
+# OpenAI's own words; an endpoint may say it its own way (the native Gemini routes do).
+MISSING_KEY_MESSAGE = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+
 
 def bearer_token(authorization: str | None, api_key: str | None = None) -> str | None:
     """The client's key from `Authorization: Bearer ...`, or Azure/Anthropic-style `api-key` / `x-api-key`."""
@@ -61,12 +67,6 @@ def digest_of(token: str) -> bytes:
 def limits_of(settings: LimitSettings) -> Limits:
     return Limits(settings.rpm, settings.tpm, settings.concurrency, settings.tokens_per_day,
                   settings.tokens_per_month, settings.usd_per_month)
-
-
-MISSING_KEY = (
-    "You didn't provide an API key. You need to provide your API key in an Authorization header "
-    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-)
 
 
 class ClientAuth:
@@ -118,7 +118,7 @@ class ClientAuth:
         if not self.enabled:
             return ANONYMOUS
         if token is None:
-            raise AuthenticationFailed(MISSING_KEY, code="missing_api_key" if not self.byok else "invalid_api_key")
+            raise AuthenticationFailed(MISSING_KEY_MESSAGE, code="missing_api_key" if not self.byok else "invalid_api_key")
         if self.byok:
             return Principal(google_key=token)
         principal = self._find(token)

@@ -1,4 +1,5 @@
-"""Enumerations mapped as tables: finish reasons, error statuses, Google messages -> OpenAI parameters.
+"""Enumerations mapped as tables: finish reasons, error statuses (both ways), Google messages -> OpenAI parameters
+(chat, embeddings).
 
 Every value of Gemini's `FinishReason` enum has a row (a test checks this
 against google-genai's enum); unknown future values fall back to `stop`.
@@ -69,6 +70,24 @@ GOOGLE_STATUS_TO_OPENAI: Mapping[int, tuple[int, str, str | None]] = {
     504: (504, "server_error", "timeout"),
 }
 
+# HTTP status -> google.rpc.Code name, the `status` of Google's error body (the native routes' own errors).
+HTTP_TO_GOOGLE_STATUS: Mapping[int, str] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
 # ErrorInfo reasons meaning the gateway's own credentials failed (operator problem).
 CREDENTIAL_REASONS = frozenset(
     {
@@ -112,6 +131,26 @@ GOOGLE_MESSAGE_TO_PARAM: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 
 def param_for_google_message(message: str) -> str | None:
     for pattern, param in GOOGLE_MESSAGE_TO_PARAM:
+        if pattern.search(message):
+            return param
+    return None
+
+
+# A Google 400 about an embeddings call -> the OpenAI parameter of `POST /v1/embeddings` it is about.
+GOOGLE_EMBEDDING_MESSAGE_TO_PARAM: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), param)
+    for pattern, param in (
+        (r"output.?dimensionality|dimension", "dimensions"),
+        (r"task.?type", "extra_body.google.task_type"),
+        (r"\btitle\b", "extra_body.google.title"),
+        (r"token|content|parts|text|instances|requests|input", "input"),
+        (r"\bmodel\b", "model"),
+    )
+)
+
+
+def embedding_param_for_google_message(message: str) -> str | None:
+    for pattern, param in GOOGLE_EMBEDDING_MESSAGE_TO_PARAM:
         if pattern.search(message):
             return param
     return None
