@@ -18,12 +18,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app import __version__
-from app.api import chat, embeddings, health, json_response, metrics, models, native
+from app.api import admin, chat, embeddings, health, json_response, metrics, models, native
 from app.errors import GatewayError, InvalidRequest, NotFound, internal_error
 from app.pipeline.seam import CTX_KEY, Pipeline, Routes, error_body
 from app.services import Services
@@ -122,6 +123,7 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
         redoc_url=None,
         openapi_url="/openapi.json" if settings.server.docs else None,
         exception_handlers={
+            SQLAlchemyError: admin.storage_error,
             GatewayError: _gateway_error,
             HTTPException: _http_error,
             RequestValidationError: _validation_error,
@@ -133,6 +135,7 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(admin.router)
     endpoints = Routes()
     endpoints.add(chat.ChatCompletions(gateway), *CHAT_PATHS)
     endpoints.add(embeddings.Embeddings(gateway), *EMBEDDINGS_PATHS)

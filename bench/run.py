@@ -306,7 +306,9 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
     py = args.python
     gateway_cmd = (args.gateway_cmd.replace("{python}", shlex.quote(py))
                    .replace("{port}", str(ports["gateway"])).replace("{upstream}", upstream))
-    env = {"GEMINI_API_KEY": "bench-key", "GEMINI_BASE_URL": upstream}
+    env = {"GEMINI_API_KEY": "bench-key", "GEMINI_BASE_URL": upstream,
+           # the gateway's key database, kept with the results (not gemini-proxy.db in the repository)
+           "GEMINI_PROXY_STORAGE__DATABASE_URL": f"sqlite+aiosqlite:///{RESULTS / 'gemini-proxy.db'}"}
     env.update(kv.split("=", 1) for kv in args.gateway_env)
 
     up = procs.start("upstream", [py, str(HERE / "fake_upstream.py"), "--port", str(ports["upstream"]),

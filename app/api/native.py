@@ -6,11 +6,13 @@ prefix; docs/design.md#native-gemini-api has the decisions. Routes:
     POST /{version}/models/{model}:{verb}   generateContent, streamGenerateContent (with ?alt=sse or
                                             without: a streamed JSON array), countTokens, embedContent,
                                             batchEmbedContents
-    GET  /{version}/models                  the first upstream's model list (router order, falling back)
+    GET  /{version}/models                  the first upstream's model list (router order, falling back),
+                                            only the models the caller's key may use
     GET  /{version}/models/{model}          the model resource of the routed model
 
 A forwarder with auth: the client authenticates with its gateway key
-(`x-goog-api-key`, `?key=` or `Authorization: Bearer`), `{model}` goes through
+(`x-goog-api-key`, `?key=` or `Authorization: Bearer`), a model the key may not
+use is a 403 (`Principal.check_model`), `{model}` goes through
 the router (aliases, routes, fall-back targets), and the generic dispatcher
 calls Google with the gateway's own credentials (keys, retries, fall-back).
 The client's key never goes upstream: credentials are dropped from the query
@@ -45,7 +47,7 @@ from app.errors import GatewayError, InvalidRequest, NotFound, UpstreamError, Up
 from app.gateway.dispatch import Outcome, UpstreamCall
 from app.gateway.routing import MODEL_ID, Target
 from app.pipeline.auth import MISSING_KEY_MESSAGE
-from app.pipeline.context import RequestContext
+from app.pipeline.context import Principal, RequestContext
 from app.pipeline.seam import Answer, Call, Endpoint
 from app.services import Services
 from app.translate.capabilities import ModelCapabilities
@@ -89,6 +91,18 @@ def google_error(exc: GatewayError, request_id: str) -> dict[str, Any]:
             "status": HTTP_TO_GOOGLE_STATUS.get(exc.status, "UNKNOWN"),
         }
     }
+
+
+def only_allowed(listing: bytes, principal: Principal) -> bytes:
+    """A model listing keeping only the models the caller's key may use (`models/x` names)."""
+    try:
+        page = orjson.loads(listing)
+    except orjson.JSONDecodeError:
+        return listing
+    if not isinstance(page, dict) or not isinstance(page.get("models"), list):
+        return listing
+    page["models"] = [m for m in page["models"] if isinstance(m, dict) and principal.allows(str(m.get("name", "")))]
+    return orjson.dumps(page)
 
 
 def parse_path(method: str, path: str) -> tuple[str, str, str]:
@@ -184,6 +198,7 @@ class NativeGemini(Endpoint):
 
     def _targets(self, ctx: RequestContext, model: str) -> list[Target]:
         ctx.model = model
+        ctx.principal.check_model(model)  # 403 (in Google's shape), before anything reaches Google
         return self.services.router.resolve(model)
 
     def _prepare(self, body: bytes, model: str, verb: str) -> Callable[[Target], UpstreamCall[None]]:
@@ -283,4 +298,6 @@ class NativeGemini(Endpoint):
             return orjson.dumps(shown), "application/json; charset=UTF-8"
 
         (data, content_type), outcome = await self._dispatch(ctx, targets, self._prepare(b"", model, ""), once)
+        if not model and ctx.principal.allowed is not None:
+            data = only_allowed(data, ctx.principal)
         return Answer(body=data, headers=outcome.headers(), content_type=content_type.encode("latin-1"))

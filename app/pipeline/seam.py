@@ -12,7 +12,10 @@ middleware and router (on the hot path those cost more than all of the
 translation; bench/README.md):
 
 1. read the body, within `server.max_request_bytes`;
-2. authenticate into a `Principal` (pipeline/auth.py);
+2. authenticate into a `Principal` (pipeline/auth.py): 401 for no key, an
+   unknown, revoked or expired one. Which models the key may use is the
+   endpoint's to check once it knows the model (`Principal.check_model`,
+   403 `model_not_allowed`), before Google is called;
 3. hand a `Call` to the endpoint, which holds only its own logic (validate,
    translate, dispatch, re-encode) and returns an `Answer`;
 4. send the answer: JSON, or an SSE body pumped as it comes; a client that
@@ -139,7 +142,7 @@ class Routes:
 
 
 class Authenticator(Protocol):
-    def authenticate(self, token: str | None) -> Any: ...
+    async def resolve(self, token: str | None) -> Any: ...
 
 
 class Recorder(Protocol):
@@ -306,7 +309,7 @@ class Pipeline:
             token = token_from_headers(headers)
             if token is None and endpoint.query_key and query:
                 token = token_from_query(query)
-            ctx.principal = self.auth.authenticate(token)
+            ctx.principal = await self.auth.resolve(token)
             body = await read_body(receive, declared, self.max_request_bytes)
             watch = ClientWatch(receive, WATCH_AFTER)
             answer = await endpoint(Call(ctx, body, headers, query))
