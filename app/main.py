@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import __version__
-from app.api import chat, health, json_response, metrics, models
+from app.api import chat, health, json_response, metrics, models, responses
 from app.errors import GatewayError, InvalidRequest, NotFound, internal_error
 from app.pipeline.seam import CTX_KEY, Pipeline, Routes, error_body
 from app.services import Services
@@ -134,6 +134,8 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
     app.include_router(metrics.router)
     endpoints = Routes()
     endpoints.add(chat.ChatCompletions(gateway), *CHAT_PATHS)
+    endpoints.add(responses.Responses(gateway), *responses.RESPONSES_PATHS)
+    endpoints.add(responses.StoredResponses(gateway), *responses.STORED_PREFIXES, prefix=True)
     app.pipeline = Pipeline(
         app.routes_app, endpoints, gateway.auth, gateway.recorder, settings.server.max_request_bytes,
         extra_headers=[DEMO_HEADER] if settings.demo else [],

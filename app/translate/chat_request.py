@@ -226,7 +226,7 @@ class _Builder:
                 raise UnsupportedParameter(
                     f"Invalid '{tp}.type': only 'function' tool calls are supported by Gemini.", param=f"{tp}.type"
                 )
-            args = self._arguments(tc.function.arguments, f"{tp}.function.arguments")
+            args = function_arguments(tc.function.arguments, f"{tp}.function.arguments")
             part: dict[str, Any] = {"functionCall": {"name": self.names.gemini(tc.function.name), "args": args}}
             gemini_id = self.env.signatures.get(signatures.call_id_key(tc.id))
             if gemini_id:
@@ -238,7 +238,7 @@ class _Builder:
             self.calls[tc.id] = (tc.function.name, j, gemini_id)
         if msg.function_call is not None and not msg.tool_calls:
             fc = msg.function_call
-            args = self._arguments(fc.arguments, f"{param}.function_call.arguments")
+            args = function_arguments(fc.arguments, f"{param}.function_call.arguments")
             part = {"functionCall": {"name": self.names.gemini(fc.name), "args": args}}
             sig = self._signature(msg.extra_content, signatures.legacy_call_key(fc.name, fc.arguments))
             if sig:
@@ -264,22 +264,6 @@ class _Builder:
                 if isinstance(url, str) and url.startswith("data:"):
                     parts.append({"inlineData": media.parse_data_url(url, "images")})
         return parts
-
-    @staticmethod
-    def _arguments(raw: str, param: str) -> dict[str, Any]:
-        if not raw or not raw.strip():
-            return {}
-        try:
-            args = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise InvalidRequest(
-                f"Invalid '{param}': the function arguments are not valid JSON.", param=param, code="invalid_value"
-            ) from None
-        if not isinstance(args, dict):
-            raise InvalidRequest(
-                f"Invalid '{param}': the function arguments must be a JSON object.", param=param, code="invalid_value"
-            )
-        return args
 
     def tool_message(self, msg: Message, i: int) -> None:
         param = f"messages[{i}]"
@@ -353,6 +337,23 @@ class _Builder:
         for _, _, siblings in run:
             parts.extend(siblings)
         self._append("user", parts)
+
+
+def function_arguments(raw: str | None, param: str) -> dict[str, Any]:
+    """A function call's `arguments` (a JSON text) -> Gemini's `args` object; 400 naming `param` if not an object."""
+    if not raw or not raw.strip():
+        return {}
+    try:
+        args = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            f"Invalid '{param}': the function arguments are not valid JSON.", param=param, code="invalid_value"
+        ) from None
+    if not isinstance(args, dict):
+        raise InvalidRequest(
+            f"Invalid '{param}': the function arguments must be a JSON object.", param=param, code="invalid_value"
+        )
+    return args
 
 
 def _camel(key: str) -> str:

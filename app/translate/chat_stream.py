@@ -1,11 +1,10 @@
 """Gemini stream events -> OpenAI `chat.completion.chunk` objects. Pure.
 
-`ChatStreamTranscoder` is the one stream transcoder of the chat path: it takes
-the upstream's SSE bytes as they are read and gives the SSE bytes to send
-(`open` for the reads before the stream started, `feed` after, `finish` at
-the end, `usage()` at any time, also after the client left). It owns SSE
-decoding (`upstream/sse.py`), translation and framing, including the byte
-fast path for plain text deltas (`ChatStreamTranslator.feed_payload`).
+`ChatStreamTranscoder` is the stream transcoder of the chat path (the generic
+`StreamTranscoder` of translate/transcoder.py over this translator): it takes
+the upstream's SSE bytes as they are read and gives the SSE bytes to send,
+including the byte fast path for plain text deltas
+(`ChatStreamTranslator.feed_payload`).
 
 `ChatStreamTranslator.feed(event)` takes one parsed Gemini SSE event (a whole
 `GenerateContentResponse` holding only the new parts) and returns the chunks
@@ -20,7 +19,7 @@ answer with an HTTP error when nothing was sent yet.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +41,7 @@ from app.translate.chat_response import (
 from app.translate.partial_args import ArgumentsWriter
 from app.translate.plain_text import EVENT_END, PlainText, one_event
 from app.translate.tables import BROKEN_TOOL_CALL_FINISHES, gemini_finish_reason_to_openai
-from app.upstream.errors import error_from_google
-from app.upstream.sse import SSEDecoder, parse_payload
+from app.translate.transcoder import StreamTranscoder, Transcoded
 
 
 @dataclass
@@ -317,6 +315,14 @@ class ChatStreamTranslator:
         self.usage = self._plain.usage(self.usage)
         return self.usage
 
+    def finish_sse(self) -> bytes:
+        """`finish()` framed, then `[DONE]`."""
+        return b"".join([sse_data(c) for c in self.finish()]) + DONE
+
+    def error_sse(self, exc: GatewayError) -> bytes:
+        """The event of an error that ends the stream: `data: {"error": ...}` (no `[DONE]` after it)."""
+        return error_event(exc)
+
     def finish(self) -> list[dict[str, Any]]:
         """Close every choice still open (Gemini sends nothing after its last chunk), then usage."""
         out: list[dict[str, Any]] = []
@@ -344,85 +350,10 @@ def error_event(exc: GatewayError) -> bytes:
     return sse_data(exc.body())
 
 
-@dataclass(slots=True)
-class Transcoded:
-    """The SSE bytes to send for one upstream read, and the error that ended the stream (its event included)."""
-
-    data: bytes
-    error: GatewayError | None = None
-
-
-class ChatStreamTranscoder:
+class ChatStreamTranscoder(StreamTranscoder[ChatStreamTranslator]):
     """Gemini `streamGenerateContent?alt=sse` bytes -> OpenAI `chat.completion.chunk` SSE bytes."""
 
-    __slots__ = ("translator", "decoder")
+    __slots__ = ()
 
-    def __init__(self, translator: ChatStreamTranslator) -> None:
-        self.translator = translator
-        self.decoder = SSEDecoder()
 
-    @property
-    def ctx(self) -> ResponseContext:
-        return self.translator.ctx
-
-    def open(self, data: bytes) -> bytes | None:
-        """A read before the stream started (b"": the body ended): None while no event is complete.
-
-        Raises for a broken start (an error event, a blocked prompt, a malformed
-        function call), so that the call can still be retried or answered with an
-        HTTP error.
-        """
-        items = self.decoder.feed_payloads(data) if data else self.decoder.flush()
-        if not items and data:
-            return None
-        out = self._events(items)
-        if out.error is not None:
-            raise out.error
-        return out.data
-
-    def feed(self, data: bytes) -> Transcoded:
-        """One upstream read (b"": the body ended) -> what to send; an error ends the stream."""
-        if data and self.decoder.idle():  # the common read: one whole event, often a plain text delta
-            sse = self.translator.feed_read(data)
-            if sse is not None:
-                return Transcoded(sse)
-        return self._events(self.decoder.feed_payloads(data) if data else self.decoder.flush())
-
-    def _events(self, items: Sequence[bytes | dict[str, Any]]) -> Transcoded:
-        out: list[bytes] = []
-        translator = self.translator
-        plain = translator.feed_payload
-        try:
-            for item in items:
-                if type(item) is bytes:  # an event in Google's framing, not parsed yet
-                    sse = plain(item)
-                    if sse is not None:
-                        out.append(sse)
-                        continue
-                    parsed = parse_payload(item)
-                    if parsed is None:
-                        continue
-                    event: Mapping[str, Any] = parsed
-                else:
-                    event = item  # type: ignore[assignment]
-                if "error" in event:
-                    raise error_from_google(200, event)
-                out.append(translator.feed_sse(event))
-        except GatewayError as exc:
-            out.append(error_event(exc))
-            return Transcoded(b"".join(out), exc)
-        return Transcoded(b"".join(out))
-
-    def finish(self) -> Transcoded:
-        """The closing chunks and `[DONE]` (or the error event, if the last usage is malformed)."""
-        try:
-            return Transcoded(b"".join([sse_data(c) for c in self.translator.finish()]) + DONE)
-        except GatewayError as exc:
-            return Transcoded(error_event(exc), exc)
-
-    def usage(self) -> Mapping[str, Any] | None:
-        """Gemini's usage as far as the stream got (also after the client left)."""
-        try:
-            return self.translator.latest_usage()
-        except GatewayError:
-            return self.translator.usage
+__all__ = ["DONE", "ChatStreamTranscoder", "ChatStreamTranslator", "Transcoded", "error_event", "sse_data"]
