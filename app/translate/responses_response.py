@@ -65,9 +65,9 @@ def usage_to_responses(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def status_of(finish_reason: str | None) -> tuple[str, dict[str, str] | None]:
-    """Gemini's finish reason -> (`status`, `incomplete_details`)."""
-    reason = INCOMPLETE_REASONS.get(gemini_finish_reason_to_openai(finish_reason, False))
+def status_of(finish_reason: str | None, calls: bool) -> tuple[str, dict[str, str] | None]:
+    """Gemini's finish reason -> (`status`, `incomplete_details`); calls made are complete (chat's `tool_calls`)."""
+    reason = INCOMPLETE_REASONS.get(gemini_finish_reason_to_openai(finish_reason, calls))
     return ("incomplete", {"reason": reason}) if reason else ("completed", None)
 
 
@@ -303,6 +303,8 @@ class OutputBuilder:
             m.index = self._open({"id": m.id, "type": "message", "status": "in_progress", "content": [], "role": "assistant"})
             self.emit("response.content_part.added", item_id=m.id, output_index=m.index, content_index=0,
                       part={"type": "output_text", "annotations": [], "logprobs": [], "text": ""})  # fmt: skip
+        if not text:
+            return  # (an empty message, opened at the end)
         if self.whole:
             m.pieces[k] = (m.length, text)
         m.texts.append(text)
@@ -394,12 +396,14 @@ class OutputBuilder:
         """Close what is open, then `response.completed` / `response.incomplete` (Gemini sends no end of its own)."""
         if not self.started:
             self.start()
-        status, incomplete = status_of(self.finish_reason)
+        status, incomplete = status_of(self.finish_reason, self.calls > 0)
         self._close_reasoning()
+        if not self.output:  # an answer without content is still a message (as chat's choice), never `output: []`
+            self._text("", 0, [])
         self._close_message(status)
         if self.text_signature and not self.calls and self.ctx.options.encrypted_reasoning:
             self._signature_item(self.text_signature)
-        if self.queries or self.grounding_chunks:
+        if self.queries:
             self._web_search()
         output = [item for item in self.output if item is not None]
         self.final = response_object(self.ctx, status, output, usage_to_responses(self.usage), incomplete=incomplete)
