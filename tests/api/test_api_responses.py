@@ -457,3 +457,18 @@ def test_alias_is_echoed_as_sent(strict_raw, fake):
 def test_http_client_sees_request_id(raw: httpx.Client, fake):
     r = raw.post("/v1/responses", json={"model": MODEL, "input": "x"}, headers={"x-request-id": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"
+
+
+# -- streams that start late ------------------------------------------------------------------------------------
+
+
+def test_sdk_reads_a_late_stream(strict_client, fake):
+    with strict_client.responses.stream(model=MODEL, input=directive("late", reply="hello late world", first_byte_delay_ms=700)) as s:
+        final = s.get_final_response()
+    assert final.output_text == "hello late world"
+
+
+def test_sdk_raises_for_a_late_failure(strict_client, fake):
+    with pytest.raises(openai.APIError):
+        list(strict_client.responses.create(model=MODEL, input=directive("late", first_byte_delay_ms=600, error={"status": 500}),
+                                            stream=True))  # fmt: skip
