@@ -6,8 +6,10 @@ Two endpoints of the request pipeline (pipeline/seam.py):
   `previous_response_id` -> route -> translate (translate/responses_request.py)
   -> call (gateway/dispatch.py, the same retries and fall-back as chat) -> the
   Response object (translate/responses_response.py) or the typed `response.*`
-  SSE events (translate/responses_stream.py) -> keep it in the response store
-  unless `store: false`.
+  SSE events (translate/responses_stream.py) -> keep it in the response store,
+  and its thought signatures in the signature store, unless `store: false`
+  (which keeps nothing: such clients send back the items as returned, or ask
+  for `reasoning.encrypted_content`).
 * `StoredResponses` (`GET` / `DELETE /v1/responses/{id}`,
   `GET /v1/responses/{id}/input_items`): the response store
   (gateway/responses_store.py), each key seeing only its own responses.
@@ -153,7 +155,7 @@ class Responses(Endpoint):
         except GatewayError as exc:
             exc.headers.update(outcome.headers())
             raise
-        if rctx.signatures:
+        if rctx.signatures and keep is not None:  # (`store: false` keeps nothing, signatures included)
             await services.signatures.put_many(rctx.signatures)
         await self._keep(keep, answer)
         return Answer(body=orjson.dumps(answer), headers=_headers(outcome))
@@ -212,7 +214,7 @@ class Responses(Endpoint):
         finally:
             stream.close()
             ctx.usage = usage_of(transcoder.usage())
-            if transcoder.ctx.signatures:
+            if transcoder.ctx.signatures and keep is not None:
                 await self.services.signatures.put_many(transcoder.ctx.signatures)
             await self._keep(keep, transcoder.translator.builder.final)
 

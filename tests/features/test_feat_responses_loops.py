@@ -20,6 +20,7 @@ re-encoded signature. The ways a client carries the conversation:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -151,3 +152,14 @@ def test_two_user_turns_with_previous_response_id(client, gateway, fake):
     response = ask(client, False, model=MODELS[1], previous_response_id=response.id, input=[output_for(c, 9) for c in calls])
     assert response.output_text.startswith("Function results after 1 round(s)")
     assert fake.stats()["errors_returned"] == 0 and signature_bypasses(gateway) == 0
+
+
+def test_store_false_leaves_no_signature_behind(client, gateway, fake):
+    """`store: false` keeps nothing: the call's signature is not in the signature store (the client carries it)."""
+    response = ask(client, False, model=MODELS[0], input=[FIRST], store=False)
+    calls = check_step(response, 0, set())
+    store = gateway.state.signatures
+    assert asyncio.run(store.get_many([c.call_id for c in calls])) == {}
+    kept = ask(client, False, model=MODELS[0], input=[FIRST])
+    kept_calls = check_step(kept, 0, set())
+    assert list(asyncio.run(store.get_many([kept_calls[0].call_id]))) == [kept_calls[0].call_id]
