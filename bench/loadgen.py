@@ -20,7 +20,7 @@ kernel's per-process CPU clock, falling back to /proc/<pid>/stat (10 ms ticks);
 the CPU of all descendant processes (forked workers) is added.
 
 Usage: ``python bench/loadgen.py --url http://127.0.0.1:8002/v1/chat/completions
---requests 2000 --concurrency 16 --pid 1234 [--stream]``
+--requests 2000 --concurrency 16 --pid 1234 [--stream] [--api responses]``
 """
 
 from __future__ import annotations
@@ -45,8 +45,17 @@ CHAT_BODY = {
 }
 
 
-def body_bytes(stream: bool) -> bytes:
-    return json.dumps({**CHAT_BODY, "stream": True} if stream else CHAT_BODY, separators=(",", ":")).encode()
+RESPONSES_BODY = {  # the same request through the Responses API
+    "model": "gemini-2.5-flash",
+    "instructions": "You are terse.",
+    "input": "Say hello in a friendly way.",
+    "max_output_tokens": 256,
+}
+
+
+def body_bytes(stream: bool, api: str = "chat") -> bytes:
+    body = RESPONSES_BODY if api == "responses" else CHAT_BODY
+    return json.dumps({**body, "stream": True} if stream else body, separators=(",", ":")).encode()
 
 
 # ---------------------------------------------------------------- CPU accounting
@@ -152,7 +161,7 @@ async def run_phase(session, url, body, headers, stream, n, concurrency):
 
 
 async def main_async(args) -> dict:
-    body = body_bytes(args.stream)
+    body = body_bytes(args.stream, args.api)
     headers = {"content-type": "application/json", "authorization": "Bearer bench-key"}
     connector = aiohttp.TCPConnector(limit=args.concurrency, ttl_dns_cache=None)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
@@ -191,6 +200,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=None, help="default: max(50, 2*concurrency, requests/10)")
     ap.add_argument("--stream", action="store_true", help='send "stream":true and read the body as SSE')
+    ap.add_argument("--api", choices=("chat", "responses"), default="chat", help="the request body: chat or Responses")
     ap.add_argument("--pid", type=int, action="append", default=[], help="process tree(s) to account CPU for")
     ap.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args()

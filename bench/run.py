@@ -39,7 +39,10 @@ ROOT = HERE.parent
 RESULTS = HERE / "results"
 DEFAULT_GATEWAY_CMD = "{python} -m app serve --host 127.0.0.1 --port {port}"
 MODEL = "gemini-2.5-flash"
-SCENARIOS = [("unary", 1), ("unary", 16), ("unary", 64), ("stream", 1), ("stream", 16)]
+SCENARIOS = [("unary", 1), ("unary", 16), ("unary", 64), ("stream", 1), ("stream", 16), ("responses", 1), ("responses", 16)]
+STREAMED = ("stream", "responses")  # kinds read as SSE; "responses": the same stream through POST /v1/responses
+PATHS = {"unary": "/v1/chat/completions", "stream": "/v1/chat/completions", "responses": "/v1/responses"}
+TITLES = {"unary": "non-streamed", "stream": "streamed", "responses": "Responses streamed"}
 SERVERS = ("baseline", "gateway")
 CPU_FLAG_RATIO = 1.5
 LATENCY_FLAG_MS = 1.0
@@ -116,9 +119,9 @@ def wait_ready(procs: Procs, name: str, url: str, timeout: float) -> None:
     raise RuntimeError(f"{name} not ready at {url} after {timeout:.0f}s; log tail:\n{procs.log_tail(name)}")
 
 
-def loadgen(python: str, url: str, stream: bool, n: int, conc: int, pids: list[int]) -> dict:
+def loadgen(python: str, url: str, stream: bool, n: int, conc: int, pids: list[int], api: str = "chat") -> dict:
     cmd = [python, str(HERE / "loadgen.py"), "--url", url, "--requests", str(n), "--concurrency", str(conc)]
-    cmd += ["--stream"] * stream + [a for pid in pids for a in ("--pid", str(pid))]
+    cmd += ["--stream"] * stream + [a for pid in pids for a in ("--pid", str(pid))] + ["--api", api]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed ({out.returncode}):\n{out.stderr[-2000:]}")
@@ -166,6 +169,7 @@ ROWS = {  # (figure key, label, format); "lower" figures are better when smaller
         ("reads_per_stream", "client reads / stream", "{:.1f}"),
     ],
 }
+ROWS["responses"] = ROWS["stream"]
 
 
 def ratio(g: float | None, b: float | None) -> float | None:
@@ -206,7 +210,7 @@ def flags_for(summary: dict) -> list[str]:
         r = s["ratio"].get("cpu_us")
         if r is not None and r > CPU_FLAG_RATIO:
             flags.append(f"{key}: gateway CPU per request is {r:.2f}× the baseline (> {CPU_FLAG_RATIO})")
-    for key, fig in (("unary-c1", "added_p50_ms"), ("stream-c1", "added_ttfc_p50_ms")):
+    for key, fig in (("unary-c1", "added_p50_ms"), ("stream-c1", "added_ttfc_p50_ms"), ("responses-c1", "added_ttfc_p50_ms")):
         v = summary[key]["gateway"].get(fig)
         if v is not None and v >= LATENCY_FLAG_MS:
             flags.append(f"{key}: gateway {fig} is {v:.3f} ms (>= {LATENCY_FLAG_MS} ms)")
@@ -241,7 +245,7 @@ def report(meta: dict, summary: dict, flags: list[str]) -> str:
     for kind, conc in SCENARIOS:
         key = f"{kind}-c{conc}"
         s = summary[key]
-        name = f"{'non-streamed' if kind == 'unary' else 'streamed'} c={conc}"
+        name = f"{TITLES[kind]} c={conc}"
         for fig, label, spec in ROWS[kind]:
             rng = s["ratio_range"].get(fig)
             lines.append(
@@ -308,9 +312,10 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
         ("direct", "unary"): f"{upstream}/v1beta/models/{MODEL}:generateContent",
         ("direct", "stream"): f"{upstream}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
     }
+    urls["direct", "responses"] = urls["direct", "stream"]
     for server in SERVERS:
-        for kind in ("unary", "stream"):
-            urls[server, kind] = f"http://127.0.0.1:{ports[server]}/v1/chat/completions"
+        for kind, path in PATHS.items():
+            urls[server, kind] = f"http://127.0.0.1:{ports[server]}{path}"
 
     meta = {
         "started": dt.datetime.now().isoformat(timespec="seconds"),
@@ -326,13 +331,14 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
             order.reverse()
         cells: dict = {}
         for kind, conc in SCENARIOS:
-            n = args.stream_requests if kind == "stream" else args.requests
+            n = args.stream_requests if kind in STREAMED else args.requests
             key = f"{kind}-c{conc}"
             cell = cells[key] = {}
             for target in order:
                 print(f"round {rnd + 1}/{args.rounds}  {key:<10} {target:<8}", file=sys.stderr, flush=True)
                 acct = [pids["upstream"]] if target == "direct" else [pids[target], pids["upstream"]]
-                res = cell[target] = loadgen(py, urls[target, kind], kind == "stream", n, conc, acct)
+                api = "responses" if kind == "responses" and target != "direct" else "chat"
+                res = cell[target] = loadgen(py, urls[target, kind], kind in STREAMED, n, conc, acct, api)
                 procs.check_alive()
                 if res["errors"] == res["requests"]:
                     raise RuntimeError(f"{target}: every request failed, e.g. {res['first_error']}")

@@ -39,7 +39,7 @@ from app.translate.chat_response import (
     usage_to_openai,
 )
 from app.translate.partial_args import ArgumentsWriter
-from app.translate.plain_text import EVENT_END, PlainText, one_event
+from app.translate.plain_text import EVENT_END, PlainText
 from app.translate.tables import BROKEN_TOOL_CALL_FINISHES, gemini_finish_reason_to_openai
 from app.translate.transcoder import StreamTranscoder, Transcoded
 
@@ -157,7 +157,8 @@ class ChatStreamTranslator:
         (A read is usually one event once the model paces its output: this is the
         gateway's path for most of a stream.)
         """
-        if not one_event(data):
+        n = len(data) - 4  # `data: <json>\r\n\r\n` and no other break
+        if data.find(b"\n") != n + 1 or data.find(b"\r") != n or not data.startswith(b"data: "):
             return None
         return self.feed_payload(data, 6, EVENT_END)
 

@@ -48,13 +48,7 @@ def _plain_text_shapes() -> tuple[tuple[bytes, bytes, bytes], ...]:
 
 
 PLAIN_TEXT_SHAPES = _plain_text_shapes()
-EVENT_END = b"}\r\n\r\n"  # the end of a read holding one event: its object, then the separator
-
-
-def one_event(data: bytes) -> bool:
-    """A whole upstream read holding exactly one event in Google's framing (`data: <json>\\r\\n\\r\\n`, no other break)."""
-    n = len(data) - 4
-    return data.find(b"\n") == n + 1 and data.find(b"\r") == n and data.startswith(b"data: ")
+EVENT_END = b"}\r\n\r\n"  # the end of a read holding one event in Google's framing: its object, then the separator
 
 
 class PlainText:

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from app.errors import GatewayError
-from app.translate.plain_text import EVENT_END, PlainText, one_event
+from app.translate.plain_text import EVENT_END, PlainText
 from app.translate.responses_response import OutputBuilder, ResponsesContext
 
 _DELTA = b"response.output_text.delta"
@@ -62,7 +62,8 @@ class ResponsesStreamTranslator:
 
     def feed_read(self, data: bytes) -> bytes | None:
         """`feed_payload` for one whole upstream read holding exactly one event in Google's framing."""
-        if not one_event(data):
+        n = len(data) - 4  # `data: <json>\r\n\r\n` and no other break
+        if data.find(b"\n") != n + 1 or data.find(b"\r") != n or not data.startswith(b"data: "):
             return None
         return self.feed_payload(data, 6, EVENT_END)
 
@@ -82,11 +83,10 @@ class ResponsesStreamTranslator:
             head = {"type": "response.output_text.delta", "item_id": m.id, "output_index": m.index, "content_index": 0,
                     "logprobs": [], "sequence_number": 0}  # fmt: skip
             m.delta_head = b"event: " + _DELTA + b"\ndata: " + orjson.dumps(head)[:-2]  # up to the number
-        m.texts.append(text)
-        m.length += len(text)
+        m.texts.append(text)  # (`length` counts only for whole answers)
         seq = b.seq
         b.seq = seq + 1
-        return b"".join((m.delta_head, str(seq).encode(), b',"delta":', literal, b"}\n\n"))
+        return b"".join((m.delta_head, b"%d" % seq, b',"delta":', literal, b"}\n\n"))
 
     def latest_usage(self) -> Mapping[str, Any] | None:
         """Gemini's `usageMetadata` as far as the stream got (parses the one kept as bytes)."""
