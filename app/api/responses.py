@@ -244,7 +244,7 @@ def _headers(outcome: Outcome) -> dict[str, str]:
 class StoredResponses(Endpoint):
     """`/v1/responses/{id}` and `/v1/responses/{id}/input_items`."""
 
-    name = "responses_store"
+    name = "response_store"  # (metrics: not a generation, so not "responses")
     methods = frozenset({"GET", "DELETE", "POST"})
 
     def __init__(self, services: Services) -> None:
