@@ -135,6 +135,7 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
     endpoints = Routes()
     endpoints.add(chat.ChatCompletions(gateway), *CHAT_PATHS)
     endpoints.add(responses.Responses(gateway), *responses.RESPONSES_PATHS)
+    endpoints.add(responses.InputTokens(gateway), *responses.INPUT_TOKENS_PATHS)
     endpoints.add(responses.StoredResponses(gateway), *responses.STORED_PREFIXES, prefix=True)
     app.pipeline = Pipeline(
         app.routes_app, endpoints, gateway.auth, gateway.recorder, settings.server.max_request_bytes,

@@ -13,6 +13,8 @@ Two endpoints of the request pipeline (pipeline/seam.py):
 * `StoredResponses` (`GET` / `DELETE /v1/responses/{id}`,
   `GET /v1/responses/{id}/input_items`): the response store
   (gateway/responses_store.py), each key seeing only its own responses.
+* `InputTokens` (`POST /v1/responses/input_tokens`): the same request,
+  counted by Gemini's `countTokens`.
 """
 
 from __future__ import annotations
@@ -39,9 +41,17 @@ from app.pipeline.context import RequestContext
 from app.pipeline.seam import KEEPALIVE, Answer, Call, Endpoint
 from app.schemas.responses import InputItem, ResponsesRequest
 from app.services import Services
+from app.translate.chat_request import TranslationEnv
 from app.translate.chat_response import broken_finish
 from app.translate.responses_items import input_items, stored_items
-from app.translate.responses_request import HISTORY, ResponsesCall, ResponsesOptions, sent_param, to_gemini
+from app.translate.responses_request import (
+    HISTORY,
+    ResponsesCall,
+    ResponsesOptions,
+    count_tokens_body,
+    sent_param,
+    to_gemini,
+)
 from app.translate.responses_response import ResponsesContext, to_responses
 from app.translate.responses_stream import ResponsesStreamTranslator
 from app.translate.transcoder import StreamTranscoder
@@ -50,6 +60,7 @@ from app.upstream.client import UpstreamStream
 log = logging.getLogger("gemini_proxy.responses")
 
 RESPONSES_PATHS = ("/v1/responses", "/responses")
+INPUT_TOKENS_PATHS = ("/v1/responses/input_tokens", "/responses/input_tokens")
 STORED_PREFIXES = ("/v1/responses/", "/responses/")
 KEPT_STATUSES = frozenset({"completed", "incomplete"})
 
@@ -122,15 +133,19 @@ class Responses(Endpoint):
             )  # fmt: skip
         return [InputItem.model_validate(item) for item in items]
 
+    async def _looked_up(self, ctx: RequestContext, req: ResponsesRequest) -> tuple[list[InputItem], TranslationEnv]:
+        """The stored conversation of `previous_response_id`, and what the translator needs looked up for all items."""
+        history = await self._history(req, owner_of(ctx.principal))
+        named = [(item, HISTORY) for item in history]
+        named += [(item, "input" if isinstance(req.input, str) else f"input[{i}]") for i, item in enumerate(input_items(req))]
+        return history, await self.services.responses_env(named)
+
     async def _answer(self, ctx: RequestContext, req: ResponsesRequest) -> Answer:
         services = self.services
         targets = services.router.resolve(req.model)
-        owner = owner_of(ctx.principal)
-        history = await self._history(req, owner)
+        history, env = await self._looked_up(ctx, req)
         given = input_items(req)
-        named = [(item, HISTORY) for item in history]
-        named += [(item, "input" if isinstance(req.input, str) else f"input[{i}]") for i, item in enumerate(given)]
-        env = await services.responses_env(named)
+        owner = owner_of(ctx.principal)
         keep = Keep(owner, stored_items(given, new_item_id), req.previous_response_id) if req.store is not False else None
 
         def prepare(target: Target) -> UpstreamCall[ResponsesCall]:
@@ -236,6 +251,29 @@ def _headers(outcome: Outcome) -> dict[str, str]:
     if gemini.dropped_schema_keywords:
         headers["x-gemini-proxy-dropped-schema-keywords"] = ",".join(gemini.dropped_schema_keywords)
     return headers
+
+
+class InputTokens(Responses):
+    """`POST /v1/responses/input_tokens`: how many input tokens the request would use (Gemini's `countTokens`)."""
+
+    name = "input_tokens"
+
+    async def _answer(self, ctx: RequestContext, req: ResponsesRequest) -> Answer:
+        services = self.services
+        ctx.stream = False
+        targets = services.router.resolve(req.model)
+        history, env = await self._looked_up(ctx, req)
+        request = req.model_copy(update={"stream": False, "stream_options": None})
+
+        def prepare(target: Target) -> UpstreamCall[ResponsesCall]:
+            vertex = target.upstream.kind == "vertex"
+            gemini = to_gemini(request, target.capabilities, replace(env, vertex=vertex) if vertex else env, history)
+            body = count_tokens_body(gemini.body, target.model, vertex)
+            return UpstreamCall("countTokens", orjson.dumps(body), gemini)
+
+        response, outcome = await services.dispatcher.complete(targets, prepare, byok_key=ctx.principal.google_key, ctx=ctx)
+        count = {"object": "response.input_tokens", "input_tokens": int(response.get("totalTokens", 0))}
+        return Answer(body=orjson.dumps(count), headers=outcome.headers())
 
 
 # -- the store: GET / DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items ------------------------------

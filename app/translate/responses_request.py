@@ -359,3 +359,18 @@ def sent_param(param: str | None, req: ResponsesRequest) -> str | None:
         if req.reasoning is not None and req.reasoning.effort is None and _summary(req):
             return "reasoning.summary"
     return _RESPONSES_PARAMS.get(param, param) if param else param
+
+
+# Fields of a GenerateContentRequest that Vertex's CountTokensRequest takes beside `contents`.
+_VERTEX_COUNT_FIELDS = ("systemInstruction", "tools", "generationConfig")
+
+
+def count_tokens_body(body: dict[str, Any], model: str, vertex: bool) -> dict[str, Any]:
+    """A translated request -> the body of Gemini's `countTokens` for it (`POST /v1/responses/input_tokens`).
+
+    The Gemini API takes the whole request as `generateContentRequest` (with its
+    model); Vertex takes `contents` and a few of the request's fields directly.
+    """
+    if vertex:
+        return {k: body[k] for k in ("contents", *_VERTEX_COUNT_FIELDS) if k in body}
+    return {"generateContentRequest": {"model": f"models/{model}", **body}}

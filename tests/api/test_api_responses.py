@@ -472,3 +472,23 @@ def test_sdk_raises_for_a_late_failure(strict_client, fake):
     with pytest.raises(openai.APIError):
         list(strict_client.responses.create(model=MODEL, input=directive("late", first_byte_delay_ms=600, error={"status": 500}),
                                             stream=True))  # fmt: skip
+
+
+# -- input_tokens ---------------------------------------------------------------------------------------------------
+
+
+def test_input_tokens_counts_with_gemini(client, fake):
+    counted = client.responses.input_tokens.count(model=MODEL, input="Count these words please", instructions="Be brief.",
+                                                  tools=[WEATHER])  # fmt: skip
+    assert counted.object == "response.input_tokens" and counted.input_tokens > 0
+    call = fake.requests()[-1]
+    assert call["path"].endswith(":countTokens")
+    inner = call["body"]["generateContentRequest"]
+    assert inner["model"] == f"models/{MODEL}" and inner["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert inner["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
+    assert fake.stats()["generate_requests"] == 0
+
+
+def test_input_tokens_bad_input_names_the_field(strict_raw, fake):
+    r = strict_raw.post("/v1/responses/input_tokens", json={"model": MODEL, "input": [{"type": "function_call_output", "call_id": "x", "output": ""}]})
+    assert_openai_error(r, 400, param="input[0].call_id")
