@@ -5,7 +5,7 @@ that replaces every configured secret (upstream API keys, client keys) found
 in a message or its arguments with `[REDACTED]`, as a last line of defence:
 the code itself logs keys only by label (`<upstream>#<n>`). Every line carries
 the request id of the request it was written for (`[req_...]`, `-` outside
-requests). The access log has a handler of its own (observe/access_log.py).
+requests). The access log is written apart (observe/access_log.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from app.observe.access_log import RequestIdFilter, configure_access_log
+from app.observe.access_log import RequestIdFilter
 
 REDACTED = "[REDACTED]"
 
@@ -48,9 +48,6 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"))
     handler.addFilter(RequestIdFilter())
     handler.addFilter(redacting)
-    configure_access_log()
-    for access_handler in logging.getLogger("gemini_proxy.access").handlers:
-        access_handler.addFilter(redacting)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

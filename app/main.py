@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import __version__
-from app.api import chat, health, json_response, metrics, models, responses
+from app.api import chat, embeddings, health, json_response, metrics, models, responses
 from app.errors import GatewayError, InvalidRequest, NotFound, internal_error
 from app.pipeline.seam import CTX_KEY, Pipeline, Routes, error_body
 from app.services import Services
@@ -33,6 +33,7 @@ log = logging.getLogger("gemini_proxy")
 
 DEMO_HEADER = (b"x-gemini-proxy-demo", b"true")
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+EMBEDDINGS_PATHS = ("/v1/embeddings", "/embeddings")
 
 
 class GatewayApp(FastAPI):
@@ -134,6 +135,7 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
     app.include_router(metrics.router)
     endpoints = Routes()
     endpoints.add(chat.ChatCompletions(gateway), *CHAT_PATHS)
+    endpoints.add(embeddings.Embeddings(gateway), *EMBEDDINGS_PATHS)
     endpoints.add(responses.Responses(gateway), *responses.RESPONSES_PATHS)
     endpoints.add(responses.InputTokens(gateway), *responses.INPUT_TOKENS_PATHS)
     endpoints.add(responses.StoredResponses(gateway), *responses.STORED_PREFIXES, prefix=True)

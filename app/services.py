@@ -108,6 +108,7 @@ class Services:
         self.recorder.watch_upstreams(self.upstreams)
 
     async def stop(self) -> None:
+        self.recorder.flush()
         await self.client.close()
         if self.fetcher is not None:
             await self.fetcher.close()

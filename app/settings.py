@@ -158,6 +158,8 @@ class CapabilityOverrides(_Section):
     multimodal_function_response: bool | None = None
     image_output: bool | None = None
     drop_params: list[str] | None = None
+    endpoints: list[Literal["chat", "embeddings", "images"]] | None = None
+    embeddings_api: Literal["embed_content", "predict"] | None = None
 
 
 class ModelRoute(_Section):

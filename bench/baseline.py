@@ -6,8 +6,9 @@ log) + one shared aiohttp ClientSession. ``POST /v1/chat/completions`` (and
 untouched to the upstream: bodies containing
 ``"stream":true`` go to ``:streamGenerateContent?alt=sse`` and are relayed chunk
 by chunk (``resp.content.iter_any()``); everything else goes to
-``:generateContent`` and the answer bytes are returned as-is. No translation,
-no validation. ``GET /healthz`` is the readiness probe.
+``:generateContent`` and the answer bytes are returned as-is. ``POST
+/v1/embeddings`` does the same with ``gemini-embedding-001:batchEmbedContents``.
+No translation, no validation. ``GET /healthz`` is the readiness probe.
 
 Usage: ``python bench/baseline.py --port 8002 --upstream http://127.0.0.1:8001``
 """
@@ -25,12 +26,14 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 MODEL = "gemini-2.5-flash"
+EMBED_MODEL = "gemini-embedding-001"
 
 
 def build_app(upstream: str, api_key: str = "bench-key") -> Starlette:
     base = f"{upstream.rstrip('/')}/v1beta/models/{MODEL}"
     unary_url = f"{base}:generateContent"
     stream_url = f"{base}:streamGenerateContent?alt=sse"
+    embed_url = f"{upstream.rstrip('/')}/v1beta/models/{EMBED_MODEL}:batchEmbedContents"
     headers = {"content-type": "application/json", "x-goog-api-key": api_key}
     state: dict[str, aiohttp.ClientSession] = {}
 
@@ -58,6 +61,11 @@ def build_app(upstream: str, api_key: str = "bench-key") -> Starlette:
         async with session.post(unary_url, data=body, headers=headers) as resp:
             return Response(await resp.read(), status_code=resp.status, media_type="application/json")
 
+    async def embed(request: Request) -> Response:
+        body = await request.body()
+        async with state["session"].post(embed_url, data=body, headers=headers) as resp:
+            return Response(await resp.read(), status_code=resp.status, media_type="application/json")
+
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
@@ -65,6 +73,7 @@ def build_app(upstream: str, api_key: str = "bench-key") -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/responses", chat, methods=["POST"]),
+            Route("/v1/embeddings", embed, methods=["POST"]),
             Route("/healthz", healthz),
         ],
         lifespan=lifespan,

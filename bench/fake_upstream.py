@@ -12,6 +12,9 @@ prefix works):
 * ``POST ...:streamGenerateContent?alt=sse``      -> ``text/event-stream``, chunked
   transfer encoding, N events ``data: {...}\\r\\n\\r\\n`` each written separately
 * ``POST ...:streamGenerateContent`` (no alt=sse) -> the same N responses as a JSON array
+* ``POST ...:batchEmbedContents``                 -> N embeddings of D values each (``--embed-dims``,
+  env ``FAKE_UPSTREAM_EMBED_DIMS``, default 3072; N = header ``x-fake-embeddings`` or query
+  ``embeddings=``, default 100), pretty-printed as Google sends it, with ``usageMetadata``
 * ``GET  /v1beta/models``                         -> a small model list
 * ``GET  /healthz``                               -> ``ok``
 
@@ -92,6 +95,19 @@ def stream_chunks(n: int) -> list[dict]:
     return chunks
 
 
+def embeddings(n: int, dims: int) -> dict:
+    """n vectors of `dims` float32-like values printed with 9 significant digits, as Google prints them."""
+    import random
+
+    rng = random.Random(7)
+    vectors = [{"values": [float(f"{rng.gauss(0, 0.02):.9g}") for _ in range(dims)]} for _ in range(n)]
+    total = 12 * n
+    return {
+        "embeddings": vectors,
+        "usageMetadata": {"promptTokenCount": total, "promptTokenDetails": [{"modality": "TEXT", "tokenCount": total}]},
+    }
+
+
 MODELS = {
     "models": [
         {
@@ -138,6 +154,9 @@ def canned(kind: str, n: int, keep_alive: bool) -> bytes | list[bytes]:
             parts.append(b"%x\r\n%s\r\n" % (len(event), event))
         parts.append(b"0\r\n\r\n")
         return parts
+    if kind == "embed":
+        body = orjson.dumps(embeddings(n, Upstream.embed_dims), option=orjson.OPT_INDENT_2)
+        return full("200 OK", "application/json; charset=UTF-8", body, keep_alive)
     if kind == "models":
         return full("200 OK", "application/json; charset=UTF-8", orjson.dumps(MODELS), keep_alive)
     if kind == "healthz":
@@ -149,6 +168,7 @@ def canned(kind: str, n: int, keep_alive: bool) -> bytes | list[bytes]:
 class Upstream(asyncio.Protocol):
     default_chunks = 100
     default_delay_ms = 0.0
+    embed_dims = 3072
 
     def connection_made(self, transport):
         self.transport = transport
@@ -206,6 +226,8 @@ class Upstream(asyncio.Protocol):
                 for part in canned("sse", n, keep_alive):
                     self.transport.write(part)
                 out = b""
+        elif method == b"POST" and path.endswith(":batchEmbedContents"):
+            out = canned("embed", int(q.get("embeddings", [headers.get(b"x-fake-embeddings", 100)])[0]), keep_alive)
         elif method == b"GET" and path.rstrip("/").endswith("/models"):
             out = canned("models", 0, keep_alive)
         elif method == b"GET" and path == "/healthz":
@@ -236,7 +258,9 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8001)
     ap.add_argument("--chunks", type=int, default=int(os.environ.get("FAKE_UPSTREAM_CHUNKS", 100)))
     ap.add_argument("--delay-ms", type=float, default=float(os.environ.get("FAKE_UPSTREAM_DELAY_MS", 0)))
+    ap.add_argument("--embed-dims", type=int, default=int(os.environ.get("FAKE_UPSTREAM_EMBED_DIMS", 3072)))
     args = ap.parse_args()
+    Upstream.embed_dims = args.embed_dims
     Upstream.default_chunks = args.chunks
     Upstream.default_delay_ms = args.delay_ms
 

@@ -20,7 +20,7 @@ kernel's per-process CPU clock, falling back to /proc/<pid>/stat (10 ms ticks);
 the CPU of all descendant processes (forked workers) is added.
 
 Usage: ``python bench/loadgen.py --url http://127.0.0.1:8002/v1/chat/completions
---requests 2000 --concurrency 16 --pid 1234 [--stream] [--api responses]``
+--requests 2000 --concurrency 16 --pid 1234 [--stream [--api responses] | --embeddings 100 [--encoding base64]]``
 """
 
 from __future__ import annotations
@@ -53,9 +53,13 @@ RESPONSES_BODY = {  # the same request through the Responses API
 }
 
 
-def body_bytes(stream: bool, api: str = "chat") -> bytes:
-    body = RESPONSES_BODY if api == "responses" else CHAT_BODY
-    return json.dumps({**body, "stream": True} if stream else body, separators=(",", ":")).encode()
+def body_bytes(stream: bool, embeddings: int = 0, encoding: str = "float", api: str = "chat") -> bytes:
+    if embeddings:  # an embeddings request: that many sentences of ~50 characters
+        texts = [f"Sentence number {i} of a document about the benchmark." for i in range(embeddings)]
+        body = {"model": "gemini-embedding-001", "input": texts, "encoding_format": encoding}
+        return json.dumps(body, separators=(",", ":")).encode()
+    base = RESPONSES_BODY if api == "responses" else CHAT_BODY
+    return json.dumps({**base, "stream": True} if stream else base, separators=(",", ":")).encode()
 
 
 # ---------------------------------------------------------------- CPU accounting
@@ -161,7 +165,7 @@ async def run_phase(session, url, body, headers, stream, n, concurrency):
 
 
 async def main_async(args) -> dict:
-    body = body_bytes(args.stream, args.api)
+    body = body_bytes(args.stream, args.embeddings, args.encoding, args.api)
     headers = {"content-type": "application/json", "authorization": "Bearer bench-key"}
     connector = aiohttp.TCPConnector(limit=args.concurrency, ttl_dns_cache=None)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
@@ -201,6 +205,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=None, help="default: max(50, 2*concurrency, requests/10)")
     ap.add_argument("--stream", action="store_true", help='send "stream":true and read the body as SSE')
     ap.add_argument("--api", choices=("chat", "responses"), default="chat", help="the request body: chat or Responses")
+    ap.add_argument("--embeddings", type=int, default=0, help="send an embeddings request with this many inputs")
+    ap.add_argument("--encoding", default="float", choices=("float", "base64"), help="encoding_format of --embeddings")
     ap.add_argument("--pid", type=int, action="append", default=[], help="process tree(s) to account CPU for")
     ap.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args()

@@ -39,10 +39,17 @@ ROOT = HERE.parent
 RESULTS = HERE / "results"
 DEFAULT_GATEWAY_CMD = "{python} -m app serve --host 127.0.0.1 --port {port}"
 MODEL = "gemini-2.5-flash"
-SCENARIOS = [("unary", 1), ("unary", 16), ("unary", 64), ("stream", 1), ("stream", 16), ("responses", 1), ("responses", 16)]
-STREAMED = ("stream", "responses")  # kinds read as SSE; "responses": the same stream through POST /v1/responses
-PATHS = {"unary": "/v1/chat/completions", "stream": "/v1/chat/completions", "responses": "/v1/responses"}
-TITLES = {"unary": "non-streamed", "stream": "streamed", "responses": "Responses streamed"}
+SCENARIOS = [
+    ("unary", 1), ("unary", 16), ("unary", 64), ("stream", 1), ("stream", 16),
+    ("embed", 1), ("embed", 16), ("embed64", 16),  # embeddings: `--embed-inputs` per request, float / base64
+    ("responses", 1), ("responses", 16),  # the stream of "stream" through POST /v1/responses
+]
+EMBED_MODEL = "gemini-embedding-001"
+KIND_NAMES = {
+    "unary": "non-streamed", "stream": "streamed", "embed": "embeddings float", "embed64": "embeddings base64",
+    "responses": "Responses streamed",
+}
+STREAMED = ("stream", "responses")
 SERVERS = ("baseline", "gateway")
 CPU_FLAG_RATIO = 1.5
 LATENCY_FLAG_MS = 1.0
@@ -119,9 +126,13 @@ def wait_ready(procs: Procs, name: str, url: str, timeout: float) -> None:
     raise RuntimeError(f"{name} not ready at {url} after {timeout:.0f}s; log tail:\n{procs.log_tail(name)}")
 
 
-def loadgen(python: str, url: str, stream: bool, n: int, conc: int, pids: list[int], api: str = "chat") -> dict:
+def loadgen(python: str, url: str, kind: str, n: int, conc: int, pids: list[int], embed_inputs: int = 100) -> dict:
     cmd = [python, str(HERE / "loadgen.py"), "--url", url, "--requests", str(n), "--concurrency", str(conc)]
-    cmd += ["--stream"] * stream + [a for pid in pids for a in ("--pid", str(pid))] + ["--api", api]
+    cmd += ["--stream"] * (kind in STREAMED) + [a for pid in pids for a in ("--pid", str(pid))]
+    if kind in ("embed", "embed64"):
+        cmd += ["--embeddings", str(embed_inputs), "--encoding", "base64" if kind == "embed64" else "float"]
+    if kind == "responses":
+        cmd += ["--api", "responses"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed ({out.returncode}):\n{out.stderr[-2000:]}")
@@ -169,6 +180,7 @@ ROWS = {  # (figure key, label, format); "lower" figures are better when smaller
         ("reads_per_stream", "client reads / stream", "{:.1f}"),
     ],
 }
+ROWS["embed"] = ROWS["embed64"] = ROWS["unary"]
 ROWS["responses"] = ROWS["stream"]
 
 
@@ -211,6 +223,8 @@ def flags_for(summary: dict) -> list[str]:
         if r is not None and r > CPU_FLAG_RATIO:
             flags.append(f"{key}: gateway CPU per request is {r:.2f}× the baseline (> {CPU_FLAG_RATIO})")
     for key, fig in (("unary-c1", "added_p50_ms"), ("stream-c1", "added_ttfc_p50_ms"), ("responses-c1", "added_ttfc_p50_ms")):
+        if key not in summary:
+            continue
         v = summary[key]["gateway"].get(fig)
         if v is not None and v >= LATENCY_FLAG_MS:
             flags.append(f"{key}: gateway {fig} is {v:.3f} ms (>= {LATENCY_FLAG_MS} ms)")
@@ -234,7 +248,8 @@ def report(meta: dict, summary: dict, flags: list[str]) -> str:
         f"load avg before/after: {meta['host']['loadavg_before']} / {meta['host']['loadavg_after']}",
         f"- rounds: {a['rounds']} (medians shown), {a['requests']} requests per non-streamed cell, "
         f"{a['stream_requests']} streams per streamed cell ({a['chunks']} chunks, "
-        f"{a['chunk_delay_ms']} ms apart)",
+        f"{a['chunk_delay_ms']} ms apart), {a['embed_requests']} embeddings requests per embeddings cell "
+        f"({a['embed_inputs']} inputs each, {a['embed_dims']} dimensions)",
         f"- gateway: `{meta['gateway_cmd']}`",
         *(["- **quick smoke check**: 1 round, small samples — figures are indicative only"] if a["quick"] else []),
         "- added latency = latency through the server − latency straight to the fake upstream (same round)",
@@ -245,7 +260,7 @@ def report(meta: dict, summary: dict, flags: list[str]) -> str:
     for kind, conc in SCENARIOS:
         key = f"{kind}-c{conc}"
         s = summary[key]
-        name = f"{TITLES[kind]} c={conc}"
+        name = f"{KIND_NAMES[kind]} c={conc}"
         for fig, label, spec in ROWS[kind]:
             rng = s["ratio_range"].get(fig)
             lines.append(
@@ -282,11 +297,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, help="rounds (default 3, quick 1)")
     ap.add_argument("--chunks", type=int, default=100, help="SSE chunks per upstream stream")
     ap.add_argument("--chunk-delay-ms", type=float, default=0.0, help="fake upstream delay between chunks")
+    ap.add_argument("--embed-requests", type=int, help="requests per embeddings cell (default 100, quick 20)")
+    ap.add_argument("--embed-inputs", type=int, default=100, help="inputs per embeddings request")
+    ap.add_argument("--embed-dims", type=int, default=3072, help="values per vector the fake upstream answers")
+    ap.add_argument("--only", action="append", default=[], metavar="KIND",
+                    help="run only these scenario kinds (unary, stream, embed, embed64, responses; repeatable)")
     ap.add_argument("--ready-timeout", type=float, default=30.0)
     args = ap.parse_args(argv)
     args.requests = args.requests or (500 if args.quick else 2000)
     args.stream_requests = args.stream_requests or max(150, args.requests // 4)
     args.rounds = args.rounds or (1 if args.quick else 3)
+    args.embed_requests = args.embed_requests or (20 if args.quick else 100)
+    if args.only:
+        SCENARIOS[:] = [(kind, conc) for kind, conc in SCENARIOS if kind in args.only]
     return args
 
 
@@ -300,7 +323,8 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
     env.update(kv.split("=", 1) for kv in args.gateway_env)
 
     up = procs.start("upstream", [py, str(HERE / "fake_upstream.py"), "--port", str(ports["upstream"]),
-                                  "--chunks", str(args.chunks), "--delay-ms", str(args.chunk_delay_ms)])
+                                  "--chunks", str(args.chunks), "--delay-ms", str(args.chunk_delay_ms),
+                                  "--embed-dims", str(args.embed_dims)])
     pids = {"upstream": up.pid}
     pids["baseline"] = procs.start("baseline", [py, str(HERE / "baseline.py"), "--port", str(ports["baseline"]),
                                                 "--upstream", upstream], env).pid
@@ -311,11 +335,16 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
     urls = {
         ("direct", "unary"): f"{upstream}/v1beta/models/{MODEL}:generateContent",
         ("direct", "stream"): f"{upstream}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+        ("direct", "embed"): f"{upstream}/v1beta/models/{EMBED_MODEL}:batchEmbedContents",
+        ("direct", "embed64"): f"{upstream}/v1beta/models/{EMBED_MODEL}:batchEmbedContents",
     }
     urls["direct", "responses"] = urls["direct", "stream"]
     for server in SERVERS:
-        for kind, path in PATHS.items():
-            urls[server, kind] = f"http://127.0.0.1:{ports[server]}{path}"
+        for kind in ("unary", "stream"):
+            urls[server, kind] = f"http://127.0.0.1:{ports[server]}/v1/chat/completions"
+        for kind in ("embed", "embed64"):
+            urls[server, kind] = f"http://127.0.0.1:{ports[server]}/v1/embeddings"
+        urls[server, "responses"] = f"http://127.0.0.1:{ports[server]}/v1/responses"
 
     meta = {
         "started": dt.datetime.now().isoformat(timespec="seconds"),
@@ -331,14 +360,14 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
             order.reverse()
         cells: dict = {}
         for kind, conc in SCENARIOS:
-            n = args.stream_requests if kind in STREAMED else args.requests
+            n = {"stream": args.stream_requests, "responses": args.stream_requests, "embed": args.embed_requests,
+                 "embed64": args.embed_requests}.get(kind, args.requests)
             key = f"{kind}-c{conc}"
             cell = cells[key] = {}
             for target in order:
                 print(f"round {rnd + 1}/{args.rounds}  {key:<10} {target:<8}", file=sys.stderr, flush=True)
                 acct = [pids["upstream"]] if target == "direct" else [pids[target], pids["upstream"]]
-                api = "responses" if kind == "responses" and target != "direct" else "chat"
-                res = cell[target] = loadgen(py, urls[target, kind], kind in STREAMED, n, conc, acct, api)
+                res = cell[target] = loadgen(py, urls[target, kind], kind, n, conc, acct, args.embed_inputs)
                 procs.check_alive()
                 if res["errors"] == res["requests"]:
                     raise RuntimeError(f"{target}: every request failed, e.g. {res['first_error']}")

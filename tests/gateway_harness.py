@@ -80,10 +80,15 @@ class FakeGemini:
 
 
 def gateway_settings(fake_url: str, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
-    """Settings of a gateway whose one upstream is the fake (keys `test-key`, `second-key`)."""
+    """Settings of a gateway whose one upstream is the fake (keys `test-key`, `second-key`).
+
+    The access log is off unless asked for: in-process gateways would write it into other tests'
+    output (the access-log tests run the real CLI and read its stderr).
+    """
     overrides.setdefault(
         "upstreams", [{"name": "fake", "type": "gemini", "base_url": fake_url, "api_keys": ["test-key"]}]
     )
+    overrides["server"] = {"access_log": "off", **overrides.get("server", {})}
     return load_settings(overrides=overrides, environ=environ or {})
 
 

@@ -26,7 +26,7 @@ from app.api.sse import stream_answer
 from app.api.validation import parse_body
 from app.errors import GatewayError, UpstreamError
 from app.gateway.dispatch import Outcome, UpstreamCall
-from app.gateway.routing import Target
+from app.gateway.routing import Target, for_endpoint
 from app.pipeline.context import RequestContext, Usage
 from app.pipeline.seam import KEEPALIVE, Answer, Call, Endpoint
 from app.schemas.openai import ChatCompletionRequest
@@ -117,6 +117,7 @@ class ChatCompletions(Endpoint):
         services = self.services
         targets = services.router.resolve(req.model)
         ctx.model = req.model
+        targets = for_endpoint(targets, "chat", req.model)
         env = await services.translation_env(req)
         prepare = self._prepare(req, env)
         byok = ctx.principal.google_key

@@ -1,10 +1,12 @@
 """`GET /v1/models` and `GET /v1/models/{id}` in OpenAI's list shape.
 
 Lists what a client can call: the configured routes and aliases, then (with
-passthrough on) the models each upstream offers for `generateContent`
-(Gemini Developer API: `models.list`; Vertex AI: the Gemini models of
-`publishers.models.list`). In demo mode every entry is owned by
-`gemini-proxy-demo` and the list says `"demo": true`.
+passthrough on) the models each upstream offers for `generateContent` or
+`embedContent` (Gemini Developer API: `models.list`; Vertex AI: the Gemini
+and embedding models of `publishers.models.list`). Each entry says which
+endpoints of the gateway serve it (`"endpoints": ["chat"]`, `["embeddings"]`,
+from the capability table: translate/capabilities.py). In demo mode every
+entry is owned by `gemini-proxy-demo` and the list says `"demo": true`.
 
 `ModelCatalog` owns the policy for those upstream listings, per upstream:
 
@@ -156,11 +158,12 @@ class ModelCatalog:
             if not isinstance(page, dict):
                 raise ListingFailed(f"a page of the listing is not a JSON object ({type(page).__name__})")
             for model in page.get("models") or ():  # Gemini Developer API
-                if "generateContent" in (model.get("supportedGenerationMethods") or ()):
+                methods = model.get("supportedGenerationMethods") or ()
+                if "generateContent" in methods or "embedContent" in methods:
                     ids.append(gemini_model_id(str(model.get("name", ""))))
-            for model in page.get("publisherModels") or ():  # Vertex AI: every Google model; keep Gemini's
+            for model in page.get("publisherModels") or ():  # Vertex AI: every Google model; keep Gemini's and embeddings
                 model_id = str(model.get("name", "")).rsplit("/", 1)[-1]
-                if model_id.startswith("gemini") and "embedding" not in model_id:
+                if model_id.startswith("gemini") or "embedding" in model_id:
                     ids.append(model_id)
             token = page.get("nextPageToken") or ""
             if not token:
@@ -183,23 +186,27 @@ def _reason(exc: Exception, timeout: float) -> str:
     return type(exc).__name__
 
 
-def _model(state: Services, model_id: str, owner: str) -> dict[str, Any]:
+def _model(state: Services, model_id: str, owner: str, served: frozenset[str]) -> dict[str, Any]:
     return {
         "id": model_id,
         "object": "model",
         "created": state.started_at,
         "owned_by": "gemini-proxy-demo" if state.settings.demo else owner,
+        # Extension: the gateway endpoints this model serves (`chat`, `embeddings`, `images`).
+        "endpoints": [e for e in state.router.endpoints_of(model_id) if e in served],
     }
 
 
 async def _all(request: Request) -> list[dict[str, Any]]:
     state: Services = request.app.state.gateway
     assert state.router is not None
-    out = {name: _model(state, name, "gemini-proxy") for name in state.router.public_names()}
+    served: frozenset[str] = request.app.pipeline.endpoints.names()
+    out = {name: _model(state, name, "gemini-proxy", served) for name in state.router.public_names()}
     if state.router.passthrough:
         catalog: ModelCatalog = request.app.state.model_catalog
         for model_id in await catalog.upstream_ids(state):
-            out.setdefault(model_id, _model(state, model_id, "google"))
+            if model_id not in out:
+                out[model_id] = _model(state, model_id, "google", served)
     return list(out.values())
 
 

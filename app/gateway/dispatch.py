@@ -366,6 +366,21 @@ class Dispatcher:
 
         return await self.run(targets, prepare, once, byok_key=byok_key, ctx=ctx)
 
+    async def complete_raw(
+        self,
+        targets: list[Target],
+        prepare: Callable[[Target], UpstreamCall[Any]],
+        *,
+        byok_key: str | None = None,
+        ctx: RequestContext | None = None,
+    ) -> tuple[bytes, Outcome]:
+        """`complete()` whose answer stays unparsed bytes (embeddings: megabytes of numbers the gateway may copy as they are)."""
+
+        async def once(target: Target, call: UpstreamCall[Any], headers: dict[str, str]) -> bytes:
+            return await self.client.post_raw(target.upstream.endpoint.url(target.model, call.verb), call.body, headers)
+
+        return await self.run(targets, prepare, once, byok_key=byok_key, ctx=ctx)
+
     async def open_stream(
         self,
         targets: list[Target],

@@ -9,6 +9,10 @@ Resolution order for a requested name:
 
 Targets of one route are tried by `priority` (lower first); targets of equal
 priority are shuffled by `weight` for every request, so load spreads as asked.
+
+`for_endpoint` keeps the targets whose model serves an endpoint (`chat`,
+`embeddings`, `images`: the capability table says which); a model that serves
+none of them there is a 400 naming `model` and the endpoint that serves it.
 """
 
 from __future__ import annotations
@@ -17,13 +21,18 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.errors import ModelNotFound
+from app.errors import InvalidRequest, ModelNotFound
 from app.gateway.upstreams import Upstream
 from app.settings import Settings
 from app.translate.capabilities import ModelCapabilities, capabilities_for
 
 _PREFIXES = ("models/", "google/", "gemini/", "publishers/google/models/")
 _PASSTHROUGH_CACHE = 1024
+
+
+# Each endpoint's path, and what its models are called, for the wrong-endpoint message.
+ENDPOINT_PATHS = {"chat": "/v1/chat/completions", "embeddings": "/v1/embeddings", "images": "/v1/images/generations"}
+_KINDS = {"chat": "a chat model", "embeddings": "an embedding model", "images": "an image model"}
 
 
 def gemini_model_id(name: str) -> str:
@@ -82,6 +91,13 @@ class Router:
     def public_names(self) -> list[str]:
         return list(self.routes)
 
+    def endpoints_of(self, name: str) -> tuple[str, ...]:
+        """The endpoints a public name serves (its route's first target, else the model's own facts)."""
+        targets = self.routes.get(name)
+        if targets:
+            return targets[0].capabilities.endpoints
+        return capabilities_for(gemini_model_id(name), self._patterns).endpoints
+
     def _ordered(self, targets: list[Target]) -> list[Target]:
         if len(targets) < 2:
             return targets
@@ -106,3 +122,23 @@ class Router:
             caps = capabilities_for(model, self._patterns)
             cached = self._passthrough[model] = [Target(u, model, caps) for u in self.order]
         return cached
+
+
+def for_endpoint(targets: list[Target], endpoint: str, name: str) -> list[Target]:
+    """The targets whose model serves `endpoint`; a 400 naming `model` when none does."""
+    for target in targets:
+        if endpoint not in target.capabilities.endpoints:
+            break
+    else:
+        return targets
+    kept = [t for t in targets if endpoint in t.capabilities.endpoints]
+    if kept:
+        return kept
+    served = [e for e in targets[0].capabilities.endpoints if e in ENDPOINT_PATHS]
+    kind = _KINDS.get(served[0], "a model") if served else "a model"
+    use = " or ".join(f"POST {ENDPOINT_PATHS[e]}" for e in served) or "another endpoint"
+    raise InvalidRequest(
+        f"The model `{name}` is {kind}: use it with {use}, not with POST {ENDPOINT_PATHS.get(endpoint, endpoint)}.",
+        param="model",
+        code="model_not_supported",
+    )

@@ -40,6 +40,11 @@ class Recorder:
         for upstream in self._upstreams:
             self.metrics.credentials_available(upstream.name, upstream.available())
 
+    def flush(self) -> None:
+        """At shutdown: nothing recorded is left unwritten."""
+        self.access.flush()
+        self.metrics.flush()
+
     def stream_started(self) -> None:
         self.metrics.stream_started()
 
@@ -52,7 +57,8 @@ class Recorder:
         if not metrics.enabled:
             return
         endpoint = ctx.endpoint or endpoint_of(ctx.path)
-        model = ctx.model or ""
+        # A model name that routed nowhere is the client's text: not a label (bounded cardinality).
+        model = (ctx.model or "") if ctx.error_code != "model_not_found" else ""
         metrics.request(
             endpoint, model, ctx.status, ctx.elapsed(), ctx.ttft(),
             provider=ctx.provider, response_model=ctx.response_model or ctx.served_model, error_type=ctx.error_type,

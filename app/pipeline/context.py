@@ -2,7 +2,7 @@
 
 The pipeline (app/pipeline/seam.py) opens a context for every request before
 the endpoint's handler runs, the handler and the dispatcher fill it in, and
-one `finally` records it (access log, metrics; docs/design.md#pipeline). It
+one `finally` records it (access log, metrics; docs/design.md#architecture). It
 holds figures and names only: never a key, a prompt or an answer.
 """
 

@@ -1,4 +1,4 @@
-"""The request pipeline: one path for every endpoint (docs/design.md#pipeline).
+"""The request pipeline: one path for every endpoint (docs/design.md#architecture).
 
 `Pipeline` is the outermost ASGI app. For every HTTP request it opens a
 `RequestContext` (request id taken from the client's `x-request-id` when sane,
@@ -120,6 +120,10 @@ class Routes:
             else:
                 self.exact[path] = endpoint
 
+    def names(self) -> frozenset[str]:
+        """The names of the endpoints served (`chat`, `embeddings`, ...)."""
+        return frozenset(e.name for e in [*self.exact.values(), *(e for _, e in self.prefixes)])
+
     def match(self, path: str) -> Endpoint | None:
         endpoint = self.exact.get(path)
         if endpoint is None and self.prefixes:
@@ -238,7 +242,7 @@ class Pipeline:
         self.recorder = recorder
         self.max_request_bytes = max_request_bytes
         self.extra_headers = extra_headers or []
-        self.shutdown_message = "The gateway is shutting down; the stream was ended. Please retry."
+        self.shutdown_message = "The gateway is shutting down; this request could not be finished. Please retry."
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -306,11 +310,21 @@ class Pipeline:
         except GatewayError as exc:
             await self._send_error(send, ctx, exc, exc.headers, endpoint)
         except asyncio.CancelledError:
-            if watch is None or not watch.absorb():
+            if watch is not None and watch.absorb():
+                ctx.status = ctx.status or 499
+                ctx.error_code = ctx.error_code or "client_closed"
+                log.info("client closed the connection; upstream call cancelled (%s %s)", ctx.method, ctx.path)
+                return
+            task = asyncio.current_task()
+            if ctx.status or task is None:  # a stream already ended itself (_send_stream)
                 raise
-            ctx.status = ctx.status or 499
-            ctx.error_code = ctx.error_code or "client_closed"
-            log.info("client closed the connection; upstream call cancelled (POST %s)", ctx.path)
+            # Not the client: the server is shutting down and the grace is over, before any answer.
+            error = GatewayError(self.shutdown_message, status=503, code="server_shutting_down")
+            try:
+                await self._send_error(send, ctx, error, {"retry-after": "1"}, endpoint)
+            except Exception:  # the connection may be gone already
+                pass
+            task.uncancel()  # the answer is complete: no traceback per request
         except Exception:
             log.exception("unhandled error on %s %s (request id %s)", ctx.method, ctx.path, ctx.request_id)
             await self._send_error(send, ctx, internal_error(ctx.request_id), {}, endpoint)
@@ -361,6 +375,11 @@ class Pipeline:
             if not watch.gone:  # not the client: the server is shutting down (grace over)
                 ctx.error_code = "server_shutting_down"
                 await self._end_stream(send)
+                # The answer is complete: end the task normally, or the server logs a traceback per stream.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                return
             raise
         finally:
             self.recorder.stream_ended()

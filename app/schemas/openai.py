@@ -1,4 +1,4 @@
-"""Inbound OpenAI wire models: the `POST /v1/chat/completions` request.
+"""Inbound OpenAI wire models: the `POST /v1/chat/completions` and `POST /v1/embeddings` requests.
 
 Owns the shape check of what clients send. Tolerant where OpenAI-compatible
 servers are tolerant (unknown top-level and message fields are kept, not
@@ -189,6 +189,41 @@ class ChatCompletionRequest(_Open):
     safety_identifier: str | None = None
 
     def google_options(self) -> GoogleOptions | None:
+        if self.extra_body is not None and self.extra_body.google is not None:
+            return self.extra_body.google
+        return self.google
+
+
+# --- POST /v1/embeddings ---------------------------------------------------------------------
+
+
+class EmbeddingGoogleOptions(_Closed):
+    """`extra_body.google` of an embeddings request (snake_case, as Google's own layer spells it)."""
+
+    task_type: str | None = Field(None, min_length=1)
+    title: str | None = None
+
+
+class EmbeddingExtraBody(_Open):
+    google: EmbeddingGoogleOptions | None = None
+
+
+class EmbeddingRequest(_Open):
+    model: str = Field(min_length=1)
+    # A string or a list of strings; token arrays are refused by translate/embeddings.py with a 400
+    # naming `input` (Gemini embeds text), which also words every other problem with it.
+    input: Any = Field(...)
+    dimensions: int | None = Field(None, ge=1)
+    # "float" | "base64", checked by translate/embeddings.py in OpenAI's own wording.
+    encoding_format: Any = None
+
+    extra_body: EmbeddingExtraBody | None = None
+    google: EmbeddingGoogleOptions | None = None
+
+    # Hint: accepted and not forwarded (see docs/parameters.md#embeddings).
+    user: str | None = None
+
+    def google_options(self) -> EmbeddingGoogleOptions | None:
         if self.extra_body is not None and self.extra_body.google is not None:
             return self.extra_body.google
         return self.google

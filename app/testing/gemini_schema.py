@@ -41,7 +41,7 @@ from app.testing.gemini_schema_tables import (
 )
 from app.testing.google_errors import invalid_argument, parse_errors
 
-__all__ = ["Backend", "validate_generate_content"]
+__all__ = ["Backend", "parse_request", "validate_generate_content"]
 
 NOT_REPEATING: Final = "Proto field is not repeating, cannot start list."
 ROOT_MESSAGE: Final = "GenerateContentRequest"
@@ -60,6 +60,20 @@ def validate_generate_content(body: object, backend: Backend) -> None:
     sentence = request_violation(request, backend)
     if sentence is not None:
         raise invalid_argument(sentence)
+
+
+def parse_request(body: object, backend: Backend, root: str) -> dict[str, Any]:
+    """Stage 1 alone for another request message of the table (`BatchEmbedContentsRequest`,
+    `EmbedContentRequest`, `PredictRequest`): the body normalized (camelCase names, enum value
+    names, `null`s dropped), or GoogleError (400) with every parse error, as Google reports them."""
+    parser = _Parser(backend)
+    if not isinstance(body, dict):
+        parser._unknown("", "", "Root element must be a message.")
+        raise parse_errors(parser.errors)
+    request = parser.message(root, body, "")
+    if parser.errors:
+        raise parse_errors(parser.errors)
+    return request
 
 
 def _field_violations_message(violations: list[Violation], backend: Backend) -> str:

@@ -1,6 +1,6 @@
-"""Google's `GenerateContentRequest` proto, described as data, for the fake's validator.
+"""Google's `GenerateContentRequest` proto (and the embedding requests), described as data, for the fake's validator.
 
-Owns: every message the fake accepts in a generateContent body (message -> field ->
+Owns: every message the fake accepts in a generateContent or embedding body (message -> field ->
 kind, referenced message or enum, repeated?, oneof group, backend), the enums with
 their values and proto names, and the lookup maps built from them once at import.
 
@@ -280,6 +280,31 @@ MESSAGES: Mapping[str, Mapping[str, Field]] = {
     },
 }
 
+# Embedding requests (docs/gemini-facts.md#embeddings). The Gemini API takes the options at the top
+# of each request (google-genai's `_EmbedContentConfig_to_mldev`); Vertex AI inside
+# `embedContentConfig` (`_EmbedContentConfig_to_vertex`), and `:predict` free-form `instances`.
+EMBEDDING_MESSAGES: Mapping[str, Mapping[str, Field]] = {
+    "EmbedContentRequest": {
+        "model": S,
+        "content": _m("Content"),
+        "taskType": _e("TaskType", only=GEMINI),
+        "title": _f("string", only=GEMINI),
+        "outputDimensionality": _f("int32", only=GEMINI),
+        "embedContentConfig": _m("EmbedContentConfig", only=VERTEX),
+    },
+    "BatchEmbedContentsRequest": {"requests": _m("EmbedContentRequest", rep=True)},
+    "EmbedContentConfig": {
+        "taskType": _e("TaskType"),
+        "title": S,
+        "outputDimensionality": I32,
+        "autoTruncate": BOOL,
+        "documentOcr": BOOL,
+        "audioTrackExtraction": BOOL,
+    },
+    "PredictRequest": {"instances": _f("value", rep=True), "parameters": VALUE},
+}
+MESSAGES = {**MESSAGES, **EMBEDDING_MESSAGES}
+
 VERTEX_KIND_OVERRIDES: Mapping[tuple[str, str], Field] = {("GenerationConfig", "topK"): FLOAT}
 
 # Proto names where they differ from the table's name (error texts name the type).
@@ -366,6 +391,17 @@ ENUMS: Mapping[str, tuple[str, ...]] = {
     "ServiceTier": ("UNSPECIFIED", "FLEX", "STANDARD", "PRIORITY"),
     "ProminentPeople": ("PROMINENT_PEOPLE_UNSPECIFIED", "ALLOW_PROMINENT_PEOPLE", "BLOCK_PROMINENT_PEOPLE"),
     "NullValue": ("NULL_VALUE",),
+    "TaskType": (
+        "TASK_TYPE_UNSPECIFIED",
+        "RETRIEVAL_QUERY",
+        "RETRIEVAL_DOCUMENT",
+        "SEMANTIC_SIMILARITY",
+        "CLASSIFICATION",
+        "CLUSTERING",
+        "QUESTION_ANSWERING",
+        "FACT_VERIFICATION",
+        "CODE_RETRIEVAL_QUERY",
+    ),
 }
 
 # Enum values one backend does not have (docs/gemini-facts.md#request: the IMAGE_* categories are Vertex only).

@@ -2,7 +2,10 @@
 
 Gemini models differ in what they accept (thinking levels or budgets, JSON
 Schema support, thought-signature enforcement, per-part media resolution,
-image output) and the list changes every few months, so nothing here is
+image output), in which of the gateway's endpoints can serve them (`chat`,
+`embeddings`, `images`) and, for embedding models, in the Vertex AI verb
+(`embedContent` for the Gemini family, `:predict` for the older
+`text-embedding-*` models); the list changes every few months, so nothing here is
 hard-wired into the translator: `capabilities_for(model, overrides)` returns a
 frozen `ModelCapabilities` built from the default table below, then from the
 operator's config (`capabilities:` patterns, then a route's own
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 ThinkingKind = Literal["none", "budget", "level"]
+EmbeddingsAPI = Literal["embed_content", "predict"]
 LEVELS = ("minimal", "low", "medium", "high")
 
 # Google's budgets for Gemini 2.5 (its compatibility layer and Vertex's use these).
@@ -38,12 +42,25 @@ class ModelCapabilities:
     multimodal_function_response: bool = False  # FunctionResponse.parts (Gemini 3)
     image_output: bool = False
     drop_params: frozenset[str] = frozenset()
+    # The gateway endpoints this model serves (`chat`, `embeddings`, `images`): `/v1/models` lists them,
+    # and a model sent to an endpoint it does not serve is a 400 naming `model` (docs/design.md#endpoints).
+    endpoints: tuple[str, ...] = ("chat",)
+    # Embedding models on Vertex AI: `embed_content` (`:embedContent` / `:batchEmbedContents`, the Gemini
+    # family) or `predict` (`:predict` with `instances`, the older text-embedding models). The Gemini
+    # Developer API always takes `:batchEmbedContents`.
+    embeddings_api: EmbeddingsAPI = "embed_content"
 
 
 _G3 = dict(signatures_required=True, per_part_media_resolution=True, multimodal_function_response=True)
+_EMBED = ("embeddings",)
 
 # First match wins. Patterns are fnmatch globs on the Gemini model id.
 DEFAULTS: Sequence[tuple[str, dict[str, Any]]] = (
+    ("gemini-embedding*", dict(endpoints=_EMBED)),
+    ("*gemini*embedding*", dict(endpoints=_EMBED)),
+    ("*maas*embedding*", dict(endpoints=_EMBED)),
+    ("*embedding*", dict(endpoints=_EMBED, embeddings_api="predict")),  # text-embedding-005, text-multilingual-...
+    ("*embed*", dict(endpoints=_EMBED, embeddings_api="predict")),  # multimodalembedding, ...
     ("gemini-3*-image*", dict(image_output=True, per_part_media_resolution=True)),
     ("*-image*", dict(image_output=True)),
     ("gemini-3.1-pro*", dict(thinking="level", thinking_levels=("low", "medium", "high"), **_G3)),
@@ -71,6 +88,8 @@ def _as_fields(overrides: Any) -> dict[str, Any]:
             value = tuple(value)
         elif key == "drop_params":
             value = frozenset(value)
+        elif key == "endpoints":
+            value = tuple(value)
         out[key] = value
     return out
 

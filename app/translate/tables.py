@@ -1,4 +1,4 @@
-"""Enumerations mapped as tables: finish reasons, error statuses, Google messages -> OpenAI parameters.
+"""Enumerations mapped as tables: finish reasons, error statuses, Google messages -> OpenAI parameters (chat, embeddings).
 
 Every value of Gemini's `FinishReason` enum has a row (a test checks this
 against google-genai's enum); unknown future values fall back to `stop`.
@@ -112,6 +112,26 @@ GOOGLE_MESSAGE_TO_PARAM: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 
 def param_for_google_message(message: str) -> str | None:
     for pattern, param in GOOGLE_MESSAGE_TO_PARAM:
+        if pattern.search(message):
+            return param
+    return None
+
+
+# A Google 400 about an embeddings call -> the OpenAI parameter of `POST /v1/embeddings` it is about.
+GOOGLE_EMBEDDING_MESSAGE_TO_PARAM: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), param)
+    for pattern, param in (
+        (r"output.?dimensionality|dimension", "dimensions"),
+        (r"task.?type", "extra_body.google.task_type"),
+        (r"\btitle\b", "extra_body.google.title"),
+        (r"token|content|parts|text|instances|requests|input", "input"),
+        (r"\bmodel\b", "model"),
+    )
+)
+
+
+def embedding_param_for_google_message(message: str) -> str | None:
+    for pattern, param in GOOGLE_EMBEDDING_MESSAGE_TO_PARAM:
         if pattern.search(message):
             return param
     return None

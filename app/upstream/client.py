@@ -237,10 +237,14 @@ class UpstreamClient:
         """POST a JSON body, return the parsed JSON answer; raise UpstreamError for non-2xx."""
         return await self._json("POST", url, headers, body)
 
+    async def post_raw(self, url: str, body: bytes, headers: dict[str, str]) -> bytes:
+        """POST a JSON body, return the answer's bytes unparsed (a 200); raise UpstreamError otherwise."""
+        return await self._bytes("POST", url, headers, body)
+
     async def get_json(self, url: str, headers: dict[str, str]) -> dict[str, Any]:
         return await self._json("GET", url, headers)
 
-    async def _json(self, method: str, url: str, headers: dict[str, str], body: bytes | None = None) -> dict[str, Any]:
+    async def _bytes(self, method: str, url: str, headers: dict[str, str], body: bytes | None = None) -> bytes:
         try:
             async with self.session.request(method, url, data=body, headers=headers) as response:
                 data = await response.read()
@@ -251,6 +255,10 @@ class UpstreamClient:
             raise UpstreamUnavailable(f"Could not reach the upstream ({type(exc).__name__}).") from None
         if status != 200:
             raise error_from_google(status, data)
+        return data
+
+    async def _json(self, method: str, url: str, headers: dict[str, str], body: bytes | None = None) -> dict[str, Any]:
+        data = await self._bytes(method, url, headers, body)
         try:
             result = orjson.loads(data)
         except orjson.JSONDecodeError:

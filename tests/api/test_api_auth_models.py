@@ -124,14 +124,16 @@ def test_models_list_shape(strict_client, strict_raw, fake):
     ids = [m["id"] for m in body["data"]]
     assert len(ids) == len(set(ids))
     for entry in body["data"]:
-        assert set(entry) == {"id", "object", "created", "owned_by"}
+        assert set(entry) == {"id", "object", "created", "owned_by", "endpoints"}
         assert entry["object"] == "model" and isinstance(entry["created"], int) and entry["owned_by"]
+        assert entry["endpoints"] in (["chat"], ["embeddings"])
     assert "demo" not in body
     # the alias, and the fake's models that can generate content
     assert "gpt-4o-mini" in ids
     for model in ("gemini-2.5-flash", "gemini-2.0-flash", "gemini-2.5-pro", "gemini-3-pro-preview", "gemini-3-flash-preview"):
         assert model in ids
-    assert "gemini-embedding-001" not in ids  # listed by Google, but no generateContent
+    embedding = next(m for m in body["data"] if m["id"] == "gemini-embedding-001")  # embedContent, no generateContent
+    assert embedding["endpoints"] == ["embeddings"]
     assert not any(i.startswith("models/") for i in ids)
     sdk_ids = [m.id for m in strict_client.models.list()]
     assert sdk_ids == ids

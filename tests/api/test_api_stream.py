@@ -290,3 +290,26 @@ def test_disconnect_while_waiting_for_upstream_cancels_it(gateway, fake, stream)
     assert fake.wait_for(lambda s: s["open_connections"] <= open_before)["open_connections"] <= open_before
     with openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0) as c:
         assert c.chat.completions.create(model=MODEL, messages=say("after")).choices[0].message.content == "Echo: after"
+
+
+def test_usage_so_far_is_recorded_when_the_client_leaves_mid_stream(make_gateway, fake):
+    """The usage Google reported before the client left is what the metrics (and later the bill) see."""
+    from gateway_harness import metric_value
+
+    gw = make_gateway()
+    reply = " ".join(f"x{i}" for i in range(20))
+    body = stream_body("go", messages=say("go", reply=reply, chunks=20, chunk_delay_ms=150))
+    with httpx.Client(base_url=gw.url, timeout=10) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            pieces = response.iter_raw()
+            seen = b""
+            while seen.count(b"data: ") < 3:
+                seen += next(pieces)
+        deadline = time.monotonic() + 5
+        while metric_value(gw, "gemini_proxy_requests_total", endpoint="chat") < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        whole = http.post("/v1/chat/completions", json={**body, "stream": False}).json()["usage"]
+    prompt = metric_value(gw, "gemini_proxy_tokens_total", type="prompt")
+    completion = metric_value(gw, "gemini_proxy_tokens_total", type="completion")
+    assert prompt == 2 * whole["prompt_tokens"], "the prompt was reported before the client left"
+    assert whole["completion_tokens"] <= completion < 2 * whole["completion_tokens"], "not the whole answer"

@@ -274,11 +274,14 @@ def test_models_endpoint_lists_routes_aliases_and_upstream_models(make_gateway, 
         listed = {m.id: m.owned_by for m in client.models.list()}
         assert client.models.retrieve("smart").id == "smart"
         assert client.models.retrieve("models/gemini-2.5-flash").id == "models/gemini-2.5-flash"
+        embedding = client.models.retrieve("gemini-embedding-001")  # listed by Google for embedContent only
+        assert embedding.model_extra["endpoints"] == ["embeddings"]
+        assert client.models.retrieve("smart").model_extra["endpoints"] == ["chat"]
         with pytest.raises(openai.NotFoundError):
-            client.models.retrieve("gemini-embedding-001")  # listed by Google, but not for generateContent
+            client.models.retrieve("gemini-9-ultra")
     assert listed["smart"] == "gemini-proxy" and listed["gpt-4o-mini"] == "gemini-proxy"
     assert listed["gemini-2.5-flash"] == "google" and listed["gemini-3-pro-preview"] == "google"
-    assert "gemini-embedding-001" not in listed
+    assert listed["gemini-embedding-001"] == "google" and listed["text-embedding-005"] == "google"  # Vertex's
     with oai(closed) as client:
         assert sorted(m.id for m in client.models.list()) == ["fast", "smart"]
         with pytest.raises(openai.NotFoundError):
@@ -297,6 +300,6 @@ def test_models_endpoint_lists_vertex_models(make_gateway, fake, sa_file) -> Non
         listed = [m.id for m in client.models.list()]
         assert client.models.retrieve("google/gemini-2.5-pro").id == "google/gemini-2.5-pro"
     assert "gemini-2.5-flash" in listed and "gemini-3-pro-preview" in listed
-    assert not any("embedding" in m for m in listed)
+    assert {"gemini-embedding-001", "text-embedding-005"} <= set(listed)  # Vertex's embedding models too
     listing = [r for r in fake.requests() if r["path"].endswith("/publishers/google/models")]
     assert len(listing) == 1 and listing[0]["path"].startswith("/v1beta1/") and listing[0]["token"]

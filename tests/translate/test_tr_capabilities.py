@@ -153,3 +153,30 @@ def test_drop_params_removes_the_gemini_fields_of_those_parameters() -> None:
     caps = capabilities_for("gemini-2.5-flash", None, {"drop_params": ["presence_penalty", "logprobs", "reasoning_effort"]})
     gen = to_gemini(req, caps).body["generationConfig"]
     assert gen == {"temperature": 0.2, "seed": 1, "frequencyPenalty": 0.5}
+
+
+# -- which endpoints serve a model, and the Vertex verb of embedding models ----------------------
+
+
+@pytest.mark.parametrize(
+    "model, endpoints, api",
+    [
+        ("gemini-2.5-flash", ("chat",), "embed_content"),
+        ("gemini-2.5-flash-image", ("chat",), "embed_content"),
+        ("gemini-embedding-001", ("embeddings",), "embed_content"),
+        ("gemini-embedding-2", ("embeddings",), "embed_content"),
+        ("gemini-embedding-exp-03-07", ("embeddings",), "embed_content"),
+        ("text-embedding-005", ("embeddings",), "predict"),
+        ("text-multilingual-embedding-002", ("embeddings",), "predict"),
+        ("multimodalembedding", ("embeddings",), "predict"),
+    ],
+)
+def test_endpoints_and_embeddings_api(model: str, endpoints: tuple[str, ...], api: str) -> None:
+    caps = capabilities_for(model)
+    assert caps.endpoints == endpoints and caps.embeddings_api == api
+
+
+def test_endpoints_can_be_overridden_in_the_config() -> None:
+    override = {"my-embedder*": CapabilityOverrides(endpoints=["embeddings"], embeddings_api="predict")}
+    caps = capabilities_for("my-embedder-v2", override)
+    assert caps.endpoints == ("embeddings",) and caps.embeddings_api == "predict"

@@ -1,10 +1,12 @@
-"""The Google-shaped endpoints: models, generate, stream and countTokens, on both backends.
+"""The Google-shaped endpoints: models, generate, stream, countTokens and the embedding calls, on both backends.
 
 Owns: URL parsing (`models/{model}:{method}` under `/v1beta` or `/v1`;
 `/{v1|v1beta1}/projects/{p}/locations/{l}/publishers/google/models/{model}:{method}`),
 recording each request, the order of checks (auth -> model -> JSON ->
 `gemini_schema` validation -> per-model rules -> history/signatures ->
 directive -> injected failure) and handing the planned answer to `delivery`.
+Embedding calls (`:embedContent`, `:batchEmbedContents`, Vertex `:predict`)
+go to `embed.py` once auth and the model are checked.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
-from app.testing.fake_gemini import auth, catalogue, render
+from app.testing.fake_gemini import auth, catalogue, embed, render
 from app.testing.fake_gemini import body as rq
 from app.testing.fake_gemini.delivery import Delivery, deliver, json_response
 from app.testing.fake_gemini.directives import parse_directive, split_inline
@@ -117,9 +119,9 @@ async def get_model(request: web.Request) -> web.Response:
     return json_response(catalogue.model_resource(spec))
 
 
-def _split_method(tail: str) -> tuple[str, str]:
+def _split_method(tail: str, extra: tuple[str, ...] = ()) -> tuple[str, str]:
     model, sep, method = tail.rpartition(":")
-    if not sep or method not in METHODS:
+    if not sep or (method not in METHODS and method not in extra):
         raise GoogleError(404, "Method not found.")
     return model, method
 
@@ -127,15 +129,17 @@ def _split_method(tail: str) -> tuple[str, str]:
 async def gemini_call(request: web.Request) -> web.StreamResponse:
     """`POST /{v1beta|v1}/models/{model}:{method}` (API key)."""
     state = request.app[STATE]
-    model, method = _split_method(request.match_info["tail"])
+    model, method = _split_method(request.match_info["tail"], embed.GEMINI_METHODS)
     call = Call("gemini", request.match_info["version"], model.removeprefix("models/"), method)
     request[ARRAY_ERRORS] = call.stream and request.query.get("alt") != "sse"
     entry = _record(request, state, backend="gemini", model=call.model, stream=call.stream)
     payload, bad_json = await _read_json(request, entry)
     call.credential = entry["api_key"] = auth.check_api_key(request, state)
-    spec = catalogue.find_model(call.model, call.version, for_generate=True)
+    spec = catalogue.find_model(call.model, call.version, for_generate=True, method=method)
     if bad_json is not None:
         raise bad_json
+    if method in embed.GEMINI_METHODS:
+        return await embed.answer(request, state, call, spec, payload, entry)
     return await _dispatch(request, state, call, spec, payload)
 
 
@@ -153,7 +157,7 @@ async def vertex_call(request: web.Request) -> web.StreamResponse:
     """`POST /{v1|v1beta1}/projects/{p}/locations/{l}/publishers/google/models/{model}:{method}` (bearer)."""
     state = request.app[STATE]
     info = request.match_info
-    model, method = _split_method(info["tail"])
+    model, method = _split_method(info["tail"], embed.VERTEX_METHODS)
     call = Call("vertex", info["version"], model, method, project=info["project"], location=info["location"])
     request[ARRAY_ERRORS] = call.stream and request.query.get("alt") != "sse"
     entry = _record(
@@ -162,10 +166,13 @@ async def vertex_call(request: web.Request) -> web.StreamResponse:
     payload, bad_json = await _read_json(request, entry)
     call.credential = entry["token"] = auth.check_bearer(request, state)
     spec = catalogue.MODELS.get(model)
-    if spec is None or not spec.generates:
+    embeds = method in embed.VERTEX_METHODS
+    if spec is None or "vertex" not in spec.backends or not (spec.embeds if embeds else spec.generates):
         raise _vertex_not_found(call)
     if bad_json is not None:
         raise bad_json
+    if embeds:
+        return await embed.answer(request, state, call, spec, payload, entry)
     return await _dispatch(request, state, call, spec, payload)
 
 

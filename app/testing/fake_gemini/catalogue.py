@@ -1,8 +1,9 @@
 """The fake's model catalogue: one frozen table of per-model facts.
 
-Owns: which models exist, what each accepts (thinking budgets or levels,
-penalties, logprobs, several candidates, image output, streamed call
-arguments, thought-signature enforcement), and how a model is shown as a
+Owns: which models exist (and on which backend), what each accepts (thinking
+budgets or levels, penalties, logprobs, several candidates, image output,
+streamed call arguments, thought-signature enforcement, embedding size and
+Vertex verb), and how a model is shown as a
 `Model` resource on `GET /v1beta/models`. Everything else in the fake asks
 this table instead of testing model names. To add a model, add a row.
 """
@@ -47,6 +48,11 @@ class ModelSpec:
     top_p: float = 0.95
     top_k: int = 64
     description: str = field(default="")
+    # Embedding models: the vector's full (and default) dimensionality; 0 for models that do not embed.
+    embed_dims: int = 0
+    # Vertex AI verb family: "embed_content" (`:embedContent` / `:batchEmbedContents`) or "predict".
+    vertex_embed: str = "embed_content"
+    backends: tuple[str, ...] = ("gemini", "vertex")
 
     @property
     def is_gemini3(self) -> bool:
@@ -55,6 +61,10 @@ class ModelSpec:
     @property
     def generates(self) -> bool:
         return "generateContent" in self.methods
+
+    @property
+    def embeds(self) -> bool:
+        return self.embed_dims > 0
 
 
 def _g25(id_: str, name: str, **kw: Any) -> ModelSpec:
@@ -129,26 +139,44 @@ _MODELS: tuple[ModelSpec, ...] = (
         input_token_limit=2048,
         output_token_limit=1,
         methods=EMBED_METHODS,
+        embed_dims=3072,
+    ),
+    ModelSpec(
+        "text-embedding-005",
+        "Text Embedding 005",
+        1.0,
+        input_token_limit=2048,
+        output_token_limit=1,
+        methods=("predict",),
+        embed_dims=768,
+        vertex_embed="predict",
+        backends=("vertex",),
     ),
 )
 
 MODELS: dict[str, ModelSpec] = {m.id: m for m in _MODELS}
 
 
-def not_found(model: str, version: str) -> GoogleError:
+def not_found(model: str, version: str, method: str = "generateContent") -> GoogleError:
     return GoogleError(
         404,
         f"models/{model} is not found for API version {version}, or is not supported for "
-        "generateContent. Call ListModels to see the list of available models and their "
+        f"{method}. Call ListModels to see the list of available models and their "
         "supported methods.",
     )
 
 
-def find_model(name: str, version: str, *, for_generate: bool) -> ModelSpec:
-    """The model named `name` (with or without `models/`), or Google's 404."""
+def find_model(name: str, version: str, *, for_generate: bool, method: str = "generateContent") -> ModelSpec:
+    """The Gemini API model named `name` (with or without `models/`), or Google's 404.
+
+    `method` (`embedContent`, `batchEmbedContents`) asks for a model that embeds instead.
+    """
     model_id = name.removeprefix("models/")
     spec = MODELS.get(model_id)
-    if spec is None or (for_generate and not spec.generates):
+    embedding = method in ("embedContent", "batchEmbedContents")
+    if spec is None or "gemini" not in spec.backends or (embedding and not spec.embeds):
+        raise not_found(model_id, version, method)
+    if for_generate and not embedding and not spec.generates:
         raise not_found(model_id, version)
     return spec
 
@@ -174,7 +202,7 @@ def model_resource(spec: ModelSpec) -> dict[str, Any]:
     return resource
 
 
-def list_models(page_size: int | None, page_token: str | None) -> dict[str, Any]:
+def list_models(page_size: int | None, page_token: str | None, backend: str = "gemini") -> dict[str, Any]:
     """One page of `ListModels`: `{models, nextPageToken?}`; pageSize default 50, max 1000."""
     size = 50 if not page_size or page_size <= 0 else min(page_size, 1000)
     start = 0
@@ -183,16 +211,17 @@ def list_models(page_size: int | None, page_token: str | None) -> dict[str, Any]
             start = int(base64.urlsafe_b64decode(page_token.encode()).decode().removeprefix("offset:"))
         except ValueError:
             raise GoogleError(400, "Invalid page token.") from None
-    specs = _MODELS[start : start + size]
+    listed = [m for m in _MODELS if backend in m.backends]
+    specs = listed[start : start + size]
     page: dict[str, Any] = {"models": [model_resource(s) for s in specs]}
-    if start + size < len(_MODELS):
+    if start + size < len(listed):
         page["nextPageToken"] = base64.urlsafe_b64encode(f"offset:{start + size}".encode()).decode()
     return page
 
 
 def list_publisher_models(page_size: int | None, page_token: str | None) -> dict[str, Any]:
     """One page of Vertex's `publishers.models.list`: `{publisherModels, nextPageToken?}`."""
-    page = list_models(page_size, page_token)
+    page = list_models(page_size, page_token, "vertex")
     out: dict[str, Any] = {
         "publisherModels": [
             {

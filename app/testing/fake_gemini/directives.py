@@ -86,6 +86,7 @@ class Directive:
     grounding: bool = False
     code_execution: bool = False
     partial_args: bool = False
+    no_usage: bool = False  # embedding answers without usageMetadata
 
 
 def _typed(kind: type, what: str) -> Callable[[str, Any], Any]:
@@ -187,6 +188,7 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "grounding": _typed(bool, "true or false"),
     "code_execution": _typed(bool, "true or false"),
     "partial_args": _typed(bool, "true or false"),
+    "no_usage": _typed(bool, "true or false"),
 }
 KNOWN_KEYS = frozenset(_KEYS)
 

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -54,8 +55,10 @@ async def _google_errors(request: web.Request, handler: Handler) -> web.StreamRe
     if not is_admin:
         state.counters["errors_returned"] += response.status >= 400
         entry = request.get(api.ENTRY)
-        if entry is not None and entry["status"] is None:
-            entry["status"] = response.status
+        if entry is not None:
+            entry["finished"] = time.time()
+            if entry["status"] is None:
+                entry["status"] = response.status
     return response
 
 

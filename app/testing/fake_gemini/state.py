@@ -43,6 +43,8 @@ COUNTER_NAMES = (
     "signature_bypasses",
     "signatures_reencoded",
     "scripts_applied",
+    "embed_requests",
+    "embeddings_returned",
 )
 CONFIG_KEYS = ("api_keys", "token_lifetime", "latency_ms", "stall_timeout_s")
 

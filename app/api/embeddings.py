@@ -1,0 +1,115 @@
+"""`POST /v1/embeddings`: validate -> route -> batches sent concurrently -> OpenAI's list.
+
+An endpoint of the request pipeline (pipeline/seam.py), which reads the body,
+authenticates, watches for the client leaving, sends the answer and records
+the outcome. The translation is pure (translate/embeddings.py): the inputs are
+cut into batches of at most 100 (Google refuses bigger `batchEmbedContents`
+calls), and each batch goes through the dispatcher on its own (credentials,
+retries, fall-back), at most `PARALLEL_BATCHES` at a time. The first batch
+that fails cancels the others, and its error is the answer; the vectors come
+back in input order whatever order the batches finish in.
+
+A model that does not embed (a chat model) is a 400 naming `model`
+(`for_endpoint`); a Google 400 names the OpenAI parameter it is about
+(`dimensions`, `input`, `extra_body.google.task_type`, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from app.api.validation import parse_body
+from app.errors import GatewayError, UpstreamError
+from app.gateway.dispatch import Outcome, UpstreamCall
+from app.gateway.routing import Target, for_endpoint
+from app.pipeline.context import RequestContext, Usage
+from app.pipeline.seam import Answer, Call, Endpoint
+from app.schemas.openai import EmbeddingRequest
+from app.services import Services
+from app.translate.embeddings import BatchResult, EmbedCall, EmbeddingPlan, batches, embed_call, plan_embeddings, read_batch
+from app.translate.embeddings import to_openai as embeddings_to_openai
+from app.translate.tables import embedding_param_for_google_message
+
+# Batches of one request in flight at once (2048 inputs make 21 batches).
+PARALLEL_BATCHES = 8
+
+
+class Embeddings(Endpoint):
+    """The embeddings endpoint."""
+
+    name = "embeddings"
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def __call__(self, call: Call) -> Answer:
+        req = parse_body(call.body, EmbeddingRequest)
+        plan = plan_embeddings(req)
+        ctx = call.ctx
+        targets = self.services.router.resolve(req.model)
+        ctx.model = req.model
+        targets = for_endpoint(targets, "embeddings", req.model)
+        try:
+            done = await self._run(ctx, plan, targets)
+        except UpstreamError as exc:
+            if exc.status == 400:  # name the parameter of this endpoint (the chat table knows only chat's)
+                exc.param = embedding_param_for_google_message(exc.message)
+            raise
+        answer = embeddings_to_openai(plan, [result for result, _ in done])
+        ctx.usage = Usage(prompt=answer.prompt_tokens)
+        outcomes = [outcome for _, outcome in done]
+        headers = answer.headers
+        headers["x-gemini-proxy-attempts"] = str(sum(o.attempts for o in outcomes))
+        headers["x-gemini-proxy-target"] = ",".join(dict.fromkeys(o.target.label for o in outcomes))
+        return Answer(body=answer.body, headers=headers)
+
+    async def _batch(self, ctx: RequestContext, plan: EmbeddingPlan, texts: list[str], targets: list[Target]) -> tuple[
+        BatchResult, Outcome
+    ]:
+        def prepare(target: Target) -> UpstreamCall[EmbedCall]:
+            vertex = target.upstream.kind == "vertex"
+            embed = embed_call(plan, texts, target.model, target.capabilities, vertex)
+            return UpstreamCall(embed.verb, orjson.dumps(embed.body), embed)
+
+        data, outcome = await self.services.dispatcher.complete_raw(
+            targets, prepare, byok_key=ctx.principal.google_key, ctx=ctx
+        )
+        return read_batch(outcome.call.meta, data), outcome
+
+    async def _run(self, ctx: RequestContext, plan: EmbeddingPlan, targets: list[Target]) -> list[tuple[BatchResult, Outcome]]:
+        chunks = batches(plan)
+        if len(chunks) == 1:
+            return [await self._batch(ctx, plan, chunks[0], targets)]
+        gate = asyncio.Semaphore(PARALLEL_BATCHES)
+
+        async def bounded(texts: list[str]) -> tuple[BatchResult, Outcome]:
+            async with gate:
+                return await self._batch(ctx, plan, texts, targets)
+
+        try:
+            async with asyncio.TaskGroup() as group:  # the first failure cancels the other batches
+                tasks = [group.create_task(bounded(texts)) for texts in chunks]
+        except BaseExceptionGroup as failed:
+            raise _first_error(failed) from None
+        return [task.result() for task in tasks]
+
+
+def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The error to answer with: the first GatewayError of the group, else its first exception."""
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup[Any]) -> None:
+        for exc in g.exceptions:
+            if isinstance(exc, BaseExceptionGroup):
+                walk(exc)
+            else:
+                leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if isinstance(exc, GatewayError):
+            return exc
+    return leaves[0]

@@ -1,0 +1,142 @@
+"""Embeddings on Vertex AI (Vertex's own shapes) and across a route's targets.
+
+Vertex takes `:embedContent` for one input and `:batchEmbedContents` for more
+(the options inside `embedContentConfig`), and `:predict` with `instances` for
+the older text-embedding models; each batch is built for the target that
+serves it, so a route may fall back from the Gemini API to Vertex.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from app.testing.credentials import write_service_account_file
+from app.testing.fake_gemini.embed import embedding_values
+from gateway_harness import GatewayServer, gateway_settings
+
+from .gw_support import gemini, oai, vertex
+
+MODEL = "gemini-embedding-001"
+
+
+@pytest.fixture(scope="module")
+def vertex_gw(fake_gemini: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    sa = write_service_account_file(tmp_path_factory.mktemp("vx") / "sa.json", fake_gemini.url + "/token")
+    server = GatewayServer(
+        gateway_settings(fake_gemini.url, upstreams=[vertex("vx", fake_gemini.url, sa, project="emb-proj")])
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def vclient(vertex_gw: GatewayServer, fake: Any) -> Iterator[openai.OpenAI]:
+    with oai(vertex_gw) as client:
+        yield client
+
+
+def vertex_calls(fake: Any) -> list[dict[str, Any]]:
+    return [r for r in fake.requests() if r["backend"] == "vertex"]
+
+
+def verb(record: dict[str, Any]) -> str:
+    return record["path"].rsplit(":", 1)[1]
+
+
+def test_one_input_is_embed_content_in_vertexs_shape(vclient, fake) -> None:
+    result = vclient.embeddings.create(
+        model=f"google/{MODEL}", input="alone", extra_body={"google": {"task_type": "QUESTION_ANSWERING"}}
+    )
+    assert result.model == f"google/{MODEL}"
+    assert result.data[0].embedding == embedding_values(MODEL, "alone", task_type="QUESTION_ANSWERING")
+    assert result.usage.prompt_tokens == 2
+    (call,) = vertex_calls(fake)
+    assert verb(call) == "embedContent" and call["project"] == "emb-proj" and call["status"] == 200
+    assert call["path"].startswith("/v1/projects/emb-proj/locations/us-central1/publishers/google/models/")
+    assert call["body"] == {
+        "content": {"role": "user", "parts": [{"text": "alone"}]},
+        "embedContentConfig": {"taskType": "QUESTION_ANSWERING"},
+    }
+
+
+def test_many_inputs_are_batches_of_100_then_embed_content_for_a_last_single(vclient, fake) -> None:
+    texts = [f"vertex text {i}" for i in range(201)]
+    result = vclient.embeddings.create(model=MODEL, input=texts, encoding_format="float")
+    assert [d.index for d in result.data] == list(range(201))
+    assert all(d.embedding == embedding_values(MODEL, texts[d.index]) for d in result.data)
+    calls = vertex_calls(fake)
+    assert sorted(verb(c) for c in calls) == ["batchEmbedContents", "batchEmbedContents", "embedContent"]
+    for call in calls:
+        if verb(call) == "batchEmbedContents":
+            assert len(call["body"]["requests"]) == 100
+            assert set(call["body"]["requests"][0]) == {"content"}  # no `model` per entry, no empty config
+
+
+def test_dimensions_and_title_on_vertex(vclient, fake) -> None:
+    google = {"task_type": "RETRIEVAL_DOCUMENT", "title": "Doc"}
+    result = vclient.embeddings.create(model=MODEL, input=["a", "b"], dimensions=64, extra_body={"google": google})
+    (call,) = vertex_calls(fake)
+    assert verb(call) == "batchEmbedContents"
+    assert call["body"]["requests"][1]["embedContentConfig"] == {
+        "taskType": "RETRIEVAL_DOCUMENT", "title": "Doc", "outputDimensionality": 64,
+    }
+    for d, text in zip(result.data, "ab", strict=True):
+        raw = embedding_values(MODEL, text, 64, "RETRIEVAL_DOCUMENT", "Doc")
+        norm = math.hypot(*raw)
+        assert all(math.isclose(g, w / norm, rel_tol=1e-6, abs_tol=1e-7) for g, w in zip(d.embedding, raw, strict=True))
+
+
+def test_text_embedding_models_use_predict_with_instances(vclient, fake) -> None:
+    google = {"task_type": "CLUSTERING", "title": "ignored unless a document"}
+    result = vclient.embeddings.create(model="text-embedding-005", input=["x", "yy"], extra_body={"google": google})
+    assert [d.embedding for d in result.data] == [
+        embedding_values("text-embedding-005", t, None, "CLUSTERING", google["title"]) for t in ("x", "yy")
+    ]
+    assert len(result.data[0].embedding) == 768
+    assert result.usage.prompt_tokens == 2  # Σ statistics.token_count
+    (call,) = vertex_calls(fake)
+    assert verb(call) == "predict"
+    assert call["body"] == {
+        "instances": [{"content": t, "task_type": "CLUSTERING", "title": google["title"]} for t in ("x", "yy")]
+    }
+
+
+def test_vertex_errors(vclient, fake) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        vclient.embeddings.create(model="gemini-embedding-999", input="a")
+    assert caught.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError) as caught:
+        vclient.embeddings.create(model=MODEL, input=[[1, 2]])
+    assert caught.value.body["param"] == "input"
+    with pytest.raises(openai.BadRequestError) as caught:
+        vclient.embeddings.create(model=MODEL, input="")
+    assert caught.value.body["param"] == "input"
+    with pytest.raises(openai.BadRequestError) as caught:
+        vclient.embeddings.create(model=MODEL, input="a", dimensions=5000)
+    assert caught.value.body["param"] == "dimensions"
+    assert vclient.embeddings.create(model=MODEL, input="x" * 9000).usage.prompt_tokens == 2048  # Vertex truncates
+
+
+def test_a_route_falls_back_from_the_gemini_api_to_vertex_in_vertexs_shape(make_gateway, fake, sa_file) -> None:
+    gw = make_gateway(
+        upstreams=[gemini("ai", fake.url, "test-key"), vertex("vx", fake.url, sa_file)],
+        models=[{"name": "embed", "targets": [
+            {"upstream": "ai", "model": "text-embedding-005"},  # not on the Gemini API: 404, next target
+            {"upstream": "vx", "model": "text-embedding-005", "priority": 1},
+        ]}],
+    )  # fmt: skip
+    with oai(gw) as client:
+        response = client.embeddings.with_raw_response.create(model="embed", input=["a", "b"])
+    result = response.parse()
+    assert [d.embedding for d in result.data] == [embedding_values("text-embedding-005", t) for t in "ab"]
+    assert response.headers["x-gemini-proxy-target"] == "vx/text-embedding-005"
+    first, second = [r for r in fake.requests() if r["backend"] in ("gemini", "vertex") and r.get("model")]
+    assert verb(first) == "batchEmbedContents" and first["status"] == 404
+    assert verb(second) == "predict" and second["status"] == 200
