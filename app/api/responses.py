@@ -36,7 +36,7 @@ from app.api.validation import parse_body
 from app.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from app.gateway.dispatch import Outcome, UpstreamCall
 from app.gateway.responses_store import StoredResponse, conversation, owner_of
-from app.gateway.routing import Target
+from app.gateway.routing import Target, for_endpoint
 from app.pipeline.context import RequestContext
 from app.pipeline.seam import KEEPALIVE, Answer, Call, Endpoint
 from app.schemas.responses import InputItem, ResponsesRequest
@@ -142,7 +142,7 @@ class Responses(Endpoint):
 
     async def _answer(self, ctx: RequestContext, req: ResponsesRequest) -> Answer:
         services = self.services
-        targets = services.router.resolve(req.model)
+        targets = for_endpoint(services.router.resolve(req.model), "chat", req.model, "/v1/responses")
         history, env = await self._looked_up(ctx, req)
         given = input_items(req)
         owner = owner_of(ctx.principal)
@@ -261,7 +261,7 @@ class InputTokens(Responses):
     async def _answer(self, ctx: RequestContext, req: ResponsesRequest) -> Answer:
         services = self.services
         ctx.stream = False
-        targets = services.router.resolve(req.model)
+        targets = for_endpoint(services.router.resolve(req.model), "chat", req.model, "/v1/responses/input_tokens")
         history, env = await self._looked_up(ctx, req)
         request = req.model_copy(update={"stream": False, "stream_options": None})
 

@@ -424,6 +424,12 @@ def test_google_refusal_names_the_responses_parameter(strict_client, fake):
     assert info.value.param == "top_logprobs"
 
 
+def test_an_embedding_model_is_a_400_naming_model(strict_raw, fake):
+    err = assert_openai_error(strict_raw.post("/v1/responses", json={"model": "gemini-embedding-001", "input": "x"}), 400,
+                              param="model", code="model_not_supported")  # fmt: skip
+    assert "POST /v1/embeddings" in err["message"] and "POST /v1/responses" in err["message"]
+
+
 def test_unknown_model_is_a_404(strict_client, fake):
     with pytest.raises(openai.NotFoundError) as info:
         strict_client.responses.create(model="gemini-nope", input="x")
