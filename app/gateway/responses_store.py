@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -34,6 +34,13 @@ class StoredResponse:
     input_items: list[dict[str, Any]]  # the request's own input items, with ids (not the earlier ones of the chain)
     previous_response_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # room for what a database may want (model, usage, ...)
+
+    def to_json(self) -> bytes:
+        """The record as one JSON document (not `dataclasses.asdict`, which deep-copies the whole answer first)."""
+        return orjson.dumps(
+            {"id": self.id, "owner": self.owner, "response": self.response, "input_items": self.input_items,
+             "previous_response_id": self.previous_response_id, "extra": self.extra}  # fmt: skip
+        )
 
     def items(self) -> list[dict[str, Any]]:
         """This response's part of a conversation: its input, then its output."""
@@ -78,7 +85,7 @@ class MemoryResponseStore:
     async def put(self, record: StoredResponse) -> None:
         if self.max_items <= 0 or self.max_bytes <= 0:
             return
-        data = orjson.dumps(asdict(record))
+        data = record.to_json()
         if len(data) > self.max_bytes:
             return  # larger than the whole store: not kept (previous_response_id will not find it)
         self._remove(record.id)

@@ -28,7 +28,8 @@ def record(rid: str, owner: str = "key:a", previous: str | None = None, text: st
 
 
 def size(r: StoredResponse) -> int:
-    return len(orjson.dumps(asdict(r)))
+    assert orjson.loads(r.to_json()) == asdict(r)
+    return len(r.to_json())
 
 
 def test_get_returns_a_copy_for_its_owner_only() -> None:
