@@ -93,6 +93,8 @@ class ItemsBuilder:
 
     def add(self, item: InputItem, param: str) -> None:
         kind = _kind(item)
+        if kind in DROPPED_ITEMS:
+            return  # (within an answer: it goes on)
         if kind == "function_call_output":
             self._close_step()
             self._output(item, param)
@@ -105,8 +107,6 @@ class ItemsBuilder:
             return
         self._close_step()
         self._flush_tools()
-        if kind in DROPPED_ITEMS:
-            return
         self._check_answered()
         if kind != "message":
             raise UnsupportedParameter(
