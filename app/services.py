@@ -3,7 +3,7 @@
 Lives on `app.state.gateway`; imports nothing from `api/` (the routes take
 what they need from it). Owns start-up and shutdown order: the upstream HTTP
 client, credentials and key pools, the router, the dispatcher, the signature
-store, the optional media fetcher, client authentication with the database's
+store, the Responses API's response store, the optional media fetcher, client authentication with the database's
 keys (app/team/: the database is opened and migrated first, so a gateway that
 cannot read its keys does not start), the recorder (access log and metrics)
 and, in demo mode, the in-process fake Gemini the gateway talks to.
@@ -14,22 +14,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from app.gateway.dispatch import Dispatcher
-from app.gateway.fetch import FetchGuard, fetch_chat_media
+from app.gateway.fetch import FetchGuard, fetch_all, fetch_chat_media, responses_urls_to_fetch
+from app.gateway.responses_store import MemoryResponseStore, ResponseStore
 from app.gateway.routing import Router
 from app.gateway.signatures import MemorySignatureStore, SignatureStore
 from app.gateway.upstreams import Credential, Upstream, build_upstream
 from app.observe.record import Recorder
 from app.pipeline.auth import ClientAuth
 from app.schemas.openai import ChatCompletionRequest
+from app.schemas.responses import InputItem
 from app.settings import AdminKey, Settings
 from app.team.cache import KeyCache
 from app.team.db import open_database
 from app.team.store import KeyStore
 from app.translate import signatures
-from app.translate.chat_request import GeminiCall, TranslationEnv
+from app.translate.chat_request import TranslationEnv
+from app.translate.responses_items import wanted_keys
 from app.upstream.auth import ApiKeyAuth
 from app.upstream.client import Endpoint, Timeouts, UpstreamClient
 
@@ -38,8 +41,21 @@ log = logging.getLogger("gemini_proxy")
 DEMO_KEY = "demo-key"
 
 
+class SignatureCounts(Protocol):
+    """What a translated request says about its thought signatures (chat's `GeminiCall`, Responses' `ResponsesCall`)."""
+
+    signatures_passed: int
+    signatures_restored: int
+    signature_bypasses: int
+
+
 class Services:
-    def __init__(self, settings: Settings, signature_store: SignatureStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        signature_store: SignatureStore | None = None,
+        response_store: ResponseStore | None = None,
+    ) -> None:
         self.settings = settings
         self.started_at = int(time.time())
         t = settings.timeouts
@@ -53,6 +69,8 @@ class Services:
         self._keys: KeyStore | None = None
         self.key_cache: KeyCache | None = None
         self.signatures: SignatureStore = signature_store or MemorySignatureStore(settings.signatures.cache_size)
+        r = settings.responses
+        self.responses: ResponseStore = response_store or MemoryResponseStore(r.store_size, r.store_max_bytes)
         m = settings.media
         self.fetcher = FetchGuard(m.fetch_max_bytes, m.fetch_timeout, m.allow_hosts) if m.fetch_urls else None
         self.recorder = Recorder(settings.server.access_log, settings.server.metrics)
@@ -128,7 +146,7 @@ class Services:
             await self.demo_fake.close()
             self.demo_fake = None
 
-    def count_signatures(self, call: GeminiCall) -> None:
+    def count_signatures(self, call: SignatureCounts) -> None:
         """Thought signatures of one translated request, by where they came from (metrics)."""
         metrics = self.metrics
         if call.signatures_passed:
@@ -143,6 +161,15 @@ class Services:
         keys = signatures.wanted_keys(req.messages)
         found = await self.signatures.get_many(keys) if keys else {}
         fetched = await fetch_chat_media(self.fetcher, req) if self.fetcher is not None else {}
+        if not found and not fetched:
+            return self._default_env
+        return TranslationEnv(signatures=found, fetched=fetched, images=self.settings.output.images)
+
+    async def responses_env(self, items: list[tuple[InputItem, str]]) -> TranslationEnv:
+        """The same look-ups for a Responses request: its items (history first) with the parameters naming them."""
+        keys = wanted_keys(item for item, _ in items)
+        found = await self.signatures.get_many(keys) if keys else {}
+        fetched = await fetch_all(self.fetcher, responses_urls_to_fetch(items)) if self.fetcher is not None else {}
         if not found and not fetched:
             return self._default_env
         return TranslationEnv(signatures=found, fetched=fetched, images=self.settings.output.images)

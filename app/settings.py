@@ -277,6 +277,13 @@ class SignatureSettings(_Section):
     cache_size: int = Field(100_000, ge=0)
 
 
+class ResponsesSettings(_Section):
+    """The in-process store of the Responses API (`store`, `previous_response_id`); 0 keeps none."""
+
+    store_size: int = Field(10_000, ge=0)  # responses kept per process, least recently used out first
+    store_max_bytes: ByteSize = 256 * 1024 * 1024  # their JSON, in total
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -295,6 +302,7 @@ class Settings(BaseSettings):
     output: OutputSettings = OutputSettings()
     signatures: SignatureSettings = SignatureSettings()
     storage: StorageSettings = StorageSettings()
+    responses: ResponsesSettings = ResponsesSettings()
     demo: bool = False  # set by zero-config when no upstream is known
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ import base64
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -32,6 +32,7 @@ from yarl import URL
 
 from app.errors import InvalidRequest
 from app.schemas.openai import ChatCompletionRequest
+from app.schemas.responses import InputItem
 from app.translate.media import is_reference_url, mime_from_name
 
 if TYPE_CHECKING:
@@ -247,8 +248,37 @@ def chat_urls_to_fetch(req: ChatCompletionRequest) -> dict[str, str]:
 
 async def fetch_chat_media(guard: FetchGuard, req: ChatCompletionRequest) -> dict[str, dict[str, str]]:
     """url -> `inlineData` of every chat media URL the gateway must fetch (the translator's `fetched`)."""
-    wanted = chat_urls_to_fetch(req)
+    return await fetch_all(guard, chat_urls_to_fetch(req))
+
+
+async def fetch_all(guard: FetchGuard, wanted: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """url -> `inlineData` of each wanted URL (url -> the parameter a refusal names), fetched concurrently."""
     if not wanted:
         return {}
     results = await asyncio.gather(*(guard.fetch(url, param) for url, param in wanted.items()))
     return {url: media.inline_data() for url, media in zip(wanted, results, strict=True)}
+
+
+# -- Responses -------------------------------------------------------------------------------------------------
+
+
+def responses_urls_to_fetch(items: Iterable[tuple[InputItem, str]]) -> dict[str, str]:
+    """url -> param of every http(s) `input_image.image_url` / `input_file.file_url` Gemini cannot read by reference.
+
+    `items` are the request's input items (and those of its stored history) with the parameter that names them.
+    """
+    out: dict[str, str] = {}
+    for item, param in items:
+        parts, where = (item.output, "output") if item.type == "function_call_output" else (item.content, "content")
+        if not isinstance(parts, list):
+            continue
+        for j, part in enumerate(parts):
+            if part.type == "input_image" and part.image_url:
+                url, field = part.image_url, "image_url"
+            elif part.type == "input_file" and part.file_url and not part.file_data:
+                url, field = part.file_url, "file_url"
+            else:
+                continue
+            if url.startswith(("http://", "https://")) and not is_reference_url(url):
+                out.setdefault(url, f"{param}.{where}[{j}].{field}")
+    return out

@@ -129,8 +129,8 @@ class Router:
         return cached
 
 
-def for_endpoint(targets: list[Target], endpoint: str, name: str) -> list[Target]:
-    """The targets whose model serves `endpoint`; a 400 naming `model` when none does."""
+def for_endpoint(targets: list[Target], endpoint: str, name: str, path: str | None = None) -> list[Target]:
+    """The targets whose model serves `endpoint`; a 400 naming `model` when none does (`path`: the one asked)."""
     for target in targets:
         if endpoint not in target.capabilities.endpoints:
             break
@@ -143,7 +143,7 @@ def for_endpoint(targets: list[Target], endpoint: str, name: str) -> list[Target
     kind = _KINDS.get(served[0], "a model") if served else "a model"
     use = " or ".join(f"POST {ENDPOINT_PATHS[e]}" for e in served) or "another endpoint"
     raise InvalidRequest(
-        f"The model `{name}` is {kind}: use it with {use}, not with POST {ENDPOINT_PATHS.get(endpoint, endpoint)}.",
+        f"The model `{name}` is {kind}: use it with {use}, not with POST {path or ENDPOINT_PATHS.get(endpoint, endpoint)}.",
         param="model",
         code="model_not_supported",
     )

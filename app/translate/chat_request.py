@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from app.errors import InvalidRequest, UnsupportedParameter
-from app.schemas.openai import ChatCompletionRequest, ContentPart, Message
+from app.schemas.openai import ChatCompletionRequest, ContentPart, Message, ThinkingConfig
 from app.translate import media, signatures
 from app.translate.capabilities import ModelCapabilities, effort_to_thinking
 from app.translate.json_schema import to_json_schema, to_openapi_schema
@@ -226,7 +226,7 @@ class _Builder:
                 raise UnsupportedParameter(
                     f"Invalid '{tp}.type': only 'function' tool calls are supported by Gemini.", param=f"{tp}.type"
                 )
-            args = self._arguments(tc.function.arguments, f"{tp}.function.arguments")
+            args = function_arguments(tc.function.arguments, f"{tp}.function.arguments")
             part: dict[str, Any] = {"functionCall": {"name": self.names.gemini(tc.function.name), "args": args}}
             gemini_id = self.env.signatures.get(signatures.call_id_key(tc.id))
             if gemini_id:
@@ -238,7 +238,7 @@ class _Builder:
             self.calls[tc.id] = (tc.function.name, j, gemini_id)
         if msg.function_call is not None and not msg.tool_calls:
             fc = msg.function_call
-            args = self._arguments(fc.arguments, f"{param}.function_call.arguments")
+            args = function_arguments(fc.arguments, f"{param}.function_call.arguments")
             part = {"functionCall": {"name": self.names.gemini(fc.name), "args": args}}
             sig = self._signature(msg.extra_content, signatures.legacy_call_key(fc.name, fc.arguments))
             if sig:
@@ -264,22 +264,6 @@ class _Builder:
                 if isinstance(url, str) and url.startswith("data:"):
                     parts.append({"inlineData": media.parse_data_url(url, "images")})
         return parts
-
-    @staticmethod
-    def _arguments(raw: str, param: str) -> dict[str, Any]:
-        if not raw or not raw.strip():
-            return {}
-        try:
-            args = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise InvalidRequest(
-                f"Invalid '{param}': the function arguments are not valid JSON.", param=param, code="invalid_value"
-            ) from None
-        if not isinstance(args, dict):
-            raise InvalidRequest(
-                f"Invalid '{param}': the function arguments must be a JSON object.", param=param, code="invalid_value"
-            )
-        return args
 
     def tool_message(self, msg: Message, i: int) -> None:
         param = f"messages[{i}]"
@@ -329,11 +313,7 @@ class _Builder:
                 if part.type == "text":
                     texts.append(part.text or "")
                 elif part.type in _PART_TYPES:
-                    blob = self._media_part(part, f"{param}.content[{j}]")
-                    blob.pop("mediaResolution", None)
-                    key = next(iter(blob))
-                    blob[key]["displayName"] = f"attachment_{len(extra_parts) + 1}"
-                    extra_parts.append(blob)
+                    extra_parts.append(attachment(self._media_part(part, f"{param}.content[{j}]"), len(extra_parts) + 1))
                 else:
                     raise InvalidRequest(
                         f"Invalid value: '{part.type}'. Supported values are: 'text', 'image_url', 'input_audio' and 'file'.",
@@ -345,24 +325,8 @@ class _Builder:
             text = msg.content or ""
         google = (msg.extra_content or {}).get("google") if msg.extra_content else None
         if isinstance(google, dict) and isinstance(google.get("parts"), list):
-            extra_parts.extend(_camel_keys(p) for p in google["parts"] if isinstance(p, dict))
-        # A JSON object is sent as the response itself. A `$ref` in it would be resolved by
-        # Gemini 3 against the attached parts, so without attachments such text stays a string.
-        references = '"$ref"' in text
-        response: dict[str, Any] | None = None
-        if text.startswith("{") and (extra_parts or not references):
-            try:
-                parsed = orjson.loads(text)
-            except orjson.JSONDecodeError:
-                parsed = None
-            if isinstance(parsed, dict):
-                response = parsed
-        if response is None:
-            response = {"output": text}
-        if extra_parts and not references and self.caps.multimodal_function_response:
-            names = [p[next(iter(p))].get("displayName") for p in extra_parts]
-            response = {**response, "attachments": [{"$ref": n} for n in names if n]}
-        return response, extra_parts
+            extra_parts.extend(camel_keys(p) for p in google["parts"] if isinstance(p, dict))
+        return function_response(text, extra_parts, self.caps.multimodal_function_response), extra_parts
 
     def flush_tools(self) -> None:
         if not self.tool_run:
@@ -375,17 +339,67 @@ class _Builder:
         self._append("user", parts)
 
 
+def function_arguments(raw: str | None, param: str) -> dict[str, Any]:
+    """A function call's `arguments` (a JSON text) -> Gemini's `args` object; 400 naming `param` if not an object."""
+    if not raw or not raw.strip():
+        return {}
+    try:
+        args = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            f"Invalid '{param}': the function arguments are not valid JSON.", param=param, code="invalid_value"
+        ) from None
+    if not isinstance(args, dict):
+        raise InvalidRequest(
+            f"Invalid '{param}': the function arguments must be a JSON object.", param=param, code="invalid_value"
+        )
+    return args
+
+
 def _camel(key: str) -> str:
     head, *rest = key.split("_")
     return head + "".join(w[:1].upper() + w[1:] for w in rest)
 
 
-def _camel_keys(value: Any) -> Any:
+def camel_keys(value: Any) -> Any:
+    """snake_case keys (as Google's OpenAI layer spells Gemini's fields) -> Gemini's lowerCamelCase."""
     if isinstance(value, dict):
-        return {_camel(k): _camel_keys(v) for k, v in value.items()}
+        return {_camel(k): camel_keys(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_camel_keys(v) for v in value]
+        return [camel_keys(v) for v in value]
     return value
+
+
+def attachment(blob: dict[str, Any], n: int) -> dict[str, Any]:
+    """A media part attached to a function result, named `attachment_<n>` (what the response's `$ref`s name)."""
+    blob.pop("mediaResolution", None)
+    blob[next(iter(blob))]["displayName"] = f"attachment_{n}"
+    return blob
+
+
+def function_response(text: str, attachments: list[dict[str, Any]], multimodal: bool) -> dict[str, Any]:
+    """A function's result text (and attached media parts) -> `functionResponse.response`.
+
+    A JSON object is sent as the response itself, anything else as `{"output": text}`.
+    A `$ref` in it would be resolved by Gemini 3 against the attached parts, so
+    without attachments such text stays a string; with attachments (and a model
+    taking multimodal function responses) the response names them.
+    """
+    references = '"$ref"' in text
+    response: dict[str, Any] | None = None
+    if text.startswith("{") and (attachments or not references):
+        try:
+            parsed = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            response = parsed
+    if response is None:
+        response = {"output": text}
+    if attachments and not references and multimodal:
+        names = [p[next(iter(p))].get("displayName") for p in attachments]
+        response = {**response, "attachments": [{"$ref": n} for n in names if n]}
+    return response
 
 
 def _contents(req: ChatCompletionRequest, caps: ModelCapabilities, env: TranslationEnv, names: ToolNames) -> _Builder:
@@ -411,13 +425,13 @@ def _contents(req: ChatCompletionRequest, caps: ModelCapabilities, env: Translat
     return b
 
 
-def _labels(req: ChatCompletionRequest) -> dict[str, str]:
+def vertex_labels(metadata: Mapping[str, Any] | None, user: str | None) -> dict[str, str]:
     """`user` / `metadata` -> Vertex labels: lowercase, [a-z0-9_-], <= 63 chars, keys start with a letter."""
     raw: dict[str, str] = {}
-    if req.metadata:
-        raw.update({str(k): str(v) for k, v in req.metadata.items()})
-    if req.user:
-        raw["user"] = req.user
+    if metadata:
+        raw.update({str(k): str(v) for k, v in metadata.items()})
+    if user:
+        raw["user"] = user
     labels = {}
     for key, value in raw.items():
         k = _LABEL_BAD.sub("_", key.lower())[:63]
@@ -464,7 +478,7 @@ def _generation_config(req: ChatCompletionRequest, caps: ModelCapabilities) -> d
 
 
 # OpenAI parameter -> the generationConfig keys it becomes (for per-model `drop_params`).
-_PARAM_KEYS = {
+PARAM_KEYS = {
     "max_tokens": ("maxOutputTokens",),
     "max_completion_tokens": ("maxOutputTokens",),
     "temperature": ("temperature",),
@@ -485,23 +499,44 @@ def _response_format(req: ChatCompletionRequest, caps: ModelCapabilities, gen: d
     fmt = req.response_format
     if fmt is None or fmt.type == "text":
         return
-    gen["responseMimeType"] = "application/json"
-    if fmt.type == "json_schema":
-        if fmt.json_schema is None:
-            raise InvalidRequest(
-                "Missing required parameter: 'response_format.json_schema'.",
-                param="response_format.json_schema",
-                code="missing_required_parameter",
-            )
-        schema = fmt.json_schema.schema_
-        if schema:
-            if caps.json_schema:
-                gen["responseJsonSchema"] = to_json_schema(schema)
-            else:
-                converted = to_openapi_schema(schema)
-                dropped.extend(k for k in converted.dropped if k not in dropped)
-                if converted.schema.get("type") != "STRING" or schema.get("type") != "object":
-                    gen["responseSchema"] = converted.schema  # (a free-form object: JSON mode alone)
+    if fmt.type == "json_schema" and fmt.json_schema is None:
+        raise InvalidRequest(
+            "Missing required parameter: 'response_format.json_schema'.",
+            param="response_format.json_schema",
+            code="missing_required_parameter",
+        )
+    gen.update(json_output(fmt.json_schema.schema_ if fmt.json_schema else None, caps, dropped))
+
+
+def json_output(schema: dict[str, Any] | None, caps: ModelCapabilities, dropped: list[str]) -> dict[str, Any]:
+    """JSON output, with a JSON Schema when given -> the generationConfig keys that ask for it."""
+    gen: dict[str, Any] = {"responseMimeType": "application/json"}
+    if schema:
+        if caps.json_schema:
+            gen["responseJsonSchema"] = to_json_schema(schema)
+        else:
+            converted = to_openapi_schema(schema)
+            dropped.extend(k for k in converted.dropped if k not in dropped)
+            if converted.schema.get("type") != "STRING" or schema.get("type") != "object":
+                gen["responseSchema"] = converted.schema  # (a free-form object: JSON mode alone)
+    return gen
+
+
+def google_thinking_config(tc: ThinkingConfig) -> dict[str, Any] | None:
+    """`extra_body.google.thinking_config`, passed as given (a budget and a level together: 400)."""
+    if tc.thinking_budget is not None and tc.thinking_level is not None:
+        raise InvalidRequest(
+            "Set either 'thinking_budget' or 'thinking_level' in 'extra_body.google.thinking_config', not both.",
+            param="extra_body.google.thinking_config",
+        )
+    config: dict[str, Any] = {}
+    if tc.include_thoughts is not None:
+        config["includeThoughts"] = tc.include_thoughts
+    if tc.thinking_budget is not None:
+        config["thinkingBudget"] = tc.thinking_budget
+    if tc.thinking_level is not None:
+        config["thinkingLevel"] = tc.thinking_level.upper()
+    return config or None
 
 
 def _thinking(req: ChatCompletionRequest, caps: ModelCapabilities) -> tuple[dict[str, Any] | None, bool]:
@@ -513,19 +548,7 @@ def _thinking(req: ChatCompletionRequest, caps: ModelCapabilities) -> tuple[dict
             param="reasoning_effort",
         )
     if tc is not None:
-        if tc.thinking_budget is not None and tc.thinking_level is not None:
-            raise InvalidRequest(
-                "Set either 'thinking_budget' or 'thinking_level' in 'extra_body.google.thinking_config', not both.",
-                param="extra_body.google.thinking_config",
-            )
-        config: dict[str, Any] = {}
-        if tc.include_thoughts is not None:
-            config["includeThoughts"] = tc.include_thoughts
-        if tc.thinking_budget is not None:
-            config["thinkingBudget"] = tc.thinking_budget
-        if tc.thinking_level is not None:
-            config["thinkingLevel"] = tc.thinking_level.upper()
-        return (config or None), bool(tc.include_thoughts)
+        return google_thinking_config(tc), bool(tc.include_thoughts)
     if req.reasoning_effort is not None:
         try:
             return effort_to_thinking(req.reasoning_effort, caps), False
@@ -596,7 +619,7 @@ def to_gemini(req: ChatCompletionRequest, caps: ModelCapabilities, env: Translat
     if tool_config:
         body["toolConfig"] = {"functionCallingConfig": tool_config}
     if google and google.safety_settings:
-        body["safetySettings"] = [_camel_keys(s) for s in google.safety_settings]
+        body["safetySettings"] = [camel_keys(s) for s in google.safety_settings]
     if google and google.cached_content:
         body["cachedContent"] = google.cached_content
 
@@ -611,12 +634,12 @@ def to_gemini(req: ChatCompletionRequest, caps: ModelCapabilities, env: Translat
     if b.resolution:
         gen["mediaResolution"] = b.resolution
     for param in caps.drop_params:
-        for key in _PARAM_KEYS.get(param, ()):
+        for key in PARAM_KEYS.get(param, ()):
             gen.pop(key, None)
     if gen:
         body["generationConfig"] = gen
     if env.vertex:
-        labels = _labels(req)
+        labels = vertex_labels(req.metadata, req.user)
         if labels:
             body["labels"] = labels
 

@@ -1,11 +1,10 @@
 """Gemini stream events -> OpenAI `chat.completion.chunk` objects. Pure.
 
-`ChatStreamTranscoder` is the one stream transcoder of the chat path: it takes
-the upstream's SSE bytes as they are read and gives the SSE bytes to send
-(`open` for the reads before the stream started, `feed` after, `finish` at
-the end, `usage()` at any time, also after the client left). It owns SSE
-decoding (`upstream/sse.py`), translation and framing, including the byte
-fast path for plain text deltas (`ChatStreamTranslator.feed_payload`).
+`ChatStreamTranscoder` is the stream transcoder of the chat path (the generic
+`StreamTranscoder` of translate/transcoder.py over this translator): it takes
+the upstream's SSE bytes as they are read and gives the SSE bytes to send,
+including the byte fast path for plain text deltas
+(`ChatStreamTranslator.feed_payload`).
 
 `ChatStreamTranslator.feed(event)` takes one parsed Gemini SSE event (a whole
 `GenerateContentResponse` holding only the new parts) and returns the chunks
@@ -20,13 +19,13 @@ answer with an HTTP error when nothing was sent yet.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from app.errors import GatewayError, UpstreamError
+from app.errors import GatewayError
 from app.translate import signatures
 from app.translate.chat_response import (
     BrokenToolCall,
@@ -40,32 +39,9 @@ from app.translate.chat_response import (
     usage_to_openai,
 )
 from app.translate.partial_args import ArgumentsWriter
+from app.translate.plain_text import EVENT_END, PlainText
 from app.translate.tables import BROKEN_TOOL_CALL_FINISHES, gemini_finish_reason_to_openai
-from app.upstream.errors import error_from_google
-from app.upstream.sse import SSEDecoder, parse_payload
-
-
-def _plain_text_shapes() -> tuple[tuple[bytes, bytes, bytes], ...]:
-    """How a plain text delta of candidate 0 looks as JSON text, in the spacings met on the wire.
-
-    Each shape: the bytes up to the opening quote of the text, the bytes from
-    its closing quote to the end of the candidates array, and the key that
-    starts the usage right after that. Google writes `": "` after keys and `,"`
-    between members; orjson and the fakes write no spaces; Python's json module
-    writes `": "` and `, "`. Each with and without the candidate's `"index": 0`.
-    """
-    shapes = []
-    for colon, comma in ((b": ", b","), (b":", b","), (b": ", b", ")):
-        head = b'{"candidates"%s[{"content"%s{"parts"%s[{"text"%s"' % (colon, colon, colon, colon)
-        role = b'"}]%s"role"%s"model"}' % (comma, colon)
-        usage = b'%s"usageMetadata"%s' % (comma, colon)
-        shapes.append((head, role + b'%s"index"%s0}]' % (comma, colon), usage))
-        shapes.append((head, role + b"}]", usage))
-    return tuple(shapes)
-
-
-_PLAIN_TEXT_SHAPES = _plain_text_shapes()
-_EVENT_END = b"}\r\n\r\n"  # the end of a read holding one event: its object, then the separator
+from app.translate.transcoder import StreamTranscoder, Transcoded
 
 
 @dataclass
@@ -90,8 +66,7 @@ class ChatStreamTranslator:
         self.ctx = ctx
         self.choices: dict[int, _Choice] = {}
         self.usage: Mapping[str, Any] | None = None
-        self._usage_payload: tuple[bytes, int] | None = None  # newer usage, still unparsed (feed_payload)
-        self._shape = _PLAIN_TEXT_SHAPES[0]
+        self._plain = PlainText()  # plain text deltas recognised in their bytes (feed_payload)
         self._base: dict[str, Any] = {
             "id": ctx.id,
             "object": "chat.completion.chunk",
@@ -138,7 +113,7 @@ class ChatStreamTranslator:
         usage = event.get("usageMetadata")
         if usage is not None:
             self.usage = usage
-            self._usage_payload = None
+            self._plain.usage_payload = None
         out: list[dict[str, Any]] = []
         for cand in event.get("candidates") or ():
             index = cand.get("index", 0)
@@ -182,10 +157,10 @@ class ChatStreamTranslator:
         (A read is usually one event once the model paces its output: this is the
         gateway's path for most of a stream.)
         """
-        n = len(data) - 4
+        n = len(data) - 4  # `data: <json>\r\n\r\n` and no other break
         if data.find(b"\n") != n + 1 or data.find(b"\r") != n or not data.startswith(b"data: "):
             return None
-        return self.feed_payload(data, 6, _EVENT_END)
+        return self.feed_payload(data, 6, EVENT_END)
 
     def feed_payload(self, data: bytes, at: int = 0, last: bytes = b"}") -> bytes | None:
         """`feed_sse` of the unparsed JSON of one event, when it is a plain text delta; else None.
@@ -193,56 +168,21 @@ class ChatStreamTranslator:
         The JSON starts at `data[at]` and `data` ends with `last` (`feed_read`
         passes a whole `data:` line with its separator).
 
-        Most events of a stream are one more piece of text for candidate 0. Such
-        an event is recognised in its bytes and the text's JSON string literal
-        copied into the chunk template, without parsing the event or encoding
-        anything (parsing and re-encoding cost more than the rest of the
-        gateway's work per event: bench/README.md). The recognition is exact:
-        the event must be
-        `{"candidates": [{"content": {"parts": [{"text": <string>}], "role": "model"}(, "index": 0)}]`
-        in one of the spellings met on the wire, the literal must be exactly one
-        valid JSON string (checked by decoding it, which also gives the visible
-        text), and what follows the candidates must hold no escape, no `error`
-        or `promptFeedback` member and, if any usage, an object as the first
-        member. The caller passes only payloads without line breaks. Anything
-        else (the first and last events, thoughts, signatures, tool calls,
-        other candidates) returns None and goes through `parse_payload` and
-        `feed_sse`, which give the same chunks for every event that is valid
-        JSON without repeated member names. The usage is kept as bytes and
-        parsed once, by `finish`.
+        Most events of a stream are one more piece of text for candidate 0: such an
+        event is recognised in its bytes (`PlainText.match`, app/translate/plain_text.py)
+        and the text's JSON string literal copied into the chunk template. Anything
+        else (the first and last events, thoughts, signatures, tool calls, other
+        candidates) returns None and goes through `parse_payload` and `feed_sse`,
+        which give the same chunks. The usage is kept as bytes and parsed once, by
+        `finish`.
         """
-        if not data.endswith(last):
-            return None
         choice = self.choices.get(0)
         if choice is None or choice.text_head is None or choice.finished or choice.thought_tag_open:
             return None
-        head, tail, usage_key = self._shape  # the shape of the stream's last plain event first
-        start = at + len(head) - 1  # the opening quote
-        end = data.find(tail, start + 1) if data.startswith(head, at) else -1
-        if end < 0:
-            for head, tail, usage_key in _PLAIN_TEXT_SHAPES:
-                if data.startswith(head, at):
-                    start = at + len(head) - 1
-                    end = data.find(tail, start + 1)
-                    if end > 0:
-                        self._shape = (head, tail, usage_key)
-                        break
-            else:
-                return None
-        literal = data[start : end + 1]
-        try:
-            text = orjson.loads(literal)  # one whole, valid string (no unescaped quote, control character, bad UTF-8)
-        except orjson.JSONDecodeError:
+        found = self._plain.match(data, at, last)
+        if found is None:
             return None
-        rest = end + len(tail)
-        if data.find(b"\\", rest) >= 0 or data.find(b'"error"', rest) >= 0 or data.find(b'"promptFeedback"', rest) >= 0:
-            return None  # (without escapes, a member name can only be spelled one way)
-        if data.startswith(usage_key, rest):
-            if data[rest + len(usage_key)] != 0x7B:  # `null`: the parsed path keeps the previous usage
-                return None
-            self._usage_payload = (data, rest)
-        elif data.find(b'"usageMetadata"', rest) >= 0:
-            return None  # members in an unusual order: let the parser find it
+        literal, text = found
         if not text:
             return b""
         choice.text.append(text)
@@ -373,15 +313,16 @@ class ChatStreamTranslator:
 
     def latest_usage(self) -> Mapping[str, Any] | None:
         """Gemini's `usageMetadata` as far as the stream got (parses the one kept as bytes)."""
-        if self._usage_payload is not None:
-            payload, rest = self._usage_payload
-            self._usage_payload = None
-            try:
-                self.usage = orjson.loads(b"{" + payload[rest + 1 :].rstrip())["usageMetadata"]
-            except orjson.JSONDecodeError as exc:  # what parsing the event would have found
-                message = f"Malformed event from upstream: {payload[:200].decode('utf-8', 'replace')}"
-                raise UpstreamError(message, google_code=502, status=502, type="server_error") from exc
+        self.usage = self._plain.usage(self.usage)
         return self.usage
+
+    def finish_sse(self) -> bytes:
+        """`finish()` framed, then `[DONE]`."""
+        return b"".join([sse_data(c) for c in self.finish()]) + DONE
+
+    def error_sse(self, exc: GatewayError) -> bytes:
+        """The event of an error that ends the stream: `data: {"error": ...}` (no `[DONE]` after it)."""
+        return error_event(exc)
 
     def finish(self) -> list[dict[str, Any]]:
         """Close every choice still open (Gemini sends nothing after its last chunk), then usage."""
@@ -410,85 +351,10 @@ def error_event(exc: GatewayError) -> bytes:
     return sse_data(exc.body())
 
 
-@dataclass(slots=True)
-class Transcoded:
-    """The SSE bytes to send for one upstream read, and the error that ended the stream (its event included)."""
-
-    data: bytes
-    error: GatewayError | None = None
-
-
-class ChatStreamTranscoder:
+class ChatStreamTranscoder(StreamTranscoder[ChatStreamTranslator]):
     """Gemini `streamGenerateContent?alt=sse` bytes -> OpenAI `chat.completion.chunk` SSE bytes."""
 
-    __slots__ = ("translator", "decoder")
+    __slots__ = ()
 
-    def __init__(self, translator: ChatStreamTranslator) -> None:
-        self.translator = translator
-        self.decoder = SSEDecoder()
 
-    @property
-    def ctx(self) -> ResponseContext:
-        return self.translator.ctx
-
-    def open(self, data: bytes) -> bytes | None:
-        """A read before the stream started (b"": the body ended): None while no event is complete.
-
-        Raises for a broken start (an error event, a blocked prompt, a malformed
-        function call), so that the call can still be retried or answered with an
-        HTTP error.
-        """
-        items = self.decoder.feed_payloads(data) if data else self.decoder.flush()
-        if not items and data:
-            return None
-        out = self._events(items)
-        if out.error is not None:
-            raise out.error
-        return out.data
-
-    def feed(self, data: bytes) -> Transcoded:
-        """One upstream read (b"": the body ended) -> what to send; an error ends the stream."""
-        if data and self.decoder.idle():  # the common read: one whole event, often a plain text delta
-            sse = self.translator.feed_read(data)
-            if sse is not None:
-                return Transcoded(sse)
-        return self._events(self.decoder.feed_payloads(data) if data else self.decoder.flush())
-
-    def _events(self, items: Sequence[bytes | dict[str, Any]]) -> Transcoded:
-        out: list[bytes] = []
-        translator = self.translator
-        plain = translator.feed_payload
-        try:
-            for item in items:
-                if type(item) is bytes:  # an event in Google's framing, not parsed yet
-                    sse = plain(item)
-                    if sse is not None:
-                        out.append(sse)
-                        continue
-                    parsed = parse_payload(item)
-                    if parsed is None:
-                        continue
-                    event: Mapping[str, Any] = parsed
-                else:
-                    event = item  # type: ignore[assignment]
-                if "error" in event:
-                    raise error_from_google(200, event)
-                out.append(translator.feed_sse(event))
-        except GatewayError as exc:
-            out.append(error_event(exc))
-            return Transcoded(b"".join(out), exc)
-        return Transcoded(b"".join(out))
-
-    def finish(self) -> Transcoded:
-        """The closing chunks and `[DONE]` (or the error event, if the last usage is malformed)."""
-        try:
-            return Transcoded(b"".join([sse_data(c) for c in self.translator.finish()]) + DONE)
-        except GatewayError as exc:
-            return Transcoded(error_event(exc), exc)
-
-    def usage(self) -> Mapping[str, Any] | None:
-        """Gemini's usage as far as the stream got (also after the client left)."""
-        try:
-            return self.translator.latest_usage()
-        except GatewayError:
-            return self.translator.usage
+__all__ = ["DONE", "ChatStreamTranscoder", "ChatStreamTranslator", "Transcoded", "error_event", "sse_data"]

@@ -18,6 +18,12 @@ The same store remembers Gemini's own `functionCall.id` (when Gemini sends
 one) behind our `call_...` id, so that it goes back on the `functionCall` and
 its `functionResponse` in later turns.
 
+The Responses API (translate/responses_*.py) carries them the same way on its
+`function_call` items and answer messages (`extra_content`), and also, when the
+client asks for `include: ["reasoning.encrypted_content"]`, as the
+`encrypted_content` of a reasoning item (`to_encrypted_content`), the field
+stateless Responses clients keep.
+
 This module holds the pure part: where signatures sit, which keys to look up,
 and the current-turn rule. The store itself lives in `app/gateway/signatures.py`.
 """
@@ -45,6 +51,21 @@ def from_extra_content(extra: Mapping[str, Any] | None) -> str | None:
 
 def to_extra_content(signature: str) -> dict[str, Any]:
     return {"google": {"thought_signature": signature}}
+
+
+ENCRYPTED_PREFIX = "gemini-thought-signature:"
+
+
+def to_encrypted_content(signature: str) -> str:
+    """A signature as a Responses reasoning item's `encrypted_content` (opaque to the client)."""
+    return ENCRYPTED_PREFIX + signature
+
+
+def from_encrypted_content(value: str | None) -> str | None:
+    """The signature in a reasoning item's `encrypted_content`, if it is one of ours (byte for byte)."""
+    if value and value.startswith(ENCRYPTED_PREFIX) and len(value) > len(ENCRYPTED_PREFIX):
+        return value[len(ENCRYPTED_PREFIX) :]
+    return None
 
 
 def text_key(text: str) -> str:

@@ -69,7 +69,12 @@ def _takes_arguments(schema: dict[str, Any] | None) -> bool:
     return any(schema.get(k) for k in ("anyOf", "oneOf", "allOf", "$ref", "additionalProperties", "patternProperties"))
 
 
-def _declaration(fn: FunctionDefinition, names: ToolNames, json_schema: bool, dropped: list[str]) -> dict[str, Any]:
+# OpenAI's `tool_choice` strings -> Gemini's function-calling modes.
+CHOICE_MODES = {"none": "NONE", "auto": "AUTO", "required": "ANY"}
+
+
+def function_declaration(fn: FunctionDefinition, names: ToolNames, json_schema: bool, dropped: list[str]) -> dict[str, Any]:
+    """One OpenAI function -> a Gemini `FunctionDeclaration` (its name registered in `names`)."""
     decl: dict[str, Any] = {"name": names.add(fn.name)}
     if fn.description:
         decl["description"] = fn.description
@@ -101,6 +106,17 @@ def _allowed_names(choice: Any) -> tuple[str, list[str]]:
     return allowed.mode, names
 
 
+def allowed_tools_config(
+    mode: str, gemini_allowed: list[str], declarations: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """`allowed_tools` (a subset of the declared functions) -> (declarations to send, functionCallingConfig)."""
+    if mode == "required":
+        return declarations, {"mode": "ANY", "allowedFunctionNames": gemini_allowed}
+    # `auto` among a subset: declare only that subset (allowedFunctionNames needs ANY)
+    keep = set(gemini_allowed)
+    return [d for d in declarations if d["name"] in keep], {"mode": "AUTO"}
+
+
 def tools_to_gemini(
     req: ChatCompletionRequest, json_schema: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, ToolNames, bool, list[str]]:
@@ -129,7 +145,7 @@ def tools_to_gemini(
         functions = list(req.functions)
         legacy = True
 
-    declarations = [_declaration(fn, names, json_schema, dropped) for fn in functions]
+    declarations = [function_declaration(fn, names, json_schema, dropped) for fn in functions]
     seen: set[str] = set()
     for i, fn in enumerate(functions):
         if fn.name in seen:
@@ -148,7 +164,7 @@ def tools_to_gemini(
             param=choice_param,
         )
     if isinstance(choice, str):
-        config = {"mode": {"none": "NONE", "auto": "AUTO", "required": "ANY"}[choice]}
+        config = {"mode": CHOICE_MODES[choice]}
     elif choice is not None:
         kind = getattr(choice, "type", "function")
         if kind == "function" or legacy:
@@ -175,13 +191,7 @@ def tools_to_gemini(
                     param="tool_choice.allowed_tools.tools",
                     code="invalid_value",
                 )
-            gemini_allowed = [names.gemini(n) for n in allowed]
-            if mode == "required":
-                config = {"mode": "ANY", "allowedFunctionNames": gemini_allowed}
-            else:  # `auto` among a subset: declare only that subset (allowedFunctionNames needs ANY)
-                keep = set(gemini_allowed)
-                declarations = [d for d in declarations if d["name"] in keep]
-                config = {"mode": "AUTO"}
+            declarations, config = allowed_tools_config(mode, [names.gemini(n) for n in allowed], declarations)
         else:
             raise UnsupportedParameter(
                 f"Invalid 'tool_choice.type': '{kind}' is not supported by Gemini.", param="tool_choice.type"

@@ -457,3 +457,29 @@ def test_check_reads_the_host_as_the_connector_does():
     ]:
         with pytest.raises(Refused):
             guard.check(URL(url))
+
+
+# -- the Responses API fetches through the same guard -------------------------------------------------------
+
+
+def post_responses(gw: GatewayServer, part: dict[str, Any]) -> httpx.Response:
+    body = {"model": MODEL, "input": [{"role": "user", "content": [{"type": "input_text", "text": "Look"}, part]}]}
+    return httpx.post(gw.url + "/v1/responses", json=body, timeout=30)
+
+
+@pytest.mark.parametrize("kind", ["input_image", "input_file"])
+def test_responses_media_urls_are_fetched_through_the_guard(gw, net, fake, kind):
+    part = {"type": kind, "image_url" if kind == "input_image" else "file_url": net.alpha.url + "/pic"}
+    r = post_responses(gw, part)
+    assert r.status_code == 200, r.text
+    assert fake.last_body()["contents"][0]["parts"][1] == INLINED_PNG
+    assert net.alpha.hits == ["/pic"]
+
+
+@pytest.mark.parametrize("kind", ["input_image", "input_file"])
+def test_responses_internal_urls_are_refused(gw, net, fake, kind):
+    field = "image_url" if kind == "input_image" else "file_url"
+    r = post_responses(gw, {"type": kind, field: via(net.alpha, f"http://127.0.0.1:{net.victim.port}/x")})
+    err = assert_openai_error(r, 400, param=f"input[0].content[1].{field}", code="invalid_value")
+    assert str(net.victim.port) not in err["message"] and "redirects" in err["message"]
+    assert net.victim.hits == [] and fake.stats()["requests"] == 0

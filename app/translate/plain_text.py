@@ -1,0 +1,111 @@
+"""Plain text delta events of a Gemini stream, recognised in their bytes. Pure.
+
+Most events of a stream are one more piece of text for candidate 0. The
+stream translators (chat: `chat_stream.py`, Responses: `responses_stream.py`)
+copy such a text's JSON string literal into a prepared output template
+without parsing the event or encoding anything: parsing and re-encoding cost
+more than the rest of the gateway's work per event (bench/README.md).
+
+`PlainText.match` is that recognition, exact: the event must be
+`{"candidates": [{"content": {"parts": [{"text": <string>}], "role": "model"}(, "index": 0)}]`
+in one of the spellings met on the wire, the literal must be exactly one valid
+JSON string (checked by decoding it, which also gives the visible text), and
+what follows the candidates must hold no escape, no `error` or
+`promptFeedback` member and, if any usage, an object as the first member.
+Callers pass only payloads without line breaks. Anything else returns None
+and goes through the parser, which gives the same result for every event that
+is valid JSON without repeated member names. The usage is kept as bytes and
+parsed once, when asked for (`usage`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from app.errors import UpstreamError
+
+
+def _plain_text_shapes() -> tuple[tuple[bytes, bytes, bytes], ...]:
+    """How a plain text delta of candidate 0 looks as JSON text, in the spacings met on the wire.
+
+    Each shape: the bytes up to the opening quote of the text, the bytes from
+    its closing quote to the end of the candidates array, and the key that
+    starts the usage right after that. Google writes `": "` after keys and `,"`
+    between members; orjson and the fakes write no spaces; Python's json module
+    writes `": "` and `, "`. Each with and without the candidate's `"index": 0`.
+    """
+    shapes = []
+    for colon, comma in ((b": ", b","), (b":", b","), (b": ", b", ")):
+        head = b'{"candidates"%s[{"content"%s{"parts"%s[{"text"%s"' % (colon, colon, colon, colon)
+        role = b'"}]%s"role"%s"model"}' % (comma, colon)
+        usage = b'%s"usageMetadata"%s' % (comma, colon)
+        shapes.append((head, role + b'%s"index"%s0}]' % (comma, colon), usage))
+        shapes.append((head, role + b"}]", usage))
+    return tuple(shapes)
+
+
+PLAIN_TEXT_SHAPES = _plain_text_shapes()
+EVENT_END = b"}\r\n\r\n"  # the end of a read holding one event in Google's framing: its object, then the separator
+
+
+class PlainText:
+    """The recogniser of one stream: remembers the spelling last met, and the newest usage still unparsed."""
+
+    __slots__ = ("shape", "usage_payload")
+
+    def __init__(self) -> None:
+        self.shape = PLAIN_TEXT_SHAPES[0]
+        self.usage_payload: tuple[bytes, int] | None = None  # newer usage than the parsed one, as bytes
+
+    def match(self, data: bytes, at: int, last: bytes) -> tuple[bytes, str] | None:
+        """(the text's JSON string literal, the text) of a plain text event starting at `data[at]`, else None.
+
+        `data` must end with `last` (`b"}"` for a bare payload, `EVENT_END` for a
+        whole `data:` line with its separator).
+        """
+        if not data.endswith(last):
+            return None
+        head, tail, usage_key = self.shape  # the shape of the stream's last plain event first
+        start = at + len(head) - 1  # the opening quote
+        end = data.find(tail, start + 1) if data.startswith(head, at) else -1
+        if end < 0:
+            for head, tail, usage_key in PLAIN_TEXT_SHAPES:
+                if data.startswith(head, at):
+                    start = at + len(head) - 1
+                    end = data.find(tail, start + 1)
+                    if end > 0:
+                        self.shape = (head, tail, usage_key)
+                        break
+            else:
+                return None
+        literal = data[start : end + 1]
+        try:
+            text = orjson.loads(literal)  # one whole, valid string (no unescaped quote, control character, bad UTF-8)
+        except orjson.JSONDecodeError:
+            return None
+        rest = end + len(tail)
+        if data.find(b"\\", rest) >= 0 or data.find(b'"error"', rest) >= 0 or data.find(b'"promptFeedback"', rest) >= 0:
+            return None  # (without escapes, a member name can only be spelled one way)
+        if data.startswith(usage_key, rest):
+            if data[rest + len(usage_key)] != 0x7B:  # `null`: the parsed path keeps the previous usage
+                return None
+            self.usage_payload = (data, rest)
+        elif data.find(b'"usageMetadata"', rest) >= 0:
+            return None  # members in an unusual order: let the parser find it
+        return literal, text
+
+    def usage(self, parsed: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """The newest usage: the one kept as bytes (parsed now, once) if newer than `parsed`."""
+        if self.usage_payload is None:
+            return parsed
+        payload, rest = self.usage_payload
+        self.usage_payload = None
+        try:
+            usage: Mapping[str, Any] = orjson.loads(b"{" + payload[rest + 1 :].rstrip())["usageMetadata"]
+        except orjson.JSONDecodeError as exc:  # what parsing the event would have found
+            message = f"Malformed event from upstream: {payload[:200].decode('utf-8', 'replace')}"
+            raise UpstreamError(message, google_code=502, status=502, type="server_error") from exc
+        return usage

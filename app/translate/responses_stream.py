@@ -1,0 +1,103 @@
+"""Gemini stream events -> the Responses API's typed `response.*` SSE events. Pure.
+
+`ResponsesStreamTranslator` is the translator `StreamTranscoder`
+(translate/transcoder.py) drives for `POST /v1/responses` with `stream: true`.
+The events come from `OutputBuilder` (responses_response.py, the one state
+machine of streamed and whole answers), in OpenAI's order with consecutive
+`sequence_number`s: `response.created`, `response.in_progress`, then per
+output item `output_item.added`, its content events and `output_item.done`,
+then `response.completed` / `response.incomplete` with the whole Response. A
+failure after the start is `response.failed` then an `error` event (whose
+`error` member makes the openai SDK raise). Each is framed
+`event: <type>\\ndata: <json>\\n\\n`; there is no `[DONE]`.
+
+Text deltas, most of a stream, take the byte fast path: a plain text event
+(`PlainText.match`, plain_text.py) becomes an `output_text.delta` event by
+copying the text's JSON string literal into a prepared template, without
+parsing or encoding (bench/README.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from app.errors import GatewayError
+from app.translate.plain_text import EVENT_END, PlainText
+from app.translate.responses_response import OutputBuilder, ResponsesContext
+
+_DELTA = b"response.output_text.delta"
+
+
+def sse_event(event: Mapping[str, Any]) -> bytes:
+    """One typed SSE event: `event: <type>` then its JSON."""
+    kind: str = event["type"]
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+class ResponsesStreamTranslator:
+    def __init__(self, ctx: ResponsesContext) -> None:
+        self.builder = OutputBuilder(ctx)
+        self._plain = PlainText()
+
+    @property
+    def ctx(self) -> ResponsesContext:
+        return self.builder.ctx
+
+    @property
+    def usage(self) -> Mapping[str, Any] | None:
+        return self.builder.usage
+
+    def _drain(self) -> bytes:
+        events, self.builder.events = self.builder.events, []
+        return b"".join([sse_event(e) for e in events])
+
+    def feed_sse(self, event: Mapping[str, Any]) -> bytes:
+        if "usageMetadata" in event:
+            self._plain.usage_payload = None  # (this event's usage is the newest)
+        self.builder.feed(event)
+        return self._drain()
+
+    def feed_read(self, data: bytes) -> bytes | None:
+        """`feed_payload` for one whole upstream read holding exactly one event in Google's framing."""
+        n = len(data) - 4  # `data: <json>\r\n\r\n` and no other break
+        if data.find(b"\n") != n + 1 or data.find(b"\r") != n or not data.startswith(b"data: "):
+            return None
+        return self.feed_payload(data, 6, EVENT_END)
+
+    def feed_payload(self, data: bytes, at: int = 0, last: bytes = b"}") -> bytes | None:
+        """The SSE bytes of a plain text event from its unparsed JSON (`data[at:]`), once a message is open; else None."""
+        b = self.builder
+        m = b.message
+        if m is None:
+            return None
+        found = self._plain.match(data, at, last)
+        if found is None:
+            return None
+        literal, text = found
+        if not text:
+            return b""
+        if m.delta_head is None:
+            head = {"type": "response.output_text.delta", "item_id": m.id, "output_index": m.index, "content_index": 0,
+                    "logprobs": [], "sequence_number": 0}  # fmt: skip
+            m.delta_head = b"event: " + _DELTA + b"\ndata: " + orjson.dumps(head)[:-2]  # up to the number
+        m.texts.append(text)  # (`length` counts only for whole answers)
+        seq = b.seq
+        b.seq = seq + 1
+        return b"".join((m.delta_head, b"%d" % seq, b',"delta":', literal, b"}\n\n"))
+
+    def latest_usage(self) -> Mapping[str, Any] | None:
+        """Gemini's `usageMetadata` as far as the stream got (parses the one kept as bytes)."""
+        self.builder.usage = self._plain.usage(self.builder.usage)
+        return self.builder.usage
+
+    def finish_sse(self) -> bytes:
+        self.latest_usage()
+        self.builder.finish()
+        return self._drain()
+
+    def error_sse(self, exc: GatewayError) -> bytes:
+        self.builder.fail(exc)
+        return self._drain()
