@@ -3,6 +3,8 @@
 #   docker run -p 8000:8000 -e GEMINI_API_KEY=... gemini-proxy
 #   docker run -p 8000:8000 -v $PWD/config.yaml:/etc/gemini-proxy/config.yaml:ro \
 #              -e GEMINI_PROXY_CONFIG=/etc/gemini-proxy/config.yaml gemini-proxy
+# Keys and teams made at run time live in /data/gemini-proxy.db (SQLite): keep it on a volume
+# (-v gemini-proxy-data:/data), or point GEMINI_PROXY_STORAGE__DATABASE_URL at PostgreSQL.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -15,13 +17,16 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 RUN pip install . \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway \
-    && mkdir -p /etc/gemini-proxy
+    && mkdir -p /etc/gemini-proxy /data \
+    && chown gateway /data
 
 USER gateway
 # Listen on all interfaces inside the container; every setting can be overridden the same way
 # (GEMINI_PROXY_<SECTION>__<SETTING>) or by a mounted config file (GEMINI_PROXY_CONFIG).
 ENV GEMINI_PROXY_SERVER__HOST=0.0.0.0 \
-    GEMINI_PROXY_SERVER__PORT=8000
+    GEMINI_PROXY_SERVER__PORT=8000 \
+    GEMINI_PROXY_STORAGE__DATABASE_URL=sqlite+aiosqlite:////data/gemini-proxy.db
+VOLUME /data
 EXPOSE 8000
 
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \

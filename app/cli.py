@@ -1,4 +1,7 @@
-"""Command line: `gemini-proxy serve | check-config | fake-gemini` (also `python -m app`)."""
+"""Command line: `gemini-proxy serve | check-config | keys | teams | fake-gemini` (also `python -m app`).
+
+`keys` and `teams` (app/team/cli.py) manage the client keys and teams kept in the database.
+"""
 
 from __future__ import annotations
 
@@ -64,11 +67,29 @@ def _shared_metrics_dir() -> Iterator[None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _prepare_database(settings: Settings) -> str | None:
+    """Open and migrate the database before any worker starts (they then find it migrated); the problem, if any."""
+    import asyncio
+
+    from app.team.db import StorageError, open_database
+
+    async def prepare() -> None:
+        engine = await open_database(settings.storage.url())
+        await engine.dispose()
+
+    try:
+        asyncio.run(prepare())
+    except StorageError as exc:
+        return str(exc)
+    return None
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.logs import configure_logging
     from app.main import create_app
+    from app.team.db import shown
 
     try:
         settings = load_settings(args.config, _overrides(args))
@@ -76,6 +97,10 @@ def serve(args: argparse.Namespace) -> int:
         print(f"gemini-proxy: configuration error:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.server.log_level, settings.secrets())
+    problem = _prepare_database(settings)
+    if problem:
+        print(f"gemini-proxy: storage error:\n{problem}", file=sys.stderr)
+        return 2
     server = settings.server
     try:
         import uvloop  # noqa: F401
@@ -95,6 +120,7 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=server.shutdown_grace,  # then running streams end with an error event
     )
     banner = f"gemini-proxy {__version__} on http://{server.host}:{server.port}/v1 - {_describe(settings)}"
+    banner += f"; keys and teams: {shown(settings.storage.url())}"
     if settings.demo:
         banner += "\n  DEMO MODE: answers come from the built-in fake Gemini. Set GEMINI_API_KEY for real Gemini."
     print(banner, file=sys.stderr, flush=True)
@@ -143,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file and exit")
     p.add_argument("file")
     p.set_defaults(func=check_config)
+
+    from app.team.cli import add_commands
+
+    add_commands(sub)
 
     from app.testing.fake_gemini import add_cli_arguments
 

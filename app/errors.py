@@ -9,6 +9,7 @@ so that the OpenAI SDKs raise the matching exception class::
     │   ├── UnsupportedParameter      400 code=unsupported_parameter
     │   └── ContentFiltered           400 code=content_filter (blocked prompt)
     ├── AuthenticationFailed          401 authentication_error / invalid_api_key
+    ├── ModelNotAllowed               403 invalid_request_error / model_not_allowed (the key may not use it)
     ├── NotFound                      404 not_found_error (model_not_found)
     ├── PayloadTooLarge               413 invalid_request_error
     ├── RateLimited                   429 rate_limit_error (+ Retry-After)
@@ -81,6 +82,16 @@ class AuthenticationFailed(GatewayError):
     code = "invalid_api_key"
 
 
+class ModelNotAllowed(GatewayError):
+    status = 403
+    type = "invalid_request_error"
+    code = "model_not_allowed"
+
+    def __init__(self, model: str, key_name: str, **kwargs: Any) -> None:
+        kwargs.setdefault("param", "model")
+        super().__init__(f"The API key `{key_name}` may not use the model `{model}`.", **kwargs)
+
+
 class NotFound(GatewayError):
     status = 404
     type = "not_found_error"
@@ -112,7 +123,11 @@ class UpstreamError(GatewayError):
     `google_status` / `google_code` keep what Google said (e.g. 429
     RESOURCE_EXHAUSTED), `retry_after` the `RetryInfo` delay in seconds,
     `reason` the `ErrorInfo.reason`, `quota_ids` the QuotaFailure quota ids.
+    `answer` is Google's HTTP answer itself (status, content type, body), when
+    there was one: the native Gemini routes pass it on untouched.
     """
+
+    answer: tuple[int, str, bytes] | None = None
 
     def __init__(
         self,

@@ -18,12 +18,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app import __version__
-from app.api import chat, embeddings, health, json_response, metrics, models, responses
+from app.api import admin, chat, embeddings, health, json_response, metrics, models, native, responses
 from app.errors import GatewayError, InvalidRequest, NotFound, internal_error
 from app.pipeline.seam import CTX_KEY, Pipeline, Routes, error_body
 from app.services import Services
@@ -122,6 +123,7 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
         redoc_url=None,
         openapi_url="/openapi.json" if settings.server.docs else None,
         exception_handlers={
+            SQLAlchemyError: admin.storage_error,
             GatewayError: _gateway_error,
             HTTPException: _http_error,
             RequestValidationError: _validation_error,
@@ -133,12 +135,14 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(admin.router)
     endpoints = Routes()
     endpoints.add(chat.ChatCompletions(gateway), *CHAT_PATHS)
     endpoints.add(embeddings.Embeddings(gateway), *EMBEDDINGS_PATHS)
     endpoints.add(responses.Responses(gateway), *responses.RESPONSES_PATHS)
     endpoints.add(responses.InputTokens(gateway), *responses.INPUT_TOKENS_PATHS)
     endpoints.add(responses.StoredResponses(gateway), *responses.STORED_PREFIXES, prefix=True)
+    endpoints.add(native.NativeGemini(gateway), *native.PREFIXES, prefix=True)
     app.pipeline = Pipeline(
         app.routes_app, endpoints, gateway.auth, gateway.recorder, settings.server.max_request_bytes,
         extra_headers=[DEMO_HEADER] if settings.demo else [],

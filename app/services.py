@@ -3,9 +3,11 @@
 Lives on `app.state.gateway`; imports nothing from `api/` (the routes take
 what they need from it). Owns start-up and shutdown order: the upstream HTTP
 client, credentials and key pools, the router, the dispatcher, the signature
-store, the Responses API's response store, the optional media fetcher, client authentication, the recorder (access
-log and metrics) and, in demo mode, the in-process fake Gemini the gateway
-talks to.
+store, the Responses API's response store, the optional media fetcher, client
+authentication with the database's keys (app/team/: the database is opened and
+migrated first, so a gateway that cannot read its keys does not start), the
+recorder (access log and metrics) and, in demo mode, the in-process fake Gemini
+the gateway talks to.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from app.observe.record import Recorder
 from app.pipeline.auth import ClientAuth
 from app.schemas.openai import ChatCompletionRequest
 from app.schemas.responses import InputItem
-from app.settings import Settings
+from app.settings import AdminKey, Settings
+from app.team.cache import KeyCache
+from app.team.db import open_database
+from app.team.store import KeyStore
 from app.translate import signatures
 from app.translate.chat_request import TranslationEnv
 from app.translate.responses_items import wanted_keys
@@ -59,6 +64,11 @@ class Services:
             Timeouts(t.connect, t.first_byte, t.total, t.stream_idle), pool_size=settings.server.upstream_connections
         )
         self.auth = ClientAuth(settings.auth)
+        self.admin_digests = [
+            (k if isinstance(k, AdminKey) else AdminKey(key=k)).digest() for k in settings.auth.admin_keys
+        ]
+        self._keys: KeyStore | None = None
+        self.key_cache: KeyCache | None = None
         self.signatures: SignatureStore = signature_store or MemorySignatureStore(settings.signatures.cache_size)
         r = settings.responses
         self.responses: ResponseStore = response_store or MemoryResponseStore(r.store_size, r.store_max_bytes)
@@ -82,11 +92,28 @@ class Services:
         return self._router
 
     @property
+    def keys(self) -> KeyStore:
+        """The database's keys and teams (the admin API)."""
+        assert self._keys is not None, "Services.start() was not awaited"
+        return self._keys
+
+    @property
     def dispatcher(self) -> Dispatcher:
         assert self._dispatcher is not None, "Services.start() was not awaited"
         return self._dispatcher
 
     async def start(self) -> None:
+        engine = await open_database(self.settings.storage.url())
+        self._keys = KeyStore(engine)
+        self.key_cache = KeyCache(
+            self._keys, self.auth, self.settings.storage.keys_refresh_seconds,
+            on_health=lambda up: self.metrics.storage_up("database", up),
+        )
+        try:
+            await self.key_cache.start()
+        except BaseException:
+            await engine.dispose()
+            raise
         if self.settings.demo:
             from app.testing.fake_gemini import start_fake
 
@@ -109,6 +136,10 @@ class Services:
 
     async def stop(self) -> None:
         self.recorder.flush()
+        if self.key_cache is not None:
+            await self.key_cache.stop()
+        if self._keys is not None:
+            await self._keys.engine.dispose()
         await self.client.close()
         if self.fetcher is not None:
             await self.fetcher.close()

@@ -58,6 +58,18 @@ def _access_log_mode(value: Any) -> Any:
     return value
 
 
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///gemini-proxy.db"
+
+
+def normalise_database_url(url: str) -> str:
+    """The async driver of a SQLAlchemy URL: `sqlite://` -> aiosqlite, `postgresql://` -> asyncpg."""
+    for plain, driver in (("sqlite://", "sqlite+aiosqlite://"), ("postgresql://", "postgresql+asyncpg://"),
+                          ("postgres://", "postgresql+asyncpg://")):
+        if url.startswith(plain):
+            return driver + url[len(plain):]
+    return url
+
+
 ByteSize = Annotated[int, BeforeValidator(_parse_size), Field(ge=1)]
 Seconds = Annotated[float, Field(gt=0)]
 
@@ -80,10 +92,29 @@ class ServerSettings(_Section):
     upstream_connections: int = Field(256, ge=1)  # bound of the pool of connections to Google
 
 
+MAX_COUNT = 10**15  # bounds that fit the database's 64-bit integers (USD as micro-USD)
+MAX_USD = 1e12
+
+
+class Limits(_Section):
+    """A key's or a team's limits; unset = no limit (docs/design.md#team-gateway)."""
+
+    rpm: int | None = Field(None, ge=1, le=MAX_COUNT)  # requests per minute
+    tpm: int | None = Field(None, ge=1, le=MAX_COUNT)  # tokens per minute
+    concurrency: int | None = Field(None, ge=1, le=MAX_COUNT)  # requests at once
+    tokens_per_day: int | None = Field(None, ge=1, le=MAX_COUNT)  # calendar day, UTC
+    tokens_per_month: int | None = Field(None, ge=1, le=MAX_COUNT)  # calendar month, UTC
+    usd_per_month: float | None = Field(None, gt=0, le=MAX_USD)  # calendar month, UTC
+
+
 class ClientKey(_Section):
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:#-]{1,64}$")  # default: cfg-<name>, else cfg-<n>
     name: str | None = None
     key: SecretStr | None = None
     key_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    team: str | None = None
+    models: list[str] | None = Field(None, min_length=1)  # globs on the public model names; None = every model
+    limits: Limits = Limits()
 
     @model_validator(mode="after")
     def _one_of(self) -> ClientKey:
@@ -98,9 +129,56 @@ class ClientKey(_Section):
         return hashlib.sha256(self.key.get_secret_value().encode()).digest()
 
 
+class AdminKey(_Section):
+    name: str | None = None
+    key: SecretStr | None = None
+    key_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> AdminKey:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of `key` or `key_sha256`")
+        return self
+
+    def digest(self) -> bytes:
+        if self.key_sha256 is not None:
+            return bytes.fromhex(self.key_sha256)
+        assert self.key is not None
+        return hashlib.sha256(self.key.get_secret_value().encode()).digest()
+
+
 class AuthSettings(_Section):
     client_keys: list[SecretStr | ClientKey] = []
+    admin_keys: list[SecretStr | AdminKey] = []  # guard /admin/*; GEMINI_PROXY_ADMIN_KEY adds one
     byok: bool = False
+
+    def config_keys(self) -> list[ClientKey]:
+        """`client_keys` in their object form, each with its id."""
+        out = []
+        for i, entry in enumerate(self.client_keys, start=1):
+            key = entry if isinstance(entry, ClientKey) else ClientKey(key=entry)
+            if key.id is None:
+                key = key.model_copy(update={"id": f"cfg-{key.name}" if key.name else f"cfg-{i}"})
+            out.append(key)
+        return out
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> AuthSettings:
+        ids = [k.id for k in self.config_keys()]
+        repeated = sorted({i for i in ids if i is not None and ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"auth.client_keys: ids (or names) must be unique; repeated: {repeated}")
+        return self
+
+
+class StorageSettings(_Section):
+    # SQLAlchemy URL of the database that holds keys and teams: SQLite (a file, WAL mode) or
+    # PostgreSQL. `sqlite:///` and `postgresql://` are given their async drivers.
+    database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    keys_refresh_seconds: Annotated[float, Field(gt=0, le=4)] = 2.0  # how often keys are re-read (<= 4: revocation in 5 s)
+
+    def url(self) -> str:
+        return normalise_database_url(self.database_url.get_secret_value())
 
 
 class ApiKey(_Section):
@@ -224,6 +302,7 @@ class Settings(BaseSettings):
     output: OutputSettings = OutputSettings()
     signatures: SignatureSettings = SignatureSettings()
     responses: ResponsesSettings = ResponsesSettings()
+    storage: StorageSettings = StorageSettings()
     demo: bool = False  # set by zero-config when no upstream is known
 
     @model_validator(mode="after")
@@ -251,11 +330,19 @@ class Settings(BaseSettings):
         out: list[str] = []
         for up in self.upstreams:
             out.extend(k.key.get_secret_value() for k in up.keys())
-        for ck in self.auth.client_keys:
+        for ck in [*self.auth.client_keys, *self.auth.admin_keys]:
             value = ck if isinstance(ck, SecretStr) else ck.key
             if value is not None:
                 out.append(value.get_secret_value())
+        password = database_password(self.storage.url())
+        if password:
+            out.append(password)
         return [s for s in out if s]
+
+
+def database_password(url: str) -> str | None:
+    match = re.match(r"^[A-Za-z0-9+.-]+://[^:/@]*:([^@]*)@", url)
+    return match.group(1) if match else None
 
 
 class ConfigError(Exception):
@@ -362,6 +449,10 @@ def load_settings(
         why = f" ({exc.__cause__})" if exc.__cause__ is not None else ""  # e.g. a JSON syntax error, never the value
         raise ConfigError(f"{source}: {where}{exc}{why}") from None
     settings = apply_zero_config(settings, environ, source if config_path else None)
+    admin_key = environ.get(ENV_PREFIX + "ADMIN_KEY", "").strip()
+    if admin_key:
+        auth = settings.auth.model_copy(update={"admin_keys": [*settings.auth.admin_keys, SecretStr(admin_key)]})
+        settings = settings.model_copy(update={"auth": auth})
     for i, up in enumerate(settings.upstreams):
         if up.type == "vertex" and settings.auth.byok:
             raise ConfigError(f"{source}: {byok_vertex_error(i)}")

@@ -6,9 +6,10 @@ log) + one shared aiohttp ClientSession. ``POST /v1/chat/completions`` (and
 untouched to the upstream: bodies containing
 ``"stream":true`` go to ``:streamGenerateContent?alt=sse`` and are relayed chunk
 by chunk (``resp.content.iter_any()``); everything else goes to
-``:generateContent`` and the answer bytes are returned as-is. ``POST
-/v1/embeddings`` does the same with ``gemini-embedding-001:batchEmbedContents``.
-No translation, no validation. ``GET /healthz`` is the readiness probe.
+``:generateContent`` and the answer bytes are returned as-is. No translation,
+no validation. ``POST /v1beta/models/...`` (the native routes' counterpart)
+forwards the same path and query the same way. ``GET /healthz`` is the
+readiness probe.
 
 Usage: ``python bench/baseline.py --port 8002 --upstream http://127.0.0.1:8001``
 """
@@ -26,14 +27,12 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 MODEL = "gemini-2.5-flash"
-EMBED_MODEL = "gemini-embedding-001"
 
 
 def build_app(upstream: str, api_key: str = "bench-key") -> Starlette:
     base = f"{upstream.rstrip('/')}/v1beta/models/{MODEL}"
     unary_url = f"{base}:generateContent"
     stream_url = f"{base}:streamGenerateContent?alt=sse"
-    embed_url = f"{upstream.rstrip('/')}/v1beta/models/{EMBED_MODEL}:batchEmbedContents"
     headers = {"content-type": "application/json", "x-goog-api-key": api_key}
     state: dict[str, aiohttp.ClientSession] = {}
 
@@ -44,11 +43,11 @@ def build_app(upstream: str, api_key: str = "bench-key") -> Starlette:
             state["session"] = session
             yield
 
-    async def chat(request: Request) -> Response:
-        body = await request.body()
+    async def forward(url: str, body: bytes, stream: bool, media_type: str | None = None) -> Response:
+        """POST the body untouched; the answer as it comes (a stream relayed read by read)."""
         session = state["session"]
-        if b'"stream":true' in body or b'"stream": true' in body:
-            resp = await session.post(stream_url, data=body, headers=headers)
+        if stream:
+            resp = await session.post(url, data=body, headers=headers)
 
             async def relay():
                 try:
@@ -57,14 +56,23 @@ def build_app(upstream: str, api_key: str = "bench-key") -> Starlette:
                 finally:
                     resp.release()
 
-            return StreamingResponse(relay(), status_code=resp.status, media_type="text/event-stream")
-        async with session.post(unary_url, data=body, headers=headers) as resp:
-            return Response(await resp.read(), status_code=resp.status, media_type="application/json")
+            media = media_type or resp.headers["content-type"]
+            return StreamingResponse(relay(), status_code=resp.status, media_type=media)
+        async with session.post(url, data=body, headers=headers) as resp:
+            media = media_type or resp.headers["content-type"]
+            return Response(await resp.read(), status_code=resp.status, media_type=media)
 
-    async def embed(request: Request) -> Response:
+    async def chat(request: Request) -> Response:
         body = await request.body()
-        async with state["session"].post(embed_url, data=body, headers=headers) as resp:
-            return Response(await resp.read(), status_code=resp.status, media_type="application/json")
+        if b'"stream":true' in body or b'"stream": true' in body:
+            return await forward(stream_url, body, True, "text/event-stream")
+        return await forward(unary_url, body, False, "application/json")
+
+    async def native(request: Request) -> Response:
+        """`POST /v1beta/models/...`: the same path and query upstream, the body and answer untouched."""
+        path, query = request.url.path, request.url.query
+        url = upstream.rstrip("/") + path + (f"?{query}" if query else "")
+        return await forward(url, await request.body(), path.endswith(":streamGenerateContent"))
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -73,7 +81,7 @@ def build_app(upstream: str, api_key: str = "bench-key") -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/responses", chat, methods=["POST"]),
-            Route("/v1/embeddings", embed, methods=["POST"]),
+            Route("/v1beta/models/{rest:path}", native, methods=["POST"]),
             Route("/healthz", healthz),
         ],
         lifespan=lifespan,

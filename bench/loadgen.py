@@ -20,7 +20,8 @@ kernel's per-process CPU clock, falling back to /proc/<pid>/stat (10 ms ticks);
 the CPU of all descendant processes (forked workers) is added.
 
 Usage: ``python bench/loadgen.py --url http://127.0.0.1:8002/v1/chat/completions
---requests 2000 --concurrency 16 --pid 1234 [--stream [--api responses] | --embeddings 100 [--encoding base64]]``
+--requests 2000 --concurrency 16 --pid 1234 [--stream] [--native | --responses]`` (``--native``: a Gemini
+``generateContent`` body, for the native routes; streaming is then in the URL).
 """
 
 from __future__ import annotations
@@ -45,7 +46,16 @@ CHAT_BODY = {
 }
 
 
-RESPONSES_BODY = {  # the same request through the Responses API
+# The same request in Gemini's own shape, for the native routes (streaming is in their URL).
+NATIVE_BODY = {
+    "systemInstruction": {"parts": [{"text": "You are terse."}]},
+    "contents": [{"role": "user", "parts": [{"text": "Say hello in a friendly way."}]}],
+    "generationConfig": {"maxOutputTokens": 256},
+}
+
+
+# The same request through the Responses API (`POST /v1/responses`).
+RESPONSES_BODY = {
     "model": "gemini-2.5-flash",
     "instructions": "You are terse.",
     "input": "Say hello in a friendly way.",
@@ -53,13 +63,11 @@ RESPONSES_BODY = {  # the same request through the Responses API
 }
 
 
-def body_bytes(stream: bool, embeddings: int = 0, encoding: str = "float", api: str = "chat") -> bytes:
-    if embeddings:  # an embeddings request: that many sentences of ~50 characters
-        texts = [f"Sentence number {i} of a document about the benchmark." for i in range(embeddings)]
-        body = {"model": "gemini-embedding-001", "input": texts, "encoding_format": encoding}
-        return json.dumps(body, separators=(",", ":")).encode()
-    base = RESPONSES_BODY if api == "responses" else CHAT_BODY
-    return json.dumps({**base, "stream": True} if stream else base, separators=(",", ":")).encode()
+def body_bytes(stream: bool, native: bool = False, responses: bool = False) -> bytes:
+    if native:
+        return json.dumps(NATIVE_BODY, separators=(",", ":")).encode()
+    body = RESPONSES_BODY if responses else CHAT_BODY
+    return json.dumps({**body, "stream": True} if stream else body, separators=(",", ":")).encode()
 
 
 # ---------------------------------------------------------------- CPU accounting
@@ -165,7 +173,7 @@ async def run_phase(session, url, body, headers, stream, n, concurrency):
 
 
 async def main_async(args) -> dict:
-    body = body_bytes(args.stream, args.embeddings, args.encoding, args.api)
+    body = body_bytes(args.stream, args.native, args.responses)
     headers = {"content-type": "application/json", "authorization": "Bearer bench-key"}
     connector = aiohttp.TCPConnector(limit=args.concurrency, ttl_dns_cache=None)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
@@ -204,9 +212,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=None, help="default: max(50, 2*concurrency, requests/10)")
     ap.add_argument("--stream", action="store_true", help='send "stream":true and read the body as SSE')
-    ap.add_argument("--api", choices=("chat", "responses"), default="chat", help="the request body: chat or Responses")
-    ap.add_argument("--embeddings", type=int, default=0, help="send an embeddings request with this many inputs")
-    ap.add_argument("--encoding", default="float", choices=("float", "base64"), help="encoding_format of --embeddings")
+    ap.add_argument("--native", action="store_true", help="send a Gemini generateContent body (the native routes)")
+    ap.add_argument("--responses", action="store_true", help="send a Responses API body (POST /v1/responses)")
     ap.add_argument("--pid", type=int, action="append", default=[], help="process tree(s) to account CPU for")
     ap.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args()

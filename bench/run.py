@@ -41,17 +41,17 @@ DEFAULT_GATEWAY_CMD = "{python} -m app serve --host 127.0.0.1 --port {port}"
 MODEL = "gemini-2.5-flash"
 SCENARIOS = [
     ("unary", 1), ("unary", 16), ("unary", 64), ("stream", 1), ("stream", 16),
-    ("embed", 1), ("embed", 16), ("embed64", 16),  # embeddings: `--embed-inputs` per request, float / base64
+    ("native", 1), ("native", 16), ("native-stream", 1), ("native-stream", 16),
     ("responses", 1), ("responses", 16),  # the stream of "stream" through POST /v1/responses
 ]
-EMBED_MODEL = "gemini-embedding-001"
-KIND_NAMES = {
-    "unary": "non-streamed", "stream": "streamed", "embed": "embeddings float", "embed64": "embeddings base64",
-    "responses": "Responses streamed",
-}
-STREAMED = ("stream", "responses")
+STREAMED = frozenset({"stream", "native-stream", "responses"})
+NATIVE = frozenset({"native", "native-stream"})
+SCENARIO_NAMES = {"unary": "non-streamed", "stream": "streamed",
+                  "native": "native non-streamed", "native-stream": "native streamed",
+                  "responses": "Responses streamed"}
 SERVERS = ("baseline", "gateway")
 CPU_FLAG_RATIO = 1.5
+NATIVE_CPU_FLAG_RATIO = 1.2  # the native routes are a forwarder with auth
 LATENCY_FLAG_MS = 1.0
 
 
@@ -126,13 +126,12 @@ def wait_ready(procs: Procs, name: str, url: str, timeout: float) -> None:
     raise RuntimeError(f"{name} not ready at {url} after {timeout:.0f}s; log tail:\n{procs.log_tail(name)}")
 
 
-def loadgen(python: str, url: str, kind: str, n: int, conc: int, pids: list[int], embed_inputs: int = 100) -> dict:
+def loadgen(
+    python: str, url: str, stream: bool, n: int, conc: int, pids: list[int], native: bool = False, responses: bool = False
+) -> dict:
     cmd = [python, str(HERE / "loadgen.py"), "--url", url, "--requests", str(n), "--concurrency", str(conc)]
-    cmd += ["--stream"] * (kind in STREAMED) + [a for pid in pids for a in ("--pid", str(pid))]
-    if kind in ("embed", "embed64"):
-        cmd += ["--embeddings", str(embed_inputs), "--encoding", "base64" if kind == "embed64" else "float"]
-    if kind == "responses":
-        cmd += ["--api", "responses"]
+    cmd += ["--stream"] * stream + ["--native"] * native + ["--responses"] * responses
+    cmd += [a for pid in pids for a in ("--pid", str(pid))]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed ({out.returncode}):\n{out.stderr[-2000:]}")
@@ -180,8 +179,6 @@ ROWS = {  # (figure key, label, format); "lower" figures are better when smaller
         ("reads_per_stream", "client reads / stream", "{:.1f}"),
     ],
 }
-ROWS["embed"] = ROWS["embed64"] = ROWS["unary"]
-ROWS["responses"] = ROWS["stream"]
 
 
 def ratio(g: float | None, b: float | None) -> float | None:
@@ -190,10 +187,10 @@ def ratio(g: float | None, b: float | None) -> float | None:
     return g / b
 
 
-def summarize(raw: list[dict]) -> dict:
+def summarize(raw: list[dict], scenarios: list[tuple[str, int]]) -> dict:
     """Median of every figure over rounds, plus the min/max of the per-round gateway/baseline ratio."""
     out: dict = {}
-    for kind, conc in SCENARIOS:
+    for kind, conc in scenarios:
         key = f"{kind}-c{conc}"
         rounds = [r[key] for r in raw]
         s: dict = {"direct": {
@@ -220,12 +217,11 @@ def flags_for(summary: dict) -> list[str]:
     flags = []
     for key, s in summary.items():
         r = s["ratio"].get("cpu_us")
-        if r is not None and r > CPU_FLAG_RATIO:
-            flags.append(f"{key}: gateway CPU per request is {r:.2f}× the baseline (> {CPU_FLAG_RATIO})")
+        bound = NATIVE_CPU_FLAG_RATIO if key.startswith("native") else CPU_FLAG_RATIO
+        if r is not None and r > bound:
+            flags.append(f"{key}: gateway CPU per request is {r:.2f}× the baseline (> {bound})")
     for key, fig in (("unary-c1", "added_p50_ms"), ("stream-c1", "added_ttfc_p50_ms"), ("responses-c1", "added_ttfc_p50_ms")):
-        if key not in summary:
-            continue
-        v = summary[key]["gateway"].get(fig)
+        v = summary[key]["gateway"].get(fig) if key in summary else None
         if v is not None and v >= LATENCY_FLAG_MS:
             flags.append(f"{key}: gateway {fig} is {v:.3f} ms (>= {LATENCY_FLAG_MS} ms)")
     for key, s in summary.items():
@@ -248,8 +244,7 @@ def report(meta: dict, summary: dict, flags: list[str]) -> str:
         f"load avg before/after: {meta['host']['loadavg_before']} / {meta['host']['loadavg_after']}",
         f"- rounds: {a['rounds']} (medians shown), {a['requests']} requests per non-streamed cell, "
         f"{a['stream_requests']} streams per streamed cell ({a['chunks']} chunks, "
-        f"{a['chunk_delay_ms']} ms apart), {a['embed_requests']} embeddings requests per embeddings cell "
-        f"({a['embed_inputs']} inputs each, {a['embed_dims']} dimensions)",
+        f"{a['chunk_delay_ms']} ms apart)",
         f"- gateway: `{meta['gateway_cmd']}`",
         *(["- **quick smoke check**: 1 round, small samples — figures are indicative only"] if a["quick"] else []),
         "- added latency = latency through the server − latency straight to the fake upstream (same round)",
@@ -257,11 +252,10 @@ def report(meta: dict, summary: dict, flags: list[str]) -> str:
         "| scenario | figure | baseline | gateway | gateway/baseline | ratio range over rounds |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for kind, conc in SCENARIOS:
-        key = f"{kind}-c{conc}"
-        s = summary[key]
-        name = f"{KIND_NAMES[kind]} c={conc}"
-        for fig, label, spec in ROWS[kind]:
+    for key, s in summary.items():
+        kind, conc = key.rsplit("-c", 1)
+        name = f"{SCENARIO_NAMES[kind]} c={conc}"
+        for fig, label, spec in ROWS["stream" if kind in STREAMED else "unary"]:
             rng = s["ratio_range"].get(fig)
             lines.append(
                 f"| {name} | {label} | {fmt(s['baseline'].get(fig), spec)} | {fmt(s['gateway'].get(fig), spec)} "
@@ -297,19 +291,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, help="rounds (default 3, quick 1)")
     ap.add_argument("--chunks", type=int, default=100, help="SSE chunks per upstream stream")
     ap.add_argument("--chunk-delay-ms", type=float, default=0.0, help="fake upstream delay between chunks")
-    ap.add_argument("--embed-requests", type=int, help="requests per embeddings cell (default 100, quick 20)")
-    ap.add_argument("--embed-inputs", type=int, default=100, help="inputs per embeddings request")
-    ap.add_argument("--embed-dims", type=int, default=3072, help="values per vector the fake upstream answers")
-    ap.add_argument("--only", action="append", default=[], metavar="KIND",
-                    help="run only these scenario kinds (unary, stream, embed, embed64, responses; repeatable)")
     ap.add_argument("--ready-timeout", type=float, default=30.0)
+    ap.add_argument("--kinds", default=",".join(SCENARIO_NAMES),
+                    help=f"comma-separated scenario kinds to run (default: all of {', '.join(SCENARIO_NAMES)})")
     args = ap.parse_args(argv)
+    args.kinds = [k for k in args.kinds.split(",") if k]
+    unknown = set(args.kinds) - set(SCENARIO_NAMES)
+    if unknown:
+        ap.error(f"unknown scenario kinds: {', '.join(sorted(unknown))}")
     args.requests = args.requests or (500 if args.quick else 2000)
     args.stream_requests = args.stream_requests or max(150, args.requests // 4)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    args.embed_requests = args.embed_requests or (20 if args.quick else 100)
-    if args.only:
-        SCENARIOS[:] = [(kind, conc) for kind, conc in SCENARIOS if kind in args.only]
     return args
 
 
@@ -319,12 +311,13 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
     py = args.python
     gateway_cmd = (args.gateway_cmd.replace("{python}", shlex.quote(py))
                    .replace("{port}", str(ports["gateway"])).replace("{upstream}", upstream))
-    env = {"GEMINI_API_KEY": "bench-key", "GEMINI_BASE_URL": upstream}
+    env = {"GEMINI_API_KEY": "bench-key", "GEMINI_BASE_URL": upstream,
+           # the gateway's key database, kept with the results (not gemini-proxy.db in the repository)
+           "GEMINI_PROXY_STORAGE__DATABASE_URL": f"sqlite+aiosqlite:///{RESULTS / 'gemini-proxy.db'}"}
     env.update(kv.split("=", 1) for kv in args.gateway_env)
 
     up = procs.start("upstream", [py, str(HERE / "fake_upstream.py"), "--port", str(ports["upstream"]),
-                                  "--chunks", str(args.chunks), "--delay-ms", str(args.chunk_delay_ms),
-                                  "--embed-dims", str(args.embed_dims)])
+                                  "--chunks", str(args.chunks), "--delay-ms", str(args.chunk_delay_ms)])
     pids = {"upstream": up.pid}
     pids["baseline"] = procs.start("baseline", [py, str(HERE / "baseline.py"), "--port", str(ports["baseline"]),
                                                 "--upstream", upstream], env).pid
@@ -332,18 +325,21 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
     for name in ("upstream", "baseline", "gateway"):
         wait_ready(procs, name, f"http://127.0.0.1:{ports[name]}/healthz", args.ready_timeout)
 
-    urls = {
-        ("direct", "unary"): f"{upstream}/v1beta/models/{MODEL}:generateContent",
-        ("direct", "stream"): f"{upstream}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
-        ("direct", "embed"): f"{upstream}/v1beta/models/{EMBED_MODEL}:batchEmbedContents",
-        ("direct", "embed64"): f"{upstream}/v1beta/models/{EMBED_MODEL}:batchEmbedContents",
+    native = {
+        "native": f"/v1beta/models/{MODEL}:generateContent",
+        "native-stream": f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
     }
+    urls = {
+        ("direct", "unary"): upstream + native["native"],
+        ("direct", "stream"): upstream + native["native-stream"],
+    }
+    urls["direct", "native"], urls["direct", "native-stream"] = urls["direct", "unary"], urls["direct", "stream"]
     urls["direct", "responses"] = urls["direct", "stream"]
     for server in SERVERS:
         for kind in ("unary", "stream"):
             urls[server, kind] = f"http://127.0.0.1:{ports[server]}/v1/chat/completions"
-        for kind in ("embed", "embed64"):
-            urls[server, kind] = f"http://127.0.0.1:{ports[server]}/v1/embeddings"
+        for kind, path in native.items():
+            urls[server, kind] = f"http://127.0.0.1:{ports[server]}{path}"
         urls[server, "responses"] = f"http://127.0.0.1:{ports[server]}/v1/responses"
 
     meta = {
@@ -353,21 +349,24 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
         "host": {"nproc": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
                  "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg())},
     }
+    scenarios = [(kind, conc) for kind, conc in SCENARIOS if kind in args.kinds]
     raw = []
     for rnd in range(args.rounds):
         order = ["baseline", "direct", "gateway"]
         if rnd % 2:
             order.reverse()
         cells: dict = {}
-        for kind, conc in SCENARIOS:
-            n = {"stream": args.stream_requests, "responses": args.stream_requests, "embed": args.embed_requests,
-                 "embed64": args.embed_requests}.get(kind, args.requests)
+        for kind, conc in scenarios:
+            n = args.stream_requests if kind in STREAMED else args.requests
             key = f"{kind}-c{conc}"
             cell = cells[key] = {}
             for target in order:
                 print(f"round {rnd + 1}/{args.rounds}  {key:<10} {target:<8}", file=sys.stderr, flush=True)
                 acct = [pids["upstream"]] if target == "direct" else [pids[target], pids["upstream"]]
-                res = cell[target] = loadgen(py, urls[target, kind], kind, n, conc, acct, args.embed_inputs)
+                res = cell[target] = loadgen(
+                    py, urls[target, kind], kind in STREAMED, n, conc, acct, native=kind in NATIVE,
+                    responses=kind == "responses" and target != "direct",
+                )
                 procs.check_alive()
                 if res["errors"] == res["requests"]:
                     raise RuntimeError(f"{target}: every request failed, e.g. {res['first_error']}")
@@ -377,7 +376,7 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
                 cell[server]["figures"] = figures(cell[server], d, pids[server], pids["upstream"])
         raw.append(cells)
     meta["host"]["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    summary = summarize(raw)
+    summary = summarize(raw, scenarios)
     flags = flags_for(summary)
     return {"meta": meta, "summary": summary, "flags": flags, "raw": raw,
             "report": report(meta, summary, flags)}

@@ -10,7 +10,11 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import itertools
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +28,15 @@ from app.main import create_app
 from app.settings import Settings, load_settings
 
 TEST_KEYS = ("test-key", "second-key")
+
+# Each gateway of the tests gets a database file of its own here (not gemini-proxy.db in the working directory).
+_DATABASES = tempfile.mkdtemp(prefix="gemini-proxy-test-db-")
+atexit.register(shutil.rmtree, _DATABASES, True)
+_database_numbers = itertools.count(1)
+
+
+def new_database_url() -> str:
+    return f"sqlite+aiosqlite:///{_DATABASES}/gateway-{next(_database_numbers)}.db"
 
 
 class LoopThread:
@@ -80,11 +93,13 @@ class FakeGemini:
 
 
 def gateway_settings(fake_url: str, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
-    """Settings of a gateway whose one upstream is the fake (keys `test-key`, `second-key`).
+    """Settings of a gateway whose one upstream is the fake (keys `test-key`, `second-key`), with a fresh database.
 
     The access log is off unless asked for: in-process gateways would write it into other tests'
     output (the access-log tests run the real CLI and read its stderr).
     """
+    storage = overrides.setdefault("storage", {})
+    storage.setdefault("database_url", new_database_url())
     overrides.setdefault(
         "upstreams", [{"name": "fake", "type": "gemini", "base_url": fake_url, "api_keys": ["test-key"]}]
     )

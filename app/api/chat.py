@@ -115,8 +115,9 @@ class ChatCompletions(Endpoint):
 
     async def _answer(self, ctx: RequestContext, req: ChatCompletionRequest) -> Answer:
         services = self.services
-        targets = services.router.resolve(req.model)
         ctx.model = req.model
+        ctx.principal.check_model(req.model)  # 403 model_not_allowed, before anything reaches Google
+        targets = services.router.resolve(req.model)
         targets = for_endpoint(targets, "chat", req.model)
         env = await services.translation_env(req)
         prepare = self._prepare(req, env)

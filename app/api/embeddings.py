@@ -49,8 +49,9 @@ class Embeddings(Endpoint):
         req = parse_body(call.body, EmbeddingRequest)
         plan = plan_embeddings(req)
         ctx = call.ctx
-        targets = self.services.router.resolve(req.model)
         ctx.model = req.model
+        ctx.principal.check_model(req.model)  # 403 model_not_allowed, before anything reaches Google
+        targets = self.services.router.resolve(req.model)
         targets = for_endpoint(targets, "embeddings", req.model)
         try:
             done = await self._run(ctx, plan, targets)

@@ -7,6 +7,8 @@ and embedding models of `publishers.models.list`). Each entry says which
 endpoints of the gateway serve it (`"endpoints": ["chat"]`, `["embeddings"]`,
 from the capability table: translate/capabilities.py). In demo mode every
 entry is owned by `gemini-proxy-demo` and the list says `"demo": true`.
+The list keeps only the models the caller's key may use (`Principal.allows`;
+retrieving another is a 403).
 
 `ModelCatalog` owns the policy for those upstream listings, per upstream:
 
@@ -39,7 +41,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.api import authenticate, json_response
+from app.api import authenticate_request, json_response
 from app.errors import GatewayError, ModelNotFound, UpstreamError
 from app.gateway.routing import gemini_model_id
 from app.gateway.upstreams import Upstream
@@ -214,8 +216,8 @@ async def _all(request: Request) -> list[dict[str, Any]]:
 @router.get("/models", include_in_schema=False)
 async def list_models(request: Request) -> Response:
     state: Services = request.app.state.gateway
-    authenticate(request)
-    body: dict[str, Any] = {"object": "list", "data": await _all(request)}
+    principal = await authenticate_request(request)
+    body: dict[str, Any] = {"object": "list", "data": [m for m in await _all(request) if principal.allows(m["id"])]}
     if state.settings.demo:
         body["demo"] = True
     return json_response(body)
@@ -224,7 +226,8 @@ async def list_models(request: Request) -> Response:
 @router.get("/v1/models/{model_id:path}")
 @router.get("/models/{model_id:path}", include_in_schema=False)
 async def retrieve_model(model_id: str, request: Request) -> Response:
-    authenticate(request)
+    principal = await authenticate_request(request)
+    principal.check_model(model_id)
     for model in await _all(request):
         if model["id"] in (model_id, gemini_model_id(model_id)):
             return json_response({**model, "id": model_id})

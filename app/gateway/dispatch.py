@@ -430,7 +430,7 @@ def _client_facing(exc: GatewayError, failure: Failure, *, byok: bool = False) -
     """What the client sees for a failure: a refused gateway credential is the operator's problem."""
     if failure is Failure.CREDENTIALS:
         if byok:
-            return AuthenticationFailed("Google rejected the API key you sent as your bearer token.")
+            return AuthenticationFailed("Google rejected the API key you sent (your own Google API key).")
         return UpstreamCredentialsFailed()
     return exc
 

@@ -18,6 +18,7 @@ none of them there is a 400 naming `model` and the endpoint that serves it.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ from app.translate.capabilities import ModelCapabilities, capabilities_for
 
 _PREFIXES = ("models/", "google/", "gemini/", "publishers/google/models/")
 _PASSTHROUGH_CACHE = 1024
+# What may stand in an upstream URL as a model id: no `/`, so nothing outside `models/` can be reached.
+MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,199}")
 
 
 # Each endpoint's path, and what its models are called, for the wrong-endpoint message.
@@ -115,6 +118,8 @@ class Router:
         model = gemini_model_id(name)
         if model in self.routes:
             return self._ordered(self.routes[model])
+        if MODEL_ID.fullmatch(model) is None:  # a client's text goes into the upstream URL: never a path
+            raise InvalidRequest(f"Invalid model name '{name}'.", param="model", code="invalid_value")
         cached = self._passthrough.get(model)
         if cached is None:
             if len(self._passthrough) >= _PASSTHROUGH_CACHE:

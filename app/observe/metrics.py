@@ -18,6 +18,7 @@ Series (names and labels are fixed: dashboards and acceptance tests read them)
   gemini_proxy_credentials_available{upstream}                  gauge (multiprocess: livemax)
   gemini_proxy_active_streams                                   gauge (multiprocess: livesum)
   gemini_proxy_signatures_total{outcome}                        counter, outcome = passed|restored|bypass
+  gemini_proxy_storage_up{backend}                              gauge 0/1 (multiprocess: livemin), backend = database
 
 and the OpenTelemetry GenAI equivalents (semantic conventions, Development
 status), under their Prometheus names, attributes as labels (dots -> `_`):
@@ -221,6 +222,11 @@ class _Families:
             "gemini_proxy_active_streams", "Streams being served (sum over live workers).",
             registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
+        # livemin: 0 as soon as one live worker cannot reach it
+        self.storage = Gauge(
+            "gemini_proxy_storage_up", "1 while the backend answers (min over live workers).",
+            ("backend",), registry=r, multiprocess_mode="livemin",
+        )  # fmt: skip
         self.signatures = Counter(
             "gemini_proxy_signatures_total", "Thought signatures by outcome.", ("outcome",), registry=r,
         )  # fmt: skip
@@ -339,6 +345,8 @@ class GatewayMetrics:
         self._token_accs: dict[tuple[str, str, str, str], _TokenAcc] = {}
         self._credentials: dict[str, int] = {}
         self._credentials_flushed: dict[str, int] = {}
+        self._storage: dict[str, int] = {}
+        self._storage_flushed: dict[str, int] = {}
         self._streams = 0
         self._streams_flushed = 0
         self._models: set[str] = set()
@@ -439,6 +447,14 @@ class GatewayMetrics:
         if self._idle:
             self._arm()
 
+    def storage_up(self, backend: str, up: bool) -> None:
+        """Whether a storage backend (`database`) answers now."""
+        if not self.enabled:
+            return
+        self._storage[backend] = int(up)
+        if self._idle:
+            self._arm()
+
     def stream_started(self) -> None:
         if self.enabled:
             self._streams += 1
@@ -501,6 +517,10 @@ class GatewayMetrics:
                 if self._credentials_flushed.get(upstream) != count:
                     f.credentials.labels(upstream).set(count)
                     self._credentials_flushed[upstream] = count
+            for backend, up in list(self._storage.items()):
+                if self._storage_flushed.get(backend) != up:
+                    f.storage.labels(backend).set(up)
+                    self._storage_flushed[backend] = up
             streams = self._streams
             if streams != self._streams_flushed:
                 f.streams.inc(streams - self._streams_flushed)

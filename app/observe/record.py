@@ -16,6 +16,7 @@ from app.pipeline.context import RequestContext
 # `endpoint` label of the routes outside the pipeline's endpoints
 _ROUTE_ENDPOINTS = (
     ("/v1/models", "models"), ("/models", "models"), ("/healthz", "health"), ("/readyz", "health"), ("/metrics", "metrics"),
+    ("/admin/", "admin"),
 )
 
 

@@ -8,9 +8,13 @@ holds figures and names only: never a key, a prompt or an answer.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from app.errors import ModelNotAllowed
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
@@ -27,17 +31,61 @@ def clean_request_id(value: bytes | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """A key's or a team's limits (None: no limit). Enforced by the team layer; stored and shown today."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int | None = None
+    tokens_per_day: int | None = None
+    tokens_per_month: int | None = None
+    usd_per_month: float | None = None
+
+    def any(self) -> bool:
+        return any(getattr(self, name) is not None for name in self.__slots__)
+
+
+NO_LIMITS = Limits()
+
+
+def models_pattern(globs: Iterable[str] | None) -> re.Pattern[str] | None:
+    """One regex for a key's allowed-model globs (fnmatch syntax, case-sensitive); None: every model."""
+    if globs is None:
+        return None
+    globs = list(globs)
+    if "*" in globs:
+        return None
+    if not globs:
+        return re.compile(r"(?!)")  # matches nothing
+    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: one of the gateway's client keys, or a BYOK caller with their own Google key.
 
     `google_key` is set only in bring-your-own-key mode; it is passed on to
-    Google and never logged.
+    Google and never logged. `models` are the globs of the public model names
+    the key may call (None: every model); `expires_at` is a Unix time.
     """
 
     key_id: str | None = None
     name: str | None = None
     team: str | None = None
     google_key: str | None = field(default=None, repr=False)
+    models: tuple[str, ...] | None = None
+    limits: Limits = NO_LIMITS
+    team_limits: Limits = NO_LIMITS
+    expires_at: float | None = None
+    allowed: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of_key(
+        cls, key_id: str, name: str, team: str | None = None, models: Iterable[str] | None = None,
+        limits: Limits = NO_LIMITS, team_limits: Limits = NO_LIMITS, expires_at: float | None = None,
+    ) -> Principal:
+        globs = None if models is None else tuple(models)
+        return cls(key_id, name, team, None, globs, limits, team_limits, expires_at, models_pattern(globs))
 
     @property
     def label(self) -> str:
@@ -45,6 +93,22 @@ class Principal:
         if self.google_key is not None:
             return "byok"
         return self.name or self.key_id or "anonymous"
+
+    def allows(self, model: str) -> bool:
+        """May this caller use `model` (a public name, as the client spelt it)?"""
+        pattern = self.allowed
+        if pattern is None:
+            return True
+        if pattern.fullmatch(model):
+            return True
+        # `models/gemini-x`, `google/gemini-x`: the same model as `gemini-x`
+        _, slash, bare = model.rpartition("/")
+        return bool(slash) and pattern.fullmatch(bare) is not None
+
+    def check_model(self, model: str) -> None:
+        """403 `model_not_allowed` unless this caller may use `model`; every endpoint calls it before Google."""
+        if not self.allows(model):
+            raise ModelNotAllowed(model, self.label)
 
 
 ANONYMOUS = Principal()

@@ -5,14 +5,17 @@
 else generated) and, in one `finally`, records the outcome: the access log
 line and the metrics (the team layer adds limits and usage records there).
 
-Endpoints registered as `Endpoint`s (chat today; embeddings, images,
-responses and native pass-through next), by exact path or by path prefix
-(`Routes`), take the fast path, a raw ASGI handler before FastAPI's
+Endpoints registered as `Endpoint`s (chat and the native Gemini routes
+today; embeddings, images and responses next), by exact path or by path
+prefix (`Routes`), take the fast path, a raw ASGI handler before FastAPI's
 middleware and router (on the hot path those cost more than all of the
 translation; bench/README.md):
 
 1. read the body, within `server.max_request_bytes`;
-2. authenticate into a `Principal` (pipeline/auth.py);
+2. authenticate into a `Principal` (pipeline/auth.py): 401 for no key, an
+   unknown, revoked or expired one. Which models the key may use is the
+   endpoint's to check once it knows the model (`Principal.check_model`,
+   403 `model_not_allowed`), before Google is called;
 3. hand a `Call` to the endpoint, which holds only its own logic (validate,
    translate, dispatch, re-encode) and returns an `Answer`;
 4. send the answer: JSON, or an SSE body pumped as it comes; a client that
@@ -21,10 +24,11 @@ translation; bench/README.md):
 5. record (`finally`).
 
 Other routes (models, health, docs, metrics) go through FastAPI with the same
-context (`scope["gemini_proxy.ctx"]`). A method an endpoint does not serve
-(`GET` on a POST-only route) is a 405 with `Allow`. An endpoint renders its
-own errors (`error_body`: OpenAI's shape by default; the native Gemini routes
-answer in Google's).
+context (`scope["gemini_proxy.ctx"]`), and so does a request an endpoint
+declines (`claims`: a path two APIs share, such as `/v1/models`). A method an
+endpoint does not serve (`GET` on a POST-only route) is a 405 with `Allow`.
+An endpoint renders its own errors (`error_body`: OpenAI's shape by default;
+the native Gemini routes answer in Google's).
 Every answer carries `x-request-id`; every error body's message ends with the
 request id; every log line of the request carries it (observe/access_log.py).
 """
@@ -81,13 +85,13 @@ class Call:
 
 @dataclass(slots=True)
 class Answer:
-    """What an endpoint returns: a JSON body, or an SSE body (already framed bytes)."""
+    """What an endpoint returns: a whole body (JSON unless said), or a streamed one (SSE unless said)."""
 
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     stream: AsyncIterator[bytes] | None = None
-    content_type: bytes = b"application/json"
+    content_type: bytes | None = None  # None: application/json, or text/event-stream for a stream
 
 
 class Endpoint:
@@ -96,6 +100,10 @@ class Endpoint:
     name = ""  # the `endpoint` label of metrics ("chat", "embeddings", ...)
     methods: frozenset[str] = frozenset({"POST"})
     query_key = False  # True: a `?key=` query parameter also authenticates (Google's own clients send it)
+
+    def claims(self, scope: Any) -> bool:
+        """Whether this request is the endpoint's; False hands it to the FastAPI routes (a path two APIs share)."""
+        return True
 
     async def __call__(self, call: Call) -> Answer:
         raise NotImplementedError
@@ -134,7 +142,7 @@ class Routes:
 
 
 class Authenticator(Protocol):
-    def authenticate(self, token: str | None) -> Any: ...
+    async def resolve(self, token: str | None) -> Any: ...
 
 
 class Recorder(Protocol):
@@ -257,6 +265,8 @@ class Pipeline:
         reset = current_request_id.set(ctx.request_id)
         try:
             endpoint = self.endpoints.match(scope["path"])
+            if endpoint is not None and not endpoint.claims(scope):
+                endpoint = None
             if endpoint is None:
                 scope[CTX_KEY] = ctx
                 await self.app(scope, receive, self._tracking(send, ctx))
@@ -299,14 +309,16 @@ class Pipeline:
             token = token_from_headers(headers)
             if token is None and endpoint.query_key and query:
                 token = token_from_query(query)
-            ctx.principal = self.auth.authenticate(token)
+            ctx.principal = await self.auth.resolve(token)
             body = await read_body(receive, declared, self.max_request_bytes)
             watch = ClientWatch(receive, WATCH_AFTER)
             answer = await endpoint(Call(ctx, body, headers, query))
             if answer.stream is None:
-                await self._send_json(send, ctx, answer.status, answer.body, answer.headers, answer.content_type)
+                await self._send_json(
+                    send, ctx, answer.status, answer.body, answer.headers, answer.content_type or b"application/json"
+                )
             else:
-                await self._send_stream(send, ctx, answer, watch)
+                await self._send_stream(send, ctx, answer, watch, endpoint)
         except GatewayError as exc:
             await self._send_error(send, ctx, exc, exc.headers, endpoint)
         except asyncio.CancelledError:
@@ -353,10 +365,14 @@ class Pipeline:
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 
-    async def _send_stream(self, send: Any, ctx: RequestContext, answer: Answer, watch: ClientWatch) -> None:
-        """`200 text/event-stream`, one `send` per piece the body yields; the body is always closed."""
+    async def _send_stream(
+        self, send: Any, ctx: RequestContext, answer: Answer, watch: ClientWatch, endpoint: Endpoint
+    ) -> None:
+        """`200 text/event-stream` (or the answer's type), one `send` per piece the body yields; the body is always closed."""
         assert answer.stream is not None
         raw = [*SSE_HEADERS, (b"x-request-id", ctx.request_id.encode())]
+        if answer.content_type is not None:
+            raw[0] = (b"content-type", answer.content_type)
         raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items())
         raw.extend(self.extra_headers)
         body = answer.stream
@@ -374,7 +390,7 @@ class Pipeline:
         except asyncio.CancelledError:
             if not watch.gone:  # not the client: the server is shutting down (grace over)
                 ctx.error_code = "server_shutting_down"
-                await self._end_stream(send)
+                await self._end_stream(send, endpoint, ctx.request_id)
                 # The answer is complete: end the task normally, or the server logs a traceback per stream.
                 task = asyncio.current_task()
                 if task is not None:
@@ -385,10 +401,11 @@ class Pipeline:
             self.recorder.stream_ended()
             await body.aclose()  # type: ignore[attr-defined]
 
-    async def _end_stream(self, send: Any) -> None:
+    async def _end_stream(self, send: Any, endpoint: Endpoint, request_id: str) -> None:
         error = GatewayError(self.shutdown_message, status=503, code="server_shutting_down")
+        event = b"data: " + endpoint.error_body(error, request_id) + b"\n\n"
         try:
-            await send({"type": "http.response.body", "body": b"data: " + error.body_bytes() + b"\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": event, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except Exception:
             pass

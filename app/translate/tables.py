@@ -1,4 +1,5 @@
-"""Enumerations mapped as tables: finish reasons, error statuses, Google messages -> OpenAI parameters (chat, embeddings).
+"""Enumerations mapped as tables: finish reasons, error statuses (both ways), Google messages -> OpenAI parameters
+(chat, embeddings).
 
 Every value of Gemini's `FinishReason` enum has a row (a test checks this
 against google-genai's enum); unknown future values fall back to `stop`.
@@ -67,6 +68,24 @@ GOOGLE_STATUS_TO_OPENAI: Mapping[int, tuple[int, str, str | None]] = {
     502: (502, "server_error", None),
     503: (503, "server_error", None),
     504: (504, "server_error", "timeout"),
+}
+
+# HTTP status -> google.rpc.Code name, the `status` of Google's error body (the native routes' own errors).
+HTTP_TO_GOOGLE_STATUS: Mapping[int, str] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 
 # ErrorInfo reasons meaning the gateway's own credentials failed (operator problem).

@@ -7,9 +7,11 @@ transport still doubled the client-side cost. One `ClientSession` with a
 bounded connection pool lives for the whole process.
 
 `Endpoint` knows one upstream's URLs (Gemini Developer API or Vertex AI,
-regional / global / multi-region hosts, base-URL overrides). Non-2xx answers
-raise `UpstreamError` (built by `upstream/errors.py`); connection failures and
-timeouts raise `UpstreamUnavailable`. A stream is returned once Google has
+regional / global / multi-region hosts, base-URL overrides, and the URLs of
+the native Gemini routes in the API version their client asked for). Answers
+other than 200 raise `UpstreamError` (built by `upstream/errors.py`, with
+Google's answer itself kept on it); connection failures and timeouts raise
+`UpstreamUnavailable`. A stream is returned once Google has
 answered 200, so that any earlier failure is still an ordinary HTTP error.
 """
 
@@ -22,7 +24,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from app.errors import UpstreamUnavailable
+from app.errors import UpstreamError, UpstreamUnavailable
 from app.upstream.errors import error_from_google
 
 GEMINI_DEFAULT_BASE = "https://generativelanguage.googleapis.com"
@@ -49,14 +51,23 @@ def _split_version(base_url: str) -> tuple[str, str | None]:
     return base, None
 
 
+# The Gemini API version a native-route client asked for -> the Vertex AI version with the same features.
+_VERTEX_VERSIONS = {"v1": "v1", "v1beta": "v1beta1", "v1alpha": "v1beta1"}
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """URLs of one upstream. `model_prefix` ends just before the model id."""
+    """URLs of one upstream. `model_prefix` ends just before the model id.
+
+    `resource` is what comes between the version and `models/`: nothing on the
+    Gemini API, `projects/{p}/locations/{l}/publishers/google/` on Vertex AI.
+    """
 
     kind: str  # "gemini" | "vertex"
     base: str
     version: str
     model_prefix: str
+    resource: str = ""
 
     @classmethod
     def gemini(cls, base_url: str | None = None, version: str | None = None) -> Endpoint:
@@ -68,8 +79,8 @@ class Endpoint:
     def vertex(cls, project: str, location: str, base_url: str | None = None, version: str | None = None) -> Endpoint:
         base, named = _split_version(base_url or vertex_host(location))
         version = version or named or "v1"
-        prefix = f"{base}/{version}/projects/{project}/locations/{location}/publishers/google/models/"
-        return cls("vertex", base, version, prefix)
+        resource = f"projects/{project}/locations/{location}/publishers/google/"
+        return cls("vertex", base, version, f"{base}/{version}/{resource}models/", resource)
 
     def url(self, model: str, verb: str, stream: bool = False) -> str:
         """`models/{model}:{verb}` (generateContent, embedContent, predict, ...); streams as SSE."""
@@ -86,6 +97,21 @@ class Endpoint:
             return f"{self.base}/v1beta1/publishers/google/models"
         return f"{self.base}/{self.version}/models"
 
+    def native_url(self, version: str, model: str, verb: str) -> str:
+        """`models/{model}:{verb}` in the API version a native-route client asked for (Vertex: its equivalent)."""
+        if self.kind == "vertex":
+            version = _VERTEX_VERSIONS.get(version, self.version)
+        return f"{self.base}/{version}/{self.resource}models/{model}:{verb}"
+
+    def native_model_url(self, version: str, model: str = "") -> str:
+        """The model resource (`models/{model}`), or the model list without `model`, for a native-route client.
+
+        On Vertex AI these are the publisher models (`publishers.models.get` / `.list`, v1beta1 only).
+        """
+        if self.kind == "vertex":
+            return self.models_url() + (f"/{model}" if model else "")
+        return f"{self.base}/{version}/models" + (f"/{model}" if model else "")
+
 
 @dataclass(frozen=True)
 class Timeouts:
@@ -93,6 +119,13 @@ class Timeouts:
     first_byte: float
     total: float
     stream_idle: float
+
+
+def _google_error(status: int, data: bytes, content_type: str) -> UpstreamError:
+    """Google's error answer as an `UpstreamError`, keeping the answer itself for the native routes."""
+    error = error_from_google(status, data)
+    error.answer = (status, content_type, data)
+    return error
 
 
 def _stream_failure(exc: BaseException) -> UpstreamUnavailable:
@@ -129,6 +162,10 @@ class UpstreamStream:
         self._reader: asyncio.Task[Any] | None = None  # the task waiting in read(), if any
         self._rang = False
         self._last_data = self._last_beat = self._loop.time()
+
+    @property
+    def content_type(self) -> str:
+        return self._response.headers.get("content-type", "text/event-stream")
 
     @property
     def keepalive(self) -> float | None:
@@ -220,7 +257,7 @@ class UpstreamClient:
                 total=self.timeouts.total, sock_connect=self.timeouts.connect, sock_read=self.timeouts.first_byte
             ),
             skip_auto_headers=("User-Agent",),
-            headers={"user-agent": "gemini-proxy"},
+            headers={"user-agent": "gemini-proxy", "content-type": "application/json"},  # not aiohttp's octet-stream
         )
 
     async def close(self) -> None:
@@ -239,26 +276,30 @@ class UpstreamClient:
 
     async def post_raw(self, url: str, body: bytes, headers: dict[str, str]) -> bytes:
         """POST a JSON body, return the answer's bytes unparsed (a 200); raise UpstreamError otherwise."""
-        return await self._bytes("POST", url, headers, body)
+        return (await self.request("POST", url, headers, body))[0]
 
     async def get_json(self, url: str, headers: dict[str, str]) -> dict[str, Any]:
         return await self._json("GET", url, headers)
 
-    async def _bytes(self, method: str, url: str, headers: dict[str, str], body: bytes | None = None) -> bytes:
+    async def request(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
+    ) -> tuple[bytes, str]:
+        """One call, its answer's body bytes and content type as they came; raise UpstreamError for non-200."""
         try:
             async with self.session.request(method, url, data=body, headers=headers) as response:
                 data = await response.read()
                 status = response.status
+                content_type = response.headers.get("content-type", "application/json")
         except TimeoutError:
             raise UpstreamUnavailable("The upstream did not answer in time.", status=504) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnavailable(f"Could not reach the upstream ({type(exc).__name__}).") from None
         if status != 200:
-            raise error_from_google(status, data)
-        return data
+            raise _google_error(status, data, content_type)
+        return data, content_type
 
     async def _json(self, method: str, url: str, headers: dict[str, str], body: bytes | None = None) -> dict[str, Any]:
-        data = await self._bytes(method, url, headers, body)
+        data, _ = await self.request(method, url, headers, body)
         try:
             result = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -277,7 +318,7 @@ class UpstreamClient:
                 if response.status != 200:
                     data = await response.read()
                     response.release()
-                    raise error_from_google(response.status, data)
+                    raise _google_error(response.status, data, response.headers.get("content-type", "application/json"))
         except TimeoutError:
             if response is not None:
                 response.close()

@@ -11,6 +11,7 @@ import random
 from collections import Counter
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -303,3 +304,18 @@ def test_models_endpoint_lists_vertex_models(make_gateway, fake, sa_file) -> Non
     assert {"gemini-embedding-001", "text-embedding-005"} <= set(listed)  # Vertex's embedding models too
     listing = [r for r in fake.requests() if r["path"].endswith("/publishers/google/models")]
     assert len(listing) == 1 and listing[0]["path"].startswith("/v1beta1/") and listing[0]["token"]
+
+
+@pytest.mark.parametrize("name", ["../../v1beta/models/gemini-2.5-pro", "gemini-2.5-flash/../x", "a b", "models/x:y"])
+def test_a_model_name_is_never_a_path_upstream(make_gateway, fake, name) -> None:
+    """A passthrough name goes into Google's URL: one that could leave `models/` is refused, and Google is not called."""
+    gw = make_gateway()
+    r = httpx.post(gw.url + "/v1/chat/completions", json={"model": name, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "model"
+    assert fake.requests() == []
+
+
+def test_requests_to_google_are_sent_as_json(gateway, fake) -> None:
+    r = httpx.post(gateway.url + "/v1/chat/completions", json={"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200
+    assert fake.requests()[-1]["headers"].get("content-type", "").startswith("application/json")

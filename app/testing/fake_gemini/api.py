@@ -1,6 +1,6 @@
 """The Google-shaped endpoints: models, generate, stream, countTokens and the embedding calls, on both backends.
 
-Owns: URL parsing (`models/{model}:{method}` under `/v1beta` or `/v1`;
+Owns: URL parsing (`models/{model}:{method}` under `/v1beta`, `/v1alpha` or `/v1`;
 `/{v1|v1beta1}/projects/{p}/locations/{l}/publishers/google/models/{model}:{method}`),
 recording each request, the order of checks (auth -> model -> JSON ->
 `gemini_schema` validation -> per-model rules -> history/signatures ->
@@ -109,6 +109,19 @@ async def list_publisher_models(request: web.Request) -> web.Response:
     return json_response(catalogue.list_publisher_models(_page_size(request), request.query.get("pageToken")))
 
 
+async def get_publisher_model(request: web.Request) -> web.Response:
+    """`GET /{v1|v1beta1}/publishers/google/models/{model}` (Vertex, bearer token)."""
+    state = request.app[STATE]
+    name = request.match_info["model"]
+    entry = _record(request, state, backend="vertex", model=name)
+    entry["token"] = auth.check_bearer(request, state)
+    await _latency(state)
+    spec = catalogue.MODELS.get(name)
+    if spec is None:
+        raise GoogleError(404, f"Publisher model `publishers/google/models/{name}` not found.")
+    return json_response(catalogue.publisher_model(spec))
+
+
 async def get_model(request: web.Request) -> web.Response:
     state = request.app[STATE]
     name = request.match_info["tail"]
@@ -127,7 +140,7 @@ def _split_method(tail: str, extra: tuple[str, ...] = ()) -> tuple[str, str]:
 
 
 async def gemini_call(request: web.Request) -> web.StreamResponse:
-    """`POST /{v1beta|v1}/models/{model}:{method}` (API key)."""
+    """`POST /{v1beta|v1alpha|v1}/models/{model}:{method}` (API key)."""
     state = request.app[STATE]
     model, method = _split_method(request.match_info["tail"], embed.GEMINI_METHODS)
     call = Call("gemini", request.match_info["version"], model.removeprefix("models/"), method)
@@ -239,11 +252,12 @@ def _count_tokens(payload: dict[str, Any], backend: Backend) -> dict[str, Any]:
 
 
 def add_routes(app: web.Application) -> None:
-    gemini = r"/{version:v1beta|v1}/models"
+    gemini = r"/{version:v1beta|v1alpha|v1}/models"
     vertex = r"/{version:v1beta1|v1}/projects/{project}/locations/{location}/publishers/google/models/{tail}"
     app.router.add_get(gemini, list_models)
     app.router.add_get(gemini + "/{tail}", get_model)
     app.router.add_post(gemini + "/{tail}", gemini_call)
     app.router.add_post(vertex, vertex_call)
     app.router.add_get(r"/{version:v1beta1|v1}/publishers/google/models", list_publisher_models)
+    app.router.add_get(r"/{version:v1beta1|v1}/publishers/google/models/{model}", get_publisher_model)
     app.router.add_post("/token", auth.token_endpoint)

@@ -219,20 +219,20 @@ def list_models(page_size: int | None, page_token: str | None, backend: str = "g
     return page
 
 
+def publisher_model(spec: ModelSpec) -> dict[str, Any]:
+    """Vertex's `PublisherModel` resource (the few fields the gateway reads)."""
+    return {
+        "name": f"publishers/google/models/{spec.id}",
+        "versionId": spec.version,
+        "launchStage": "GA",
+        "openSourceCategory": "PROPRIETARY",
+    }
+
+
 def list_publisher_models(page_size: int | None, page_token: str | None) -> dict[str, Any]:
     """One page of Vertex's `publishers.models.list`: `{publisherModels, nextPageToken?}`."""
     page = list_models(page_size, page_token, "vertex")
-    out: dict[str, Any] = {
-        "publisherModels": [
-            {
-                "name": f"publishers/google/models/{m['baseModelId']}",
-                "versionId": m.get("version", "001"),
-                "launchStage": "GA",
-                "openSourceCategory": "PROPRIETARY",
-            }
-            for m in page["models"]
-        ]
-    }
+    out: dict[str, Any] = {"publisherModels": [publisher_model(MODELS[m["baseModelId"]]) for m in page["models"]]}
     if "nextPageToken" in page:
         out["nextPageToken"] = page["nextPageToken"]
     return out
