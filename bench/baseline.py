@@ -1,8 +1,9 @@
 """Thinnest reasonable forwarder, the baseline the gateway is compared against.
 
 Owns: nothing but forwarding. Starlette + uvicorn (uvloop, httptools, no access
-log) + one shared aiohttp ClientSession. ``POST /v1/chat/completions`` reads the
-body bytes and sends them untouched to the upstream: bodies containing
+log) + one shared aiohttp ClientSession. ``POST /v1/chat/completions`` (and
+``POST /v1/responses``, the same handler) reads the body bytes and sends them
+untouched to the upstream: bodies containing
 ``"stream":true`` go to ``:streamGenerateContent?alt=sse`` and are relayed chunk
 by chunk (``resp.content.iter_any()``); everything else goes to
 ``:generateContent`` and the answer bytes are returned as-is. No translation,
@@ -79,6 +80,7 @@ def build_app(upstream: str, api_key: str = "bench-key") -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/responses", chat, methods=["POST"]),
             Route("/v1beta/models/{rest:path}", native, methods=["POST"]),
             Route("/healthz", healthz),
         ],

@@ -20,7 +20,7 @@ kernel's per-process CPU clock, falling back to /proc/<pid>/stat (10 ms ticks);
 the CPU of all descendant processes (forked workers) is added.
 
 Usage: ``python bench/loadgen.py --url http://127.0.0.1:8002/v1/chat/completions
---requests 2000 --concurrency 16 --pid 1234 [--stream] [--native]`` (``--native``: a Gemini
+--requests 2000 --concurrency 16 --pid 1234 [--stream] [--native | --responses]`` (``--native``: a Gemini
 ``generateContent`` body, for the native routes; streaming is then in the URL).
 """
 
@@ -54,10 +54,20 @@ NATIVE_BODY = {
 }
 
 
-def body_bytes(stream: bool, native: bool = False) -> bytes:
+# The same request through the Responses API (`POST /v1/responses`).
+RESPONSES_BODY = {
+    "model": "gemini-2.5-flash",
+    "instructions": "You are terse.",
+    "input": "Say hello in a friendly way.",
+    "max_output_tokens": 256,
+}
+
+
+def body_bytes(stream: bool, native: bool = False, responses: bool = False) -> bytes:
     if native:
         return json.dumps(NATIVE_BODY, separators=(",", ":")).encode()
-    return json.dumps({**CHAT_BODY, "stream": True} if stream else CHAT_BODY, separators=(",", ":")).encode()
+    body = RESPONSES_BODY if responses else CHAT_BODY
+    return json.dumps({**body, "stream": True} if stream else body, separators=(",", ":")).encode()
 
 
 # ---------------------------------------------------------------- CPU accounting
@@ -163,7 +173,7 @@ async def run_phase(session, url, body, headers, stream, n, concurrency):
 
 
 async def main_async(args) -> dict:
-    body = body_bytes(args.stream, args.native)
+    body = body_bytes(args.stream, args.native, args.responses)
     headers = {"content-type": "application/json", "authorization": "Bearer bench-key"}
     connector = aiohttp.TCPConnector(limit=args.concurrency, ttl_dns_cache=None)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
@@ -203,6 +213,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=None, help="default: max(50, 2*concurrency, requests/10)")
     ap.add_argument("--stream", action="store_true", help='send "stream":true and read the body as SSE')
     ap.add_argument("--native", action="store_true", help="send a Gemini generateContent body (the native routes)")
+    ap.add_argument("--responses", action="store_true", help="send a Responses API body (POST /v1/responses)")
     ap.add_argument("--pid", type=int, action="append", default=[], help="process tree(s) to account CPU for")
     ap.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args()

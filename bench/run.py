@@ -42,11 +42,13 @@ MODEL = "gemini-2.5-flash"
 SCENARIOS = [
     ("unary", 1), ("unary", 16), ("unary", 64), ("stream", 1), ("stream", 16),
     ("native", 1), ("native", 16), ("native-stream", 1), ("native-stream", 16),
+    ("responses", 1), ("responses", 16),  # the stream of "stream" through POST /v1/responses
 ]
-STREAMED = frozenset({"stream", "native-stream"})
+STREAMED = frozenset({"stream", "native-stream", "responses"})
 NATIVE = frozenset({"native", "native-stream"})
 SCENARIO_NAMES = {"unary": "non-streamed", "stream": "streamed",
-                  "native": "native non-streamed", "native-stream": "native streamed"}
+                  "native": "native non-streamed", "native-stream": "native streamed",
+                  "responses": "Responses streamed"}
 SERVERS = ("baseline", "gateway")
 CPU_FLAG_RATIO = 1.5
 NATIVE_CPU_FLAG_RATIO = 1.2  # the native routes are a forwarder with auth
@@ -124,9 +126,12 @@ def wait_ready(procs: Procs, name: str, url: str, timeout: float) -> None:
     raise RuntimeError(f"{name} not ready at {url} after {timeout:.0f}s; log tail:\n{procs.log_tail(name)}")
 
 
-def loadgen(python: str, url: str, stream: bool, n: int, conc: int, pids: list[int], native: bool = False) -> dict:
+def loadgen(
+    python: str, url: str, stream: bool, n: int, conc: int, pids: list[int], native: bool = False, responses: bool = False
+) -> dict:
     cmd = [python, str(HERE / "loadgen.py"), "--url", url, "--requests", str(n), "--concurrency", str(conc)]
-    cmd += ["--stream"] * stream + ["--native"] * native + [a for pid in pids for a in ("--pid", str(pid))]
+    cmd += ["--stream"] * stream + ["--native"] * native + ["--responses"] * responses
+    cmd += [a for pid in pids for a in ("--pid", str(pid))]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed ({out.returncode}):\n{out.stderr[-2000:]}")
@@ -215,7 +220,7 @@ def flags_for(summary: dict) -> list[str]:
         bound = NATIVE_CPU_FLAG_RATIO if key.startswith("native") else CPU_FLAG_RATIO
         if r is not None and r > bound:
             flags.append(f"{key}: gateway CPU per request is {r:.2f}× the baseline (> {bound})")
-    for key, fig in (("unary-c1", "added_p50_ms"), ("stream-c1", "added_ttfc_p50_ms")):
+    for key, fig in (("unary-c1", "added_p50_ms"), ("stream-c1", "added_ttfc_p50_ms"), ("responses-c1", "added_ttfc_p50_ms")):
         v = summary[key]["gateway"].get(fig) if key in summary else None
         if v is not None and v >= LATENCY_FLAG_MS:
             flags.append(f"{key}: gateway {fig} is {v:.3f} ms (>= {LATENCY_FLAG_MS} ms)")
@@ -329,11 +334,13 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
         ("direct", "stream"): upstream + native["native-stream"],
     }
     urls["direct", "native"], urls["direct", "native-stream"] = urls["direct", "unary"], urls["direct", "stream"]
+    urls["direct", "responses"] = urls["direct", "stream"]
     for server in SERVERS:
         for kind in ("unary", "stream"):
             urls[server, kind] = f"http://127.0.0.1:{ports[server]}/v1/chat/completions"
         for kind, path in native.items():
             urls[server, kind] = f"http://127.0.0.1:{ports[server]}{path}"
+        urls[server, "responses"] = f"http://127.0.0.1:{ports[server]}/v1/responses"
 
     meta = {
         "started": dt.datetime.now().isoformat(timespec="seconds"),
@@ -357,7 +364,8 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
                 print(f"round {rnd + 1}/{args.rounds}  {key:<10} {target:<8}", file=sys.stderr, flush=True)
                 acct = [pids["upstream"]] if target == "direct" else [pids[target], pids["upstream"]]
                 res = cell[target] = loadgen(
-                    py, urls[target, kind], kind in STREAMED, n, conc, acct, native=kind in NATIVE
+                    py, urls[target, kind], kind in STREAMED, n, conc, acct, native=kind in NATIVE,
+                    responses=kind == "responses" and target != "direct",
                 )
                 procs.check_alive()
                 if res["errors"] == res["requests"]:

@@ -1,7 +1,8 @@
 """Stored responses of the Responses API (`store`, `previous_response_id`, GET / DELETE / input_items).
 
-`ResponseStore` is the interface a shared store implements (the team
-gateway's database, once it exists); `MemoryResponseStore` is the bounded
+`ResponseStore` is the interface a shared store implements (a table in the
+team gateway's database, app/team/, is the intended one; not written yet);
+`MemoryResponseStore` is the bounded
 in-process default: least recently used first out, bounded both in number of
 responses (`responses.store_size`) and in bytes (`responses.store_max_bytes`),
 each record kept as one JSON document (as a database would keep it), so what

@@ -358,6 +358,21 @@ def test_a_key_sees_only_its_own_responses(make_gateway, fake):
     alice.responses.create(model=MODEL, input="Mine", previous_response_id=r.id)
 
 
+def test_a_key_uses_only_its_models(make_gateway, fake):
+    server = make_gateway(auth={"client_keys": [{"key": "key-n", "name": "narrow", "models": ["gemini-3*"]}]})
+    narrow = openai.OpenAI(base_url=server.url + "/v1", api_key="key-n", max_retries=0)
+    for call in (
+        lambda: narrow.responses.create(model=MODEL, input="No"),
+        lambda: list(narrow.responses.create(model=MODEL, input="No", stream=True)),
+        lambda: narrow.responses.input_tokens.count(model=MODEL, input="No"),
+    ):
+        with pytest.raises(openai.PermissionDeniedError) as info:
+            call()
+        assert info.value.code == "model_not_allowed" and info.value.param == "model"
+    assert fake.stats()["requests"] == 0
+    assert narrow.responses.create(model=G3, input="Yes").output_text == "Echo: Yes"
+
+
 def test_store_paths_and_methods(raw, fake):
     assert_openai_error(raw.get("/v1/responses/resp_unknown"), 404, code="response_not_found")
     assert_openai_error(raw.get("/v1/responses/resp_unknown/input_items"), 404)
