@@ -23,9 +23,10 @@ from typing import Any
 import httpx
 import uvicorn
 import uvloop
+from pydantic import SecretStr
 
 from app.main import create_app
-from app.settings import Settings, load_settings
+from app.settings import DEFAULT_DATABASE_URL, Settings, load_settings
 
 TEST_KEYS = ("test-key", "second-key")
 
@@ -111,6 +112,9 @@ class GatewayServer:
     """The gateway on a free port in a background thread; `stop()` shuts it down."""
 
     def __init__(self, settings: Settings) -> None:
+        if settings.storage.database_url.get_secret_value() == DEFAULT_DATABASE_URL:  # never gemini-proxy.db in the repository
+            storage = settings.storage.model_copy(update={"database_url": SecretStr(new_database_url())})
+            settings = settings.model_copy(update={"storage": storage})
         self.settings = settings
         self.app = create_app(settings)
         self.state = self.app.state.gateway

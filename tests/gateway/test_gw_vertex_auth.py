@@ -304,6 +304,7 @@ def test_zero_config_vertex_through_the_real_cli(fake, sa_file, tmp_path) -> Non
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI", "GOOGLE", "VERTEX"))}
     env.update(_zero_config_env(fake, sa_file))
     env["HOME"] = str(tmp_path)  # no gcloud ADC file of the machine's user
+    env["GEMINI_PROXY_STORAGE__DATABASE_URL"] = f"sqlite:///{tmp_path}/gemini-proxy.db"  # not in the repository
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
