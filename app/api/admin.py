@@ -22,6 +22,7 @@ import hmac
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -223,7 +224,8 @@ async def create_key(body: KeyCreate, request: Request) -> Response:
         body.name, body.team, body.models, body.limits, _expiry(body.expires_at, body.expires_in_seconds)
     )
     await _changed(state)
-    return json_response(record.to_json(secret), 201, {"location": f"/admin/keys/{record.id}", "cache-control": "no-store"})
+    headers = {"location": "/admin/keys/" + quote(record.id, safe=""), "cache-control": "no-store"}
+    return json_response(record.to_json(secret), 201, headers)
 
 
 @router.get("/keys", response_model=KeyList, summary="List the keys (revoked ones are not listed)")
@@ -273,7 +275,7 @@ async def create_team(body: TeamCreate, request: Request) -> Response:
     state = _state(request)
     record = await state.keys.create_team(body.name, body.limits)
     await _changed(state)
-    return json_response(record.to_json(), 201, {"location": f"/admin/teams/{record.name}"})
+    return json_response(record.to_json(), 201, {"location": "/admin/teams/" + quote(record.name, safe="")})
 
 
 @router.get("/teams", response_model=TeamList, summary="List the teams")
