@@ -31,14 +31,14 @@ from urllib.parse import parse_qsl
 import orjson
 
 from app.api.chat import new_call_id, usage_of
-from app.api.sse import stream_answer
+from app.api.sse import pump, stream_answer
 from app.api.validation import parse_body
 from app.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from app.gateway.dispatch import Outcome, UpstreamCall
 from app.gateway.responses_store import StoredResponse, conversation, owner_of
 from app.gateway.routing import Target, for_endpoint
 from app.pipeline.context import RequestContext
-from app.pipeline.seam import KEEPALIVE, Answer, Call, Endpoint
+from app.pipeline.seam import Answer, Call, Endpoint
 from app.schemas.responses import InputItem, ResponsesRequest
 from app.services import Services
 from app.translate.chat_request import TranslationEnv
@@ -205,39 +205,16 @@ class Responses(Endpoint):
 
     async def _body(self, ctx: RequestContext, started: Started, outcome: Outcome, keep: Keep | None) -> AsyncIterator[bytes]:
         stream, transcoder = started.stream, started.transcoder
-        stream.keepalive = self.services.settings.server.keepalive_seconds
+        keepalive = self.services.settings.server.keepalive_seconds
         try:
-            if started.first:
-                yield started.first
-            while not stream.done:
-                data = await stream.read()
-                if data is None:
-                    yield KEEPALIVE
-                    continue
-                out = transcoder.feed(data)
-                if out.data:
-                    yield out.data
-                if out.error is not None:
-                    _stream_failed(ctx, out.error)
-                    return
-            out = transcoder.finish()
-            if out.error is not None:
-                _stream_failed(ctx, out.error)
-            yield out.data
-        except GatewayError as exc:
-            _stream_failed(ctx, exc)
-            yield transcoder.translator.error_sse(exc)
+            async for data in pump(ctx, stream, transcoder, started.first, keepalive, transcoder.translator.error_sse):
+                yield data
         finally:
             stream.close()
             ctx.usage = usage_of(transcoder.usage())
             if transcoder.ctx.signatures and keep is not None:
                 await self.services.signatures.put_many(transcoder.ctx.signatures)
             await self._keep(keep, transcoder.translator.builder.final)
-
-
-def _stream_failed(ctx: RequestContext, exc: GatewayError) -> None:
-    ctx.error_code, ctx.error_type = exc.code or exc.type, exc.type
-    log.warning("stream ended with an error: %s %s", exc.status, exc.message[:200])
 
 
 def _check(response: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from app.errors import GatewayError
 from app.pipeline.context import RequestContext
@@ -95,3 +95,38 @@ async def _late(
             await body.aclose()  # type: ignore[attr-defined]
 
 
+
+
+def stream_failed(ctx: RequestContext, exc: GatewayError) -> None:
+    ctx.error_code, ctx.error_type = exc.code or exc.type, exc.type
+    log.warning("stream ended with an error: %s %s", exc.status, exc.message[:200])
+
+
+async def pump(
+    ctx: RequestContext, stream: Any, transcoder: Any, first: bytes, keepalive: float,
+    error_sse: Callable[[GatewayError], bytes],
+) -> AsyncIterator[bytes]:
+    """A started stream's SSE bytes: its first events, then each upstream read transcoded, keep-alives while
+    Google is silent, the closing events; a failure ends it with one error event (`error_sse`)."""
+    stream.keepalive = keepalive
+    try:
+        if first:
+            yield first
+        while not stream.done:
+            data = await stream.read()
+            if data is None:
+                yield KEEPALIVE
+                continue
+            out = transcoder.feed(data)
+            if out.data:
+                yield out.data
+            if out.error is not None:
+                stream_failed(ctx, out.error)
+                return
+        out = transcoder.finish()
+        if out.error is not None:
+            stream_failed(ctx, out.error)
+        yield out.data
+    except GatewayError as exc:
+        stream_failed(ctx, exc)
+        yield error_sse(exc)
