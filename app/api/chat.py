@@ -160,17 +160,17 @@ class ChatCompletions(Endpoint):
             lambda result: _headers(result[1]),
         )
 
-    async def _body(self, ctx: RequestContext, started: Started, outcome: Outcome) -> AsyncIterator[bytes]:
-        stream, transcoder = started.stream, started.transcoder
-        keepalive = self.services.settings.server.keepalive_seconds
-        try:
-            async for data in pump(ctx, stream, transcoder, started.first, keepalive, error_event):
-                yield data
-        finally:
-            stream.close()
+    def _body(self, ctx: RequestContext, started: Started, outcome: Outcome) -> AsyncIterator[bytes]:
+        transcoder = started.transcoder
+        signatures = self.services.signatures
+
+        async def close() -> None:
             ctx.usage = usage_of(transcoder.usage())
             if transcoder.ctx.signatures:
-                await self.services.signatures.put_many(transcoder.ctx.signatures)
+                await signatures.put_many(transcoder.ctx.signatures)
+
+        keepalive = self.services.settings.server.keepalive_seconds
+        return pump(ctx, started.stream, transcoder, started.first, keepalive, error_event, close)
 
 
 def _check(response: dict[str, Any]) -> None:

@@ -203,18 +203,18 @@ class Responses(Endpoint):
             lambda result: _headers(result[1]),
         )  # fmt: skip
 
-    async def _body(self, ctx: RequestContext, started: Started, outcome: Outcome, keep: Keep | None) -> AsyncIterator[bytes]:
-        stream, transcoder = started.stream, started.transcoder
-        keepalive = self.services.settings.server.keepalive_seconds
-        try:
-            async for data in pump(ctx, stream, transcoder, started.first, keepalive, transcoder.translator.error_sse):
-                yield data
-        finally:
-            stream.close()
+    def _body(self, ctx: RequestContext, started: Started, outcome: Outcome, keep: Keep | None) -> AsyncIterator[bytes]:
+        transcoder = started.transcoder
+
+        async def close() -> None:
             ctx.usage = usage_of(transcoder.usage())
             if transcoder.ctx.signatures and keep is not None:
                 await self.services.signatures.put_many(transcoder.ctx.signatures)
             await self._keep(keep, transcoder.translator.builder.final)
+
+        keepalive = self.services.settings.server.keepalive_seconds
+        error_sse = transcoder.translator.error_sse
+        return pump(ctx, started.stream, transcoder, started.first, keepalive, error_sse, close)
 
 
 def _check(response: dict[str, Any]) -> None:

@@ -95,8 +95,6 @@ async def _late(
             await body.aclose()  # type: ignore[attr-defined]
 
 
-
-
 def stream_failed(ctx: RequestContext, exc: GatewayError) -> None:
     ctx.error_code, ctx.error_type = exc.code or exc.type, exc.type
     log.warning("stream ended with an error: %s %s", exc.status, exc.message[:200])
@@ -104,10 +102,14 @@ def stream_failed(ctx: RequestContext, exc: GatewayError) -> None:
 
 async def pump(
     ctx: RequestContext, stream: Any, transcoder: Any, first: bytes, keepalive: float,
-    error_sse: Callable[[GatewayError], bytes],
+    error_sse: Callable[[GatewayError], bytes], close: Callable[[], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
     """A started stream's SSE bytes: its first events, then each upstream read transcoded, keep-alives while
-    Google is silent, the closing events; a failure ends it with one error event (`error_sse`)."""
+    Google is silent, the closing events; a failure ends it with one error event (`error_sse`).
+
+    `close` runs when the body ends, however it ends (the endpoint's accounting: usage, signatures). The
+    endpoint returns this generator itself: one more generator around it would cost a hop per event.
+    """
     stream.keepalive = keepalive
     try:
         if first:
@@ -130,3 +132,6 @@ async def pump(
     except GatewayError as exc:
         stream_failed(ctx, exc)
         yield error_sse(exc)
+    finally:
+        stream.close()
+        await close()

@@ -36,7 +36,7 @@ from gateway_harness import FakeGemini, GatewayServer, gateway_settings
 
 from .api_helpers import assert_openai_error, data_events, say
 
-GENERATED_ID = re.compile(r"^req_[a-z2-7]{24}$")
+GENERATED_ID = re.compile(r"^req_[0-9a-f]{30}$")
 CLIENT_KEY = "sk-obs-client-secret-3141"
 FAST_RETRY = {"max_attempts": 3, "backoff_initial": 0.01, "backoff_max": 0.05, "max_retry_delay": 2}
 ACCESS_FIELDS = {
