@@ -12,11 +12,7 @@ paces its chunks with `chunk_delay_ms`) are running when SIGTERM arrives:
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,73 +21,19 @@ from typing import Any
 
 import httpx
 import pytest
+from cli_gateway import CliGateway, clean_env
 
 GRACE = 3.0
 STREAMS = 8
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _clean_env() -> dict[str, str]:
-    drop = ("GEMINI_", "GOOGLE_", "VERTEX_", "OPENAI_", "CLOUDSDK_", "PROMETHEUS_")
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(drop)}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class Gateway:
-    """`python -m app serve --config <file>` on a free port, its output in a file."""
-
-    def __init__(self, tmp: Path, fake_url: str) -> None:
-        config = tmp / "gateway.yaml"
-        config.write_text(
-            f"server:\n  shutdown_grace: {GRACE}\n  keepalive_seconds: 5\n"
-            f"upstreams:\n  - name: fk\n    base_url: {fake_url}\n    api_keys: [test-key]\n"
-        )
-        self.log = tmp / "gateway.log"
-        for attempt in range(3):  # a free port can be taken by someone else before the server binds it
-            self.port = _free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            with open(self.log, "wb") as out:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "app", "serve", "--config", str(config), "--port", str(self.port)],
-                    env=_clean_env(), cwd=tmp, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                )
-            if self._ready():
-                return
-            self.kill()
-            if attempt == 2 or "address already in use" not in self.output().lower():
-                raise AssertionError(f"the gateway did not start:\n{self.output()}")
-
-    def _ready(self, timeout: float = 30) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return f"running on {self.url}" in self.output()
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        return False
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
 @pytest.fixture
-def gateway_proc(tmp_path: Path, fake: Any) -> Iterator[Gateway]:
-    gateway = Gateway(tmp_path, fake.url)
+def gateway_proc(tmp_path: Path, fake: Any) -> Iterator[CliGateway]:
+    config = (
+        f"server:\n  shutdown_grace: {GRACE}\n  keepalive_seconds: 5\n"
+        f"upstreams:\n  - name: fk\n    base_url: {fake.url}\n    api_keys: [test-key]\n"
+    )
+    gateway = CliGateway(tmp_path, clean_env(), config=config)
     try:
         yield gateway
     finally:
@@ -164,7 +106,7 @@ def _wait_refused(url: str, timeout: float = 2.0) -> None:
     raise AssertionError("new connections were still accepted after SIGTERM")
 
 
-def test_streams_shorter_than_the_grace_finish_and_the_process_exits(gateway_proc: Gateway, fake: Any) -> None:
+def test_streams_shorter_than_the_grace_finish_and_the_process_exits(gateway_proc: CliGateway, fake: Any) -> None:
     # 16 words in 8 chunks, 200 ms apart: each stream lasts about 1.5 s
     streams = _start_streams(gateway_proc.url, words=16, chunks=8, delay_ms=200)
     assert fake.stats()["active_requests"] == STREAMS
@@ -189,7 +131,7 @@ def test_streams_shorter_than_the_grace_finish_and_the_process_exits(gateway_pro
     assert fake.wait_for(lambda s: s["streams_completed"] == STREAMS, timeout=5)["streams_completed"] == STREAMS
 
 
-def test_streams_longer_than_the_grace_end_with_an_error_event(gateway_proc: Gateway, fake: Any) -> None:
+def test_streams_longer_than_the_grace_end_with_an_error_event(gateway_proc: CliGateway, fake: Any) -> None:
     # 32 words in 16 chunks, 500 ms apart: each stream would last about 7.5 s
     streams = _start_streams(gateway_proc.url, words=32, chunks=16, delay_ms=500)
     sigterm = time.monotonic()
@@ -219,7 +161,7 @@ def test_streams_longer_than_the_grace_end_with_an_error_event(gateway_proc: Gat
     assert fake.wait_for(lambda s: s["active_requests"] == 0, timeout=5)["active_requests"] == 0
 
 
-def test_requests_still_waiting_for_google_get_a_503_at_the_end_of_the_grace(gateway_proc: Gateway, fake: Any) -> None:
+def test_requests_still_waiting_for_google_get_a_503_at_the_end_of_the_grace(gateway_proc: CliGateway, fake: Any) -> None:
     """Google has not answered yet when the grace ends: an HTTP 503 the SDKs retry, not a traceback and a bare 500."""
     directive = json.dumps({"reply": "late", "first_byte_delay_ms": 8000})
     results: list[tuple[int, dict[str, Any], dict[str, str]]] = []

@@ -15,13 +15,8 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +24,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from cli_gateway import CliGateway, clean_env
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.observe.access_log import RequestIdFilter
@@ -305,78 +301,12 @@ WRONG_KEY = "sk-obs-wrong-secret-1618"
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+ \[([^\]]+)\]: ")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    drop = ("GEMINI_", "GOOGLE_", "VERTEX_", "OPENAI_", "CLOUDSDK_", "PROMETHEUS_")
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(drop)}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-class Served:
-    """`python -m app serve --config <file>` on a free port; stdout and stderr kept apart, in files."""
-
-    def __init__(self, tmp: Path, config: str, env: dict[str, str]) -> None:
-        path = tmp / "gateway.yaml"
-        path.write_text(config)
-        for attempt in range(3):  # a free port can be taken by someone else before the server binds it
-            self.port = _free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            self.out, self.err = tmp / f"stdout-{attempt}.txt", tmp / f"stderr-{attempt}.txt"
-            with open(self.out, "wb") as out, open(self.err, "wb") as err:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "app", "serve", "--config", str(path), "--port", str(self.port)],
-                    env=env, cwd=tmp, stdout=out, stderr=err, start_new_session=True,
-                )
-            if self._ready():
-                return
-            self.stop()
-            if attempt == 2 or "address already in use" not in self.stderr().lower():
-                raise AssertionError(f"the gateway did not start:\n{self.stderr()}")
-
-    def _ready(self, timeout: float = 30) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200 and "running on" in self.stderr():
-                    return f"running on {self.url}" in self.stderr()
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        return False
-
-    def stderr(self) -> str:
-        return self.err.read_text(errors="replace")
-
-    def stdout(self) -> str:
-        return self.out.read_text(errors="replace")
-
-    def stop(self, timeout: float = 15) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-                raise AssertionError(f"the gateway did not stop on SIGTERM:\n{self.stderr()}") from None
-        return self.proc.returncode
-
-
 @pytest.fixture
 def serve_cli(tmp_path: Path, fake):
-    started: list[Served] = []
+    started: list[CliGateway] = []
     fake.config(api_keys=[UPSTREAM_KEY])
 
-    def start(access_log: str | None = None, env: dict[str, str] | None = None) -> Served:
+    def start(access_log: str | None = None, env: dict[str, str] | None = None) -> CliGateway:
         config = (
             "server:\n"
             + (f"  access_log: {access_log}\n" if access_log else "")
@@ -389,14 +319,13 @@ def serve_cli(tmp_path: Path, fake):
             "retry:\n  max_attempts: 2\n  backoff_initial: 0.01\n  backoff_max: 0.02\n"
         )
         workdir = tmp_path / f"gw{len(started)}"
-        workdir.mkdir()
-        served = Served(workdir, config, _clean_env(**(env or {})))
+        served = CliGateway(workdir, clean_env(**(env or {})), config=config, apart=True)
         started.append(served)
         return served
 
     yield start
     for served in started:
-        served.stop()
+        served.stop(strict=True)
 
 
 def _traffic(url: str) -> dict[str, Any]:
@@ -427,7 +356,7 @@ def _traffic(url: str) -> dict[str, Any]:
     return seen
 
 
-def _assert_no_secret(served: Served) -> None:
+def _assert_no_secret(served: CliGateway) -> None:
     everything = served.stderr() + served.stdout()
     for secret in (CLIENT_KEY, UPSTREAM_KEY, WRONG_KEY):
         assert secret not in everything, secret
@@ -440,7 +369,7 @@ def test_the_json_access_log_has_one_line_per_request_and_no_secret(serve_cli, f
     else:
         served = serve_cli(access_log="off", env={"GEMINI_PROXY_SERVER__ACCESS_LOG": "json"})  # env beats the file
     seen = _traffic(served.url)
-    assert served.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
+    assert served.stop(strict=True) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
     stderr = served.stderr()
     lines: list[dict[str, Any]] = []
     for line in stderr.splitlines():
@@ -499,7 +428,7 @@ def test_the_json_access_log_has_one_line_per_request_and_no_secret(serve_cli, f
 def test_the_text_access_log_is_key_value_lines(serve_cli, fake) -> None:
     served = serve_cli(env={"GEMINI_PROXY_SERVER__ACCESS_LOG": "text"})
     seen = _traffic(served.url)
-    served.stop()
+    served.stop(strict=True)
     stderr = served.stderr()
     assert not any(line.startswith("{") for line in stderr.splitlines())
     entries = []
@@ -523,7 +452,7 @@ def test_the_text_access_log_is_key_value_lines(serve_cli, fake) -> None:
 def test_the_access_log_off_writes_no_line(serve_cli, fake) -> None:
     served = serve_cli(access_log="off")
     seen = _traffic(served.url)
-    served.stop()
+    served.stop(strict=True)
     stderr = served.stderr()
     assert all(GENERATED_ID.match(seen[name][0]) for name in ("ok", "stream", "404", "401", "healthz"))
     assert not any(line.startswith(("{", "time=")) for line in stderr.splitlines()), stderr
