@@ -124,7 +124,7 @@ class ChatCompletions(Endpoint):
         byok = ctx.principal.google_key
         if req.stream:
             return await self._stream(ctx, targets, prepare, byok)
-        response, outcome = await services.dispatcher.complete(targets, prepare, check=_check, byok_key=byok, ctx=ctx)
+        response, outcome = await services.dispatcher.complete(targets, prepare, check=check_finish, byok_key=byok, ctx=ctx)
         gemini: GeminiCall = outcome.call.meta
         rctx = ResponseContext(gemini.options, new_completion_id(), int(time.time()), new_call_id)
         ctx.usage = usage_of(response.get("usageMetadata"))
@@ -136,7 +136,7 @@ class ChatCompletions(Endpoint):
             raise
         if rctx.signatures:
             await services.signatures.put_many(rctx.signatures)
-        return Answer(body=orjson.dumps(completion), headers=_headers(outcome))
+        return Answer(body=orjson.dumps(completion), headers=answer_headers(outcome))
 
     async def _stream(self, ctx: RequestContext, targets: list[Target], prepare: Any, byok: str | None) -> Answer:
         services = self.services
@@ -157,7 +157,7 @@ class ChatCompletions(Endpoint):
         return await stream_answer(
             opening, ctx, keepalive,
             lambda result: self._body(ctx, *result),
-            lambda result: _headers(result[1]),
+            lambda result: answer_headers(result[1]),
         )
 
     def _body(self, ctx: RequestContext, started: Started, outcome: Outcome) -> AsyncIterator[bytes]:
@@ -173,16 +173,18 @@ class ChatCompletions(Endpoint):
         return pump(ctx, started.stream, transcoder, started.first, keepalive, error_event, close)
 
 
-def _check(response: dict[str, Any]) -> None:
+def check_finish(response: dict[str, Any]) -> None:
+    """The dispatcher's check of a whole answer: a broken finish (malformed call, ...) is retried or an error."""
     broken = broken_finish(response)
     if broken is not None:
         raise broken
 
 
-def _headers(outcome: Outcome) -> dict[str, str]:
+def answer_headers(outcome: Outcome) -> dict[str, str]:
+    """The gateway's headers of an answer (upstream served, schema keywords dropped); chat and Responses."""
     headers = outcome.headers()
-    gemini: GeminiCall = outcome.call.meta
-    if gemini.dropped_schema_keywords:
-        headers["x-gemini-proxy-dropped-schema-keywords"] = ",".join(gemini.dropped_schema_keywords)
+    dropped: list[str] = outcome.call.meta.dropped_schema_keywords  # GeminiCall or ResponsesCall
+    if dropped:
+        headers["x-gemini-proxy-dropped-schema-keywords"] = ",".join(dropped)
     return headers
 

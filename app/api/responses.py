@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from app.api.chat import new_call_id, usage_of
+from app.api.chat import answer_headers, check_finish, new_call_id, usage_of
 from app.api.sse import pump, stream_answer
 from app.api.validation import parse_body
 from app.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
@@ -42,7 +42,6 @@ from app.pipeline.seam import Answer, Call, Endpoint
 from app.schemas.responses import InputItem, ResponsesRequest
 from app.services import Services
 from app.translate.chat_request import TranslationEnv
-from app.translate.chat_response import broken_finish
 from app.translate.responses_items import input_items, stored_items
 from app.translate.responses_request import (
     HISTORY,
@@ -161,7 +160,7 @@ class Responses(Endpoint):
         byok = ctx.principal.google_key
         if req.stream:
             return await self._stream(ctx, targets, prepare, byok, keep)
-        response, outcome = await services.dispatcher.complete(targets, prepare, check=_check, byok_key=byok, ctx=ctx)
+        response, outcome = await services.dispatcher.complete(targets, prepare, check=check_finish, byok_key=byok, ctx=ctx)
         gemini: ResponsesCall = outcome.call.meta
         rctx = new_context(gemini.options)
         ctx.usage = usage_of(response.get("usageMetadata"))
@@ -174,7 +173,7 @@ class Responses(Endpoint):
         if rctx.signatures and keep is not None:  # (`store: false` keeps nothing, signatures included)
             await services.signatures.put_many(rctx.signatures)
         await self._keep(keep, answer)
-        return Answer(body=orjson.dumps(answer), headers=_headers(outcome))
+        return Answer(body=orjson.dumps(answer), headers=answer_headers(outcome))
 
     async def _keep(self, keep: Keep | None, answer: dict[str, Any] | None) -> None:
         if keep is None or answer is None or answer["status"] not in KEPT_STATUSES:
@@ -200,7 +199,7 @@ class Responses(Endpoint):
         return await stream_answer(
             opening, ctx, keepalive,
             lambda result: self._body(ctx, *result, keep),
-            lambda result: _headers(result[1]),
+            lambda result: answer_headers(result[1]),
         )  # fmt: skip
 
     def _body(self, ctx: RequestContext, started: Started, outcome: Outcome, keep: Keep | None) -> AsyncIterator[bytes]:
@@ -215,20 +214,6 @@ class Responses(Endpoint):
         keepalive = self.services.settings.server.keepalive_seconds
         error_sse = transcoder.translator.error_sse
         return pump(ctx, started.stream, transcoder, started.first, keepalive, error_sse, close)
-
-
-def _check(response: dict[str, Any]) -> None:
-    broken = broken_finish(response)
-    if broken is not None:
-        raise broken
-
-
-def _headers(outcome: Outcome) -> dict[str, str]:
-    headers = outcome.headers()
-    gemini: ResponsesCall = outcome.call.meta
-    if gemini.dropped_schema_keywords:
-        headers["x-gemini-proxy-dropped-schema-keywords"] = ",".join(gemini.dropped_schema_keywords)
-    return headers
 
 
 class InputTokens(Responses):
