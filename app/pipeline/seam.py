@@ -70,7 +70,7 @@ _ids = random.Random()
 
 def new_request_id() -> str:
     """`req_` and 30 hex digits (120 random bits)."""
-    return "req_%030x" % _ids.getrandbits(120)
+    return f"req_{_ids.getrandbits(120):030x}"
 
 
 @dataclass(slots=True)
@@ -195,24 +195,24 @@ class ClientWatch:
     come from `receive`). It covers the wait for Google as well as a stream, so
     a client that leaves, even while the model is silent, stops the upstream
     call: the cancelled task's `finally` blocks close it. The watching task
-    starts only once the request has lasted `after` seconds: a request answered
-    sooner never pays for it, and a client that left earlier is noticed the
-    moment it starts (`receive` then reports the disconnect at once).
+    starts only once the request has lasted a while (`Watches`): a request
+    answered sooner never pays for it, and a client that left earlier is
+    noticed the moment it starts (`receive` then reports the disconnect at once).
     """
 
-    __slots__ = ("gone", "_task", "_receive", "_timer", "_watcher")
+    __slots__ = ("gone", "since", "_task", "_receive", "_watcher", "_watches")
 
-    def __init__(self, receive: Any, after: float) -> None:
+    def __init__(self, receive: Any, watches: Watches) -> None:
         self.gone = False
         task = asyncio.current_task()
         assert task is not None
         self._task = task
         self._receive = receive
         self._watcher: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(after, self._start)
+        self._watches = watches
+        self.since = watches.add(self)
 
-    def _start(self) -> None:
-        self._timer = None
+    def start(self) -> None:
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -228,10 +228,46 @@ class ClientWatch:
         return self.gone
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._watches.discard(self)
         if self._watcher is not None:
             self._watcher.cancel()
+
+
+class Watches:
+    """The requests in flight whose client is not watched yet; one timer starts the watchers of those older than `after`.
+
+    A timer per request (`call_later` and its cancel) cost more than the rest of
+    the pipeline's bookkeeping; one sweep every `after / 2` seconds while
+    requests are in flight starts each watcher between `after` and
+    `1.5 * after` into its request.
+    """
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+        self._pending: dict[ClientWatch, None] = {}  # insertion order = age order
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, watch: ClientWatch) -> float:
+        self._pending[watch] = None
+        loop = asyncio.get_running_loop()
+        if self._timer is None:
+            self._timer = loop.call_later(self.after / 2, self._sweep)
+        return loop.time()
+
+    def discard(self, watch: ClientWatch) -> None:
+        self._pending.pop(watch, None)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        due = loop.time() - self.after
+        for watch in list(self._pending):
+            if watch.since > due:
+                break  # the rest are younger
+            del self._pending[watch]
+            watch.start()
+        if self._pending:
+            self._timer = loop.call_later(self.after / 2, self._sweep)
 
 
 class Pipeline:
@@ -249,6 +285,7 @@ class Pipeline:
         self.auth = auth
         self.recorder = recorder
         self.max_request_bytes = max_request_bytes
+        self.watches = Watches(WATCH_AFTER)
         self.extra_headers = extra_headers or []
         self.shutdown_message = "The gateway is shutting down; this request could not be finished. Please retry."
 
@@ -311,7 +348,7 @@ class Pipeline:
                 token = token_from_query(query)
             ctx.principal = await self.auth.resolve(token)
             body = await read_body(receive, declared, self.max_request_bytes)
-            watch = ClientWatch(receive, WATCH_AFTER)
+            watch = ClientWatch(receive, self.watches)
             answer = await endpoint(Call(ctx, body, headers, query))
             if answer.stream is None:
                 await self._send_json(
