@@ -461,7 +461,7 @@ def _read_generate(answer: dict[str, Any]) -> ImageResult:
     result = ImageResult(usage=_usage(answer.get("usageMetadata")))
     feedback = answer.get("promptFeedback")
     if isinstance(feedback, dict) and feedback.get("blockReason"):
-        result.blocked.append(f"the prompt was blocked ({feedback['blockReason']})")
+        result.blocked.append(f"prompt blocked: {feedback['blockReason']}")
     candidates = answer.get("candidates") or []
     if not isinstance(candidates, list):
         raise _bad_answer("`candidates` is not a list")
@@ -515,11 +515,12 @@ def _no_image(results: Sequence[ImageResult]) -> InvalidRequest:
             f"Your request was rejected by Google's safety filters: no image was generated ({reasons[:300]}).",
             param="prompt", code="content_policy_violation",
         )
-    finishes = ", ".join(dict.fromkeys(r.finish or "no finish reason" for r in results))
+    finishes = ", ".join(dict.fromkeys(r.finish for r in results if r.finish))
     text = next((r.text for r in results if r.text), "")
     said = f" The model said: {text[:300]!r}." if text else ""
+    why = f" (finish reason {finishes})" if finishes else ""
     return InvalidRequest(
-        f"The model returned no image (finish reason {finishes}).{said} Try a more explicit prompt.",
+        f"The model returned no image{why}.{said} Try a more explicit prompt.",
         param="prompt", code="no_image",
     )
 
