@@ -32,6 +32,7 @@ from app.pipeline.seam import Answer, Call, Endpoint
 from app.services import Services
 from app.translate.images import ImageCall, ImagePlan, ImageResult, InputImage, image_calls, plan_images, read_answer, sniff_image
 from app.translate.images import to_openai as images_to_openai
+from app.translate.tables import images_param_for_google_message
 
 GENERATIONS_PATHS = ("/v1/images/generations", "/images/generations")
 EDITS_PATHS = ("/v1/images/edits", "/images/edits")
@@ -171,8 +172,8 @@ class Images(Endpoint):
                 targets, prepare, byok_key=ctx.principal.google_key, ctx=ctx
             )
         except UpstreamError as exc:
-            if exc.status == 400 and exc.param is None:
-                exc.param = "prompt"  # Google's 400 about an image call: the prompt or the images it carries
+            if exc.status == 400:  # name the parameter of this endpoint (the chat table knows only chat's)
+                exc.param = images_param_for_google_message(exc.message)
             raise
         return read_answer(outcome.call.meta, answer), outcome
 

@@ -424,3 +424,14 @@ def test_hints_are_accepted_and_not_forwarded(raw, fake) -> None:
 def test_a_google_error_passes_as_its_openai_class(oai, fake) -> None:
     with pytest.raises(openai.RateLimitError):
         oai.images.generate(model=GEMINI_IMAGE, prompt=directive("busy", error={"status": 429}, fail_times=9))
+
+
+def test_a_google_400_names_the_images_parameter(make_gateway, fake) -> None:
+    # Configured as if Imagen 3 took 2K: Google's 400 about sampleImageSize names `size`.
+    server = make_gateway(capabilities={"imagen-3*": {"image_sizes": ["1K", "2K"]}}, retry={"max_attempts": 1})
+    r = httpx.post(server.url + "/v1/images/generations", timeout=30,
+                   json={"model": "imagen-3.0-generate-002", "prompt": "p", "size": "2048x2048"})
+    err = assert_openai_error(r, 400, param="size")
+    assert "sampleImageSize" in err["message"]
+    (call,) = upstream_calls(fake, "predict")
+    assert call["body"]["parameters"]["sampleImageSize"] == "2K"
