@@ -61,6 +61,7 @@ FORMAT_MIMES: Mapping[str, str] = {v: k for k, v in MIME_FORMATS.items()}
 _SETTABLE_FORMATS = ("png", "jpeg")
 
 _SIZE = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")
+_FORM_INTEGER = re.compile(r"-?[0-9]{1,9}")
 _QUALITIES = ("auto", "low", "medium", "high", "xhigh", "max", "standard", "hd")
 _STYLES = ("vivid", "natural")
 _BACKGROUNDS = ("auto", "opaque", "transparent")
@@ -157,7 +158,7 @@ def _integer(fields: Mapping[str, Any], name: str, low: int, high: int, form: bo
     value = fields.get(name)
     if value is None or value == "":
         return None
-    if form and isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):
+    if form and isinstance(value, str) and _FORM_INTEGER.fullmatch(value):
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         raise _invalid(name, f"Invalid type for '{name}': expected an integer.", "invalid_type")
