@@ -349,7 +349,8 @@ def _imagen_calls(plan: ImagePlan, caps: ModelCapabilities, vertex: bool) -> lis
         parameters["outputOptions"] = options
     if plan.moderation == "low":
         parameters["safetySetting"] = "BLOCK_ONLY_HIGH"
-    parameters["includeRaiReason"] = True  # a filtered image says why
+    if vertex:  # a filtered image says why (documented for Vertex AI; on the Gemini API it is left out)
+        parameters["includeRaiReason"] = True
     calls = []
     left = plan.n
     labels = _labels(plan) if vertex else {}
@@ -440,7 +441,7 @@ def _usage(metadata: Any) -> dict[str, int] | None:
     }
 
 
-def _read_predict(answer: dict[str, Any]) -> ImageResult:
+def _read_predict(call: ImageCall, answer: dict[str, Any]) -> ImageResult:
     result = ImageResult()
     predictions = answer.get("predictions", [])
     if not isinstance(predictions, list):
@@ -455,6 +456,10 @@ def _read_predict(answer: dict[str, Any]) -> ImageResult:
                                            prompt if isinstance(prompt, str) and prompt else None))
         elif prediction.get("raiFilteredReason"):
             result.blocked.append(str(prediction["raiFilteredReason"]))
+    if not result.images and not result.blocked:
+        # Imagen leaves out the samples its filters take, and says why only when asked (includeRaiReason)
+        result.blocked.append(f"Imagen returned none of the {call.count} image(s) asked for: its safety filters "
+                              "leave out the images they take")
     return result
 
 
@@ -493,7 +498,7 @@ def read_answer(call: ImageCall, answer: dict[str, Any]) -> ImageResult:
     """One answer -> its images, text, safety reasons and usage."""
     if not isinstance(answer, dict):
         raise _bad_answer("it is not a JSON object")
-    return _read_predict(answer) if call.verb == "predict" else _read_generate(answer)
+    return _read_predict(call, answer) if call.verb == "predict" else _read_generate(answer)
 
 
 def png_size(data: str) -> tuple[int, int] | None:
