@@ -242,7 +242,10 @@ def plan_images(
         raise _invalid("prompt", f"'prompt' is {len(prompt)} characters long; at most {MAX_PROMPT} are allowed.")
     n = _integer(fields, "n", 1, MAX_N, form) or 1
     size = parse_size(fields.get("size"))
-    response_format = _choice(fields, "response_format", _RESPONSE_FORMATS) or "b64_json"
+    # Absent: base64, as GPT image models always answer; `url` for a name of OpenAI's DALL·E models (an
+    # alias such as `dall-e-3`), whose default it is: their clients read `url`.
+    default = "url" if model.lower().startswith("dall-e") else "b64_json"
+    response_format = _choice(fields, "response_format", _RESPONSE_FORMATS) or default
     output_format = _choice(fields, "output_format", _OUTPUT_FORMATS)
     if output_format in ("gif", "svg"):
         raise _invalid(

@@ -439,3 +439,15 @@ def test_a_google_400_names_the_images_parameter(make_gateway, fake) -> None:
     assert "sampleImageSize" in err["message"]
     (call,) = upstream_calls(fake, "predict")
     assert call["body"]["parameters"]["sampleImageSize"] == "2K"
+
+
+def test_a_dall_e_alias_answers_url_by_default_and_the_short_path_works(make_gateway, fake) -> None:
+    server = make_gateway(aliases={"dall-e-3": GEMINI_IMAGE})
+    with openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0) as dalle:
+        result = dalle.images.generate(model="dall-e-3", prompt="a fox")  # DALL·E's default: url
+    assert (result.data[0].url or "").startswith("data:image/png;base64,") and result.data[0].b64_json is None
+    r = httpx.post(server.url + "/images/generations", json={"model": GEMINI_IMAGE, "prompt": "short"}, timeout=30)
+    assert r.status_code == 200 and base64.b64decode(r.json()["data"][0]["b64_json"]) == extras._png()
+    assert [c["path"] for c in upstream_calls(fake, "generateContent")] == [
+        f"/v1beta/models/{GEMINI_IMAGE}:generateContent"
+    ] * 2
