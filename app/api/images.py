@@ -70,10 +70,13 @@ def read_form(body: bytes, content_type: bytes) -> Form:
     header_field: list[bytes] = []
     header_value: list[bytes] = []
     data: list[bytes] = []
+    ended: list[bool] = []
 
     def on_part_begin() -> None:
         state.clear()
         data.clear()
+        header_field.clear()
+        header_value.clear()
 
     def on_header_field(buf: bytes, start: int, end: int) -> None:
         header_field.append(buf[start:end])
@@ -85,6 +88,9 @@ def read_form(body: bytes, content_type: bytes) -> Form:
         state[b"".join(header_field).lower()] = b"".join(header_value)
         header_field.clear()
         header_value.clear()
+
+    def on_end() -> None:
+        ended.append(True)
 
     def on_part_data(buf: bytes, start: int, end: int) -> None:
         data.append(buf[start:end])
@@ -107,26 +113,27 @@ def read_form(body: bytes, content_type: bytes) -> Form:
 
     callbacks: Any = {
         "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_part_data": on_part_data, "on_part_end": on_part_end,
+        "on_header_end": on_header_end, "on_part_data": on_part_data, "on_part_end": on_part_end, "on_end": on_end,
     }
-    parser = MultipartParser(boundary, callbacks, max_size=len(body))
+    parser = MultipartParser(boundary, callbacks, max_size=max(len(body), 1))
     try:
         parser.write(body)
         parser.finalize()
     except InvalidRequest:
         raise
-    except Exception as exc:  # python-multipart's MultipartParseError and friends
+    except ValueError as exc:  # python-multipart's FormParserError family
         raise InvalidRequest(f"The multipart body could not be read: {exc}", code="invalid_multipart") from None
+    if not ended:
+        raise InvalidRequest("The multipart body is incomplete: its closing boundary is missing.", code="invalid_multipart")
     return form
 
 
 def plan_edit(form: Form) -> ImagePlan:
-    images: list[InputImage] = []
-    counts: dict[str, int] = {}
-    for name, declared, data in form.files:
-        if name in _IMAGE_FIELDS:
-            index = counts[name] = counts.get(name, -1) + 1
-            images.append(sniff_image(data, declared, f"{name}" if name == "image" and index == 0 else f"image[{len(images)}]"))
+    uploads = [(declared, data) for name, declared, data in form.files if name in _IMAGE_FIELDS]
+    images: list[InputImage] = [
+        sniff_image(data, declared, "image" if len(uploads) == 1 else f"image[{i}]")
+        for i, (declared, data) in enumerate(uploads)
+    ]
     others = [name for name, _, _ in form.files if name not in _IMAGE_FIELDS]
     # A file sent where a text field is expected (or the reverse) is named by plan_images' checks.
     return plan_images(form.fields, images, edit=True, files=others)

@@ -451,3 +451,13 @@ def test_a_dall_e_alias_answers_url_by_default_and_the_short_path_works(make_gat
     assert [c["path"] for c in upstream_calls(fake, "generateContent")] == [
         f"/v1beta/models/{GEMINI_IMAGE}:generateContent"
     ] * 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"garbage", b'--x\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nunterminated',
+     b"--x\r\nbad header line\r\n\r\nv\r\n--x--\r\n"],
+)
+def test_a_broken_multipart_body_is_a_400(strict_raw, fake, body) -> None:
+    r = strict_raw.post("/v1/images/edits", content=body, headers={"content-type": "multipart/form-data; boundary=x"})
+    assert_openai_error(r, 400, code="invalid_multipart")
