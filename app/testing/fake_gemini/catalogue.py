@@ -3,7 +3,7 @@
 Owns: which models exist (and on which backend), what each accepts (thinking
 budgets or levels, penalties, logprobs, several candidates, image output,
 streamed call arguments, thought-signature enforcement, embedding size and
-Vertex verb), and how a model is shown as a
+Vertex verb, image sizes, Imagen), and how a model is shown as a
 `Model` resource on `GET /v1beta/models`. Everything else in the fake asks
 this table instead of testing model names. To add a model, add a row.
 """
@@ -67,10 +67,6 @@ class ModelSpec:
         return "generateContent" in self.methods
 
     @property
-    def predicts_images(self) -> bool:
-        return self.imagen
-
-    @property
     def embeds(self) -> bool:
         return self.embed_dims > 0
 
@@ -90,6 +86,12 @@ def _g3(id_: str, name: str, generation: float = 3.0, **kw: Any) -> ModelSpec:
     }
     defaults.update(kw)
     return ModelSpec(id=id_, display_name=name, generation=generation, **defaults)
+
+
+def _imagen(id_: str, name: str, sizes: tuple[str, ...] = ()) -> ModelSpec:
+    """An Imagen model: `:predict` only (docs/fake-gemini.md#imagen), on both backends."""
+    return ModelSpec(id_, name, 1.0, input_token_limit=480, output_token_limit=8192, methods=("predict",),
+                     imagen=True, image_sizes=sizes)
 
 
 _MODELS: tuple[ModelSpec, ...] = (
@@ -161,16 +163,6 @@ _MODELS: tuple[ModelSpec, ...] = (
         vertex_embed="predict",
         backends=("vertex",),
     ),
-)
-
-
-
-def _imagen(id_: str, name: str, sizes: tuple[str, ...] = ()) -> ModelSpec:
-    return ModelSpec(id_, name, 1.0, input_token_limit=480, output_token_limit=8192, methods=("predict",),
-                     imagen=True, image_sizes=sizes)
-
-
-_MODELS += (
     _imagen("imagen-4.0-generate-001", "Imagen 4", ("1K", "2K")),
     _imagen("imagen-4.0-ultra-generate-001", "Imagen 4 Ultra", ("1K", "2K")),
     _imagen("imagen-4.0-fast-generate-001", "Imagen 4 Fast"),
