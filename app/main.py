@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import __version__
-from app.api import admin, chat, embeddings, health, json_response, metrics, models, native, responses
+from app.api import admin, chat, embeddings, health, images, json_response, metrics, models, native, responses
 from app.errors import GatewayError, InvalidRequest, NotFound, internal_error
 from app.pipeline.seam import CTX_KEY, Pipeline, Routes, error_body
 from app.services import Services
@@ -139,6 +139,8 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
     endpoints = Routes()
     endpoints.add(chat.ChatCompletions(gateway), *CHAT_PATHS)
     endpoints.add(embeddings.Embeddings(gateway), *EMBEDDINGS_PATHS)
+    endpoints.add(images.Images(gateway), *images.GENERATIONS_PATHS)
+    endpoints.add(images.Images(gateway, edit=True), *images.EDITS_PATHS)
     endpoints.add(native.NativeGemini(gateway), *native.PREFIXES, prefix=True)
     endpoints.add(responses.Responses(gateway), *responses.RESPONSES_PATHS)
     endpoints.add(responses.InputTokens(gateway), *responses.INPUT_TOKENS_PATHS)

@@ -238,6 +238,8 @@ class CapabilityOverrides(_Section):
     drop_params: list[str] | None = None
     endpoints: list[Literal["chat", "embeddings", "images"]] | None = None
     embeddings_api: Literal["embed_content", "predict"] | None = None
+    images_api: Literal["generate_content", "predict"] | None = None
+    image_sizes: list[Literal["1K", "2K", "4K"]] | None = None
 
 
 class ModelRoute(_Section):

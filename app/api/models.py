@@ -1,9 +1,9 @@
 """`GET /v1/models` and `GET /v1/models/{id}` in OpenAI's list shape.
 
 Lists what a client can call: the configured routes and aliases, then (with
-passthrough on) the models each upstream offers for `generateContent` or
-`embedContent` (Gemini Developer API: `models.list`; Vertex AI: the Gemini
-and embedding models of `publishers.models.list`). Each entry says which
+passthrough on) the models each upstream offers for `generateContent`,
+`embedContent` or `predict` (Imagen) (Gemini Developer API: `models.list`;
+Vertex AI: the Gemini, Imagen and embedding models of `publishers.models.list`). Each entry says which
 endpoints of the gateway serve it (`"endpoints": ["chat"]`, `["embeddings"]`,
 from the capability table: translate/capabilities.py). In demo mode every
 entry is owned by `gemini-proxy-demo` and the list says `"demo": true`.
@@ -161,11 +161,11 @@ class ModelCatalog:
                 raise ListingFailed(f"a page of the listing is not a JSON object ({type(page).__name__})")
             for model in page.get("models") or ():  # Gemini Developer API
                 methods = model.get("supportedGenerationMethods") or ()
-                if "generateContent" in methods or "embedContent" in methods:
+                if "generateContent" in methods or "embedContent" in methods or "predict" in methods:  # predict: Imagen
                     ids.append(gemini_model_id(str(model.get("name", ""))))
-            for model in page.get("publisherModels") or ():  # Vertex AI: every Google model; keep Gemini's and embeddings
+            for model in page.get("publisherModels") or ():  # Vertex AI: every Google model; keep Gemini, Imagen, embeddings
                 model_id = str(model.get("name", "")).rsplit("/", 1)[-1]
-                if model_id.startswith("gemini") or "embedding" in model_id:
+                if model_id.startswith(("gemini", "imagen")) or "embedding" in model_id:
                     ids.append(model_id)
             token = page.get("nextPageToken") or ""
             if not token:

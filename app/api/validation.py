@@ -51,14 +51,20 @@ def validation_error(exc: ValidationError) -> InvalidRequest:
     )
 
 
-def parse_body(body: bytes, model: type[R]) -> R:
-    """Parse and validate a JSON body; 400 naming the parameter on any problem."""
+def parse_body_dict(body: bytes) -> dict[str, Any]:
+    """A JSON body that must be an object (the endpoint checks its fields itself)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise InvalidRequest(_JSON_HINT, code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return data
+
+
+def parse_body(body: bytes, model: type[R]) -> R:
+    """Parse and validate a JSON body; 400 naming the parameter on any problem."""
+    data = parse_body_dict(body)
     try:
         req = model.model_validate(data)
     except ValidationError as exc:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 ThinkingKind = Literal["none", "budget", "level"]
 EmbeddingsAPI = Literal["embed_content", "predict"]
+ImagesAPI = Literal["generate_content", "predict"]
 LEVELS = ("minimal", "low", "medium", "high")
 
 # Google's budgets for Gemini 2.5 (its compatibility layer and Vertex's use these).
@@ -49,10 +50,19 @@ class ModelCapabilities:
     # family) or `predict` (`:predict` with `instances`, the older text-embedding models). The Gemini
     # Developer API always takes `:batchEmbedContents`.
     embeddings_api: EmbeddingsAPI = "embed_content"
+    # Image models (`/v1/images/*`, docs/parameters.md#images): `generate_content` (Gemini image models:
+    # `generateContent` with the IMAGE modality and `imageConfig`) or `predict` (Imagen: `:predict` with
+    # `sampleCount`). `image_sizes`: the size tiers the model takes (`imageSize` / `sampleImageSize`);
+    # empty = the field is never sent (gemini-2.5-flash-image refuses `imageSize`; Imagen 3 and Imagen 4
+    # Fast have one size).
+    images_api: ImagesAPI = "generate_content"
+    image_sizes: tuple[str, ...] = ()
 
 
 _G3 = dict(signatures_required=True, per_part_media_resolution=True, multimodal_function_response=True)
 _EMBED = ("embeddings",)
+_IMAGEN = dict(endpoints=("images",), images_api="predict")
+_IMAGE_MODEL = ("chat", "images")  # Gemini image models also answer chat (images in the message)
 
 # First match wins. Patterns are fnmatch globs on the Gemini model id.
 DEFAULTS: Sequence[tuple[str, dict[str, Any]]] = (
@@ -61,8 +71,12 @@ DEFAULTS: Sequence[tuple[str, dict[str, Any]]] = (
     ("*maas*embedding*", dict(endpoints=_EMBED)),
     ("*embedding*", dict(endpoints=_EMBED, embeddings_api="predict")),  # text-embedding-005, text-multilingual-...
     ("*embed*", dict(endpoints=_EMBED, embeddings_api="predict")),  # multimodalembedding, ...
-    ("gemini-3*-image*", dict(image_output=True, per_part_media_resolution=True)),
-    ("*-image*", dict(image_output=True)),
+    ("imagen-3*", dict(_IMAGEN)),
+    ("imagen-*fast*", dict(_IMAGEN)),
+    ("imagen*", dict(_IMAGEN, image_sizes=("1K", "2K"))),
+    ("gemini-3*-image*", dict(image_output=True, per_part_media_resolution=True, endpoints=_IMAGE_MODEL,
+                              image_sizes=("1K", "2K", "4K"))),
+    ("*-image*", dict(image_output=True, endpoints=_IMAGE_MODEL)),
     ("gemini-3.1-pro*", dict(thinking="level", thinking_levels=("low", "medium", "high"), **_G3)),
     ("gemini-3*-pro*", dict(thinking="level", thinking_levels=("low", "high"), **_G3)),
     ("gemini-3*flash*", dict(thinking="level", thinking_levels=LEVELS, **_G3)),
@@ -88,7 +102,7 @@ def _as_fields(overrides: Any) -> dict[str, Any]:
             value = tuple(value)
         elif key == "drop_params":
             value = frozenset(value)
-        elif key == "endpoints":
+        elif key in ("endpoints", "image_sizes"):
             value = tuple(value)
         out[key] = value
     return out

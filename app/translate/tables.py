@@ -154,3 +154,25 @@ def embedding_param_for_google_message(message: str) -> str | None:
         if pattern.search(message):
             return param
     return None
+
+
+# A Google 400 about an images call -> the OpenAI parameter of `/v1/images/*` it is about (else `prompt`).
+GOOGLE_IMAGES_MESSAGE_TO_PARAM: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), param)
+    for pattern, param in (
+        (r"aspect.?ratio|image.?size|sample.?image.?size", "size"),
+        (r"compression", "output_compression"),
+        (r"mime|output.?options", "output_format"),
+        (r"sample.?count|candidate", "n"),
+        (r"safety.?setting", "moderation"),
+        (r"inline.?data|image", "image"),
+        (r"\bmodel\b", "model"),
+    )
+)
+
+
+def images_param_for_google_message(message: str) -> str:
+    for pattern, param in GOOGLE_IMAGES_MESSAGE_TO_PARAM:
+        if pattern.search(message):
+            return param
+    return "prompt"

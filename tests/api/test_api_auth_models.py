@@ -126,7 +126,7 @@ def test_models_list_shape(strict_client, strict_raw, fake):
     for entry in body["data"]:
         assert set(entry) == {"id", "object", "created", "owned_by", "endpoints"}
         assert entry["object"] == "model" and isinstance(entry["created"], int) and entry["owned_by"]
-        assert entry["endpoints"] in (["chat"], ["embeddings"])
+        assert entry["endpoints"] in (["chat"], ["embeddings"], ["images"], ["chat", "images"])
     assert "demo" not in body
     # the alias, and the fake's models that can generate content
     assert "gpt-4o-mini" in ids

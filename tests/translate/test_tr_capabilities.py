@@ -162,7 +162,9 @@ def test_drop_params_removes_the_gemini_fields_of_those_parameters() -> None:
     "model, endpoints, api",
     [
         ("gemini-2.5-flash", ("chat",), "embed_content"),
-        ("gemini-2.5-flash-image", ("chat",), "embed_content"),
+        ("gemini-2.5-flash-image", ("chat", "images"), "embed_content"),
+        ("gemini-3-pro-image-preview", ("chat", "images"), "embed_content"),
+        ("imagen-4.0-generate-001", ("images",), "embed_content"),
         ("gemini-embedding-001", ("embeddings",), "embed_content"),
         ("gemini-embedding-2", ("embeddings",), "embed_content"),
         ("gemini-embedding-exp-03-07", ("embeddings",), "embed_content"),
@@ -180,3 +182,24 @@ def test_endpoints_can_be_overridden_in_the_config() -> None:
     override = {"my-embedder*": CapabilityOverrides(endpoints=["embeddings"], embeddings_api="predict")}
     caps = capabilities_for("my-embedder-v2", override)
     assert caps.endpoints == ("embeddings",) and caps.embeddings_api == "predict"
+
+
+@pytest.mark.parametrize(
+    "model, api, sizes",
+    [
+        ("gemini-2.5-flash-image", "generate_content", ()),  # refuses imageSize (Google's 500)
+        ("gemini-3-pro-image-preview", "generate_content", ("1K", "2K", "4K")),
+        ("imagen-4.0-generate-001", "predict", ("1K", "2K")),
+        ("imagen-4.0-ultra-generate-001", "predict", ("1K", "2K")),
+        ("imagen-4.0-fast-generate-001", "predict", ()),
+        ("imagen-3.0-generate-002", "predict", ()),
+    ],
+)
+def test_image_models(model: str, api: str, sizes: tuple[str, ...]) -> None:
+    caps = capabilities_for(model)
+    assert (caps.images_api, caps.image_sizes) == (api, sizes)
+
+
+def test_image_facts_can_be_overridden_in_config() -> None:
+    caps = capabilities_for("gemini-2.5-flash-image", {"gemini-2.5-flash-image": {"image_sizes": ["1K"]}})
+    assert caps.image_sizes == ("1K",)

@@ -6,7 +6,8 @@ recording each request, the order of checks (auth -> model -> JSON ->
 `gemini_schema` validation -> per-model rules -> history/signatures ->
 directive -> injected failure) and handing the planned answer to `delivery`.
 Embedding calls (`:embedContent`, `:batchEmbedContents`, Vertex `:predict`)
-go to `embed.py` once auth and the model are checked.
+go to `embed.py` once auth and the model are checked; Imagen's `:predict`
+(both backends) to `imagen.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
-from app.testing.fake_gemini import auth, catalogue, embed, render
+from app.testing.fake_gemini import auth, catalogue, embed, imagen, render
 from app.testing.fake_gemini import body as rq
 from app.testing.fake_gemini.delivery import Delivery, deliver, json_response
 from app.testing.fake_gemini.directives import parse_directive, split_inline
@@ -142,7 +143,7 @@ def _split_method(tail: str, extra: tuple[str, ...] = ()) -> tuple[str, str]:
 async def gemini_call(request: web.Request) -> web.StreamResponse:
     """`POST /{v1beta|v1alpha|v1}/models/{model}:{method}` (API key)."""
     state = request.app[STATE]
-    model, method = _split_method(request.match_info["tail"], embed.GEMINI_METHODS)
+    model, method = _split_method(request.match_info["tail"], (*embed.GEMINI_METHODS, "predict"))
     call = Call("gemini", request.match_info["version"], model.removeprefix("models/"), method)
     request[ARRAY_ERRORS] = call.stream and request.query.get("alt") != "sse"
     entry = _record(request, state, backend="gemini", model=call.model, stream=call.stream)
@@ -153,6 +154,8 @@ async def gemini_call(request: web.Request) -> web.StreamResponse:
         raise bad_json
     if method in embed.GEMINI_METHODS:
         return await embed.answer(request, state, call, spec, payload, entry)
+    if method == "predict":
+        return await imagen.answer(request, state, call, spec, payload, entry)
     return await _dispatch(request, state, call, spec, payload)
 
 
@@ -179,11 +182,15 @@ async def vertex_call(request: web.Request) -> web.StreamResponse:
     payload, bad_json = await _read_json(request, entry)
     call.credential = entry["token"] = auth.check_bearer(request, state)
     spec = catalogue.MODELS.get(model)
-    embeds = method in embed.VERTEX_METHODS
-    if spec is None or "vertex" not in spec.backends or not (spec.embeds if embeds else spec.generates):
+    images = spec is not None and spec.imagen
+    embeds = method in embed.VERTEX_METHODS and not images
+    serves = (method == "predict") if images else (spec is not None and (spec.embeds if embeds else spec.generates))
+    if spec is None or "vertex" not in spec.backends or not serves:
         raise _vertex_not_found(call)
     if bad_json is not None:
         raise bad_json
+    if images:
+        return await imagen.answer(request, state, call, spec, payload, entry)
     if embeds:
         return await embed.answer(request, state, call, spec, payload, entry)
     return await _dispatch(request, state, call, spec, payload)

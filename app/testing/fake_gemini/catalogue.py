@@ -3,7 +3,7 @@
 Owns: which models exist (and on which backend), what each accepts (thinking
 budgets or levels, penalties, logprobs, several candidates, image output,
 streamed call arguments, thought-signature enforcement, embedding size and
-Vertex verb), and how a model is shown as a
+Vertex verb, image sizes, Imagen), and how a model is shown as a
 `Model` resource on `GET /v1beta/models`. Everything else in the fake asks
 this table instead of testing model names. To add a model, add a row.
 """
@@ -53,6 +53,10 @@ class ModelSpec:
     # Vertex AI verb family: "embed_content" (`:embedContent` / `:batchEmbedContents`) or "predict".
     vertex_embed: str = "embed_content"
     backends: tuple[str, ...] = ("gemini", "vertex")
+    # Image models: the `imageSize` / `sampleImageSize` tiers taken (empty: the field is refused) and,
+    # for Imagen, `imagen=True` (`:predict` only).
+    image_sizes: tuple[str, ...] = ()
+    imagen: bool = False
 
     @property
     def is_gemini3(self) -> bool:
@@ -82,6 +86,12 @@ def _g3(id_: str, name: str, generation: float = 3.0, **kw: Any) -> ModelSpec:
     }
     defaults.update(kw)
     return ModelSpec(id=id_, display_name=name, generation=generation, **defaults)
+
+
+def _imagen(id_: str, name: str, sizes: tuple[str, ...] = ()) -> ModelSpec:
+    """An Imagen model: `:predict` only (docs/fake-gemini.md#imagen), on both backends."""
+    return ModelSpec(id_, name, 1.0, input_token_limit=480, output_token_limit=8192, methods=("predict",),
+                     imagen=True, image_sizes=sizes)
 
 
 _MODELS: tuple[ModelSpec, ...] = (
@@ -131,6 +141,7 @@ _MODELS: tuple[ModelSpec, ...] = (
         output_token_limit=32768,
         image_output=True,
         enforces_signatures=False,
+        image_sizes=("1K", "2K", "4K"),
     ),
     ModelSpec(
         "gemini-embedding-001",
@@ -152,6 +163,10 @@ _MODELS: tuple[ModelSpec, ...] = (
         vertex_embed="predict",
         backends=("vertex",),
     ),
+    _imagen("imagen-4.0-generate-001", "Imagen 4", ("1K", "2K")),
+    _imagen("imagen-4.0-ultra-generate-001", "Imagen 4 Ultra", ("1K", "2K")),
+    _imagen("imagen-4.0-fast-generate-001", "Imagen 4 Fast"),
+    _imagen("imagen-3.0-generate-002", "Imagen 3"),
 )
 
 MODELS: dict[str, ModelSpec] = {m.id: m for m in _MODELS}
@@ -174,8 +189,13 @@ def find_model(name: str, version: str, *, for_generate: bool, method: str = "ge
     model_id = name.removeprefix("models/")
     spec = MODELS.get(model_id)
     embedding = method in ("embedContent", "batchEmbedContents")
+    predict = method == "predict"
     if spec is None or "gemini" not in spec.backends or (embedding and not spec.embeds):
         raise not_found(model_id, version, method)
+    if for_generate and predict != spec.imagen:
+        raise not_found(model_id, version, method)
+    if predict:
+        return spec
     if for_generate and not embedding and not spec.generates:
         raise not_found(model_id, version)
     return spec

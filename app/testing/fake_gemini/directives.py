@@ -87,6 +87,8 @@ class Directive:
     code_execution: bool = False
     partial_args: bool = False
     no_usage: bool = False  # embedding answers without usageMetadata
+    rai_filtered: int = 0  # Imagen: how many of the samples the safety filter takes
+    enhanced_prompt: str | None = None  # Imagen: the rewritten prompt each prediction returns
 
 
 def _typed(kind: type, what: str) -> Callable[[str, Any], Any]:
@@ -189,6 +191,8 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "code_execution": _typed(bool, "true or false"),
     "partial_args": _typed(bool, "true or false"),
     "no_usage": _typed(bool, "true or false"),
+    "rai_filtered": _typed(int, "a non-negative integer"),
+    "enhanced_prompt": _typed(str, "a string"),
 }
 KNOWN_KEYS = frozenset(_KEYS)
 

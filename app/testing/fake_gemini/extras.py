@@ -47,8 +47,30 @@ def _png(width: int = 2, height: int = 2, rgb: tuple[int, int, int] = (66, 133, 
 PNG_BASE64 = base64.b64encode(_png()).decode("ascii")
 
 
-def image_part() -> dict[str, Any]:
-    return {"inlineData": {"mimeType": "image/png", "data": PNG_BASE64}}
+# Pixels per ratio unit for each size tier: a 16:9 image at 1K is 32x18 (small, real PNGs).
+_TIER_SCALE = {"1K": 2, "2K": 4, "4K": 8}
+# A JPEG's markers only (SOI, JFIF APP0, EOI): the fake does not encode JPEG; the bytes say the type.
+JPEG_STUB = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9"
+
+
+def image_bytes(aspect: str | None = None, size: str | None = None, seed: str = "", mime: str = "image/png") -> bytes:
+    """A deterministic image: a PNG whose pixel size follows the aspect ratio and tier (1:1 at 1K is
+    2x2), its colour from `seed`; for `image/jpeg`, `JPEG_STUB`."""
+    if mime == "image/jpeg":
+        return JPEG_STUB
+    if aspect is None and size is None and not seed:
+        return _png()
+    w, h = (int(x) for x in (aspect or "1:1").split(":"))
+    scale = _TIER_SCALE.get(size or "1K", 2)
+    digest = hashlib.sha256(seed.encode()).digest()
+    return _png(w * scale, h * scale, (digest[0], digest[1], digest[2]))
+
+
+def image_part(aspect: str | None = None, size: str | None = None, seed: str = "", mime: str = "image/png") -> dict[str, Any]:
+    if aspect is None and size is None and not seed and mime == "image/png":
+        return {"inlineData": {"mimeType": "image/png", "data": PNG_BASE64}}
+    data = base64.b64encode(image_bytes(aspect, size, seed, mime)).decode("ascii")
+    return {"inlineData": {"mimeType": mime, "data": data}}
 
 
 def code_parts() -> list[dict[str, Any]]:

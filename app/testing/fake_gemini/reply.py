@@ -256,8 +256,19 @@ def _pieces(
         pieces.append(Piece("text", text))
     wants_image = spec.image_output and not calls and "IMAGE" in _modalities(config) and finish == "STOP"
     if (directive.image and finish not in BARE_CONTENT) or wants_image:
-        pieces.append(Piece("raw", raw=extras.image_part()))
+        pieces.append(Piece("raw", raw=_image(config, text)))
     return pieces
+
+
+def _image(config: dict[str, Any], text: str) -> dict[str, Any]:
+    """The image part: as `imageConfig` asks (aspect ratio, size tier, Vertex's output type), else the 2x2 PNG."""
+    image_config = rq.get(config, "imageConfig")
+    if not isinstance(image_config, dict) or not image_config:
+        return extras.image_part()
+    options = rq.get(image_config, "imageOutputOptions")
+    mime = rq.get(options, "mimeType") if isinstance(options, dict) else None
+    return extras.image_part(rq.get(image_config, "aspectRatio"), rq.get(image_config, "imageSize"), text,
+                             mime or "image/png")
 
 
 def _modalities(config: dict[str, Any]) -> list[str]:
@@ -328,6 +339,12 @@ def _usage(
         )
     usage: dict[str, Any] = {k: v for k, v in counts.items() if v or k == "promptTokenCount"}
     usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": counts["promptTokenCount"]}]
+    images = sum(1 for c in plan.candidates for p in c.pieces if "inlineData" in p.raw) * extras.IMAGE_OUTPUT_TOKENS
+    if images and "candidatesTokenCount" not in directive.usage:  # per modality, as Google reports image output
+        usage["candidatesTokensDetails"] = [
+            {"modality": "TEXT", "tokenCount": counts["candidatesTokenCount"] - images},
+            {"modality": "IMAGE", "tokenCount": images},
+        ]
     if plan.backend == "vertex":
         usage["trafficType"] = "ON_DEMAND"
     return usage

@@ -83,6 +83,42 @@ def _nonzero(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value != 0
 
 
+# imageConfig.aspectRatio values Gemini image models take (google-genai's ImageConfig, and 4:5 / 5:4).
+ASPECT_RATIOS = frozenset({"1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"})
+IMAGE_SIZES = ("1K", "2K", "4K")
+OUTPUT_MIMES = ("image/png", "image/jpeg")
+
+
+def _check_image_config(spec: ModelSpec, image_config: Any, modalities: list[str]) -> None:
+    """imageConfig: only for image models asked for images; aspectRatio and imageSize from Google's lists
+    (imageSize upper case: "1k" is not "1K"); gemini-2.5-flash-image fails on any imageSize with
+    Google's 500; Vertex's imageOutputOptions png or jpeg, quality 0..100."""
+    if not image_config:
+        return
+    if not spec.image_output:
+        raise _bad(f"Image config is not supported for models/{spec.id}")
+    aspect = rq.get(image_config, "aspectRatio")
+    if aspect is not None and aspect not in ASPECT_RATIOS:
+        raise _bad(f"Unsupported aspect ratio: {aspect}. Supported: {', '.join(sorted(ASPECT_RATIOS))}")
+    size = rq.get(image_config, "imageSize")
+    if size is not None:
+        if not spec.image_sizes:
+            raise GoogleError(500, "An internal error has occurred. Please retry or report in "
+                                   "https://developers.generativeai.google/guide/troubleshooting")
+        if size not in IMAGE_SIZES or size not in spec.image_sizes:
+            raise _bad(f"Unsupported image size: {size}. Supported: {', '.join(spec.image_sizes)}")
+    options = rq.get(image_config, "imageOutputOptions")
+    if options is not None:
+        if not isinstance(options, dict) or set(options) - {"mimeType", "compressionQuality"}:
+            raise _bad("imageOutputOptions takes mimeType and compressionQuality.")
+        mime = options.get("mimeType")
+        if mime is not None and mime not in OUTPUT_MIMES:
+            raise _bad(f"Unsupported output mime type: {mime}")
+        quality = options.get("compressionQuality")
+        if quality is not None and not (isinstance(quality, int) and 0 <= quality <= 100):
+            raise _bad("compressionQuality must be between 0 and 100.")
+
+
 def check_model_rules(spec: ModelSpec, payload: dict[str, Any], backend: Backend) -> None:
     """Raise the 400 Google answers when `spec` does not accept what `payload` asks."""
     config = rq.gen_config(payload)
@@ -99,5 +135,6 @@ def check_model_rules(spec: ModelSpec, payload: dict[str, Any], backend: Backend
     if "IMAGE" in modalities and not spec.image_output:
         shown = ",".join(sorted(m.lower() for m in modalities))
         raise _bad(f"Model does not support the requested response modalities: {shown}")
+    _check_image_config(spec, rq.get(config, "imageConfig"), modalities)
     if rq.get(rq.function_calling_config(payload), "streamFunctionCallArguments") and not spec.is_gemini3:
         raise _bad(f"Function call argument streaming is not enabled for models/{spec.id}")

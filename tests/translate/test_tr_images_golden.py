@@ -1,0 +1,161 @@
+"""Golden fixtures for the pure images translator: `tests/golden/images/<case>/`.
+
+Each case folder holds paired files, compared as PARSED JSON:
+
+* `openai_request.json`: the fields a client sends (the JSON body of `POST /v1/images/generations`,
+  or the form fields of an edit). `meta.json` (optional): the Gemini `model` (default
+  gemini-2.5-flash-image), the `backend` (`gemini` | `vertex`), and for an edit `"edit": true`,
+  `images` (`[{"base64", "content_type"?}]`, the uploaded files in order) and `files` (the names of
+  other file fields sent, such as `mask`). It is read as the endpoint reads it (`plan_images`) and
+  translated for one target.
+* request side: `gemini_calls.json`, the upstream calls (`{"verb", "body"}`, in image order), or
+  `error.json` (`{"status", "error"}`) for a request the gateway refuses.
+* response side (optional): `gemini_responses.json`, Google's answer to each of those calls ->
+  `openai_response.json` (the `ImagesResponse`, `created` fixed at 1767225600), or `openai_error.json`
+  (no image: content policy or no_image).
+
+Outbound bodies pass the fake Gemini's strict checks for their backend and verb (Imagen's
+`:predict`: `imagen.check_request`; `generateContent`: the schema validator and the per-model rules,
+which check `imageConfig`); `generateContent` answers are valid `google.genai.types.GenerateContentResponse`.
+
+`UPDATE_GOLDEN=1 pytest tests/translate/test_tr_images_golden.py` rewrites the expected files
+(review the diff!); the default run only compares.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from google.genai import types as gtypes
+
+from app.errors import GatewayError
+from app.testing.fake_gemini import imagen
+from app.testing.fake_gemini.catalogue import MODELS
+from app.testing.fake_gemini.strictness import check_model_rules
+from app.testing.gemini_schema import validate_generate_content
+from app.translate.capabilities import capabilities_for
+from app.translate.images import ImageCall, ImagePlan, image_calls, plan_images, read_answer, sniff_image, to_openai
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "images"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+DEFAULT_MODEL = "gemini-2.5-flash-image"
+CREATED = 1767225600
+KNOWN_FILES = {
+    "openai_request.json", "meta.json", "gemini_calls.json", "error.json", "gemini_responses.json",
+    "openai_response.json", "openai_error.json",
+}  # fmt: skip
+
+CASES = sorted(d for d in GOLDEN.iterdir() if d.is_dir())
+RESPONSE_CASES = [c for c in CASES if (c / "gemini_responses.json").exists()]
+
+
+def _ids(cases: list[Path]) -> list[str]:
+    return [c.name for c in cases]
+
+
+def load(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_or_update(path: Path, actual: Any) -> None:
+    if UPDATE:
+        path.write_text(json.dumps(actual, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if not path.exists():
+        pytest.fail(f"missing golden file {path.relative_to(GOLDEN.parent)}; create it with UPDATE_GOLDEN=1 and review it")
+    assert actual == load(path)
+
+
+def error_summary(exc: GatewayError) -> dict[str, Any]:
+    return {"status": exc.status, **exc.body()}
+
+
+def meta(case: Path) -> dict[str, Any]:
+    path = case / "meta.json"
+    return load(path) if path.exists() else {}
+
+
+def translate(case: Path) -> tuple[ImagePlan, list[ImageCall]]:
+    """(the plan, the upstream calls) of a case; raises GatewayError for a refused request."""
+    m = meta(case)
+    model = m.get("model", DEFAULT_MODEL)
+    fields = load(case / "openai_request.json")
+    images = [
+        sniff_image(base64.b64decode(i["base64"]), i.get("content_type"), f"image[{n}]")
+        for n, i in enumerate(m.get("images", []))
+    ]
+    plan = plan_images(fields, images, edit=m.get("edit", False), files=m.get("files", []))
+    return plan, image_calls(plan, model, capabilities_for(model), m.get("backend", "gemini") == "vertex")
+
+
+def test_golden_folders_are_well_formed() -> None:
+    assert len(CASES) >= 20
+    for case in CASES:
+        names = {p.name for p in case.iterdir()}
+        assert names <= KNOWN_FILES, f"{case.name}: unknown files {names - KNOWN_FILES}"
+        assert "openai_request.json" in names, case.name
+        if not UPDATE:
+            assert ("gemini_calls.json" in names) != ("error.json" in names), case.name
+            if "gemini_responses.json" in names:
+                assert ("openai_response.json" in names) != ("openai_error.json" in names), case.name
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+def test_request(case: Path) -> None:
+    try:
+        _, calls = translate(case)
+    except GatewayError as exc:
+        check_or_update(case / "error.json", error_summary(exc))
+        return
+    check_or_update(case / "gemini_calls.json", [{"verb": c.verb, "body": c.body} for c in calls])
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+def test_calls_pass_the_fakes_strict_validation(case: Path) -> None:
+    try:
+        _, calls = translate(case)
+    except GatewayError:
+        return
+    m = meta(case)
+    backend = m.get("backend", "gemini")
+    spec = MODELS[m.get("model", DEFAULT_MODEL)]
+    for call in calls:
+        body = orjson.loads(orjson.dumps(call.body))  # exactly what goes on the wire
+        if call.verb == "predict":
+            imagen.check_request(backend, spec, body)
+        else:
+            validate_generate_content(body, backend)
+            check_model_rules(spec, body, backend)
+
+
+@pytest.mark.parametrize("case", RESPONSE_CASES, ids=_ids(RESPONSE_CASES))
+def test_response(case: Path) -> None:
+    plan, calls = translate(case)
+    answers = load(case / "gemini_responses.json")
+    assert len(answers) == len(calls), "one answer per call"
+    try:
+        answer = to_openai(plan, [read_answer(c, a) for c, a in zip(calls, answers, strict=True)], CREATED)
+    except GatewayError as exc:
+        check_or_update(case / "openai_error.json", error_summary(exc))
+        assert not (case / "openai_response.json").exists()
+        return
+    check_or_update(case / "openai_response.json", answer.body)
+    usage = answer.body.get("usage")
+    if usage is not None:
+        assert (answer.input_tokens, answer.output_tokens) == (usage["input_tokens"], usage["output_tokens"])
+    assert not (case / "openai_error.json").exists()
+
+
+@pytest.mark.parametrize("case", RESPONSE_CASES, ids=_ids(RESPONSE_CASES))
+def test_response_fixtures_are_valid(case: Path) -> None:
+    _, calls = translate(case)
+    for call, answer in zip(calls, load(case / "gemini_responses.json"), strict=True):
+        if call.verb == "generateContent":
+            gtypes.GenerateContentResponse.model_validate(answer)
+        else:
+            assert set(answer) <= {"predictions", "positivePromptSafetyAttributes"}
