@@ -14,7 +14,8 @@ prefix works):
 * ``POST ...:streamGenerateContent`` (no alt=sse) -> the same N responses as a JSON array
 * ``POST ...:batchEmbedContents``                 -> N embeddings of D values each (``--embed-dims``,
   env ``FAKE_UPSTREAM_EMBED_DIMS``, default 3072; N = header ``x-fake-embeddings`` or query
-  ``embeddings=``, default ``--embeddings`` / env ``FAKE_UPSTREAM_EMBEDDINGS`` / 100), pretty-printed as Google sends it, with ``usageMetadata``
+  ``embeddings=``, default ``--embeddings`` / env ``FAKE_UPSTREAM_EMBEDDINGS`` / 100), pretty-printed
+  as Google sends it, with ``usageMetadata``
 * ``GET  /v1beta/models``                         -> a small model list
 * ``GET  /healthz``                               -> ``ok``
 
@@ -228,7 +229,8 @@ class Upstream(asyncio.Protocol):
                     self.transport.write(part)
                 out = b""
         elif method == b"POST" and path.endswith(":batchEmbedContents"):
-            out = canned("embed", int(q.get("embeddings", [headers.get(b"x-fake-embeddings", self.default_embeddings)])[0]), keep_alive)
+            n = int(q.get("embeddings", [headers.get(b"x-fake-embeddings", self.default_embeddings)])[0])
+            out = canned("embed", n, keep_alive)
         elif method == b"GET" and path.rstrip("/").endswith("/models"):
             out = canned("models", 0, keep_alive)
         elif method == b"GET" and path == "/healthz":
