@@ -70,7 +70,7 @@ _ids = random.Random()
 
 def new_request_id() -> str:
     """`req_` and 30 hex digits (120 random bits)."""
-    return "req_%030x" % _ids.getrandbits(120)
+    return f"req_{_ids.getrandbits(120):030x}"
 
 
 @dataclass(slots=True)
