@@ -11,7 +11,7 @@ signed zero, and a finite number beyond float32's range becomes +-inf (which `st
 * `arrays_float32_base64(arrays)`: JSON number arrays as Google wrote them (`scan_batch` in
   translate/embeddings.py), one base64 string each. With the optional `speedups` extra
   (pysimdjson + numpy) the numbers are read by simdjson straight into a buffer of doubles and
-  rounded to float32 by numpy, never becoming Python floats: about 40% less CPU than orjson's list
+  rounded to float32 by numpy, never becoming Python floats: about a third less CPU than orjson's list
   of floats packed by `struct` (the pure-Python path, used when the extra is not installed; both
   give the same bytes, tests/translate/test_tr_float32.py). A number the reader refuses raises
   `ValueError`.
