@@ -7,7 +7,9 @@ untouched to the upstream: bodies containing
 ``"stream":true`` go to ``:streamGenerateContent?alt=sse`` and are relayed chunk
 by chunk (``resp.content.iter_any()``); everything else goes to
 ``:generateContent`` and the answer bytes are returned as-is. No translation,
-no validation. ``POST /v1beta/models/...`` (the native routes' counterpart)
+no validation. ``POST /v1/embeddings`` does the same with
+``gemini-embedding-001:batchEmbedContents`` (the answer: Google's vectors,
+untouched). ``POST /v1beta/models/...`` (the native routes' counterpart)
 forwards the same path and query the same way. ``GET /healthz`` is the
 readiness probe.
 
@@ -27,12 +29,14 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 MODEL = "gemini-2.5-flash"
+EMBED_MODEL = "gemini-embedding-001"
 
 
 def build_app(upstream: str, api_key: str = "bench-key") -> Starlette:
     base = f"{upstream.rstrip('/')}/v1beta/models/{MODEL}"
     unary_url = f"{base}:generateContent"
     stream_url = f"{base}:streamGenerateContent?alt=sse"
+    embed_url = f"{upstream.rstrip('/')}/v1beta/models/{EMBED_MODEL}:batchEmbedContents"
     headers = {"content-type": "application/json", "x-goog-api-key": api_key}
     state: dict[str, aiohttp.ClientSession] = {}
 
@@ -68,6 +72,9 @@ def build_app(upstream: str, api_key: str = "bench-key") -> Starlette:
             return await forward(stream_url, body, True, "text/event-stream")
         return await forward(unary_url, body, False, "application/json")
 
+    async def embeddings(request: Request) -> Response:
+        return await forward(embed_url, await request.body(), False, "application/json")
+
     async def native(request: Request) -> Response:
         """`POST /v1beta/models/...`: the same path and query upstream, the body and answer untouched."""
         path, query = request.url.path, request.url.query
@@ -81,6 +88,7 @@ def build_app(upstream: str, api_key: str = "bench-key") -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/responses", chat, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1beta/models/{rest:path}", native, methods=["POST"]),
             Route("/healthz", healthz),
         ],

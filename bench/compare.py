@@ -34,7 +34,9 @@ from run import HERE, ROOT, Procs, free_port, loadgen, wait_ready
 
 PATHS = {"unary": "/v1/chat/completions", "stream": "/v1/chat/completions", "responses": "/v1/responses",
          "native": "/v1beta/models/gemini-2.5-flash:generateContent",
-         "native-stream": "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"}
+         "native-stream": "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+         "embeddings-float": "/v1/embeddings", "embeddings-base64": "/v1/embeddings"}  # 100 texts, 100 x 3072 back
+EMBEDDINGS = {"embeddings-float": "float", "embeddings-base64": "base64"}
 SERVERS = ("baseline", "old", "new")
 
 
@@ -74,14 +76,15 @@ def compare(args: argparse.Namespace, old_tree: Path, procs: Procs) -> list[str]
     lines = []
     for kind in args.kinds.split(","):
         stream = kind in ("stream", "native-stream", "responses")
-        n = max(100, args.requests // 4) if stream else args.requests
+        n = max(100, args.requests // 4) if stream else max(20, args.requests // 10) if kind in EMBEDDINGS else args.requests
         cpu: dict[str, list[float]] = {s: [] for s in SERVERS}
         for r in range(args.rounds):
             order = list(SERVERS)
             random.shuffle(order)
             for server in order:
                 out = loadgen(py, f"http://127.0.0.1:{ports[server]}{PATHS[kind]}", stream, n, args.concurrency,
-                              [pids[server]], native=kind.startswith("native"), responses=kind == "responses")
+                              [pids[server]], native=kind.startswith("native"), responses=kind == "responses",
+                              embeddings=100 if kind in EMBEDDINGS else 0, encoding=EMBEDDINGS.get(kind, "float"))
                 if out["errors"]:
                     raise RuntimeError(f"{server} {kind}: {out['errors']} errors, first: {out['first_error']}")
                 cpu[server].append(out["cpu_us_per_req"][str(pids[server])])

@@ -14,7 +14,8 @@ prefix works):
 * ``POST ...:streamGenerateContent`` (no alt=sse) -> the same N responses as a JSON array
 * ``POST ...:batchEmbedContents``                 -> N embeddings of D values each (``--embed-dims``,
   env ``FAKE_UPSTREAM_EMBED_DIMS``, default 3072; N = header ``x-fake-embeddings`` or query
-  ``embeddings=``, default 100), pretty-printed as Google sends it, with ``usageMetadata``
+  ``embeddings=``, default ``--embeddings`` / env ``FAKE_UPSTREAM_EMBEDDINGS`` / 100), pretty-printed
+  as Google sends it, with ``usageMetadata``
 * ``GET  /v1beta/models``                         -> a small model list
 * ``GET  /healthz``                               -> ``ok``
 
@@ -169,6 +170,7 @@ class Upstream(asyncio.Protocol):
     default_chunks = 100
     default_delay_ms = 0.0
     embed_dims = 3072
+    default_embeddings = 100
 
     def connection_made(self, transport):
         self.transport = transport
@@ -227,7 +229,8 @@ class Upstream(asyncio.Protocol):
                     self.transport.write(part)
                 out = b""
         elif method == b"POST" and path.endswith(":batchEmbedContents"):
-            out = canned("embed", int(q.get("embeddings", [headers.get(b"x-fake-embeddings", 100)])[0]), keep_alive)
+            n = int(q.get("embeddings", [headers.get(b"x-fake-embeddings", self.default_embeddings)])[0])
+            out = canned("embed", n, keep_alive)
         elif method == b"GET" and path.rstrip("/").endswith("/models"):
             out = canned("models", 0, keep_alive)
         elif method == b"GET" and path == "/healthz":
@@ -259,8 +262,11 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=int(os.environ.get("FAKE_UPSTREAM_CHUNKS", 100)))
     ap.add_argument("--delay-ms", type=float, default=float(os.environ.get("FAKE_UPSTREAM_DELAY_MS", 0)))
     ap.add_argument("--embed-dims", type=int, default=int(os.environ.get("FAKE_UPSTREAM_EMBED_DIMS", 3072)))
+    ap.add_argument("--embeddings", type=int, default=int(os.environ.get("FAKE_UPSTREAM_EMBEDDINGS", 100)),
+                    help="vectors per batchEmbedContents answer (unless the header or query says otherwise)")
     args = ap.parse_args()
     Upstream.embed_dims = args.embed_dims
+    Upstream.default_embeddings = args.embeddings
     Upstream.default_chunks = args.chunks
     Upstream.default_delay_ms = args.delay_ms
 

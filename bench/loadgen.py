@@ -20,8 +20,9 @@ kernel's per-process CPU clock, falling back to /proc/<pid>/stat (10 ms ticks);
 the CPU of all descendant processes (forked workers) is added.
 
 Usage: ``python bench/loadgen.py --url http://127.0.0.1:8002/v1/chat/completions
---requests 2000 --concurrency 16 --pid 1234 [--stream] [--native | --responses]`` (``--native``: a Gemini
-``generateContent`` body, for the native routes; streaming is then in the URL).
+--requests 2000 --concurrency 16 --pid 1234 [--stream] [--native | --responses | --embeddings 100 [--encoding base64]]``
+(``--native``: a Gemini ``generateContent`` body, for the native routes; streaming is then in the URL;
+``--embeddings N``: a ``POST /v1/embeddings`` body with N texts).
 """
 
 from __future__ import annotations
@@ -63,7 +64,12 @@ RESPONSES_BODY = {
 }
 
 
-def body_bytes(stream: bool, native: bool = False, responses: bool = False) -> bytes:
+def body_bytes(stream: bool, native: bool = False, responses: bool = False, embeddings: int = 0,
+               encoding: str = "float") -> bytes:
+    if embeddings:  # an embeddings request: that many sentences of ~50 characters
+        texts = [f"Sentence number {i} of a document about the benchmark." for i in range(embeddings)]
+        body = {"model": "gemini-embedding-001", "input": texts, "encoding_format": encoding}
+        return json.dumps(body, separators=(",", ":")).encode()
     if native:
         return json.dumps(NATIVE_BODY, separators=(",", ":")).encode()
     body = RESPONSES_BODY if responses else CHAT_BODY
@@ -173,7 +179,7 @@ async def run_phase(session, url, body, headers, stream, n, concurrency):
 
 
 async def main_async(args) -> dict:
-    body = body_bytes(args.stream, args.native, args.responses)
+    body = body_bytes(args.stream, args.native, args.responses, args.embeddings, args.encoding)
     headers = {"content-type": "application/json", "authorization": "Bearer bench-key"}
     connector = aiohttp.TCPConnector(limit=args.concurrency, ttl_dns_cache=None)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
@@ -214,6 +220,8 @@ def main() -> None:
     ap.add_argument("--stream", action="store_true", help='send "stream":true and read the body as SSE')
     ap.add_argument("--native", action="store_true", help="send a Gemini generateContent body (the native routes)")
     ap.add_argument("--responses", action="store_true", help="send a Responses API body (POST /v1/responses)")
+    ap.add_argument("--embeddings", type=int, default=0, help="send an embeddings request with this many inputs")
+    ap.add_argument("--encoding", default="float", choices=("float", "base64"), help="encoding_format of --embeddings")
     ap.add_argument("--pid", type=int, action="append", default=[], help="process tree(s) to account CPU for")
     ap.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args()

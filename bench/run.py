@@ -43,12 +43,18 @@ SCENARIOS = [
     ("unary", 1), ("unary", 16), ("unary", 64), ("stream", 1), ("stream", 16),
     ("native", 1), ("native", 16), ("native-stream", 1), ("native-stream", 16),
     ("responses", 1), ("responses", 16),  # the stream of "stream" through POST /v1/responses
+    # POST /v1/embeddings, `--embed-inputs` texts per request (one batchEmbedContents upstream), float / base64
+    ("embeddings-float", 1), ("embeddings-float", 16), ("embeddings-base64", 1), ("embeddings-base64", 16),
 ]
 STREAMED = frozenset({"stream", "native-stream", "responses"})
 NATIVE = frozenset({"native", "native-stream"})
+EMBEDDINGS = {"embeddings-float": "float", "embeddings-base64": "base64"}  # kind -> encoding_format
 SCENARIO_NAMES = {"unary": "non-streamed", "stream": "streamed",
                   "native": "native non-streamed", "native-stream": "native streamed",
-                  "responses": "Responses streamed"}
+                  "responses": "Responses streamed",
+                  "embeddings-float": "embeddings float", "embeddings-base64": "embeddings base64"}
+KIND_GROUPS = {"embeddings": tuple(EMBEDDINGS)}  # `--kinds` names standing for several kinds
+EMBED_MODEL = "gemini-embedding-001"
 SERVERS = ("baseline", "gateway")
 CPU_FLAG_RATIO = 1.5
 NATIVE_CPU_FLAG_RATIO = 1.2  # the native routes are a forwarder with auth
@@ -127,10 +133,13 @@ def wait_ready(procs: Procs, name: str, url: str, timeout: float) -> None:
 
 
 def loadgen(
-    python: str, url: str, stream: bool, n: int, conc: int, pids: list[int], native: bool = False, responses: bool = False
+    python: str, url: str, stream: bool, n: int, conc: int, pids: list[int], native: bool = False, responses: bool = False,
+    embeddings: int = 0, encoding: str = "float",
 ) -> dict:
     cmd = [python, str(HERE / "loadgen.py"), "--url", url, "--requests", str(n), "--concurrency", str(conc)]
     cmd += ["--stream"] * stream + ["--native"] * native + ["--responses"] * responses
+    if embeddings:  # megabytes per answer: a shorter warm-up than loadgen's default of 50 requests
+        cmd += ["--embeddings", str(embeddings), "--encoding", encoding, "--warmup", str(max(5, 2 * conc))]
     cmd += [a for pid in pids for a in ("--pid", str(pid))]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
@@ -244,7 +253,8 @@ def report(meta: dict, summary: dict, flags: list[str]) -> str:
         f"load avg before/after: {meta['host']['loadavg_before']} / {meta['host']['loadavg_after']}",
         f"- rounds: {a['rounds']} (medians shown), {a['requests']} requests per non-streamed cell, "
         f"{a['stream_requests']} streams per streamed cell ({a['chunks']} chunks, "
-        f"{a['chunk_delay_ms']} ms apart)",
+        f"{a['chunk_delay_ms']} ms apart), {a['embed_requests']} requests per embeddings cell "
+        f"({a['embed_inputs']} inputs each, {a['embed_dims']} values per vector)",
         f"- gateway: `{meta['gateway_cmd']}`",
         *(["- **quick smoke check**: 1 round, small samples — figures are indicative only"] if a["quick"] else []),
         "- added latency = latency through the server − latency straight to the fake upstream (same round)",
@@ -291,17 +301,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, help="rounds (default 3, quick 1)")
     ap.add_argument("--chunks", type=int, default=100, help="SSE chunks per upstream stream")
     ap.add_argument("--chunk-delay-ms", type=float, default=0.0, help="fake upstream delay between chunks")
+    ap.add_argument("--embed-requests", type=int, help="requests per embeddings cell (default 100, quick 20)")
+    ap.add_argument("--embed-inputs", type=int, default=100, help="inputs per embeddings request")
+    ap.add_argument("--embed-dims", type=int, default=3072, help="values per vector the fake upstream answers")
     ap.add_argument("--ready-timeout", type=float, default=30.0)
     ap.add_argument("--kinds", default=",".join(SCENARIO_NAMES),
-                    help=f"comma-separated scenario kinds to run (default: all of {', '.join(SCENARIO_NAMES)})")
+                    help=f"comma-separated scenario kinds to run (default: all of {', '.join(SCENARIO_NAMES)}; "
+                         "`embeddings` means both embeddings kinds)")
     args = ap.parse_args(argv)
-    args.kinds = [k for k in args.kinds.split(",") if k]
+    args.kinds = [k for name in args.kinds.split(",") if name for k in KIND_GROUPS.get(name, (name,))]
     unknown = set(args.kinds) - set(SCENARIO_NAMES)
     if unknown:
         ap.error(f"unknown scenario kinds: {', '.join(sorted(unknown))}")
+    if not 1 <= args.embed_inputs <= 100:
+        ap.error("--embed-inputs must be 1-100 (one batchEmbedContents call upstream)")
     args.requests = args.requests or (500 if args.quick else 2000)
     args.stream_requests = args.stream_requests or max(150, args.requests // 4)
     args.rounds = args.rounds or (1 if args.quick else 3)
+    args.embed_requests = args.embed_requests or (20 if args.quick else 100)
     return args
 
 
@@ -317,7 +334,8 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
     env.update(kv.split("=", 1) for kv in args.gateway_env)
 
     up = procs.start("upstream", [py, str(HERE / "fake_upstream.py"), "--port", str(ports["upstream"]),
-                                  "--chunks", str(args.chunks), "--delay-ms", str(args.chunk_delay_ms)])
+                                  "--chunks", str(args.chunks), "--delay-ms", str(args.chunk_delay_ms),
+                                  "--embed-dims", str(args.embed_dims), "--embeddings", str(args.embed_inputs)])
     pids = {"upstream": up.pid}
     pids["baseline"] = procs.start("baseline", [py, str(HERE / "baseline.py"), "--port", str(ports["baseline"]),
                                                 "--upstream", upstream], env).pid
@@ -335,12 +353,16 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
     }
     urls["direct", "native"], urls["direct", "native-stream"] = urls["direct", "unary"], urls["direct", "stream"]
     urls["direct", "responses"] = urls["direct", "stream"]
+    for kind in EMBEDDINGS:  # the fake upstream answers `--embed-inputs` vectors
+        urls["direct", kind] = f"{upstream}/v1beta/models/{EMBED_MODEL}:batchEmbedContents"
     for server in SERVERS:
         for kind in ("unary", "stream"):
             urls[server, kind] = f"http://127.0.0.1:{ports[server]}/v1/chat/completions"
         for kind, path in native.items():
             urls[server, kind] = f"http://127.0.0.1:{ports[server]}{path}"
         urls[server, "responses"] = f"http://127.0.0.1:{ports[server]}/v1/responses"
+        for kind in EMBEDDINGS:
+            urls[server, kind] = f"http://127.0.0.1:{ports[server]}/v1/embeddings"
 
     meta = {
         "started": dt.datetime.now().isoformat(timespec="seconds"),
@@ -357,7 +379,7 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
             order.reverse()
         cells: dict = {}
         for kind, conc in scenarios:
-            n = args.stream_requests if kind in STREAMED else args.requests
+            n = args.stream_requests if kind in STREAMED else args.embed_requests if kind in EMBEDDINGS else args.requests
             key = f"{kind}-c{conc}"
             cell = cells[key] = {}
             for target in order:
@@ -366,6 +388,7 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
                 res = cell[target] = loadgen(
                     py, urls[target, kind], kind in STREAMED, n, conc, acct, native=kind in NATIVE,
                     responses=kind == "responses" and target != "direct",
+                    embeddings=args.embed_inputs if kind in EMBEDDINGS else 0, encoding=EMBEDDINGS.get(kind, "float"),
                 )
                 procs.check_alive()
                 if res["errors"] == res["requests"]:

@@ -72,7 +72,6 @@ ENDPOINT_NAMES = {verb: f"native.{verb}" for verb in VERBS} | {"": "native.model
 
 GOOGLE_CLIENT_HEADERS = frozenset({b"x-goog-api-key", b"x-goog-api-client"})
 _GOOGLE_QUERY = re.compile(rb"(?:^|&)(?:key|pageSize|pageToken)=")
-_JSON_HEADERS = {"content-type": "application/json"}
 _NO_CAPABILITIES = ModelCapabilities()
 
 NATIVE_MISSING_KEY = (
@@ -226,7 +225,7 @@ class NativeGemini(Endpoint):
 
         async def once(target: Target, upstream: UpstreamCall[None], headers: dict[str, str]) -> tuple[bytes, str]:
             url = target.upstream.endpoint.native_url(version, target.model, verb) + query
-            return await client.request("POST", url, headers | _JSON_HEADERS, upstream.body)
+            return await client.request("POST", url, headers, upstream.body)  # JSON: the session's default type
 
         (data, content_type), outcome = await self._dispatch(ctx, targets, self._prepare(call.body, model, verb), once)
         _note_usage(ctx, data)
@@ -241,7 +240,7 @@ class NativeGemini(Endpoint):
 
         async def once(target: Target, upstream: UpstreamCall[None], headers: dict[str, str]) -> UpstreamStream:
             url = target.upstream.endpoint.native_url(version, target.model, STREAM_VERB) + query
-            return await client.open_stream(url, upstream.body, headers | _JSON_HEADERS)
+            return await client.open_stream(url, upstream.body, headers)
 
         stream, outcome = await self._dispatch(ctx, targets, self._prepare(call.body, model, STREAM_VERB), once)
         content_type = stream.content_type

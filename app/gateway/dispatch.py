@@ -197,8 +197,9 @@ class Dispatcher:
 
     def _probe(self, targets: list[Target]) -> tuple[Target, Credential] | None:
         """When no target has a usable credential: the refused one whose backoff ends first."""
-        if any(t.upstream.available(t.model) for t in targets):
-            return None
+        for t in targets:
+            if t.upstream.usable(t.model):
+                return None
         best: tuple[float, Target, Credential] | None = None
         for target in targets:
             cred = target.upstream.probe(target.model)

@@ -83,8 +83,12 @@ class Upstream:
 
     def pick(self, model: str = "") -> Credential | None:
         """The next credential usable now for `model`, or None when every one rests or is refused."""
-        now = self.clock()
         n = len(self.credentials)
+        if not self._cooling and not self._parked and n:  # nothing has ever rested: the next in turn, no clock
+            cred = self.credentials[self._next % n]
+            self._next = (self._next + 1) % n
+            return cred
+        now = self.clock()
         for step in range(n):
             cred = self.credentials[(self._next + step) % n]
             if self._usable_at(cred, model) <= now:
@@ -102,6 +106,13 @@ class Upstream:
         now = self.clock()
         candidates = [c for c in self.credentials if self._rest_until(c, model) <= now]
         return min(candidates, key=lambda c: self._parked.get(c.label, 0.0), default=None)
+
+    def usable(self, model: str = "") -> bool:
+        """Whether some credential is usable now for `model` (the dispatcher asks on every request)."""
+        if not self._cooling and not self._parked:
+            return bool(self.credentials)
+        now = self.clock()
+        return any(self._usable_at(c, model) <= now for c in self.credentials)
 
     def available(self, model: str = "") -> int:
         """How many credentials are usable now (the operator's gauge)."""

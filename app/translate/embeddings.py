@@ -24,7 +24,7 @@ Response side:
 * `to_openai(plan, results)` reassembles the batches in input order into OpenAI's list: `index` is the
   position in `input`; `float` lists (Google's arrays copied as they are, when nothing needs
   rescaling) or `base64` (the vector as little-endian float32, exactly as OpenAI encodes it;
-  openai-python asks for it by default and decodes it itself). With `dimensions`, each
+  openai-python asks for it by default and decodes it itself; the conversion is translate/float32.py). With `dimensions`, each
   vector is rescaled to unit length, as OpenAI's are (Google leaves reduced-dimension vectors of
   gemini-embedding-001 unnormalised). Usage is Google's token count; where an answer carries none, it
   is estimated (about four characters per token) and `x-gemini-proxy-usage: estimated` says so.
@@ -32,11 +32,8 @@ Response side:
 
 from __future__ import annotations
 
-import base64
-import functools
 import math
 import re
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -46,6 +43,7 @@ import orjson
 from app.errors import GatewayError, InvalidRequest
 from app.schemas.openai import EmbeddingRequest
 from app.translate.capabilities import ModelCapabilities
+from app.translate.float32 import arrays_float32_base64, float32_base64
 
 # Google: "at most 100 requests can be in one batch" (batchEmbedContents). Vertex's `:predict` takes up
 # to 250 instances; one size for every backend keeps the batches the same whichever target serves them.
@@ -334,16 +332,6 @@ def unit(vector: list[float]) -> list[float]:
     return [x * inverse for x in vector]
 
 
-@functools.lru_cache(maxsize=64)
-def _float32s(count: int) -> struct.Struct:
-    return struct.Struct(f"<{count}f")
-
-
-def float32_base64(vector: list[float]) -> bytes:
-    """The vector as little-endian float32, base64: exactly what OpenAI sends for `encoding_format: base64`."""
-    return base64.b64encode(_float32s(len(vector)).pack(*vector))
-
-
 @dataclass(frozen=True, slots=True)
 class EmbeddingAnswer:
     body: bytes  # OpenAI's embeddings list, as JSON
@@ -352,13 +340,15 @@ class EmbeddingAnswer:
 
 
 _ITEM = b'{"object":"embedding","index":%d,"embedding":'
+_NOT_NUMBERS = "a vector holds something that is not a number"
 
 
 def to_openai(plan: EmbeddingPlan, results: Sequence[BatchResult]) -> EmbeddingAnswer:
     """The batches' answers, in input order -> OpenAI's embeddings list (JSON bytes), its usage, extra headers.
 
     Unparsed arrays (`scan_batch`) are copied as they are when floats are asked for without
-    `dimensions` (one copy, by the final join); otherwise each vector is parsed, rescaled and encoded.
+    `dimensions` (one copy, by the final join), and turned into base64 in one go when base64 is
+    (translate/float32.py); otherwise each vector is parsed, rescaled and encoded.
     """
     pieces: list[bytes | memoryview] = [b'{"object":"list","data":[']
     prompt_tokens = 0
@@ -368,12 +358,24 @@ def to_openai(plan: EmbeddingPlan, results: Sequence[BatchResult]) -> EmbeddingA
     base64_ = plan.encoding == "base64"
     for result in results:
         first = index
-        if result.arrays is not None and not rescale and not base64_:
-            for raw in result.arrays:
-                pieces += (b"," if index else b"") + _ITEM % index, raw, b"}"
-                index += 1
+        if result.arrays is not None and not rescale:
+            if base64_:
+                try:
+                    encoded_arrays = arrays_float32_base64(result.arrays)
+                except ValueError:
+                    raise _bad_answer(_NOT_NUMBERS) from None
+                for encoded in encoded_arrays:
+                    pieces += (b"," if index else b"") + _ITEM % index, b'"', encoded, b'"}'
+                    index += 1
+            else:
+                for raw in result.arrays:
+                    pieces += (b"," if index else b"") + _ITEM % index, raw, b"}"
+                    index += 1
         else:
-            vectors = result.vectors if result.vectors is not None else [orjson.loads(a) for a in result.arrays or ()]
+            try:
+                vectors = result.vectors if result.vectors is not None else [orjson.loads(a) for a in result.arrays or ()]
+            except orjson.JSONDecodeError:
+                raise _bad_answer(_NOT_NUMBERS) from None
             for vector in vectors:
                 if rescale:
                     vector = unit(vector)

@@ -275,3 +275,20 @@ async def test_refused_key_is_parked_and_the_next_key_serves() -> None:
     _, again = await _run(dispatcher, [_target(up)], script)
     assert outcome.credential == "b" and again.credential == "b" and outcome.attempts == 2
 
+
+
+def test_pick_takes_turns_without_the_clock_until_something_rests_then_skips_what_rests() -> None:
+    now = [100.0]
+    creds = [Credential(ApiKeyAuth(f"k{i}"), f"ai#{i}", f"key:ai#{i}") for i in range(3)]
+    up = Upstream("ai", "gemini", Endpoint.gemini("http://x", "v1beta"), creds, clock=lambda: now[0])
+    assert [up.pick("m").label for _ in range(4)] == ["ai#0", "ai#1", "ai#2", "ai#0"]  # type: ignore[union-attr]
+    assert up.usable("m") and up.available("m") == 3
+    up.cool_down(creds[1], 30, model="m")
+    assert [up.pick("m").label for _ in range(3)] == ["ai#2", "ai#0", "ai#2"]  # type: ignore[union-attr]
+    assert up.pick("other").label == "ai#0"  # type: ignore[union-attr]  # a rest is per model
+    for cred in (creds[0], creds[2]):
+        up.cool_down(cred, 30, model="m")
+    assert not up.usable("m") and up.pick("m") is None and up.usable("other")
+    now[0] += 31
+    assert up.usable("m") and up.pick("m") is not None
+    assert not Upstream("none", "gemini", Endpoint.gemini("http://x", "v1beta"), []).usable()

@@ -58,3 +58,16 @@ def test_base64_is_little_endian_float32() -> None:
     assert float32_base64([0.5, -1.25, 2.0]) == b"AAAAPwAAoL8AAABA"
     raw = base64.b64decode(float32_base64([0.1, -3.5e-8]))
     assert struct.unpack("<2f", raw) == struct.unpack("<2f", struct.pack("<2f", 0.1, -3.5e-8))
+
+
+@pytest.mark.parametrize("reader", ["arrays_float32_base64_stdlib", "arrays_float32_base64_simdjson"])
+def test_a_scanned_vector_that_is_not_numbers_is_a_502_in_base64(reader: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.translate import embeddings, float32
+
+    monkeypatch.setattr(embeddings, "arrays_float32_base64", getattr(float32, reader))
+    result = read_batch(CALL, b'{"embeddings": [{"values": [1, 2]}, {"values": [3, null]}]}')
+    assert result.arrays is not None  # the scanner lets `null` through: the float32 reader refuses it
+    with pytest.raises(GatewayError) as caught:
+        to_openai(EmbeddingPlan("m", ["a", "b"], "base64"), [result])
+    assert caught.value.status == 502 and caught.value.code == "upstream_bad_answer"
+    assert "not a number" in caught.value.message

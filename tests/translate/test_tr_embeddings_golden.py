@@ -37,6 +37,7 @@ from app.errors import GatewayError
 from app.schemas.openai import EmbeddingRequest
 from app.testing.fake_gemini.catalogue import MODELS
 from app.testing.fake_gemini.embed import check_request
+from app.translate import embeddings, float32
 from app.translate.capabilities import capabilities_for
 from app.translate.embeddings import EmbedCall, batches, embed_call, plan_embeddings, read_batch, to_openai
 
@@ -154,10 +155,19 @@ def test_response(case: Path) -> None:
     assert not (case / "openai_error.json").exists()
 
 
+READERS = {"stdlib": float32.arrays_float32_base64_stdlib, "simdjson": float32.arrays_float32_base64_simdjson}
+
+
+@pytest.mark.parametrize("reader", READERS.values(), ids=READERS.keys())
 @pytest.mark.parametrize("option", [0, orjson.OPT_INDENT_2], ids=["compact", "pretty"])
 @pytest.mark.parametrize("case", RESPONSE_CASES, ids=_ids(RESPONSE_CASES))
-def test_answers_read_from_their_bytes_give_the_same_response(case: Path, option: int) -> None:
-    """The gateway reads Google's answer bytes (scanned, not parsed, where it can): same result as parsing them."""
+def test_answers_read_from_their_bytes_give_the_same_response(
+    case: Path, option: int, reader: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway reads Google's answer bytes (scanned, not parsed, where it can): same result as parsing them,
+    whichever float32 reader turns the scanned arrays into base64 (translate/float32.py)."""
+    assert reader is not None, "the test extra installs the speedups"
+    monkeypatch.setattr(embeddings, "arrays_float32_base64", reader)
     plan, calls = translate(case)
     answers = load(case / "gemini_responses.json")
     try:
