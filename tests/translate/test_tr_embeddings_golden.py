@@ -24,7 +24,6 @@ Outbound bodies are checked by the fake Gemini's strict validator for their back
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -41,54 +40,17 @@ from app.translate import embeddings, float32
 from app.translate.capabilities import capabilities_for
 from app.translate.embeddings import EmbedCall, batches, embed_call, plan_embeddings, read_batch, to_openai
 
+from .golden_support import UPDATE, check_optional, check_or_update, error_summary, ids, load, meta
+
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "embeddings"
-UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 DEFAULT_MODEL = "gemini-embedding-001"
 KNOWN_FILES = {
     "openai_request.json", "meta.json", "gemini_calls.json", "error.json", "gemini_responses.json",
     "openai_response.json", "headers.json", "openai_error.json",
 }  # fmt: skip
 
-CASES = sorted(d for d in GOLDEN.iterdir() if d.is_dir())
+CASES = sorted(d for d in GOLDEN.iterdir() if d.is_dir())  # every folder: the well-formed test checks each
 RESPONSE_CASES = [c for c in CASES if (c / "gemini_responses.json").exists()]
-
-
-def _ids(cases: list[Path]) -> list[str]:
-    return [c.name for c in cases]
-
-
-def load(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def dump(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def check_or_update(path: Path, actual: Any) -> None:
-    if UPDATE:
-        dump(path, actual)
-    if not path.exists():
-        pytest.fail(f"missing golden file {path.relative_to(GOLDEN.parent)}; create it with UPDATE_GOLDEN=1 and review it")
-    assert actual == load(path)
-
-
-def check_optional(path: Path, actual: dict[str, Any]) -> None:
-    if UPDATE:
-        if actual:
-            dump(path, actual)
-        elif path.exists():
-            path.unlink()
-    assert actual == (load(path) if path.exists() else {})
-
-
-def error_summary(exc: GatewayError) -> dict[str, Any]:
-    return {"status": exc.status, **exc.body()}
-
-
-def meta(case: Path) -> dict[str, Any]:
-    path = case / "meta.json"
-    return load(path) if path.exists() else {}
 
 
 def translate(case: Path) -> tuple[Any, list[EmbedCall]]:
@@ -113,7 +75,7 @@ def test_golden_folders_are_well_formed() -> None:
                 assert ("openai_response.json" in names) != ("openai_error.json" in names), case.name
 
 
-@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
 def test_request(case: Path) -> None:
     try:
         _, calls = translate(case)
@@ -123,7 +85,7 @@ def test_request(case: Path) -> None:
     check_or_update(case / "gemini_calls.json", [{"verb": c.verb, "body": c.body} for c in calls])
 
 
-@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
 def test_calls_pass_the_fakes_strict_validation(case: Path) -> None:
     try:
         _, calls = translate(case)
@@ -137,7 +99,7 @@ def test_calls_pass_the_fakes_strict_validation(case: Path) -> None:
         assert len(items) == call.count
 
 
-@pytest.mark.parametrize("case", RESPONSE_CASES, ids=_ids(RESPONSE_CASES))
+@pytest.mark.parametrize("case", RESPONSE_CASES, ids=ids(RESPONSE_CASES))
 def test_response(case: Path) -> None:
     plan, calls = translate(case)
     answers = load(case / "gemini_responses.json")
@@ -160,7 +122,7 @@ READERS = {"stdlib": float32.arrays_float32_base64_stdlib, "simdjson": float32.a
 
 @pytest.mark.parametrize("reader", READERS.values(), ids=READERS.keys())
 @pytest.mark.parametrize("option", [0, orjson.OPT_INDENT_2], ids=["compact", "pretty"])
-@pytest.mark.parametrize("case", RESPONSE_CASES, ids=_ids(RESPONSE_CASES))
+@pytest.mark.parametrize("case", RESPONSE_CASES, ids=ids(RESPONSE_CASES))
 def test_answers_read_from_their_bytes_give_the_same_response(
     case: Path, option: int, reader: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -182,7 +144,7 @@ def test_answers_read_from_their_bytes_give_the_same_response(
     assert (got.prompt_tokens, got.headers) == (expected.prompt_tokens, expected.headers)
 
 
-@pytest.mark.parametrize("case", RESPONSE_CASES, ids=_ids(RESPONSE_CASES))
+@pytest.mark.parametrize("case", RESPONSE_CASES, ids=ids(RESPONSE_CASES))
 def test_response_fixture_vectors_are_valid(case: Path) -> None:
     for answer in load(case / "gemini_responses.json"):
         items = list(answer.get("embeddings", []))

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -52,10 +51,10 @@ from app.translate.chat_response import ResponseContext, to_openai
 from app.translate.chat_stream import ChatStreamTranscoder, ChatStreamTranslator
 from app.upstream.sse import SSEDecoder, parse_payload
 
+from .golden_support import UPDATE, cases, check_optional, check_or_update, error_summary, ids, load, meta
 from .tr_oracles import validate_request_body
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "chat"
-UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 DEFAULT_MODEL = "gemini-2.5-flash"
 COMPLETION_ID = "chatcmpl-golden"
@@ -63,28 +62,12 @@ CREATED = 1700000000
 DONE = "[DONE]"
 
 
-def _cases(*names: str) -> list[Path]:
-    return sorted(d for d in GOLDEN.iterdir() if d.is_dir() and any((d / n).exists() for n in names))
-
-
-REQUEST_CASES = _cases("openai_request.json")
-RESPONSE_CASES = _cases("gemini_response.json")
-STREAM_CASES = _cases("gemini_response.sse")
-
-
-def _ids(cases: list[Path]) -> list[str]:
-    return [c.name for c in cases]
+REQUEST_CASES = cases(GOLDEN, "openai_request.json")
+RESPONSE_CASES = cases(GOLDEN, "gemini_response.json")
+STREAM_CASES = cases(GOLDEN, "gemini_response.sse")
 
 
 # -- file helpers ---------------------------------------------------------------------------
-
-
-def load(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def dump(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def parse_sse_text(text: str) -> list[Any]:
@@ -107,41 +90,10 @@ def render_sse(events: list[Any]) -> str:
     )
 
 
-def check_or_update(path: Path, actual: Any, *, sse: bool = False) -> None:
-    """Compare with the golden file as parsed JSON; with UPDATE_GOLDEN=1 rewrite it first."""
-    if UPDATE:
-        if sse:
-            path.write_text(render_sse(actual), encoding="utf-8")
-        else:
-            dump(path, actual)
-    if not path.exists():
-        pytest.fail(f"missing golden file {path.relative_to(GOLDEN.parent)}; create it with UPDATE_GOLDEN=1 and review it")
-    expected = parse_sse_text(path.read_text(encoding="utf-8")) if sse else load(path)
-    if sse:
-        assert len(actual) == len(expected), f"{path.name}: {len(actual)} events, expected {len(expected)}"
-        for i, (got, want) in enumerate(zip(actual, expected, strict=True)):
-            assert got == want, f"{path.name}: event {i} differs"
-    else:
-        assert actual == expected
 
-
-def check_optional(path: Path, actual: dict[str, Any]) -> None:
-    """A golden file that exists only when `actual` is non-empty."""
-    if UPDATE:
-        if actual:
-            dump(path, actual)
-        elif path.exists():
-            path.unlink()
-    expected = load(path) if path.exists() else {}
-    assert actual == expected, f"{path.name} differs"
-
+SSE = (parse_sse_text, render_sse)
 
 # -- translating a case ---------------------------------------------------------------------
-
-
-def meta(case: Path) -> dict[str, Any]:
-    path = case / "meta.json"
-    return load(path) if path.exists() else {}
 
 
 def translate_request(case: Path) -> GeminiCall:
@@ -165,10 +117,6 @@ def call_summary(call: GeminiCall) -> dict[str, Any]:
         "signature_bypasses": call.signature_bypasses,
         "dropped_schema_keywords": call.dropped_schema_keywords,
     }
-
-
-def error_summary(exc: GatewayError) -> dict[str, Any]:
-    return {"status": exc.status, **exc.body()}
 
 
 def response_options(case: Path) -> ResponseOptions:
@@ -232,7 +180,7 @@ def test_golden_folders_are_well_formed() -> None:
                 load(case / name)  # parses
 
 
-@pytest.mark.parametrize("case", REQUEST_CASES, ids=_ids(REQUEST_CASES))
+@pytest.mark.parametrize("case", REQUEST_CASES, ids=ids(REQUEST_CASES))
 def test_request(case: Path) -> None:
     try:
         call = translate_request(case)
@@ -247,7 +195,7 @@ def test_request(case: Path) -> None:
     check_or_update(case / "call.json", call_summary(call))
 
 
-@pytest.mark.parametrize("case", REQUEST_CASES, ids=_ids(REQUEST_CASES))
+@pytest.mark.parametrize("case", REQUEST_CASES, ids=ids(REQUEST_CASES))
 def test_request_body_passes_google_oracles(case: Path) -> None:
     try:
         call = translate_request(case)
@@ -258,7 +206,7 @@ def test_request_body_passes_google_oracles(case: Path) -> None:
     validate_request_body(body, meta(case).get("backend", "gemini"))
 
 
-@pytest.mark.parametrize("case", REQUEST_CASES, ids=_ids(REQUEST_CASES))
+@pytest.mark.parametrize("case", REQUEST_CASES, ids=ids(REQUEST_CASES))
 def test_request_translation_does_not_modify_its_input(case: Path) -> None:
     raw = load(case / "openai_request.json")
     req = ChatCompletionRequest.model_validate(raw)
@@ -272,7 +220,7 @@ def test_request_translation_does_not_modify_its_input(case: Path) -> None:
     assert req.model_dump() == before
 
 
-@pytest.mark.parametrize("case", RESPONSE_CASES, ids=_ids(RESPONSE_CASES))
+@pytest.mark.parametrize("case", RESPONSE_CASES, ids=ids(RESPONSE_CASES))
 def test_response(case: Path) -> None:
     ctx = new_context(response_options(case))
     try:
@@ -287,20 +235,20 @@ def test_response(case: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:SOME_FUTURE_REASON is not a valid FinishReason")  # an unknown value on purpose
-@pytest.mark.parametrize("case", RESPONSE_CASES, ids=_ids(RESPONSE_CASES))
+@pytest.mark.parametrize("case", RESPONSE_CASES, ids=ids(RESPONSE_CASES))
 def test_response_fixture_is_a_valid_gemini_response(case: Path) -> None:
     gtypes.GenerateContentResponse.model_validate(load(case / "gemini_response.json"))
 
 
-@pytest.mark.parametrize("case", STREAM_CASES, ids=_ids(STREAM_CASES))
+@pytest.mark.parametrize("case", STREAM_CASES, ids=ids(STREAM_CASES))
 def test_stream(case: Path) -> None:
     events, stored = gateway_stream([(case / "gemini_response.sse").read_bytes()], response_options(case))
-    check_or_update(case / "openai_response.sse", events, sse=True)
+    check_or_update(case / "openai_response.sse", events, sse=SSE)
     if not (case / "gemini_response.json").exists():
         check_optional(case / "stored_signatures.json", stored)
 
 
-@pytest.mark.parametrize("case", STREAM_CASES, ids=_ids(STREAM_CASES))
+@pytest.mark.parametrize("case", STREAM_CASES, ids=ids(STREAM_CASES))
 def test_stream_fixture_events_are_valid_gemini_responses(case: Path) -> None:
     events = sse_fixture_events(case)
     assert events
@@ -309,7 +257,7 @@ def test_stream_fixture_events_are_valid_gemini_responses(case: Path) -> None:
             gtypes.GenerateContentResponse.model_validate(event)
 
 
-@pytest.mark.parametrize("case", STREAM_CASES, ids=_ids(STREAM_CASES))
+@pytest.mark.parametrize("case", STREAM_CASES, ids=ids(STREAM_CASES))
 def test_stream_encoded_fast_path_equals_the_chunk_objects(case: Path) -> None:
     """`feed_payload` (template bytes for plain text deltas, from the unparsed event) and `feed` (chunk objects) agree."""
     options = response_options(case)
@@ -342,7 +290,7 @@ def _split_runs(data: bytes) -> Iterable[tuple[str, list[bytes]]]:
     yield "one byte at a time", [data[i : i + 1] for i in range(len(data))]
 
 
-@pytest.mark.parametrize("case", STREAM_CASES, ids=_ids(STREAM_CASES))
+@pytest.mark.parametrize("case", STREAM_CASES, ids=ids(STREAM_CASES))
 def test_stream_does_not_depend_on_chunk_boundaries(case: Path) -> None:
     data = (case / "gemini_response.sse").read_bytes()
     options = response_options(case)
@@ -367,7 +315,7 @@ def _tool_arguments(events: list[Any]) -> dict[tuple[int, int], str]:
     return args
 
 
-@pytest.mark.parametrize("case", STREAM_CASES, ids=_ids(STREAM_CASES))
+@pytest.mark.parametrize("case", STREAM_CASES, ids=ids(STREAM_CASES))
 def test_stream_chunks_follow_openai_rules(case: Path) -> None:
     """Role on each choice's first delta, one finish per choice, ids and ids of calls consistent, args parse."""
     events, _ = gateway_stream([(case / "gemini_response.sse").read_bytes()], response_options(case))
@@ -401,7 +349,7 @@ def _sse_and_json_twins() -> list[Path]:
     return [c for c in STREAM_CASES if (c / "gemini_response.json").exists()]
 
 
-@pytest.mark.parametrize("case", _sse_and_json_twins(), ids=_ids(_sse_and_json_twins()))
+@pytest.mark.parametrize("case", _sse_and_json_twins(), ids=ids(_sse_and_json_twins()))
 def test_stream_agrees_with_non_stream_twin(case: Path) -> None:
     """A case holding both forms of one answer: the accumulated stream equals the completion."""
     options = response_options(case)

@@ -25,10 +25,7 @@ which check `imageConfig`); `generateContent` answers are valid `google.genai.ty
 from __future__ import annotations
 
 import base64
-import json
-import os
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -42,8 +39,9 @@ from app.testing.gemini_schema import validate_generate_content
 from app.translate.capabilities import capabilities_for
 from app.translate.images import ImageCall, ImagePlan, image_calls, plan_images, read_answer, sniff_image, to_openai
 
+from .golden_support import UPDATE, check_or_update, error_summary, ids, load, meta
+
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "images"
-UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 DEFAULT_MODEL = "gemini-2.5-flash-image"
 CREATED = 1767225600
 KNOWN_FILES = {
@@ -51,33 +49,8 @@ KNOWN_FILES = {
     "openai_response.json", "openai_error.json",
 }  # fmt: skip
 
-CASES = sorted(d for d in GOLDEN.iterdir() if d.is_dir())
+CASES = sorted(d for d in GOLDEN.iterdir() if d.is_dir())  # every folder: the well-formed test checks each
 RESPONSE_CASES = [c for c in CASES if (c / "gemini_responses.json").exists()]
-
-
-def _ids(cases: list[Path]) -> list[str]:
-    return [c.name for c in cases]
-
-
-def load(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def check_or_update(path: Path, actual: Any) -> None:
-    if UPDATE:
-        path.write_text(json.dumps(actual, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if not path.exists():
-        pytest.fail(f"missing golden file {path.relative_to(GOLDEN.parent)}; create it with UPDATE_GOLDEN=1 and review it")
-    assert actual == load(path)
-
-
-def error_summary(exc: GatewayError) -> dict[str, Any]:
-    return {"status": exc.status, **exc.body()}
-
-
-def meta(case: Path) -> dict[str, Any]:
-    path = case / "meta.json"
-    return load(path) if path.exists() else {}
 
 
 def translate(case: Path) -> tuple[ImagePlan, list[ImageCall]]:
@@ -105,7 +78,7 @@ def test_golden_folders_are_well_formed() -> None:
                 assert ("openai_response.json" in names) != ("openai_error.json" in names), case.name
 
 
-@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
 def test_request(case: Path) -> None:
     try:
         _, calls = translate(case)
@@ -115,7 +88,7 @@ def test_request(case: Path) -> None:
     check_or_update(case / "gemini_calls.json", [{"verb": c.verb, "body": c.body} for c in calls])
 
 
-@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
 def test_calls_pass_the_fakes_strict_validation(case: Path) -> None:
     try:
         _, calls = translate(case)
@@ -133,7 +106,7 @@ def test_calls_pass_the_fakes_strict_validation(case: Path) -> None:
             check_model_rules(spec, body, backend)
 
 
-@pytest.mark.parametrize("case", RESPONSE_CASES, ids=_ids(RESPONSE_CASES))
+@pytest.mark.parametrize("case", RESPONSE_CASES, ids=ids(RESPONSE_CASES))
 def test_response(case: Path) -> None:
     plan, calls = translate(case)
     answers = load(case / "gemini_responses.json")
@@ -151,7 +124,7 @@ def test_response(case: Path) -> None:
     assert not (case / "openai_error.json").exists()
 
 
-@pytest.mark.parametrize("case", RESPONSE_CASES, ids=_ids(RESPONSE_CASES))
+@pytest.mark.parametrize("case", RESPONSE_CASES, ids=ids(RESPONSE_CASES))
 def test_response_fixtures_are_valid(case: Path) -> None:
     _, calls = translate(case)
     for call, answer in zip(calls, load(case / "gemini_responses.json"), strict=True):

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -54,35 +53,19 @@ from app.translate.responses_stream import ResponsesStreamTranslator
 from app.translate.transcoder import StreamTranscoder
 from app.upstream.sse import SSEDecoder
 
+from .golden_support import UPDATE, cases, check_optional, check_or_update, error_summary, ids, load, meta
 from .tr_oracles import validate_request_body
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "responses"
-UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 DEFAULT_MODEL = "gemini-2.5-flash"
 RESPONSE_ID = "resp_golden"
 CREATED = 1700000000
 COMPLETED = 1700000009
 
 
-def _cases(*names: str) -> list[Path]:
-    return sorted(d for d in GOLDEN.iterdir() if d.is_dir() and any((d / n).exists() for n in names))
-
-
-REQUEST_CASES = _cases("responses_request.json")
-RESPONSE_CASES = _cases("gemini_response.json")
-STREAM_CASES = _cases("gemini_response.sse")
-
-
-def _ids(cases: list[Path]) -> list[str]:
-    return [c.name for c in cases]
-
-
-def load(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def dump(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+REQUEST_CASES = cases(GOLDEN, "responses_request.json")
+RESPONSE_CASES = cases(GOLDEN, "gemini_response.json")
+STREAM_CASES = cases(GOLDEN, "gemini_response.sse")
 
 
 def parse_sse_text(text: str) -> list[dict[str, Any]]:
@@ -105,39 +88,10 @@ def render_sse(events: list[dict[str, Any]]) -> str:
     )
 
 
-def check_or_update(path: Path, actual: Any, *, sse: bool = False) -> None:
-    if UPDATE:
-        if sse:
-            path.write_text(render_sse(actual), encoding="utf-8")
-        else:
-            dump(path, actual)
-    if not path.exists():
-        pytest.fail(f"missing golden file {path.relative_to(GOLDEN.parent)}; create it with UPDATE_GOLDEN=1 and review it")
-    expected = parse_sse_text(path.read_text(encoding="utf-8")) if sse else load(path)
-    if sse:
-        assert len(actual) == len(expected), f"{path.name}: {len(actual)} events, expected {len(expected)}"
-        for i, (got, want) in enumerate(zip(actual, expected, strict=True)):
-            assert got == want, f"{path.name}: event {i} differs"
-    else:
-        assert actual == expected
 
-
-def check_optional(path: Path, actual: dict[str, Any]) -> None:
-    if UPDATE:
-        if actual:
-            dump(path, actual)
-        elif path.exists():
-            path.unlink()
-    expected = load(path) if path.exists() else {}
-    assert actual == expected, f"{path.name} differs"
-
+SSE = (parse_sse_text, render_sse)
 
 # -- translating a case ---------------------------------------------------------------------
-
-
-def meta(case: Path) -> dict[str, Any]:
-    path = case / "meta.json"
-    return load(path) if path.exists() else {}
 
 
 def translate_request(case: Path) -> ResponsesCall:
@@ -160,10 +114,6 @@ def call_summary(call: ResponsesCall) -> dict[str, Any]:
         "signatures_restored": call.signatures_restored,
         "dropped_schema_keywords": call.dropped_schema_keywords,
     }
-
-
-def error_summary(exc: GatewayError) -> dict[str, Any]:
-    return {"status": exc.status, **exc.body()}
 
 
 def response_options(case: Path) -> ResponsesOptions:
@@ -226,7 +176,7 @@ def test_golden_folders_are_well_formed() -> None:
             assert ("gemini_request.json" in names) != ("error.json" in names), case.name
 
 
-@pytest.mark.parametrize("case", REQUEST_CASES, ids=_ids(REQUEST_CASES))
+@pytest.mark.parametrize("case", REQUEST_CASES, ids=ids(REQUEST_CASES))
 def test_request(case: Path) -> None:
     try:
         call = translate_request(case)
@@ -241,7 +191,7 @@ def test_request(case: Path) -> None:
     check_or_update(case / "call.json", call_summary(call))
 
 
-@pytest.mark.parametrize("case", REQUEST_CASES, ids=_ids(REQUEST_CASES))
+@pytest.mark.parametrize("case", REQUEST_CASES, ids=ids(REQUEST_CASES))
 def test_request_body_passes_google_oracles(case: Path) -> None:
     try:
         call = translate_request(case)
@@ -251,7 +201,7 @@ def test_request_body_passes_google_oracles(case: Path) -> None:
     validate_request_body(json.loads(json.dumps(call.body)), meta(case).get("backend", "gemini"))
 
 
-@pytest.mark.parametrize("case", REQUEST_CASES, ids=_ids(REQUEST_CASES))
+@pytest.mark.parametrize("case", REQUEST_CASES, ids=ids(REQUEST_CASES))
 def test_request_translation_does_not_modify_its_input(case: Path) -> None:
     req = ResponsesRequest.model_validate(load(case / "responses_request.json"))
     before = req.model_dump()
@@ -267,7 +217,7 @@ def test_request_translation_does_not_modify_its_input(case: Path) -> None:
     assert [h.model_dump() for h in history] == history_before
 
 
-@pytest.mark.parametrize("case", RESPONSE_CASES, ids=_ids(RESPONSE_CASES))
+@pytest.mark.parametrize("case", RESPONSE_CASES, ids=ids(RESPONSE_CASES))
 def test_response(case: Path) -> None:
     ctx = new_context(response_options(case))
     try:
@@ -282,20 +232,20 @@ def test_response(case: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:SOME_FUTURE_REASON is not a valid FinishReason")  # an unknown value on purpose
-@pytest.mark.parametrize("case", RESPONSE_CASES, ids=_ids(RESPONSE_CASES))
+@pytest.mark.parametrize("case", RESPONSE_CASES, ids=ids(RESPONSE_CASES))
 def test_response_fixture_is_a_valid_gemini_response(case: Path) -> None:
     gtypes.GenerateContentResponse.model_validate(load(case / "gemini_response.json"))
 
 
-@pytest.mark.parametrize("case", STREAM_CASES, ids=_ids(STREAM_CASES))
+@pytest.mark.parametrize("case", STREAM_CASES, ids=ids(STREAM_CASES))
 def test_stream(case: Path) -> None:
     events, stored = gateway_stream([(case / "gemini_response.sse").read_bytes()], response_options(case))
-    check_or_update(case / "responses_response.sse", events, sse=True)
+    check_or_update(case / "responses_response.sse", events, sse=SSE)
     if not (case / "gemini_response.json").exists():
         check_optional(case / "stored_signatures.json", stored)
 
 
-@pytest.mark.parametrize("case", STREAM_CASES, ids=_ids(STREAM_CASES))
+@pytest.mark.parametrize("case", STREAM_CASES, ids=ids(STREAM_CASES))
 def test_stream_fixture_events_are_valid_gemini_responses(case: Path) -> None:
     for event in sse_fixture_events(case):
         if "error" not in event:
@@ -308,7 +258,7 @@ def _split_runs(data: bytes) -> Iterable[tuple[str, list[bytes]]]:
     yield "one byte at a time", [data[i : i + 1] for i in range(len(data))]
 
 
-@pytest.mark.parametrize("case", STREAM_CASES, ids=_ids(STREAM_CASES))
+@pytest.mark.parametrize("case", STREAM_CASES, ids=ids(STREAM_CASES))
 def test_stream_does_not_depend_on_chunk_boundaries(case: Path) -> None:
     data = (case / "gemini_response.sse").read_bytes()
     options = response_options(case)
@@ -351,13 +301,13 @@ def check_openai_order(events: list[dict[str, Any]]) -> None:
             assert isinstance(json.loads(item["arguments"]), dict)
 
 
-@pytest.mark.parametrize("case", STREAM_CASES, ids=_ids(STREAM_CASES))
+@pytest.mark.parametrize("case", STREAM_CASES, ids=ids(STREAM_CASES))
 def test_stream_follows_openai_rules(case: Path) -> None:
     events, _ = gateway_stream([(case / "gemini_response.sse").read_bytes()], response_options(case))
     check_openai_order(events)
 
 
-@pytest.mark.parametrize("case", STREAM_CASES, ids=_ids(STREAM_CASES))
+@pytest.mark.parametrize("case", STREAM_CASES, ids=ids(STREAM_CASES))
 def test_stream_accumulates_in_openai_python(case: Path) -> None:
     """openai-python's own stream state (what `responses.stream()` runs) accepts every event and ends where we end."""
     events, _ = gateway_stream([(case / "gemini_response.sse").read_bytes()], response_options(case))
@@ -385,7 +335,7 @@ def _twins() -> list[Path]:
     return [c for c in STREAM_CASES if (c / "gemini_response.json").exists()]
 
 
-@pytest.mark.parametrize("case", _twins(), ids=_ids(_twins()))
+@pytest.mark.parametrize("case", _twins(), ids=ids(_twins()))
 def test_stream_agrees_with_non_stream_twin(case: Path) -> None:
     """A case holding both forms of one answer: the streamed Response equals the whole one."""
     options = response_options(case)
@@ -396,7 +346,7 @@ def test_stream_agrees_with_non_stream_twin(case: Path) -> None:
     assert events[-1]["response"] == whole
 
 
-@pytest.mark.parametrize("case", STREAM_CASES, ids=_ids(STREAM_CASES))
+@pytest.mark.parametrize("case", STREAM_CASES, ids=ids(STREAM_CASES))
 def test_stream_fast_path_equals_the_parsed_path(case: Path) -> None:
     """Text deltas made from the unparsed bytes (`feed_payload`) equal those of the parsed events (`feed_sse`)."""
     options = response_options(case)
