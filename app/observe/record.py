@@ -11,7 +11,9 @@ prompt or answer ever reaches a record (docs/design.md#observability).
 
 from __future__ import annotations
 
-import random
+import itertools
+import os
+import secrets
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -30,10 +32,25 @@ _ROUTE_ENDPOINTS = (
 
 
 class UsageSink(Protocol):
-    def add(self, record: dict[str, Any]) -> None: ...
+    def add(self, record: tuple[Any, ...]) -> None: ...
 
 
-_ids = random.Random()  # record ids need to be unique, not secret
+class _RecordIds:
+    """Record ids: unique, not secret: a random prefix per process (reset in a forked child) and a counter."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = "u" + secrets.token_hex(6)
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+_ids = _RecordIds()
 
 
 def endpoint_of(path: str) -> str:
@@ -84,7 +101,7 @@ class Recorder:
                 self.metrics.spend(principal.team, model, ctx.cost_usd)
             sink = self.usage
             if sink is not None:
-                sink.add(record_of(ctx, "u" + _ids.randbytes(12).hex()))
+                sink.add(record_of(ctx, _ids.next()))
         self.access.write(ctx)
         metrics = self.metrics
         if not metrics.enabled:

@@ -56,13 +56,16 @@ DEFAULT_PRICES: dict[str, _P] = {
 }
 
 
+PICO = 10**6  # rates are kept as integer pico-USD per token: exact sums, integer arithmetic on the request path
+
+
 @dataclass(frozen=True, slots=True)
 class Rates:
-    """Micro-USD per token (= USD per 1M tokens)."""
+    """Pico-USD per token (= micro-USD per 1M tokens), from the USD-per-1M figures."""
 
-    input: Decimal
-    output: Decimal
-    cached: Decimal
+    input: int
+    output: int
+    cached: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,17 +80,17 @@ class Price:
         if self.long is not None and self.long_threshold is not None and usage.prompt > self.long_threshold:
             rates = self.long
         cached = min(usage.cached, usage.prompt)
-        micro = (usage.prompt - cached) * rates.input + cached * rates.cached + usage.completion * rates.output
-        return int(micro.to_integral_value())
+        pico = (usage.prompt - cached) * rates.input + cached * rates.cached + usage.completion * rates.output
+        return (pico + PICO // 2) // PICO  # rounded half up to whole micro-USD
 
 
-def _d(value: str | float | None, default: Decimal) -> Decimal:
-    return default if value is None else Decimal(str(value))
+def _d(value: str | float | None, default: int) -> int:
+    return default if value is None else int(Decimal(str(value)) * PICO)
 
 
 def _price(inp: str | float, out: str | float, cached: str | float | None, threshold: int | None,
            long_in: str | float | None, long_out: str | float | None, long_cached: str | float | None) -> Price:
-    base = Rates(_d(inp, Decimal(0)), _d(out, Decimal(0)), _d(cached, _d(inp, Decimal(0))))
+    base = Rates(_d(inp, 0), _d(out, 0), _d(cached, _d(inp, 0)))
     if threshold is None:
         return Price(base)
     long_input = _d(long_in, base.input)

@@ -1,7 +1,8 @@
 """Usage records in the database: writing batches, the totals the CLI and /admin/usage show, pruning.
 
-A record is a plain dict (`record_of` builds it from a finished request; it is
-also what the spool file holds, one JSON object a line). `write` inserts a batch
+A record is a tuple on the request path (`record_of`, in `RECORD_FIELDS`
+order), a dict from then on (`as_dict`): what `write` takes and the spool file
+holds, one JSON object a line. `write` inserts a batch
 in one transaction, `ON CONFLICT DO NOTHING` on the record's own id, and adds
 to `usage_daily` only the rows actually inserted, so a batch written twice (a
 spool replayed after a crash) counts once.
@@ -16,6 +17,7 @@ Gemini model that served the request (else the model asked), `day` -> `YYYY-MM-D
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,24 +51,33 @@ def _clip(value: str | None, limit: int) -> str | None:
     return value[:limit]
 
 
-def record_of(ctx: RequestContext, record_id: str) -> dict[str, Any]:
-    """The usage record of a finished request (JSON-able: it may go to the spool file)."""
+RECORD_FIELDS = (
+    "id", "ts", "request_id", "key_id", "key_name", "team", "endpoint", "model", "upstream", "served_model", "status",
+    "error_code", "prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens", "cost_micro_usd",
+    "latency_ms", "ttft_ms", "attempts", "stream", "client_disconnected",
+)
+
+
+def record_of(ctx: RequestContext, record_id: str) -> tuple[Any, ...]:
+    """The usage record of a finished request, as a tuple in `RECORD_FIELDS` order (cheap on the request path)."""
     usage = ctx.usage
     principal = ctx.principal
-    ttft = ctx.ttft()
+    first = ctx.first_token
     cost = ctx.cost_usd
-    record: dict[str, Any] = {
-        "id": record_id, "ts": ctx.wall, "request_id": ctx.request_id, "key_id": principal.key_id,
-        "key_name": principal.name, "team": principal.team, "endpoint": ctx.endpoint or "other", "model": ctx.model,
-        "upstream": ctx.upstream, "served_model": ctx.response_model or ctx.served_model, "status": ctx.status,
-        "error_code": ctx.error_code,
-        "prompt_tokens": usage.prompt if usage else 0, "completion_tokens": usage.completion if usage else 0,
-        "reasoning_tokens": usage.reasoning if usage else 0, "cached_tokens": usage.cached if usage else 0,
-        "cost_micro_usd": None if cost is None else round(cost * 1_000_000),
-        "latency_ms": round(ctx.elapsed() * 1000), "ttft_ms": None if ttft is None else round(ttft * 1000),
-        "attempts": ctx.attempts, "stream": ctx.stream, "client_disconnected": ctx.error_code == "client_closed",
-    }
-    return record
+    started = ctx.started
+    return (
+        record_id, ctx.wall, ctx.request_id, principal.key_id, principal.name, principal.team, ctx.endpoint or "other",
+        ctx.model, ctx.upstream, ctx.response_model or ctx.served_model, ctx.status, ctx.error_code,
+        usage.prompt if usage else 0, usage.completion if usage else 0, usage.reasoning if usage else 0,
+        usage.cached if usage else 0, None if cost is None else round(cost * 1_000_000),
+        round((time.perf_counter() - started) * 1000), None if first is None else round((first - started) * 1000),
+        ctx.attempts, ctx.stream, ctx.error_code == "client_closed",
+    )
+
+
+def as_dict(record: tuple[Any, ...]) -> dict[str, Any]:
+    """A record as the spool file and `UsageStore.write` take it."""
+    return dict(zip(RECORD_FIELDS, record, strict=True))
 
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:

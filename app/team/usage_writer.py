@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from app.team.usage_store import UsageStore
+from app.team.usage_store import UsageStore, as_dict
 
 log = logging.getLogger("gemini_proxy.usage")
 
@@ -117,7 +117,7 @@ class UsageWriter:
         self.prune_interval = prune_interval
         self.on_health = on_health
         self.on_pending = on_pending
-        self.queue: collections.deque[dict[str, Any]] = collections.deque()
+        self.queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self.healthy = True
         self._own: SpoolFile | None = None  # this process's spool (appended to)
         self._held: list[SpoolFile] = []  # spools to write back, oldest first (rotated own ones, adopted ones)
@@ -128,11 +128,12 @@ class UsageWriter:
 
     # -- the request path ---------------------------------------------------------------------------------------
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: tuple[Any, ...]) -> None:
+        """Queue one record (`usage_store.record_of`); no I/O unless the queue is full."""
         queue = self.queue
         if len(queue) >= self.queue_size:
             try:
-                self._spool_sync([record])
+                self._spool_sync([as_dict(record)])
             except OSError as exc:
                 log.error("usage record lost: the queue is full and the spool cannot be written (%s)", exc)
             return
@@ -171,7 +172,7 @@ class UsageWriter:
         except TimeoutError:
             log.warning("usage records: the database did not take them in %.0f s at shutdown; spooling them", self.stop_timeout)
         if self.queue:
-            batch = list(self.queue)
+            batch = [as_dict(r) for r in self.queue]
             self.queue.clear()
             try:
                 self._spool_sync(batch)
@@ -231,7 +232,7 @@ class UsageWriter:
 
     def _take(self) -> list[dict[str, Any]]:
         queue = self.queue
-        return [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
+        return [as_dict(queue.popleft()) for _ in range(min(self.batch_size, len(queue)))]
 
     async def _one_by_one(self, batch: list[dict[str, Any]], exc: BaseException) -> None:
         """The database answers but refused the batch: write the records alone, drop (and log) those it refuses."""

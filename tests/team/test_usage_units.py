@@ -19,7 +19,7 @@ from app.pipeline.context import Usage
 from app.settings import PriceSettings, normalise_database_url
 from app.team.db import open_database
 from app.team.prices import DEFAULT_PRICES, PRICES_AS_OF, PriceTable
-from app.team.usage_store import UsageQuery, UsageStore
+from app.team.usage_store import RECORD_FIELDS, UsageQuery, UsageStore
 from app.team.usage_writer import UsageWriter
 
 NOW = datetime(2026, 12, 6, 15, 30, tzinfo=UTC)
@@ -202,10 +202,10 @@ def test_a_dead_process_spool_is_written_back_and_a_refused_record_is_dropped(da
         try:
             await writer.start()
             assert writer.pending == 3
-            writer.add(record(4, now))
+            writer.add(tuple(record(4, now)[f] for f in RECORD_FIELDS))
             bad = record(5, now)
             bad["status"] = "not a number"
-            writer.add(bad)
+            writer.add(tuple(bad[f] for f in RECORD_FIELDS))
             for _ in range(100):
                 if writer.pending == 0:
                     break
