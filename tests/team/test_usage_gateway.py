@@ -198,3 +198,13 @@ def test_admin_usage_shapes_and_bad_parameters(usage_gateway, admin_of, fake):
     assert set(schema["components"]["schemas"]["UsageReport"]["properties"]) == {"by", "since", "until", "rows"}
     assert set(schema["components"]["schemas"]["UsageRow"]["properties"]) == fields
 
+
+
+def test_records_can_be_turned_off(make_gateway, admin_of, database_url, fake):
+    gateway = make_gateway(storage={"database_url": database_url, "usage_records": False}, auth={"admin_keys": [ADMIN_KEY]})
+    admin = admin_of(gateway)
+    key = _key(admin, "quiet", None)
+    with sdk(gateway.url, key["key"]) as client:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert gateway.state.usage_writer is None
+    assert usage(admin)["rows"] == [] and records(database_url) == []

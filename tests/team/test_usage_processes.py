@@ -68,7 +68,8 @@ def test_a_database_outage_loses_no_record(make_gateway, postgres, tmp_path: Pat
         assert all(p.stat().st_size == 0 or not p.exists() for p in (tmp_path / "spool").glob("usage-*.jsonl"))
 
 
-def test_sigterm_flushes_the_queue(tmp_path: Path, fake_gemini: FakeGemini, fake):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_flushes_the_queue(tmp_path: Path, fake_gemini: FakeGemini, fake, workers: int):
     database_url = f"sqlite+aiosqlite:///{tmp_path}/gateway.db"
     config_key = "sk-usage-config-key-0123456789"
     env = clean_env(
@@ -76,9 +77,9 @@ def test_sigterm_flushes_the_queue(tmp_path: Path, fake_gemini: FakeGemini, fake
         GEMINI_PROXY_AUTH__CLIENT_KEYS=json.dumps([{"id": "cfg-batch", "name": "batch", "team": "etl", "key": config_key}]),
         GEMINI_PROXY_STORAGE__USAGE_FLUSH_SECONDS="60", GEMINI_PROXY_STORAGE__USAGE_BATCH_SIZE="10000",
     )
-    gateway = GatewayProcess(env, tmp_path / "gateway.log")
+    gateway = GatewayProcess(env, tmp_path / "gateway.log", "--workers", str(workers))
     try:
-        for _ in range(5):
+        for _ in range(6):
             assert chat(gateway.url, config_key).status_code == 200
         before = json.loads(cli(database_url, "usage", "--json").stdout)
         assert before["rows"] == [], "nothing written yet: the batch waits for 60 s or 10000 records"
@@ -86,7 +87,7 @@ def test_sigterm_flushes_the_queue(tmp_path: Path, fake_gemini: FakeGemini, fake
         gateway.stop()  # SIGTERM
     assert gateway.proc.returncode in (0, -15) and "Application shutdown complete" in gateway.output(), gateway.output()
     after = json.loads(cli(database_url, "usage", "--json").stdout)
-    assert [(r["group"], r["requests"], r["errors"]) for r in after["rows"]] == [("cfg-batch", 5, 0)]
+    assert [(r["group"], r["requests"], r["errors"]) for r in after["rows"]] == [("cfg-batch", 6, 0)]
     assert after["rows"][0]["prompt_tokens"] > 0 and after["rows"][0]["cost_usd"] > 0
     teams = json.loads(cli(database_url, "usage", "--by", "team", "--json").stdout)
     assert teams["rows"][0]["group"] == "etl"
