@@ -33,7 +33,7 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -76,7 +76,7 @@ class SpoolFile:
             os.close(fd)
             return None
         spool = cls(path, fd)
-        spool.lines = sum(1 for _ in spool.read())
+        spool.lines = spool.count()
         return spool
 
     def append(self, records: list[dict[str, Any]]) -> None:
@@ -85,15 +85,27 @@ class SpoolFile:
         os.fsync(self.fd)
         self.lines += len(records)
 
-    def read(self) -> list[dict[str, Any]]:
+    def count(self) -> int:
+        """The records in the file (a line torn by a crash is not one)."""
+        n = 0
         with open(self.path, "rb") as f:
-            out = []
-            for line in f:
-                try:
-                    out.append(orjson.loads(line))
-                except orjson.JSONDecodeError:
-                    continue  # a line torn by a crash mid-write
-            return out
+            while (records := self.read_some(f, 1000)) is not None:
+                n += len(records)
+        return n
+
+    @staticmethod
+    def read_some(f: BinaryIO, limit: int) -> list[dict[str, Any]] | None:
+        """Up to `limit` records from an open spool file; None at its end."""
+        out: list[dict[str, Any]] = []
+        for _ in range(limit):
+            line = f.readline()
+            if not line:
+                return out or None
+            try:
+                out.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                continue  # a line torn by a crash mid-write
+        return out
 
     def remove(self) -> None:
         with contextlib.suppress(OSError):
@@ -250,16 +262,28 @@ class UsageWriter:
             self._own = None
         while self._held:
             spool = self._held[0]
-            records = await asyncio.to_thread(spool.read)
+            total, written = spool.lines, 0
+            # a batch at a time: a long outage's spool need not fit in memory
+            f = await asyncio.to_thread(open, spool.path, "rb")
             try:
-                for start in range(0, len(records), self.batch_size):
-                    self.written += await self.store.write(records[start:start + self.batch_size])
-            except Exception as exc:
-                self._health(False, exc)
-                return False
+                while True:
+                    records = await asyncio.to_thread(spool.read_some, f, self.batch_size)
+                    if records is None:
+                        break
+                    try:
+                        self.written += await self.store.write(records)
+                    except Exception as exc:
+                        spool.lines = total  # all of it is written again next time (idempotent)
+                        self._health(False, exc)
+                        return False
+                    written += len(records)
+                    spool.lines = max(0, total - written)
+                    self._report()
+            finally:
+                f.close()
             await asyncio.to_thread(spool.remove)
             self._held.pop(0)
-            log.info("usage records: %d spooled records written to the database (%s)", len(records), spool.path.name)
+            log.info("usage records: %d spooled records written to the database (%s)", written, spool.path.name)
         self._health(True)
         return True
 
