@@ -137,6 +137,7 @@ class UsageWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self.written = 0
         self.stop_timeout = 10.0  # seconds the database gets at shutdown before the queue goes to the spool
+        self._inflight: list[dict[str, Any]] = []  # taken off the queue, not yet in the database or the spool
 
     # -- the request path ---------------------------------------------------------------------------------------
 
@@ -176,16 +177,23 @@ class UsageWriter:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        # A batch taken off the queue by a cycle cancelled mid-write: written again (idempotent by id).
+        leftover, self._inflight = self._inflight, []
         try:
             async with asyncio.timeout(self.stop_timeout):
+                if leftover and self.healthy:
+                    with contextlib.suppress(Exception):
+                        self.written += await self.store.write(leftover)
+                        leftover = []
                 while self.queue or (self._held and self.healthy):
                     if not await self.flush():
                         break
         except TimeoutError:
             log.warning("usage records: the database did not take them in %.0f s at shutdown; spooling them", self.stop_timeout)
-        if self.queue:
-            batch = [as_dict(r) for r in self.queue]
-            self.queue.clear()
+        batch = [*leftover, *self._inflight, *(as_dict(r) for r in self.queue)]
+        self._inflight = []
+        self.queue.clear()
+        if batch:
             try:
                 self._spool_sync(batch)
             except OSError as exc:
@@ -227,6 +235,7 @@ class UsageWriter:
         if not batch:
             self._report()
             return True
+        self._inflight = batch  # until it is in the database or the spool (stop() picks it up if cancelled)
         try:
             self.written += await self.store.write(batch)
         except Exception as exc:
@@ -235,7 +244,9 @@ class UsageWriter:
             else:
                 self._health(False, exc)
                 await self._to_spool(batch)
+                self._inflight = []
                 return False
+        self._inflight = []
         self._health(True)
         self._report()
         return True
@@ -244,7 +255,9 @@ class UsageWriter:
 
     def _take(self) -> list[dict[str, Any]]:
         queue = self.queue
-        return [as_dict(queue.popleft()) for _ in range(min(self.batch_size, len(queue)))]
+        batch = [as_dict(queue.popleft()) for _ in range(min(self.batch_size, len(queue)))]
+        self._inflight = batch
+        return batch
 
     async def _one_by_one(self, batch: list[dict[str, Any]], exc: BaseException) -> None:
         """The database answers but refused the batch: write the records alone, drop (and log) those it refuses."""
@@ -293,6 +306,7 @@ class UsageWriter:
                 await asyncio.to_thread(self._spool_sync, batch)
             except OSError as exc:
                 log.error("%d usage records lost: the database is down and the spool cannot be written (%s)", len(batch), exc)
+        self._inflight = []
         self._report()
 
     def _spool_sync(self, batch: list[dict[str, Any]]) -> None:

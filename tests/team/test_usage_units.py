@@ -249,3 +249,49 @@ def test_a_live_process_spool_is_left_alone(database_url, tmp_path: Path):
             await store.engine.dispose()
 
     asyncio.run(main())
+
+
+def test_stop_while_the_database_hangs_spools_the_batch_in_flight(database_url, tmp_path: Path):
+    """A write blocked by another connection's lock when shutdown comes: the batch goes to the spool, and the next
+    process writes it."""
+    import sqlite3
+
+    path = database_url.split(":///", 1)[1]
+
+    async def main() -> None:
+        store = await _store(database_url)
+        spool = tmp_path / "spool"
+        writer = UsageWriter(store, spool, interval=0.05)
+        writer.stop_timeout = 1.0
+        await writer.start()
+        blocker = sqlite3.connect(path, timeout=1)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            now = datetime.now(UTC)
+            for n in range(3):
+                writer.add(tuple(record(n, now)[f] for f in RECORD_FIELDS))
+            for _ in range(100):  # the writer has taken the batch and waits for the lock
+                if not writer.queue:
+                    break
+                await asyncio.sleep(0.02)
+            assert not writer.queue and writer._inflight
+            await writer.stop()
+        finally:
+            blocker.rollback()
+            blocker.close()
+        spooled = [json.loads(line) for p in spool.glob("usage-*.jsonl") for line in p.read_text().splitlines()]
+        assert sorted({r["id"] for r in spooled}) == ["u00000000", "u00000001", "u00000002"]
+        following = UsageWriter(store, spool, interval=0.05)
+        await following.start()
+        try:
+            for _ in range(100):
+                if following.pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+            rows = await store.report("key", datetime.now(UTC) - timedelta(minutes=5), datetime.now(UTC) + timedelta(minutes=1))
+            assert rows[0]["requests"] == 3
+        finally:
+            await following.stop()
+            await store.engine.dispose()
+
+    asyncio.run(main())
