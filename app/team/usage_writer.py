@@ -218,20 +218,21 @@ class UsageWriter:
                     await self._wake.wait()
             self._wake.clear()
             try:
-                await self.flush()
+                while await self.flush() and len(self.queue) >= self.batch_size:
+                    pass  # a burst: the next full batch at once
             except Exception:
                 log.exception("usage writer: unexpected error; retrying")
 
     async def flush(self) -> bool:
         """One cycle: write back spools (oldest first), then one batch from the queue. False: the database is down."""
         if not self.healthy and not await self.store.ping():  # still down: no need to read the spool
-            await self._to_spool(self._take())
+            await self._to_spool(self._take(len(self.queue)))  # all of it: the queue must not grow while down
             return False
         if self._held or (self._own is not None and self._own.lines):
             if not await self._replay():
-                await self._to_spool(self._take())
+                await self._to_spool(self._take(len(self.queue)))
                 return False
-        batch = self._take()
+        batch = self._take(self.batch_size)
         if not batch:
             self._report()
             return True
@@ -253,9 +254,9 @@ class UsageWriter:
 
     # -- internals --------------------------------------------------------------------------------------------
 
-    def _take(self) -> list[dict[str, Any]]:
+    def _take(self, limit: int) -> list[dict[str, Any]]:
         queue = self.queue
-        batch = [as_dict(queue.popleft()) for _ in range(min(self.batch_size, len(queue)))]
+        batch = [as_dict(queue.popleft()) for _ in range(min(limit, len(queue)))]
         self._inflight = batch
         return batch
 
