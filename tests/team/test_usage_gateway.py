@@ -208,3 +208,14 @@ def test_records_can_be_turned_off(make_gateway, admin_of, database_url, fake):
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert gateway.state.usage_writer is None
     assert usage(admin)["rows"] == [] and records(database_url) == []
+
+
+def test_callers_without_a_key_id_make_no_record(make_gateway, database_url, fake):
+    """Client auth off (anonymous callers) and bring-your-own-key callers: no key to bill, no record."""
+    for auth in ({}, {"byok": True}):
+        gateway = make_gateway(storage={"database_url": database_url, "usage_flush_seconds": 0.05}, auth=auth)
+        with sdk(gateway.url, "test-key") as client:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        assert gateway.state.usage_writer is not None and gateway.state.usage_writer.pending == 0
+        gateway.stop()
+    assert records(database_url) == []

@@ -295,3 +295,31 @@ def test_stop_while_the_database_hangs_spools_the_batch_in_flight(database_url, 
             await store.engine.dispose()
 
     asyncio.run(main())
+
+
+def test_a_full_queue_spills_to_the_spool(database_url, tmp_path: Path):
+    async def main() -> None:
+        store = await _store(database_url)
+        writer = UsageWriter(store, tmp_path / "spool", queue_size=2, interval=30)
+        await writer.start()
+        try:
+            now = datetime.now(UTC)
+            for n in range(5):
+                writer.add(tuple(record(n, now)[f] for f in RECORD_FIELDS))
+            assert len(writer.queue) == 2 and writer.spooled == 3 and writer.pending == 5
+        finally:
+            await writer.stop()  # the queue is written, then the spool on the next start
+        following = UsageWriter(store, tmp_path / "spool", interval=0.05)
+        await following.start()
+        try:
+            for _ in range(100):
+                if following.pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+            rows = await store.report("key", now - timedelta(minutes=1), now + timedelta(minutes=1))
+            assert rows[0]["requests"] == 5
+        finally:
+            await following.stop()
+            await store.engine.dispose()
+
+    asyncio.run(main())
