@@ -1,6 +1,7 @@
-"""Command line: `gemini-proxy serve | check-config | keys | teams | fake-gemini` (also `python -m app`).
+"""Command line: `gemini-proxy serve | check-config | keys | teams | usage | fake-gemini` (also `python -m app`).
 
-`keys` and `teams` (app/team/cli.py) manage the client keys and teams kept in the database.
+`keys` and `teams` (app/team/cli.py) manage the client keys and teams kept in the database;
+`usage` (app/team/usage_cli.py) prints usage totals from it.
 """
 
 from __future__ import annotations

@@ -29,7 +29,10 @@ from app.schemas.responses import InputItem
 from app.settings import AdminKey, Settings
 from app.team.cache import KeyCache
 from app.team.db import open_database
+from app.team.prices import PriceTable
 from app.team.store import KeyStore
+from app.team.usage_store import UsageStore
+from app.team.usage_writer import UsageWriter
 from app.translate import signatures
 from app.translate.chat_request import TranslationEnv
 from app.translate.responses_items import wanted_keys
@@ -67,13 +70,15 @@ class Services:
             (k if isinstance(k, AdminKey) else AdminKey(key=k)).digest() for k in settings.auth.admin_keys
         ]
         self._keys: KeyStore | None = None
+        self._usage: UsageStore | None = None
+        self.usage_writer: UsageWriter | None = None
         self.key_cache: KeyCache | None = None
         self.signatures: SignatureStore = signature_store or MemorySignatureStore(settings.signatures.cache_size)
         r = settings.responses
         self.responses: ResponseStore = response_store or MemoryResponseStore(r.store_size, r.store_max_bytes)
         m = settings.media
         self.fetcher = FetchGuard(m.fetch_max_bytes, m.fetch_timeout, m.allow_hosts) if m.fetch_urls else None
-        self.recorder = Recorder(settings.server.access_log, settings.server.metrics)
+        self.recorder = Recorder(settings.server.access_log, settings.server.metrics, PriceTable(settings.pricing))
         self.metrics = self.recorder.metrics
         self.upstreams: list[Upstream] = []
         self._router: Router | None = None
@@ -97,6 +102,12 @@ class Services:
         return self._keys
 
     @property
+    def usage(self) -> UsageStore:
+        """The usage records (/admin/usage; `spent()` for budgets)."""
+        assert self._usage is not None, "Services.start() was not awaited"
+        return self._usage
+
+    @property
     def dispatcher(self) -> Dispatcher:
         assert self._dispatcher is not None, "Services.start() was not awaited"
         return self._dispatcher
@@ -108,8 +119,11 @@ class Services:
             self._keys, self.auth, self.settings.storage.keys_refresh_seconds,
             on_health=lambda up: self.metrics.storage_up("database", up),
         )
+        self._usage = UsageStore(engine)
         try:
             await self.key_cache.start()
+            if self.settings.storage.usage_records:
+                await self._start_usage()
         except BaseException:
             await engine.dispose()
             raise
@@ -133,7 +147,22 @@ class Services:
         self._dispatcher = Dispatcher(self.client, self.settings.retry)
         self.recorder.watch_upstreams(self.upstreams)
 
+    async def _start_usage(self) -> None:
+        st = self.settings.storage
+        metrics = self.metrics
+        assert self._usage is not None
+        self.usage_writer = UsageWriter(
+            self._usage, st.spool_dir(), batch_size=st.usage_batch_size, interval=st.usage_flush_seconds,
+            queue_size=st.usage_queue_size, retention_days=st.usage_retention_days, prune_interval=st.usage_prune_seconds,
+            on_health=lambda up: metrics.storage_up("database", up), on_pending=metrics.usage_pending,
+        )
+        await self.usage_writer.start()
+        self.recorder.usage = self.usage_writer
+
     async def stop(self) -> None:
+        if self.usage_writer is not None:
+            self.recorder.usage = None
+            await self.usage_writer.stop()
         self.recorder.flush()
         if self.key_cache is not None:
             await self.key_cache.stop()

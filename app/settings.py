@@ -176,9 +176,42 @@ class StorageSettings(_Section):
     # PostgreSQL. `sqlite:///` and `postgresql://` are given their async drivers.
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     keys_refresh_seconds: Annotated[float, Field(gt=0, le=4)] = 2.0  # how often keys are re-read (<= 4: revocation in 5 s)
+    # Usage records (docs/team.md#usage-and-prices): written in batches off the request path.
+    usage_records: bool = True  # one record per request of a client key
+    usage_flush_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0  # a batch at least this often
+    usage_batch_size: int = Field(500, ge=1, le=10_000)  # or as soon as this many are waiting
+    usage_queue_size: int = Field(100_000, ge=1)  # records held in memory; beyond, straight to the spool file
+    # Where records wait while the database is unreachable (a directory of JSON-lines files, one
+    # per process). Default: `<sqlite file>.usage-spool/` beside an SQLite database, else
+    # `gemini-proxy-usage-spool/` in the working directory.
+    usage_spool: str | None = None
+    usage_retention_days: int = Field(90, ge=1, le=36_500)  # records older than this are deleted (daily totals stay)
+    usage_prune_seconds: Seconds = 3600.0  # how often old records are deleted (also soon after start)
+
+    def spool_dir(self) -> Path:
+        if self.usage_spool:
+            return Path(self.usage_spool)
+        url = self.url()
+        if url.startswith("sqlite") and ":memory:" not in url:
+            database = url.split(":///", 1)[-1]
+            if database:
+                return Path(database + ".usage-spool")
+        return Path("gemini-proxy-usage-spool")
 
     def url(self) -> str:
         return normalise_database_url(self.database_url.get_secret_value())
+
+
+class PriceSettings(_Section):
+    """One model's prices in USD per 1M tokens (docs/team.md#usage-and-prices)."""
+
+    input: float = Field(ge=0)  # uncached prompt tokens (including tool-use prompt tokens)
+    output: float = Field(ge=0)  # answer and thinking tokens
+    cached: float | None = Field(None, ge=0)  # cached prompt tokens; default: the input price
+    long_prompt_threshold: int | None = Field(None, ge=1)  # prompts over this many tokens use the long_* prices
+    long_input: float | None = Field(None, ge=0)
+    long_output: float | None = Field(None, ge=0)
+    long_cached: float | None = Field(None, ge=0)
 
 
 class ApiKey(_Section):
@@ -305,6 +338,7 @@ class Settings(BaseSettings):
     signatures: SignatureSettings = SignatureSettings()
     storage: StorageSettings = StorageSettings()
     responses: ResponsesSettings = ResponsesSettings()
+    pricing: dict[str, PriceSettings] = {}  # model (or glob) -> prices; overrides the built-in table
     demo: bool = False  # set by zero-config when no upstream is known
 
     @model_validator(mode="after")

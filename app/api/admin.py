@@ -3,7 +3,8 @@
 * `POST /admin/keys` -> 201 with the secret (`key`), the only time it is shown;
   `GET /admin/keys`, `GET|PATCH|DELETE /admin/keys/{id}`, `POST /admin/keys/{id}/rotate`
   (a new secret; the old one stops working);
-* `POST|GET /admin/teams`, `GET|PATCH /admin/teams/{name}`.
+* `POST|GET /admin/teams`, `GET|PATCH /admin/teams/{name}`;
+* `GET /admin/usage?by=key|team|model|day&since=7d&until=...`: usage totals (docs/team.md#usage-and-prices).
 
 Bodies are validated by the pydantic models below (they are in the OpenAPI
 document), unknown fields refused. `PATCH` is a merge: a field left out is
@@ -35,6 +36,7 @@ from app.pipeline.context import Principal
 from app.pipeline.seam import CTX_KEY, error_body
 from app.services import Services
 from app.settings import MAX_COUNT, MAX_USD, Limits
+from app.team.usage_store import UsageQuery
 
 ADMIN = Principal(key_id="admin", name="admin")
 log = logging.getLogger("gemini_proxy.admin")
@@ -296,3 +298,33 @@ async def update_team(name: TeamPath, body: TeamUpdate, request: Request) -> Res
     record = await state.keys.update_team(name, limits)
     await _changed(state)
     return json_response(record.to_json())
+
+
+class UsageRow(BaseModel):
+    group: str | None = Field(description="key id, team (null: none), served Gemini model, or UTC day YYYY-MM-DD")
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int = Field(description="includes reasoning tokens")
+    reasoning_tokens: int
+    cached_tokens: int = Field(description="part of prompt_tokens")
+    cost_usd: float
+
+
+class UsageReport(BaseModel):
+    by: str
+    since: str
+    until: str
+    rows: list[UsageRow]
+
+
+@router.get("/usage", response_model=UsageReport, summary="Usage totals by key, team, model or day")
+async def usage(
+    request: Request,
+    by: Annotated[str | None, Query(description="key (default), team, model or day")] = None,
+    since: Annotated[str | None, Query(description="ISO-8601 time or date, or a span back (7d, 24h); default 7d")] = None,
+    until: Annotated[str | None, Query(description="ISO-8601 time or date, or a span back from now; default now")] = None,
+) -> Response:
+    query = UsageQuery.parse(by, since, until)
+    rows = await _state(request).usage.report(query.by, query.since, query.until)
+    return json_response(query.to_json(rows))

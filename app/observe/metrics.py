@@ -19,6 +19,10 @@ Series (names and labels are fixed: dashboards and acceptance tests read them)
   gemini_proxy_active_streams                                   gauge (multiprocess: livesum)
   gemini_proxy_signatures_total{outcome}                        counter, outcome = passed|restored|bypass
   gemini_proxy_storage_up{backend}                              gauge 0/1 (multiprocess: livemin), backend = database
+  gemini_proxy_spend_usd_total{team,model}                      counter (USD, float); team "" = none, over
+                                                                TEAM_LABEL_LIMIT teams: "other"
+  gemini_proxy_usage_records_pending                            gauge (multiprocess: livesum): usage records
+                                                                queued in memory + spooled to disk
 
 and the OpenTelemetry GenAI equivalents (semantic conventions, Development
 status), under their Prometheus names, attributes as labels (dots -> `_`):
@@ -111,6 +115,7 @@ PROVIDERS = {"gemini": "gcp.gemini", "vertex": "gcp.vertex_ai"}  # upstream type
 DEFAULT_PROVIDER = "gcp.gen_ai"
 OTHER = "_OTHER"
 MODEL_LABEL_LIMIT = 1000
+TEAM_LABEL_LIMIT = 100  # teams are curated by admins; past this many, "other"
 
 _GENAI = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model")
 
@@ -229,6 +234,14 @@ class _Families:
         )  # fmt: skip
         self.signatures = Counter(
             "gemini_proxy_signatures_total", "Thought signatures by outcome.", ("outcome",), registry=r,
+        )  # fmt: skip
+        self.spend = Counter(
+            "gemini_proxy_spend_usd_total", "Cost of the requests of client keys, in USD, by team and public model.",
+            ("team", "model"), registry=r,
+        )  # fmt: skip
+        self.pending = Gauge(
+            "gemini_proxy_usage_records_pending", "Usage records not in the database yet: queued + spooled.",
+            registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
         self.genai_client_duration = Histogram(
             "gen_ai_client_operation_duration_seconds", "GenAI operation duration (OTel gen_ai.client.operation.duration).",
@@ -349,6 +362,11 @@ class GatewayMetrics:
         self._storage_flushed: dict[str, int] = {}
         self._streams = 0
         self._streams_flushed = 0
+        self._spend: dict[tuple[str, str], list[Any]] = {}  # (team, model) asked -> its accumulator
+        self._spend_accs: dict[tuple[str, str], list[Any]] = {}  # labels -> [usd, flushed usd, child, labels]
+        self._teams: set[str] = set()
+        self._pending = 0
+        self._pending_flushed: int | None = None
         self._models: set[str] = set()
         self._lock = threading.Lock()  # flush() only
         self._idle = False  # multiprocess: True while no flush timer is armed
@@ -455,6 +473,26 @@ class GatewayMetrics:
         if self._idle:
             self._arm()
 
+    def spend(self, team: str | None, model: str, usd: float) -> None:
+        """The cost of one request of a client key (USD > 0)."""
+        if not self.enabled or usd <= 0:
+            return
+        key = (team or "", model)
+        entry = self._spend.get(key)
+        if entry is None:
+            entry = self._spend_entry(key)
+        entry[0] += usd
+        if self._idle:
+            self._arm()
+
+    def usage_pending(self, count: int) -> None:
+        """Usage records not yet in the database (queued + spooled)."""
+        if not self.enabled:
+            return
+        self._pending = count
+        if self._idle:
+            self._arm()
+
     def stream_started(self) -> None:
         if self.enabled:
             self._streams += 1
@@ -521,6 +559,17 @@ class GatewayMetrics:
                 if self._storage_flushed.get(backend) != up:
                     f.storage.labels(backend).set(up)
                     self._storage_flushed[backend] = up
+            for entry in list(self._spend_accs.values()):
+                usd = entry[0]
+                if usd != entry[1]:
+                    if entry[2] is None:
+                        entry[2] = f.spend.labels(*entry[3])
+                    entry[2].inc(usd - entry[1])
+                    entry[1] = usd
+            pending = self._pending
+            if pending != self._pending_flushed:
+                f.pending.set(pending)
+                self._pending_flushed = pending
             streams = self._streams
             if streams != self._streams_flushed:
                 f.streams.inc(streams - self._streams_flushed)
@@ -549,6 +598,21 @@ class GatewayMetrics:
             return OTHER
         self._models.add(model)
         return model
+
+    def _spend_entry(self, key: tuple[str, str]) -> list[Any]:
+        team, model = key
+        if team and team not in self._teams:
+            if len(self._teams) >= TEAM_LABEL_LIMIT:
+                team = "other"
+            else:
+                self._teams.add(team)
+        labels = (team, self._model(model))
+        entry = self._spend_accs.get(labels)
+        if entry is None:
+            entry = self._spend_accs[labels] = [0.0, 0.0, None, labels]
+        if labels == key:  # else over a label limit: not cached, memory stays bounded
+            self._spend[key] = entry
+        return entry
 
     def _request_acc(
         self, endpoint: str, model: str, status: int, provider: str | None, response_model: str | None, error_type: str | None

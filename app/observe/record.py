@@ -1,23 +1,56 @@
-"""Recording one request's outcome: the access log line and the metrics (the pipeline's `finally`).
+"""Recording one request's outcome: cost, the access log line, the metrics, the usage record (the pipeline's `finally`).
 
-The team layer (limits, usage records) plugs in here as well. Figures only:
-no key, prompt or answer ever reaches a record (docs/design.md#observability).
+`record` first prices the request (`settle`: `ctx.cost_usd`, from the price
+table, by the model that served it), so that whatever reads the cost later in
+the same `finally` (budgets) finds it. Then the access log, the metrics, and
+for a request of a client key (one with a key id: config or database keys;
+not anonymous, BYOK or refused callers) a usage record handed to the usage
+writer's queue (app/team/usage_writer.py; no I/O here). Figures only: no key,
+prompt or answer ever reaches a record (docs/design.md#observability).
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import secrets
 from collections.abc import Iterable
+from typing import Any, Protocol
 
 from app.gateway.upstreams import Upstream
 from app.observe.access_log import AccessLog
 from app.observe.metrics import GatewayMetrics
 from app.pipeline.context import RequestContext
+from app.team.prices import PriceTable
+from app.team.usage_store import record_of
 
 # `endpoint` label of the routes outside the pipeline's endpoints
 _ROUTE_ENDPOINTS = (
     ("/v1/models", "models"), ("/models", "models"), ("/healthz", "health"), ("/readyz", "health"), ("/metrics", "metrics"),
     ("/admin/", "admin"),
 )
+
+
+class UsageSink(Protocol):
+    def add(self, record: tuple[Any, ...]) -> None: ...
+
+
+class _RecordIds:
+    """Record ids: unique, not secret: a random prefix per process (reset in a forked child) and a counter."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = "u" + secrets.token_hex(6)
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+_ids = _RecordIds()
 
 
 def endpoint_of(path: str) -> str:
@@ -28,9 +61,11 @@ def endpoint_of(path: str) -> str:
 
 
 class Recorder:
-    def __init__(self, access_log: str, metrics: bool) -> None:
+    def __init__(self, access_log: str, metrics: bool, prices: PriceTable | None = None) -> None:
         self.access = AccessLog(access_log)
         self.metrics = GatewayMetrics(enabled=metrics)
+        self.prices = prices or PriceTable()
+        self.usage: UsageSink | None = None  # the usage writer, once the database is open
         self._upstreams: list[Upstream] = []
 
     def watch_upstreams(self, upstreams: Iterable[Upstream]) -> None:
@@ -52,7 +87,21 @@ class Recorder:
     def stream_ended(self) -> None:
         self.metrics.stream_ended()
 
+    def settle(self, ctx: RequestContext) -> None:
+        """`ctx.cost_usd` from the price table (priced by the served model); called before anything reads it."""
+        micro = self.prices.cost_micro(ctx.usage, ctx.response_model, ctx.served_model)
+        ctx.cost_usd = None if micro is None else micro / 1_000_000
+
     def record(self, ctx: RequestContext) -> None:
+        self.settle(ctx)
+        principal = ctx.principal
+        if principal.key_id is not None and ctx.endpoint:
+            if ctx.cost_usd and self.metrics.enabled:
+                model = (ctx.model or "") if ctx.error_code != "model_not_found" else ""
+                self.metrics.spend(principal.team, model, ctx.cost_usd)
+            sink = self.usage
+            if sink is not None:
+                sink.add(record_of(ctx, _ids.next()))
         self.access.write(ctx)
         metrics = self.metrics
         if not metrics.enabled:

@@ -141,6 +141,7 @@ class RequestContext:
     attempt_outcomes: list[tuple[str, str]] = field(default_factory=list)  # (upstream, ok|retry|...)
     first_token: float | None = None  # perf_counter of the first content sent
     usage: Usage | None = None
+    cost_usd: float | None = None  # set by the recorder first thing in the finally (None: no price known)
     status: int = 0
     error_code: str | None = None
     error_type: str | None = None

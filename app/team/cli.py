@@ -132,6 +132,10 @@ def add_commands(sub: Any) -> None:
     _common(p)
     p.set_defaults(func=_run(_teams_get))
 
+    from app.team.usage_cli import add_command
+
+    add_command(sub)
+
 
 # -- running a command ------------------------------------------------------------------------------------------
 

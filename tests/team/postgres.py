@@ -6,7 +6,8 @@ apt-get when they are missing and this runs as root, makes a cluster with
 trust authentication on a free loopback port, and starts it. PostgreSQL
 refuses to run as root, so as root the cluster belongs to the `postgres` user
 the package creates (`runuser`). `new_database()` gives each test a database
-of its own; `stop()` stops this cluster (by its data directory) and removes it.
+of its own; `pause()` / `resume()` stop and restart it on the same port and data
+(a database outage); `stop()` stops this cluster (by its data directory) and removes it.
 """
 
 from __future__ import annotations
@@ -81,12 +82,23 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
                   "--locale=C", "--no-sync")
+        self._start()
+        return self
+
+    def _start(self) -> None:
         options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "postgres.log"),
                   "-w", "-t", "120", "start", timeout=180)
         self.started = True
-        return self
+
+    def pause(self) -> None:
+        """Stop the server (fast: connections are cut), keeping its data; `resume()` starts it again."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop", timeout=60)
+        self.started = False
+
+    def resume(self) -> None:
+        self._start()
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

@@ -1,0 +1,318 @@
+"""Usage records in the database: writing batches, the totals the CLI and /admin/usage show, pruning.
+
+A record is a tuple on the request path (`record_of`, in `RECORD_FIELDS`
+order), a dict from then on (`as_dict`): what `write` takes and the spool file
+holds, one JSON object a line. `write` inserts a batch
+in one transaction, `ON CONFLICT DO NOTHING` on the record's own id, and adds
+to `usage_daily` only the rows actually inserted, so a batch written twice (a
+spool replayed after a crash) counts once.
+
+Totals (`report`) over `[since, until)`: whole UTC days inside the range come
+from `usage_daily`, the partial days at its edges from the rows. Retention
+deletes rows only, so old whole days still add up after their rows are gone.
+Group values: `key` -> the key id, `team` -> the team (null: none), `model` -> the
+Gemini model that served the request (else the model asked), `day` -> `YYYY-MM-DD`
+(UTC). Costs are summed as integer micro-USD; a record without a price adds 0.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import and_, case, delete, func, literal, or_, select, text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.errors import InvalidRequest
+from app.pipeline.context import RequestContext
+from app.team.keys import parse_duration, rfc3339
+from app.team.schema import usage_daily, usage_records
+
+GroupBy = Literal["key", "team", "model", "day"]
+GROUPS: tuple[GroupBy, ...] = ("key", "team", "model", "day")
+SUMS = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens")
+CHUNK = 400  # rows per INSERT (x 24 columns: within SQLite's and asyncpg's parameter limits)
+_LENGTHS = {"request_id": 128, "key_id": 64, "key_name": 256, "team": 128, "endpoint": 32, "model": 256,
+            "upstream": 128, "served_model": 256, "error_code": 64}
+
+
+def _clip(value: str | None, limit: int) -> str | None:
+    """Fit a text column: no NUL (PostgreSQL refuses it), at most `limit` characters."""
+    if value is None:
+        return None
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    return value[:limit]
+
+
+RECORD_FIELDS = (
+    "id", "ts", "request_id", "key_id", "key_name", "team", "endpoint", "model", "upstream", "served_model", "status",
+    "error_code", "prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens", "cost_micro_usd",
+    "latency_ms", "ttft_ms", "attempts", "stream", "client_disconnected",
+)
+
+
+def record_of(ctx: RequestContext, record_id: str) -> tuple[Any, ...]:
+    """The usage record of a finished request, as a tuple in `RECORD_FIELDS` order (cheap on the request path)."""
+    usage = ctx.usage
+    principal = ctx.principal
+    first = ctx.first_token
+    cost = ctx.cost_usd
+    started = ctx.started
+    return (
+        record_id, ctx.wall, ctx.request_id, principal.key_id, principal.name, principal.team, ctx.endpoint or "other",
+        ctx.model, ctx.upstream, ctx.response_model or ctx.served_model, ctx.status, ctx.error_code,
+        usage.prompt if usage else 0, usage.completion if usage else 0, usage.reasoning if usage else 0,
+        usage.cached if usage else 0, None if cost is None else round(cost * 1_000_000),
+        round((time.perf_counter() - started) * 1000), None if first is None else round((first - started) * 1000),
+        ctx.attempts, ctx.stream, ctx.error_code == "client_closed",
+    )
+
+
+def as_dict(record: tuple[Any, ...]) -> dict[str, Any]:
+    """A record as the spool file and `UsageStore.write` take it."""
+    return dict(zip(RECORD_FIELDS, record, strict=True))
+
+
+def _row(record: dict[str, Any]) -> dict[str, Any]:
+    row = dict(record)
+    ts = row.pop("ts")
+    when = datetime.fromtimestamp(ts, UTC)
+    row["created_at"] = when
+    row["day"] = when.strftime("%Y-%m-%d")
+    for name, limit in _LENGTHS.items():
+        row[name] = _clip(row.get(name), limit)
+    row["status"] = int(row.get("status") or 0)
+    return row
+
+
+def _is_error(row: dict[str, Any]) -> bool:
+    return row["status"] >= 400 or row["error_code"] is not None
+
+
+def _daily_model(row: dict[str, Any]) -> str:
+    return (row["served_model"] or row["model"] or "")[:256]
+
+
+@dataclass(slots=True)
+class Totals:
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    cost_micro_usd: int = 0
+
+    def add(self, other: Sequence[Any]) -> None:
+        self.requests += int(other[0] or 0)
+        self.errors += int(other[1] or 0)
+        self.prompt_tokens += int(other[2] or 0)
+        self.completion_tokens += int(other[3] or 0)
+        self.reasoning_tokens += int(other[4] or 0)
+        self.cached_tokens += int(other[5] or 0)
+        self.cost_micro_usd += int(other[6] or 0)
+
+    def to_json(self, group: str | None) -> dict[str, Any]:
+        return {
+            "group": group, "requests": self.requests, "errors": self.errors, "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens, "reasoning_tokens": self.reasoning_tokens,
+            "cached_tokens": self.cached_tokens, "cost_usd": self.cost_micro_usd / 1_000_000,
+        }
+
+
+DEFAULT_SINCE = "7d"
+
+
+def parse_when(text: str, param: str, now: datetime) -> datetime:
+    """`since` / `until`: RFC 3339 / ISO-8601 (a date is its UTC midnight; no zone = UTC), or `7d`, `24h` = that long ago."""
+    value = text.strip()
+    if value.lower() == "now":
+        return now
+    try:
+        return now - parse_duration(value)
+    except (ValueError, OverflowError):
+        pass
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            f"`{param}` is not a time: {text[:100]!r}; give an ISO-8601 time (2026-12-01T00:00:00Z), a date "
+            "(2026-12-01) or a span back from now (7d, 24h, 30m).", param=param,
+        ) from None
+    return as_utc(when)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    by: GroupBy
+    since: datetime
+    until: datetime
+
+    @classmethod
+    def parse(cls, by: str | None, since: str | None, until: str | None, now: datetime | None = None) -> UsageQuery:
+        """Validate the parameters of /admin/usage and `gemini-proxy usage` (400 naming the bad one)."""
+        now = now or datetime.now(UTC)
+        group = (by or "key").strip().lower()
+        if group not in GROUPS:
+            raise InvalidRequest(f"`by` must be one of {', '.join(GROUPS)}; got {str(by)[:50]!r}.", param="by")
+        start = parse_when(since if since is not None else DEFAULT_SINCE, "since", now)
+        end = parse_when(until, "until", now) if until is not None else now
+        if start >= end:
+            raise InvalidRequest(f"`since` ({rfc3339(start)}) must be before `until` ({rfc3339(end)}).", param="since")
+        return cls(group, start, end)
+
+    def to_json(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"by": self.by, "since": rfc3339(self.since), "until": rfc3339(self.until), "rows": rows}
+
+
+def _day_start(when: datetime, up: bool) -> datetime:
+    start = when.replace(hour=0, minute=0, second=0, microsecond=0)
+    return start + timedelta(days=1) if up and start != when else start
+
+
+class UsageStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    def _insert(self, conn: AsyncConnection, table: Any) -> Any:
+        return (postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+
+    async def ping(self) -> bool:
+        """Whether the database answers now."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    async def write(self, records: Iterable[dict[str, Any]]) -> int:
+        """Insert a batch (one transaction) and add its new rows to the daily sums; how many rows were new."""
+        rows = [_row(r) for r in records]
+        if not rows:
+            return 0
+        inserted: list[dict[str, Any]] = []
+        async with self.engine.begin() as conn:
+            for start in range(0, len(rows), CHUNK):
+                chunk = rows[start:start + CHUNK]
+                statement = self._insert(conn, usage_records).values(chunk)
+                statement = statement.on_conflict_do_nothing(index_elements=["id"]).returning(usage_records.c.id)
+                new = {r[0] for r in (await conn.execute(statement)).all()}
+                inserted.extend(r for r in chunk if r["id"] in new)
+            daily: dict[tuple[str, str, str, str], list[int]] = {}
+            for row in inserted:
+                key = (row["day"], row["key_id"], row["team"] or "", _daily_model(row))
+                sums = daily.setdefault(key, [0, 0, 0, 0, 0, 0, 0])
+                sums[0] += 1
+                sums[1] += _is_error(row)
+                for i, name in enumerate(SUMS, 2):
+                    sums[i] += row[name]
+                sums[6] += row["cost_micro_usd"] or 0
+            if daily:
+                values = [
+                    {"day": k[0], "key_id": k[1], "team": k[2], "model": k[3], "requests": s[0], "errors": s[1],
+                     **dict(zip(SUMS, s[2:6], strict=True)), "cost_micro_usd": s[6]}
+                    for k, s in sorted(daily.items())  # one order for every writer: no deadlock between replicas
+                ]
+                statement = self._insert(conn, usage_daily).values(values)
+                columns = ("requests", "errors", *SUMS, "cost_micro_usd")
+                statement = statement.on_conflict_do_update(
+                    index_elements=["day", "key_id", "team", "model"],
+                    set_={c: usage_daily.c[c] + statement.excluded[c] for c in columns},
+                )
+                await conn.execute(statement)
+        return len(inserted)
+
+    async def report(
+        self, by: GroupBy, since: datetime, until: datetime, *, key_id: str | None = None, team: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Totals per group over [since, until): the rows of /admin/usage and `gemini-proxy usage`."""
+        totals: dict[str | None, Totals] = {}
+        first_day, last_day = _day_start(since, up=True), _day_start(until, up=False)
+        async with self.engine.connect() as conn:
+            if first_day < last_day:
+                spans = [(since, first_day), (last_day, until)]
+                await self._daily(conn, by, first_day, last_day, key_id, team, totals)
+            else:
+                spans = [(since, until)]
+            for start, end in spans:
+                if start < end:
+                    await self._rows(conn, by, start, end, key_id, team, totals)
+        rows = [t.to_json(group) for group, t in totals.items()]
+        if by == "day":
+            rows.sort(key=lambda r: r["group"])
+        else:
+            rows.sort(key=lambda r: (-r["cost_usd"], -r["requests"], r["group"] or ""))
+        return rows
+
+    async def spent(self, *, key_id: str | None = None, team: str | None = None, since: datetime) -> tuple[int, float]:
+        """Tokens (prompt + completion) and USD spent by a key or a team since `since` (seeds budget counters)."""
+        until = datetime.now(UTC) + timedelta(days=1)
+        rows = await self.report("key", as_utc(since), until, key_id=key_id, team=team)
+        tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows)
+        micro = sum(round(r["cost_usd"] * 1_000_000) for r in rows)
+        return tokens, micro / 1_000_000
+
+    async def prune(self, older_than: datetime, batch: int = 5000) -> int:
+        """Delete the rows of requests before `older_than`, a few thousand per transaction; how many."""
+        deleted = 0
+        while True:
+            async with self.engine.begin() as conn:
+                ids = (await conn.execute(
+                    select(usage_records.c.id).where(usage_records.c.created_at < older_than).limit(batch)
+                )).scalars().all()
+                if not ids:
+                    break
+                await conn.execute(delete(usage_records).where(usage_records.c.id.in_(ids)))
+            deleted += len(ids)
+        if deleted and self.engine.dialect.name == "sqlite":
+            async with self.engine.connect() as conn:
+                await conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        return deleted
+
+    async def _rows(
+        self, conn: AsyncConnection, by: GroupBy, start: datetime, end: datetime, key_id: str | None,
+        team: str | None, totals: dict[str | None, Totals],
+    ) -> None:
+        t = usage_records.c
+        group: ColumnElement[Any] = {
+            "key": t.key_id, "team": t.team, "model": func.coalesce(t.served_model, t.model, literal("")), "day": t.day,
+        }[by]
+        error = case((or_(t.status >= 400, t.error_code.is_not(None)), 1), else_=0)
+        query = select(
+            group, func.count(), func.sum(error), *(func.sum(t[c]) for c in SUMS),
+            func.sum(func.coalesce(t.cost_micro_usd, 0)),
+        ).where(and_(t.created_at >= start, t.created_at < end))
+        if key_id is not None:
+            query = query.where(t.key_id == key_id)
+        if team is not None:
+            query = query.where(t.team == team)
+        for row in (await conn.execute(query.group_by(group))).all():
+            totals.setdefault(row[0] or None, Totals()).add(row[1:])
+
+    async def _daily(
+        self, conn: AsyncConnection, by: GroupBy, first: datetime, last: datetime, key_id: str | None,
+        team: str | None, totals: dict[str | None, Totals],
+    ) -> None:
+        t = usage_daily.c
+        group = {"key": t.key_id, "team": t.team, "model": t.model, "day": t.day}[by]
+        query = select(
+            group, func.sum(t.requests), func.sum(t.errors), *(func.sum(t[c]) for c in SUMS), func.sum(t.cost_micro_usd)
+        ).where(and_(t.day >= first.strftime("%Y-%m-%d"), t.day < last.strftime("%Y-%m-%d")))
+        if key_id is not None:
+            query = query.where(t.key_id == key_id)
+        if team is not None:
+            query = query.where(t.team == team)
+        for row in (await conn.execute(query.group_by(group))).all():
+            totals.setdefault(row[0] or None, Totals()).add(row[1:])
+
+
+def as_utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)

@@ -1,0 +1,364 @@
+"""Usage records off the request path: a bounded queue, one writer task, a spool file for outages.
+
+`add()` is all a request pays: a deque append. The writer task takes up to
+`storage.usage_batch_size` records every `storage.usage_flush_seconds` (sooner
+when a full batch is waiting) and writes them in one transaction
+(app/team/usage_store.py). When the database cannot be reached, the batch is
+appended to this process's spool file (JSON lines, fsync'd, in
+`storage.usage_spool`), the log says so once and `gemini_proxy_storage_up{backend="database"}`
+goes to 0; every cycle tries again, and once the database answers the spool is
+written back, oldest first, before newer records, and deleted. Replays are
+idempotent (records have their own ids), so a crash during one counts nothing
+twice. A process holds an exclusive `flock` on its spool file while it lives;
+the spool file of a process that died (its lock is free) is adopted and written
+back by the next process that looks (at start, then every cycle while it has
+work). `gemini_proxy_usage_records_pending` = records queued + spooled.
+
+At shutdown (`stop`), the queue is written (or spooled, when the database is
+down): SIGTERM loses nothing; SIGKILL loses what was queued (at most one
+flush interval). A full queue (`storage.usage_queue_size`) spills straight to
+the spool file. Retention: every `storage.usage_prune_seconds` (and soon after
+start) the rows older than `storage.usage_retention_days` are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from app.team.usage_store import UsageStore, as_dict
+
+log = logging.getLogger("gemini_proxy.usage")
+
+PRUNE_FIRST_AFTER = 5.0  # seconds after start
+
+
+class SpoolFile:
+    """One JSON-lines file of records, locked by this process while it is open."""
+
+    def __init__(self, path: Path, fd: int, lines: int = 0) -> None:
+        self.path = path
+        self.fd = fd
+        self.lines = lines
+
+    @classmethod
+    def create(cls, directory: Path) -> SpoolFile:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"usage-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return cls(path, fd)
+
+    @classmethod
+    def adopt(cls, path: Path) -> SpoolFile | None:
+        """Another process's file, if that process is gone (its lock is free)."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        if not path.exists():  # removed by its previous adopter between listing and locking
+            os.close(fd)
+            return None
+        spool = cls(path, fd)
+        spool.lines = spool.count()
+        return spool
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        data = b"".join(orjson.dumps(r) + b"\n" for r in records)
+        os.write(self.fd, data)
+        os.fsync(self.fd)
+        self.lines += len(records)
+
+    def count(self) -> int:
+        """The records in the file (a line torn by a crash is not one)."""
+        n = 0
+        with open(self.path, "rb") as f:
+            while (records := self.read_some(f, 1000)) is not None:
+                n += len(records)
+        return n
+
+    @staticmethod
+    def read_some(f: BinaryIO, limit: int) -> list[dict[str, Any]] | None:
+        """Up to `limit` records from an open spool file; None at its end."""
+        out: list[dict[str, Any]] = []
+        for _ in range(limit):
+            line = f.readline()
+            if not line:
+                return out or None
+            try:
+                out.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                continue  # a line torn by a crash mid-write
+        return out
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class UsageWriter:
+    def __init__(
+        self, store: UsageStore, spool_dir: Path, *, batch_size: int = 500, interval: float = 1.0,
+        queue_size: int = 100_000, retention_days: int = 90, prune_interval: float = 3600.0,
+        on_health: Callable[[bool], None] | None = None, on_pending: Callable[[int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.spool_dir = spool_dir
+        self.batch_size = batch_size
+        self.interval = interval
+        self.queue_size = queue_size
+        self.retention_days = retention_days
+        self.prune_interval = prune_interval
+        self.on_health = on_health
+        self.on_pending = on_pending
+        self.queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.healthy = True
+        self._own: SpoolFile | None = None  # this process's spool (appended to)
+        self._held: list[SpoolFile] = []  # spools to write back, oldest first (rotated own ones, adopted ones)
+        self._wake: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.written = 0
+        self.stop_timeout = 10.0  # seconds the database gets at shutdown before the queue goes to the spool
+        self._inflight: list[dict[str, Any]] = []  # taken off the queue, not yet in the database or the spool
+
+    # -- the request path ---------------------------------------------------------------------------------------
+
+    def add(self, record: tuple[Any, ...]) -> None:
+        """Queue one record (`usage_store.record_of`); no I/O unless the queue is full."""
+        queue = self.queue
+        if len(queue) >= self.queue_size:
+            try:
+                self._spool_sync([as_dict(record)])
+            except OSError as exc:
+                log.error("usage record lost: the queue is full and the spool cannot be written (%s)", exc)
+            return
+        queue.append(record)
+        if len(queue) >= self.batch_size and self._wake is not None:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self.queue) + self.spooled
+
+    @property
+    def spooled(self) -> int:
+        return sum(s.lines for s in self._held) + (self._own.lines if self._own else 0)
+
+    # -- life -----------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        await asyncio.to_thread(self._adopt)
+        self._report()
+        self._tasks = [asyncio.create_task(self._run(), name="usage-writer"),
+                       asyncio.create_task(self._prune_loop(), name="usage-retention")]
+
+    async def stop(self) -> None:
+        """Write what is queued (or spool it); nothing is left only in memory."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        # A batch taken off the queue by a cycle cancelled mid-write: written again (idempotent by id).
+        leftover, self._inflight = self._inflight, []
+        try:
+            async with asyncio.timeout(self.stop_timeout):
+                if leftover and self.healthy:
+                    with contextlib.suppress(Exception):
+                        self.written += await self.store.write(leftover)
+                        leftover = []
+                while self.queue or (self._held and self.healthy):
+                    if not await self.flush():
+                        break
+        except TimeoutError:
+            log.warning("usage records: the database did not take them in %.0f s at shutdown; spooling them", self.stop_timeout)
+        batch = [*leftover, *self._inflight, *(as_dict(r) for r in self.queue)]
+        self._inflight = []
+        self.queue.clear()
+        if batch:
+            try:
+                self._spool_sync(batch)
+            except OSError as exc:
+                log.error("%d usage records lost at shutdown: the spool cannot be written (%s)", len(batch), exc)
+        self._close()
+        self._report()
+
+    def _close(self) -> None:
+        for spool in [*self._held, *([self._own] if self._own else [])]:
+            if spool.lines == 0:
+                spool.remove()
+            else:
+                with contextlib.suppress(OSError):
+                    os.close(spool.fd)  # the lock goes with it: the next process adopts the file
+        self._held, self._own = [], None
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                while await self.flush() and len(self.queue) >= self.batch_size:
+                    pass  # a burst: the next full batch at once
+            except Exception:
+                log.exception("usage writer: unexpected error; retrying")
+
+    async def flush(self) -> bool:
+        """One cycle: write back spools (oldest first), then one batch from the queue. False: the database is down."""
+        if not self.healthy and not await self.store.ping():  # still down: no need to read the spool
+            await self._to_spool(self._take(len(self.queue)))  # all of it: the queue must not grow while down
+            return False
+        if self._held or (self._own is not None and self._own.lines):
+            if not await self._replay():
+                await self._to_spool(self._take(len(self.queue)))
+                return False
+        batch = self._take(self.batch_size)
+        if not batch:
+            self._report()
+            return True
+        self._inflight = batch  # until it is in the database or the spool (stop() picks it up if cancelled)
+        try:
+            self.written += await self.store.write(batch)
+        except Exception as exc:
+            if await self.store.ping():
+                await self._one_by_one(batch, exc)
+            else:
+                self._health(False, exc)
+                await self._to_spool(batch)
+                self._inflight = []
+                return False
+        self._inflight = []
+        self._health(True)
+        self._report()
+        return True
+
+    # -- internals --------------------------------------------------------------------------------------------
+
+    def _take(self, limit: int) -> list[dict[str, Any]]:
+        queue = self.queue
+        batch = [as_dict(queue.popleft()) for _ in range(min(limit, len(queue)))]
+        self._inflight = batch
+        return batch
+
+    async def _one_by_one(self, batch: list[dict[str, Any]], exc: BaseException) -> None:
+        """The database answers but refused the batch: write the records alone, drop (and log) those it refuses."""
+        log.warning("usage batch refused by the database (%s); writing its %d records one by one", type(exc).__name__, len(batch))
+        for record in batch:
+            try:
+                self.written += await self.store.write([record])
+            except Exception as one:
+                log.error("usage record %s dropped: the database refuses it (%s)", record.get("id"), type(one).__name__)
+
+    async def _replay(self) -> bool:
+        """Write back every spool held; False (and they stay) when the database does not take them."""
+        if self._own is not None and self._own.lines:
+            self._held.append(self._own)  # rotate: new records go to a fresh file while this one is written back
+            self._own = None
+        while self._held:
+            spool = self._held[0]
+            total, written = spool.lines, 0
+            # a batch at a time: a long outage's spool need not fit in memory
+            f = await asyncio.to_thread(open, spool.path, "rb")
+            try:
+                while True:
+                    records = await asyncio.to_thread(spool.read_some, f, self.batch_size)
+                    if records is None:
+                        break
+                    try:
+                        self.written += await self.store.write(records)
+                    except Exception as exc:
+                        spool.lines = total  # all of it is written again next time (idempotent)
+                        self._health(False, exc)
+                        return False
+                    written += len(records)
+                    spool.lines = max(0, total - written)
+                    self._report()
+            finally:
+                f.close()
+            await asyncio.to_thread(spool.remove)
+            self._held.pop(0)
+            log.info("usage records: %d spooled records written to the database (%s)", written, spool.path.name)
+        self._health(True)
+        return True
+
+    async def _to_spool(self, batch: list[dict[str, Any]]) -> None:
+        if batch:
+            try:
+                await asyncio.to_thread(self._spool_sync, batch)
+            except OSError as exc:
+                log.error("%d usage records lost: the database is down and the spool cannot be written (%s)", len(batch), exc)
+        self._inflight = []
+        self._report()
+
+    def _spool_sync(self, batch: list[dict[str, Any]]) -> None:
+        if self._own is None:
+            self._own = SpoolFile.create(self.spool_dir)
+        self._own.append(batch)
+
+    def _adopt(self) -> None:
+        """Take the spool files of processes that are gone."""
+        if not self.spool_dir.is_dir():
+            return
+        mine = {s.path for s in [*self._held, *([self._own] if self._own else [])]}
+        for path in sorted(self.spool_dir.glob("usage-*.jsonl"), key=lambda p: p.stat().st_mtime):
+            if path in mine:
+                continue
+            spool = SpoolFile.adopt(path)
+            if spool is not None:
+                self._held.append(spool)
+                log.info("usage records: %d spooled records of an earlier process found (%s)", spool.lines, path.name)
+
+    def _health(self, up: bool, exc: BaseException | None = None) -> None:
+        if up == self.healthy:
+            return
+        self.healthy = up
+        if up:
+            log.info("usage records: the database answers again; writing back %d spooled records", self.spooled)
+        else:
+            log.warning("usage records: the database cannot be reached (%s); records are spooled to %s",
+                        type(exc).__name__ if exc else "?", self.spool_dir)
+        if self.on_health is not None:
+            self.on_health(up)
+
+    def _report(self) -> None:
+        if self.on_pending is not None:
+            self.on_pending(self.pending)
+
+    async def _prune_loop(self) -> None:
+        await asyncio.sleep(min(PRUNE_FIRST_AFTER, self.prune_interval))
+        while True:
+            try:
+                await self.prune()
+            except Exception as exc:
+                log.warning("usage retention: pruning failed (%s); trying again later", type(exc).__name__)
+            await asyncio.sleep(self.prune_interval)
+
+    async def prune(self) -> int:
+        cutoff = datetime.now(UTC) - timedelta(days=self.retention_days)
+        deleted = await self.store.prune(cutoff)
+        if deleted:
+            log.info("usage retention: %d records older than %d days deleted", deleted, self.retention_days)
+        if self._held or not self.healthy:
+            return deleted
+        await asyncio.to_thread(self._adopt)  # a replica that died with a spool: its records come in now
+        return deleted

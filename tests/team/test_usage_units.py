@@ -1,0 +1,325 @@
+"""The parts of usage accounting on their own, on a real SQLite file and a real PostgreSQL: the price table
+and the cost formula, idempotent batches and daily sums, totals across partial and whole days, `spent()`,
+retention in the background, the spool of a process that died, a record the database refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.errors import InvalidRequest
+from app.pipeline.context import Usage
+from app.settings import PriceSettings, normalise_database_url
+from app.team.db import open_database
+from app.team.prices import DEFAULT_PRICES, PRICES_AS_OF, PriceTable
+from app.team.usage_store import RECORD_FIELDS, UsageQuery, UsageStore
+from app.team.usage_writer import UsageWriter
+
+NOW = datetime(2026, 12, 6, 15, 30, tzinfo=UTC)
+
+
+def record(n: int, when: datetime, key: str = "key_a", team: str | None = "t", model: str = "gemini-2.5-flash",
+           prompt: int = 10, completion: int = 5, cost: int | None = 7, status: int = 200) -> dict[str, Any]:
+    return {
+        "id": f"u{n:08d}", "ts": when.timestamp(), "request_id": f"req_{n}", "key_id": key, "key_name": "k", "team": team,
+        "endpoint": "chat", "model": model, "upstream": "fake", "served_model": model, "status": status,
+        "error_code": None if status < 400 else "upstream_error", "prompt_tokens": prompt, "completion_tokens": completion,
+        "reasoning_tokens": 1, "cached_tokens": 2, "cost_micro_usd": cost, "latency_ms": 3, "ttft_ms": None,
+        "attempts": 1, "stream": False, "client_disconnected": False,
+    }
+
+
+# -- prices -------------------------------------------------------------------------------------------------------
+
+
+def test_built_in_prices_are_dated_and_priced_by_the_served_model():
+    assert PRICES_AS_OF == "2026-12-06"
+    table = PriceTable()
+    usage = Usage(prompt=1000, completion=250, reasoning=50, cached=300)
+    # (1000 - 300) x 0.30 + 300 x 0.03 + 250 x 2.50 (thinking billed as output) micro-USD
+    assert table.cost_micro(usage, "gemini-2.5-flash") == 210 + 9 + 625
+    assert table.cost_micro(usage, "models/gemini-2.5-flash-preview-09-2025", "gemini-2.5-flash") == 844  # a version suffix
+    assert table.cost_micro(usage, "gemini-2.5-flash-lite") == round(700 * 0.10 + 300 * 0.01 + 250 * 0.40)
+    assert table.cost_micro(usage, None, "gemini-3.8-flash") == round(700 * 0.75 + 300 * 0.075 + 250 * 3.75)
+    assert table.cost_micro(None, "gemini-2.5-flash") == 0  # no usage (an error): nothing to pay
+    for model, row in DEFAULT_PRICES.items():
+        assert float(row[0]) >= 0 and float(row[1]) >= 0, model
+
+
+def test_the_long_prompt_tier_prices_every_token_of_the_request():
+    table = PriceTable()
+    short = Usage(prompt=200_000, completion=1000, cached=0)
+    long = Usage(prompt=200_001, completion=1000, cached=1)
+    assert table.cost_micro(short, "gemini-2.5-pro") == 200_000 * 1.25 + 1000 * 10
+    assert table.cost_micro(long, "gemini-2.5-pro") == round(200_000 * 2.50 + 1 * 0.25 + 1000 * 15)
+    assert table.cost_micro(long, "gemini-3.1-pro-preview") == round(200_000 * 4.00 + 1 * 0.40 + 1000 * 18)
+
+
+def test_unknown_models_cost_null_with_one_warning(caplog):
+    table = PriceTable()
+    with caplog.at_level(logging.WARNING, "gemini_proxy.usage"):
+        assert table.cost_micro(Usage(prompt=5), "acme-llm") is None
+        assert table.cost_micro(Usage(prompt=5), "acme-llm") is None
+    assert [r.getMessage() for r in caplog.records].count(
+        "no price for model 'acme-llm': its usage is recorded with cost null (add it under `pricing:`)") == 1
+
+
+def test_config_overrides_names_then_globs_then_the_table():
+    table = PriceTable({
+        "gemini-2.5-flash": PriceSettings(input=1, output=2),  # cached defaults to the input price
+        "tuned-*": PriceSettings(input=3, output=4, cached=1, long_prompt_threshold=10, long_input=30, long_output=40),
+        "gemini-embedding-*": PriceSettings(input=0, output=0),
+    })
+    assert table.cost_micro(Usage(prompt=100, completion=10, cached=50), "gemini-2.5-flash") == 100 + 20
+    assert table.cost_micro(Usage(prompt=10, completion=1), "tuned-x") == 34
+    assert table.cost_micro(Usage(prompt=11, completion=1), "tuned-x") == 370
+    assert table.cost_micro(Usage(prompt=100), "gemini-embedding-001") == 0  # a config glob beats a built-in name
+    assert table.cost_micro(Usage(prompt=100), "gemini-2.5-pro") == 125  # untouched rows stay
+
+
+# -- parameters -----------------------------------------------------------------------------------------------------
+
+
+def test_since_and_until():
+    q = UsageQuery.parse(None, None, None, now=NOW)
+    assert (q.by, q.since, q.until) == ("key", NOW - timedelta(days=7), NOW)
+    q = UsageQuery.parse("DAY", "24h", "2026-12-06T12:00:00+02:00", now=NOW)
+    assert (q.by, q.since, q.until) == ("day", NOW - timedelta(hours=24), datetime(2026, 12, 6, 10, tzinfo=UTC))
+    assert UsageQuery.parse("team", "2026-12-01", None, now=NOW).since == datetime(2026, 12, 1, tzinfo=UTC)
+    for args, param in ((("user", None, None), "by"), ((None, "x", None), "since"), ((None, None, "tomorrow"), "until"),
+                        ((None, "2026-12-07", None), "since")):
+        with pytest.raises(InvalidRequest) as info:
+            UsageQuery.parse(*args, now=NOW)
+        assert info.value.param == param
+
+
+# -- the store, on SQLite and PostgreSQL ------------------------------------------------------------------------------
+
+
+async def _store(url: str) -> UsageStore:
+    return UsageStore(await open_database(normalise_database_url(url)))
+
+
+def test_batches_count_once_and_totals_join_days_and_rows(backend_url):
+    async def main() -> None:
+        store = await _store(backend_url)
+        try:
+            day1 = datetime(2026, 12, 4, 23, 0, tzinfo=UTC)  # partial first day
+            day2 = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)  # a whole day inside the range
+            day3 = datetime(2026, 12, 6, 1, 0, tzinfo=UTC)  # partial last day
+            batch = [record(1, day1), record(2, day2, team=None), record(3, day2, key="key_b", cost=None, status=503),
+                     record(4, day3, model="gemini-3.8-flash"), record(5, day3 + timedelta(hours=5))]
+            assert await store.write(batch) == 5
+            assert await store.write(batch[:3]) == 0  # a replayed batch: nothing counted twice
+            since, until = datetime(2026, 12, 4, 22, tzinfo=UTC), datetime(2026, 12, 6, 2, tzinfo=UTC)
+            keys = {r["group"]: r for r in await store.report("key", since, until)}
+            assert set(keys) == {"key_a", "key_b"}
+            assert (keys["key_a"]["requests"], keys["key_a"]["prompt_tokens"], keys["key_a"]["cost_usd"]) == (3, 30, 21e-6)
+            assert (keys["key_b"]["requests"], keys["key_b"]["errors"], keys["key_b"]["cost_usd"]) == (1, 1, 0)
+            teams = {r["group"]: r["requests"] for r in await store.report("team", since, until)}
+            assert teams == {"t": 3, None: 1}
+            days = [(r["group"], r["requests"]) for r in await store.report("day", since, until)]
+            assert days == [("2026-12-04", 1), ("2026-12-05", 2), ("2026-12-06", 1)]
+            models = {r["group"]: r["requests"] for r in await store.report("model", since, until)}
+            assert models == {"gemini-2.5-flash": 3, "gemini-3.8-flash": 1}
+            # the whole day of 12-05 comes from usage_daily: it still counts once its rows are pruned
+            assert await store.prune(datetime(2026, 12, 6, tzinfo=UTC)) == 3
+            assert [(r["group"], r["requests"]) for r in await store.report("day", since, until)] == [
+                ("2026-12-05", 2), ("2026-12-06", 1)]
+            tokens, usd = await store.spent(key_id="key_a", since=datetime(2026, 12, 6, tzinfo=UTC))
+            assert (tokens, usd) == (30, 14e-6)
+            tokens, usd = await store.spent(team="t", since=datetime(2026, 12, 1, tzinfo=UTC))
+            assert (tokens, usd) == (60, 21e-6)  # pruned 12-04 and 12-05 from the daily sums, 12-06 rows
+        finally:
+            await store.engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_text_the_database_would_refuse_is_cut_to_fit(backend_url):
+    async def main() -> None:
+        store = await _store(backend_url)
+        try:
+            odd = record(1, NOW, model="m\x00" + "x" * 1000)
+            odd["error_code"] = "e" * 200
+            assert await store.write([odd]) == 1
+            rows = await store.report("model", NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+            assert rows[0]["group"] == "m" + "x" * 255
+        finally:
+            await store.engine.dispose()
+
+    asyncio.run(main())
+
+
+# -- the writer -------------------------------------------------------------------------------------------------------
+
+
+def test_retention_prunes_old_rows_in_the_background(database_url, tmp_path: Path):
+    import sqlite3
+
+    def ids() -> list[str]:
+        with sqlite3.connect(database_url.split(":///", 1)[1]) as conn:
+            return sorted(r[0] for r in conn.execute("SELECT id FROM usage_records"))
+
+    async def main() -> None:
+        store = await _store(database_url)
+        now = datetime.now(UTC)
+        await store.write([record(1, now - timedelta(days=31)), record(2, now - timedelta(days=29)), record(3, now)])
+        writer = UsageWriter(store, tmp_path / "spool", retention_days=30, prune_interval=0.1, interval=0.05)
+        await writer.start()
+        try:
+            for _ in range(100):
+                if len(ids()) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert ids() == ["u00000002", "u00000003"]
+            # the pruned request's day still adds up, from the daily sums
+            days = await store.report("day", now - timedelta(days=40), now + timedelta(minutes=1))
+            assert sum(r["requests"] for r in days) == 3
+        finally:
+            await writer.stop()
+            await store.engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_a_dead_process_spool_is_written_back_and_a_refused_record_is_dropped(database_url, tmp_path: Path, caplog):
+    async def main() -> None:
+        store = await _store(database_url)
+        spool = tmp_path / "spool"
+        spool.mkdir()
+        now = datetime.now(UTC)
+        lines = [json.dumps(record(n, now)) for n in (1, 2, 3)]
+        (spool / "usage-99999-dead.jsonl").write_text("\n".join(lines) + "\n" + '{"torn": ')
+        writer = UsageWriter(store, spool, interval=0.05)
+        try:
+            await writer.start()
+            assert writer.pending == 3
+            writer.add(tuple(record(4, now)[f] for f in RECORD_FIELDS))
+            bad = record(5, now)
+            bad["status"] = "not a number"
+            writer.add(tuple(bad[f] for f in RECORD_FIELDS))
+            for _ in range(100):
+                if writer.pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert writer.pending == 0
+            rows = await store.report("key", now - timedelta(minutes=1), now + timedelta(minutes=1))
+            assert rows[0]["requests"] == 4
+            assert not list(spool.glob("usage-*.jsonl"))
+        finally:
+            await writer.stop()
+            await store.engine.dispose()
+
+    with caplog.at_level(logging.INFO, "gemini_proxy.usage"):
+        asyncio.run(main())
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("3 spooled records of an earlier process found" in m for m in messages)
+    assert any("usage record u00000005 dropped" in m for m in messages)
+
+
+def test_a_live_process_spool_is_left_alone(database_url, tmp_path: Path):
+    import fcntl
+
+    async def main() -> None:
+        store = await _store(database_url)
+        spool = tmp_path / "spool"
+        spool.mkdir()
+        path = spool / "usage-1-live.jsonl"
+        path.write_text(json.dumps(record(1, datetime.now(UTC))) + "\n")
+        fd = os.open(path, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # its owner is alive
+        other = os.open(path, os.O_RDWR)  # flock is per open file: this one is refused like another process
+        try:
+            writer = UsageWriter(store, spool)
+            await writer.start()
+            assert writer.pending == 0
+            await writer.stop()
+            assert path.exists()
+        finally:
+            os.close(other)
+            os.close(fd)
+            await store.engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_stop_while_the_database_hangs_spools_the_batch_in_flight(database_url, tmp_path: Path):
+    """A write blocked by another connection's lock when shutdown comes: the batch goes to the spool, and the next
+    process writes it."""
+    import sqlite3
+
+    path = database_url.split(":///", 1)[1]
+
+    async def main() -> None:
+        store = await _store(database_url)
+        spool = tmp_path / "spool"
+        writer = UsageWriter(store, spool, interval=0.05)
+        writer.stop_timeout = 1.0
+        await writer.start()
+        blocker = sqlite3.connect(path, timeout=1)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            now = datetime.now(UTC)
+            for n in range(3):
+                writer.add(tuple(record(n, now)[f] for f in RECORD_FIELDS))
+            for _ in range(100):  # the writer has taken the batch and waits for the lock
+                if not writer.queue:
+                    break
+                await asyncio.sleep(0.02)
+            assert not writer.queue and writer._inflight
+            await writer.stop()
+        finally:
+            blocker.rollback()
+            blocker.close()
+        spooled = [json.loads(line) for p in spool.glob("usage-*.jsonl") for line in p.read_text().splitlines()]
+        assert sorted({r["id"] for r in spooled}) == ["u00000000", "u00000001", "u00000002"]
+        following = UsageWriter(store, spool, interval=0.05)
+        await following.start()
+        try:
+            for _ in range(100):
+                if following.pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+            rows = await store.report("key", datetime.now(UTC) - timedelta(minutes=5), datetime.now(UTC) + timedelta(minutes=1))
+            assert rows[0]["requests"] == 3
+        finally:
+            await following.stop()
+            await store.engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_a_full_queue_spills_to_the_spool(database_url, tmp_path: Path):
+    async def main() -> None:
+        store = await _store(database_url)
+        writer = UsageWriter(store, tmp_path / "spool", queue_size=2, interval=30)
+        await writer.start()
+        try:
+            now = datetime.now(UTC)
+            for n in range(5):
+                writer.add(tuple(record(n, now)[f] for f in RECORD_FIELDS))
+            assert len(writer.queue) == 2 and writer.spooled == 3 and writer.pending == 5
+        finally:
+            await writer.stop()  # the queue is written, then the spool on the next start
+        following = UsageWriter(store, tmp_path / "spool", interval=0.05)
+        await following.start()
+        try:
+            for _ in range(100):
+                if following.pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+            rows = await store.report("key", now - timedelta(minutes=1), now + timedelta(minutes=1))
+            assert rows[0]["requests"] == 5
+        finally:
+            await following.stop()
+            await store.engine.dispose()
+
+    asyncio.run(main())
