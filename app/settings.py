@@ -30,7 +30,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
 
 from app.errors import loc_to_path
@@ -176,6 +185,16 @@ class StorageSettings(_Section):
     # PostgreSQL. `sqlite:///` and `postgresql://` are given their async drivers.
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     keys_refresh_seconds: Annotated[float, Field(gt=0, le=4)] = 2.0  # how often keys are re-read (<= 4: revocation in 5 s)
+    # Redis shared by the replicas (and `--workers`): rate-limit windows, concurrency leases, budget
+    # counters, upstream key rests, thought signatures. None: each process keeps its own (limits divided).
+    redis_url: SecretStr | None = None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^rediss?://", value.get_secret_value()):
+            raise ValueError("`redis_url` must start with redis:// or rediss://")
+        return value
 
     def url(self) -> str:
         return normalise_database_url(self.database_url.get_secret_value())

@@ -69,6 +69,8 @@ class Upstream:
     _parked: dict[str, float] = field(default_factory=dict)  # credential label -> usable again (refused)
     _refusals: dict[str, int] = field(default_factory=dict)  # credential label -> refusals in a row
     _next: int = 0
+    # Called with (upstream, group, model, seconds) when a rate limit rests a group (shared with other replicas).
+    on_rest: Callable[[Upstream, str, str, float], None] | None = None
 
     @property
     def provider(self) -> str:
@@ -118,9 +120,15 @@ class Upstream:
         if daily:
             seconds = seconds_until_daily_reset(self.wall_clock())
         seconds = DEFAULT_COOLDOWN if seconds is None else seconds
-        key = (cred.group, model)
-        self._cooling[key] = max(self.clock() + seconds, self._cooling.get(key, 0.0))
+        self.rest_group(cred.group, model, seconds)
+        if self.on_rest is not None:
+            self.on_rest(self, cred.group, model, seconds)
         return seconds
+
+    def rest_group(self, group: str, model: str, seconds: float) -> None:
+        """Rest every credential of `group` for `model` for `seconds` (also: a rest another replica published)."""
+        key = (group, model)
+        self._cooling[key] = max(self.clock() + seconds, self._cooling.get(key, 0.0))
 
     def refuse(self, cred: Credential) -> float:
         """Google refused `cred` (not its group): out of rotation for a backoff that grows; returns it."""

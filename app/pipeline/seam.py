@@ -3,7 +3,8 @@
 `Pipeline` is the outermost ASGI app. For every HTTP request it opens a
 `RequestContext` (request id taken from the client's `x-request-id` when sane,
 else generated) and, in one `finally`, records the outcome: the access log
-line and the metrics (the team layer adds limits and usage records there).
+line and the metrics; a limited key's reservations are settled there first
+(app/gateway/ratelimit.py), and its answers carry `x-ratelimit-*` headers.
 
 Endpoints registered as `Endpoint`s (chat and the native Gemini routes
 today; embeddings, images and responses next), by exact path or by path
@@ -250,6 +251,7 @@ class Pipeline:
         self.recorder = recorder
         self.max_request_bytes = max_request_bytes
         self.extra_headers = extra_headers or []
+        self.settle: Callable[[RequestContext], Any] | None = None  # the limiter's settlement (ctx.admission)
         self.shutdown_message = "The gateway is shutting down; this request could not be finished. Please retry."
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -282,8 +284,20 @@ class Pipeline:
                 )
                 await self._send_error(send, ctx, error, {"allow": allowed}, endpoint)
         finally:
+            if ctx.admission is not None and self.settle is not None:
+                await self._settle(ctx)
             self.recorder.record(ctx)
             current_request_id.reset(reset)
+
+    async def _settle(self, ctx: RequestContext) -> None:
+        """A limited key's reservations settled with the real usage, leases released; survives a cancellation."""
+        assert self.settle is not None
+        task = asyncio.get_running_loop().create_task(self.settle(ctx))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+            raise
 
     def _tracking(self, send: Any, ctx: RequestContext) -> Any:
         headers = [(b"x-request-id", ctx.request_id.encode()), *self.extra_headers]
@@ -311,6 +325,7 @@ class Pipeline:
                 token = token_from_query(query)
             ctx.principal = await self.auth.resolve(token)
             body = await read_body(receive, declared, self.max_request_bytes)
+            ctx.request_bytes = len(body)
             watch = ClientWatch(receive, WATCH_AFTER)
             answer = await endpoint(Call(ctx, body, headers, query))
             if answer.stream is None:
@@ -360,6 +375,8 @@ class Pipeline:
         raw = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
                (b"x-request-id", ctx.request_id.encode())]
         raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+        if ctx.admission is not None:
+            raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in ctx.admission.headers.items())
         raw.extend(self.extra_headers)
         ctx.status = status
         await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -374,6 +391,8 @@ class Pipeline:
         if answer.content_type is not None:
             raw[0] = (b"content-type", answer.content_type)
         raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items())
+        if ctx.admission is not None:
+            raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in ctx.admission.headers.items())
         raw.extend(self.extra_headers)
         body = answer.stream
         ctx.status = 200
