@@ -150,8 +150,11 @@ class SharedState:
         self.up = up
         self._on_health(up)
         if up and changed:
-            log.warning("Redis at %s answers again: limits, rests and signatures are shared (%d processes)",
-                        _shown(self.url), self.replicas)
+            log.log(
+                logging.WARNING if self._task is not None else logging.INFO,
+                "Redis at %s answers: limits, rests and signatures are shared (%d processes)",
+                _shown(self.url), self.replicas,
+            )
             if self._listener is None or self._listener.done():
                 self._listener = asyncio.get_running_loop().create_task(self._listen())
 
