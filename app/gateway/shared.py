@@ -35,11 +35,13 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from limits import RateLimitItem, RateLimitItemPerMinute
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from app.gateway.ratelimit import LEASE_TTL, Backend, Budget
+from app.gateway.ratelimit import FORCE, LEASE_TTL, WINDOW, Backend, Budget
 from app.gateway.signatures import MemorySignatureStore
 from app.gateway.upstreams import Upstream
 
@@ -269,7 +271,7 @@ def _shown(url: str) -> str:
 
 
 class RedisBackend(Backend):
-    """The limiter's counters in Redis: `limits`' windows (redis-py), leases and budgets (Lua, one round trip)."""
+    """The limiter's counters in Redis: `limits`' sliding window counter (redis-py), leases and budgets (Lua)."""
 
     shared = True
 
@@ -280,8 +282,28 @@ class RedisBackend(Backend):
             scheme + "://" + url.split("://", 1)[1], implementation="redispy", wrap_exceptions=True,
             key_prefix=PREFIX + "LIMITS", socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
         )
-        super().__init__(storage)
+        super().__init__()
+        self.storage: Any = storage
+        self.limiter = SlidingWindowCounterRateLimiter(storage)
         self.state = state
+        self._items: dict[int, RateLimitItem] = {}
+
+    def _item(self, amount: int) -> RateLimitItem:
+        item = self._items.get(amount)
+        if item is None:
+            item = self._items[amount] = RateLimitItemPerMinute(amount)
+        return item
+
+    async def hit(self, limit: int, key: str, cost: int) -> bool:
+        return await self.limiter.hit(self._item(limit), key, cost=cost)
+
+    async def force(self, limit: int, key: str, amount: int) -> None:
+        # the sliding counter's own script with a limit no count reaches: records real usage over the limit
+        await self.storage.acquire_sliding_window_entry(self._item(limit).key_for(key), FORCE, WINDOW, amount)
+
+    async def stats(self, limit: int, key: str) -> tuple[int, float]:
+        stats = await self.limiter.get_window_stats(self._item(limit), key)
+        return stats.remaining, max(0.0, stats.reset_time - time.time())
 
     async def lease(self, subject: str, limit: int, lease_id: str) -> bool:
         granted = await self.state._lease(keys=[f"{PREFIX}leases:{{{subject}}}"], args=[limit, int(LEASE_TTL * 1000), lease_id])
