@@ -164,10 +164,11 @@ class LocalWindows:
     some 40 us through `limits`' async memory storage (measured), which the hot path cannot afford.
     """
 
-    __slots__ = ("_windows",)
+    __slots__ = ("_windows", "clock")
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._windows: dict[str, list[int]] = {}  # key -> [minute index, previous count, current count]
+        self.clock = clock
 
     def _roll(self, key: str, now: float) -> list[int]:
         index = int(now // WINDOW)
@@ -185,7 +186,7 @@ class LocalWindows:
         return w[1] * (1 - (now % WINDOW) / WINDOW) + w[2]
 
     def hit(self, limit: int, key: str, cost: int) -> bool:
-        now = time.time()
+        now = self.clock()
         w = self._roll(key, now)
         if cost > limit or math.floor(self._weighted(w, now)) + cost > limit:
             return False
@@ -193,10 +194,10 @@ class LocalWindows:
         return True
 
     def force(self, key: str, amount: int) -> None:
-        self._roll(key, time.time())[2] += amount
+        self._roll(key, self.clock())[2] += amount
 
     def stats(self, limit: int, key: str) -> tuple[int, float]:
-        now = time.time()
+        now = self.clock()
         w = self._roll(key, now)
         remaining = max(0, limit - math.floor(self._weighted(w, now)))
         frees = math.inf

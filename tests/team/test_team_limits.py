@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from app.gateway.ratelimit import go_duration, share
+from app.gateway.ratelimit import Backend, Limiter, LocalWindows, RateLimitExceeded, go_duration, share
 from app.pipeline.context import Limits
 from gateway_harness import FakeGemini, GatewayServer, metric_value
 
@@ -292,3 +292,78 @@ def test_a_key_without_limits_gets_no_headers(limited):
     gateway = limited({"rpm": 1})
     response = raw_chat(gateway, FREE)
     assert response.status_code == 200 and not any(h in response.headers for h in RATE_HEADERS)
+
+
+def test_local_windows_slide_refund_and_force():
+    now = [600.0]  # the start of a minute
+    windows = LocalWindows(clock=lambda: now[0])
+    assert [windows.hit(3, "k", 1) for _ in range(4)] == [True, True, True, False]  # a refusal records nothing
+    assert windows.stats(3, "k")[0] == 0
+    windows.force("k", -1)  # a refund frees one unit
+    assert windows.hit(3, "k", 1) and not windows.hit(3, "k", 1)
+    assert not windows.hit(10, "t", 11)  # more than the whole limit never fits, and takes nothing
+    windows.force("t", 25)  # settling real usage goes over the limit: the next requests wait
+    assert windows.stats(10, "t")[0] == 0 and not windows.hit(10, "t", 1)
+    now[0] = 600 + 60 + 45  # next minute, three quarters in: the previous 3 weigh 3 * 0.25
+    assert windows.stats(3, "k")[0] == 3 and windows.hit(3, "k", 3) and not windows.hit(3, "k", 1)
+    remaining, frees = windows.stats(3, "k")
+    assert remaining == 0 and 0 < frees <= 60
+    now[0] = 600 + 180  # two minutes on: all free
+    assert windows.stats(3, "k") == (3, 0.0)
+
+
+@pytest.mark.anyio
+async def test_local_share_when_redis_is_down_uses_the_processes_last_seen():
+    from app.pipeline.context import Principal, RequestContext
+
+    up = [False]
+    limiter = Limiter(local_share=1, shared=Backend(), shared_up=lambda: up[0], replicas=lambda: 3)
+    principal = Principal.of_key("k", "k", limits=Limits(rpm=7))
+    passed = 0
+    for _ in range(5):
+        ctx = RequestContext("r", "POST", "/v1/chat/completions", principal=principal)
+        try:
+            await limiter.admit(ctx, 10, 10)
+            passed += 1
+            assert ctx.admission.headers["x-ratelimit-limit-requests"] == "2"  # 7 // 3 processes
+        except RateLimitExceeded:
+            pass
+        await limiter.settle(ctx)
+    assert passed == 2
+
+
+def test_the_sdk_retry_waits_for_retry_after(limited, fake):
+    """A default client (2 retries) sleeps what Retry-After / retry-after-ms say, then gets in."""
+    gateway = limited({"concurrency": 1})
+    slow = threading.Thread(target=lambda: raw_chat(gateway, text=fake_line(first_byte_delay_ms=1500)))
+    slow.start()
+    fake.wait_for(lambda s: s["active_requests"] == 1, timeout=10)
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=2, timeout=30)
+    started = time.monotonic()
+    raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    elapsed = time.monotonic() - started
+    slow.join()
+    assert raw.http_response.status_code == 200
+    retries = int(raw.http_request.headers["x-stainless-retry-count"])
+    assert retries >= 1 and elapsed >= 0.95 * retries  # each retry waited the 1 s it was told (not 0.5 s backoff)
+
+
+def test_workers_without_redis_enforce_their_share(tmp_path, fake_gemini, fake):
+    from .team_support import GatewayProcess, clean_env
+
+    keys = [{"name": "w", "key": KEY, "limits": {"rpm": 4}}]
+    env = clean_env(GEMINI_API_KEY="test-key", GEMINI_BASE_URL=fake_gemini.url,
+                    GEMINI_PROXY_STORAGE__DATABASE_URL=f"sqlite:///{tmp_path}/w.db",
+                    GEMINI_PROXY_AUTH__CLIENT_KEYS=json.dumps(keys))
+    gateway = GatewayProcess(env, tmp_path / "workers.log", "--workers", "2")
+    try:
+        statuses = []
+        for _ in range(10):
+            with httpx.Client() as fresh:  # a new connection each time: requests spread over both workers
+                statuses.append(fresh.post(gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+                                           json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
+                                           timeout=30).status_code)
+        assert 2 <= statuses.count(200) <= 4 and statuses.count(429) >= 6, statuses  # 4 // 2 per worker, never more
+        assert "each of the 2 workers enforces its share" in gateway.output()
+    finally:
+        gateway.stop()
