@@ -278,9 +278,11 @@ class RedisBackend(Backend):
     def __init__(self, state: SharedState) -> None:
         url = state.url
         scheme = "async+" + url.split("://", 1)[0]
+        # one pool (and its short timeouts) with the rest of the shared state; limits' hints say str|float|bool
+        options: dict[str, Any] = {"connection_pool": state.redis.connection_pool, "retry": Retry(NoBackoff(), 0)}
         storage = storage_from_string(
             scheme + "://" + url.split("://", 1)[1], implementation="redispy", wrap_exceptions=True,
-            key_prefix=PREFIX + "LIMITS", socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
+            key_prefix=PREFIX + "LIMITS", **options,
         )
         super().__init__()
         self.storage: Any = storage

@@ -91,6 +91,11 @@ class RedisServer:
             s.sendall(b"".join(parts))
             return s.recv(65536)
 
+    def pause(self, paused: bool) -> None:
+        """SIGSTOP / SIGCONT: a Redis that hangs (connections stay open, nothing answers)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL, as a crash; the port is free again once it is gone."""
         if self.proc is not None and self.proc.poll() is None:

@@ -116,6 +116,25 @@ def test_redis_lost_under_traffic_degrades_to_local_limits_without_5xx(redis_gat
     assert b"LIMITS" in redis.command("KEYS", "gemini-proxy:*")  # counting in Redis again
 
 
+def test_a_hung_redis_costs_at_most_its_short_timeout(redis_gateway, redis, fake):
+    gateway = redis_gateway({"rpm": 1000, "concurrency": 10})
+    assert chat(gateway.url, KEY).status_code == 200
+    redis.pause(True)
+    try:
+        durations = []
+        for _ in range(4):
+            started = time.monotonic()
+            assert chat(gateway.url, KEY).status_code == 200
+            durations.append(time.monotonic() - started)
+        assert max(durations) < 2.0, durations  # not redis-py's 5 s per call
+        assert sum(durations[1:]) < 1.5, durations  # the breaker is open: the next ones do not wait at all
+        assert metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 0
+    finally:
+        redis.pause(False)
+    wait_until(lambda: metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 1, 10)
+    assert chat(gateway.url, KEY).status_code == 200
+
+
 # --- two gateway processes ------------------------------------------------------------------------------
 
 
