@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from app.gateway.dispatch import Dispatcher
 from app.gateway.fetch import FetchGuard, fetch_all, fetch_chat_media, responses_urls_to_fetch
-from app.gateway.ratelimit import BudgetSource, Limiter
+from app.gateway.ratelimit import LEASE_TTL, BudgetSource, Limiter
 from app.gateway.responses_store import MemoryResponseStore, ResponseStore
 from app.gateway.routing import Router
 from app.gateway.shared import RedisSignatureStore, SharedState
@@ -77,7 +77,10 @@ class Services:
         redis_url = settings.storage.redis_url
         self.shared: SharedState | None = None
         if redis_url is not None:
-            self.shared = SharedState(redis_url.get_secret_value(), on_health=lambda up: self.metrics.storage_up("redis", up))
+            self.shared = SharedState(
+                redis_url.get_secret_value(), on_health=lambda up: self.metrics.storage_up("redis", up),
+                lease_ttl=max(LEASE_TTL, 2 * settings.timeouts.total),  # longer than any request may run
+            )
         local_signatures = MemorySignatureStore(settings.signatures.cache_size)
         self.signatures: SignatureStore = signature_store or (
             RedisSignatureStore(self.shared, local_signatures) if self.shared is not None else local_signatures

@@ -73,6 +73,7 @@ ENDPOINT_NAMES = {verb: f"native.{verb}" for verb in VERBS} | {"": "native.model
 GOOGLE_CLIENT_HEADERS = frozenset({b"x-goog-api-key", b"x-goog-api-client"})
 _GOOGLE_QUERY = re.compile(rb"(?:^|&)(?:key|pageSize|pageToken)=")
 _JSON_HEADERS = {"content-type": "application/json"}
+_GENERATING = frozenset({"generateContent", STREAM_VERB})  # the verbs whose answers cost output tokens
 _MAX_OUTPUT = re.compile(rb'"maxOutputTokens"\s*:\s*(\d{1,12})')  # a limited key's reservation (limits)
 _NO_CAPABILITIES = ModelCapabilities()
 
@@ -197,10 +198,10 @@ class NativeGemini(Endpoint):
                 raise
             return _passed_on(ctx, exc, exc.answer)
 
-    async def _targets(self, ctx: RequestContext, model: str, body: bytes = b"") -> list[Target]:
+    async def _targets(self, ctx: RequestContext, model: str, body: bytes = b"", verb: str = "") -> list[Target]:
         ctx.model = model
-        max_output = None
-        if ctx.principal.limited and body:
+        max_output = None if verb in _GENERATING else 0
+        if ctx.principal.limited and body and max_output is None:
             found = _MAX_OUTPUT.search(body)  # the body is Google's, passed on unparsed
             max_output = int(found.group(1)) if found else None
         await self.services.admit(ctx, model, max_output)  # 403 (in Google's shape), limits (429): before Google
@@ -225,7 +226,7 @@ class NativeGemini(Endpoint):
 
     async def _call(self, call: Call, version: str, model: str, verb: str) -> Answer:
         ctx = call.ctx
-        targets = await self._targets(ctx, model, call.body)
+        targets = await self._targets(ctx, model, call.body, verb)
         query = forwarded_query(call.query)
         client = self.services.client
 
@@ -240,7 +241,7 @@ class NativeGemini(Endpoint):
     async def _stream(self, call: Call, version: str, model: str) -> Answer:
         ctx = call.ctx
         ctx.stream = True
-        targets = await self._targets(ctx, model, call.body)
+        targets = await self._targets(ctx, model, call.body, STREAM_VERB)
         query = forwarded_query(call.query)
         client = self.services.client
 

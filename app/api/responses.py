@@ -239,7 +239,7 @@ class InputTokens(Responses):
     async def _answer(self, ctx: RequestContext, req: ResponsesRequest) -> Answer:
         services = self.services
         ctx.stream = False
-        await services.admit(ctx, req.model)
+        await services.admit(ctx, req.model, 0)  # counting tokens produces none
         targets = for_endpoint(services.router.resolve(req.model), "chat", req.model, "/v1/responses/input_tokens")
         history, env = await self._looked_up(ctx, req)
         request = req.model_copy(update={"stream": False, "stream_options": None})

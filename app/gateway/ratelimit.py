@@ -54,7 +54,7 @@ log = logging.getLogger("gemini_proxy.limits")
 WINDOW = 60  # seconds: rpm and tpm are per minute
 FORCE = 2**62  # a limit no count reaches: settling forces real usage in
 DEFAULT_OUTPUT = 4096  # tokens reserved for the answer when the request names no maximum
-LEASE_TTL = 1800.0  # seconds a Redis concurrency lease lives unless released (a crashed replica's expire)
+LEASE_TTL = 1800.0  # at least, seconds a Redis concurrency lease lives unless released (a crashed replica's expire)
 KINDS = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month", "usd_per_month")
 _lease_ids = itertools.count(1)
 _process_tag = f"{os.getpid()}-{time.time_ns() % 10**9}"
@@ -71,6 +71,11 @@ def go_duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes}m{secs}s"
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def _scope(ctx: RequestContext, subject: Subject) -> str:
+    """`key <name>` or `team <name>` (never a secret), where OpenAI says `organization org-...`."""
+    return f"key {ctx.principal.label}" if subject.ident.startswith("key:") else f"team {ctx.principal.team}"
 
 
 class RateLimitExceeded(GatewayError):
@@ -340,17 +345,18 @@ class Limiter:
                     key = s.ident + "/rpm"
                     if not await backend.hit(s.limits.rpm, key, 1):
                         remaining, frees = await backend.stats(s.limits.rpm, key)
-                        raise self._refuse(ctx, team, "rpm", s.limits.rpm, frees, requests=True)
+                        raise self._refuse(ctx, s, team, "rpm", s.limits.rpm, frees, requests=True,
+                                           used=s.limits.rpm - remaining)
                     done.append((s.limits.rpm, key, 1))
             for s in subjects:
                 if s.limits.tpm is not None:
                     key = s.ident + "/tpm"
                     if estimate > s.limits.tpm:
-                        raise self._too_large(ctx, team, s.limits.tpm, estimate)
+                        raise self._too_large(ctx, s, team, s.limits.tpm, estimate)
                     if not await backend.hit(s.limits.tpm, key, estimate):
                         remaining, frees = await backend.stats(s.limits.tpm, key)
                         wait = max(frees, WINDOW * (estimate - remaining) / s.limits.tpm)
-                        raise self._refuse(ctx, team, "tpm", s.limits.tpm, wait, requests=False,
+                        raise self._refuse(ctx, s, team, "tpm", s.limits.tpm, wait, requests=False,
                                            used=s.limits.tpm - remaining, requested=estimate)
                     done.append((s.limits.tpm, key, estimate))
             await self._reserve_budgets(ctx, backend, adm, team, budget_need)
@@ -358,7 +364,7 @@ class Limiter:
                 if s.limits.concurrency is not None:
                     lease_id = f"{_process_tag}-{next(_lease_ids)}"
                     if not await backend.lease(s.ident, s.limits.concurrency, lease_id):
-                        raise self._refuse(ctx, team, "concurrency", s.limits.concurrency, 1.0, requests=True,
+                        raise self._refuse(ctx, s, team, "concurrency", s.limits.concurrency, 1.0, requests=True,
                                            what="concurrent requests")
                     adm.leases.append((s.ident, lease_id))
             adm.headers = await self._headers(backend, subjects)
@@ -397,10 +403,10 @@ class Limiter:
             self._count(team, refused.kind)
             what = "USD" if refused.kind == "usd_per_month" else "tokens"
             period = refused.kind.rsplit("_", 1)[-1]
+            scope = f"key {ctx.principal.label}" if refused.subject.startswith("key:") else f"team {ctx.principal.team}"
             raise QuotaExceeded(
-                f"You exceeded your current quota ({refused.kind}: {what} per {period} of "
-                f"{'this key' if refused.subject.startswith('key:') else 'your team'}), please check your plan "
-                "and billing details.",
+                "You exceeded your current quota, please check your plan and billing details. "
+                f"({scope}: {refused.kind}, {what} per calendar {period}, UTC)",
                 headers={"x-should-retry": "false"},
             )
         adm.budgets = budgets
@@ -444,7 +450,7 @@ class Limiter:
             self.metrics.rate_limited(team, kind)
 
     def _refuse(
-        self, ctx: RequestContext, team: str, kind: str, limit: int, wait: float, *, requests: bool,
+        self, ctx: RequestContext, subject: Subject, team: str, kind: str, limit: int, wait: float, *, requests: bool,
         used: int | None = None, requested: int = 1, what: str | None = None,
     ) -> RateLimitExceeded:
         self._count(team, kind)
@@ -453,8 +459,8 @@ class Limiter:
         name = what or ("requests per min (RPM)" if requests else "tokens per min (TPM)")
         used_text = f", Used {used}" if used is not None else ""
         exc = RateLimitExceeded(
-            f"Rate limit reached for {ctx.model or 'this model'} on {name}: Limit {limit}{used_text}, "
-            f"Requested {requested}. Please try again in {go_duration(wait)}.",
+            f"Rate limit reached for {ctx.model or 'this model'} in {_scope(ctx, subject)} on {name}: Limit {limit}"
+            f"{used_text}, Requested {requested}. Please try again in {go_duration(wait)}.",
             type="requests" if requests else "tokens",
             headers={"retry-after": str(seconds), "retry-after-ms": str(max(1, round(wait * 1000)))},
         )
@@ -464,10 +470,11 @@ class Limiter:
         exc.headers[f"x-ratelimit-reset-{label}"] = go_duration(wait)
         return exc
 
-    def _too_large(self, ctx: RequestContext, team: str, limit: int, requested: int) -> RateLimitExceeded:
+    def _too_large(self, ctx: RequestContext, subject: Subject, team: str, limit: int, requested: int) -> RateLimitExceeded:
         self._count(team, "tpm")
         return RateLimitExceeded(
-            f"Request too large for {ctx.model or 'this model'} on tokens per min (TPM): Limit {limit}, Requested "
+            f"Request too large for {ctx.model or 'this model'} in {_scope(ctx, subject)} on tokens per min (TPM): "
+            f"Limit {limit}, Requested "
             f"{requested}. The input or output tokens must be reduced in order to run successfully.",
             type="tokens", headers={"x-should-retry": "false"},
         )

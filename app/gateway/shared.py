@@ -93,8 +93,9 @@ return redis.call('ZCARD', KEYS[1])
 class SharedState:
     """One Redis for the replicas: connection, breaker and probe, heartbeat, rests (see the module docstring)."""
 
-    def __init__(self, url: str, on_health: Callable[[bool], None] | None = None) -> None:
+    def __init__(self, url: str, on_health: Callable[[bool], None] | None = None, lease_ttl: float = LEASE_TTL) -> None:
         self.url = url
+        self.lease_ttl = lease_ttl  # seconds a concurrency lease lives unless released
         self.redis = aioredis.Redis.from_url(
             url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, retry=Retry(NoBackoff(), 0),
             health_check_interval=30,
@@ -308,7 +309,8 @@ class RedisBackend(Backend):
         return stats.remaining, max(0.0, stats.reset_time - time.time())
 
     async def lease(self, subject: str, limit: int, lease_id: str) -> bool:
-        granted = await self.state._lease(keys=[f"{PREFIX}leases:{{{subject}}}"], args=[limit, int(LEASE_TTL * 1000), lease_id])
+        ttl_ms = int(self.state.lease_ttl * 1000)
+        granted = await self.state._lease(keys=[f"{PREFIX}leases:{{{subject}}}"], args=[limit, ttl_ms, lease_id])
         return bool(granted)
 
     async def release(self, subject: str, lease_id: str) -> None:
