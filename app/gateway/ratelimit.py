@@ -222,6 +222,7 @@ class Backend:
         self.windows = LocalWindows()
         self._leases: dict[str, int] = {}
         self._counters: dict[str, tuple[int, float]] = {}  # key -> (value, expires at)
+        self.seeded: set[str] = set()  # budget counters seeded from the BudgetSource (cleared when Redis returns)
 
     async def hit(self, limit: int, key: str, cost: int) -> bool:
         """Take `cost` from the window if it fits (nothing recorded otherwise)."""
@@ -295,7 +296,6 @@ class Limiter:
         self._shared_failed = shared_failed or (lambda exc: None)
         self._replicas = replicas or (lambda: self.local_share)
         self._shares: dict[tuple[Limits, int], Limits] = {}
-        self._seeded: set[str] = set()
         self._periods: tuple[int, tuple[str, float, float, str, float, float]] = (-1, periods(0))
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -392,12 +392,13 @@ class Limiter:
                                       round(lim.usd_per_month * 1_000_000), 0, int(month_end) + 86400, month_start))
         if not budgets:
             return
+        seeded = backend.seeded
         for b in budgets:
-            if b.key not in self._seeded:
+            if b.key not in seeded:
                 tokens, usd = await self.budget_source.spent(b.subject, b.since)
                 value = round(usd * 1_000_000) if b.kind == "usd_per_month" else tokens
                 await backend.seed(b.key, value, b.expire_at)
-                self._seeded.add(b.key)
+                seeded.add(b.key)
         refused = await backend.reserve(budgets)
         if refused is not None:
             self._count(team, refused.kind)

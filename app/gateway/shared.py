@@ -111,6 +111,7 @@ class SharedState:
         self._listener: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._upstreams: dict[str, Upstream] = {}
+        self.on_return: list[Callable[[], None]] = []  # called when Redis answers again after a loss
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def backend(self) -> RedisBackend:
@@ -203,6 +204,8 @@ class SharedState:
                     pause = min(PROBE_MAX, pause * 2)
                     continue
                 pause = PROBE_MIN
+                for callback in self.on_return:
+                    callback()  # e.g. budget counters are seeded again (a restarted Redis lost them)
                 self._set(True)
 
     # --- upstream rests -----------------------------------------------------------------------
@@ -286,6 +289,7 @@ class RedisBackend(Backend):
             key_prefix=PREFIX + "LIMITS", **options,
         )
         super().__init__()
+        state.on_return.append(self.seeded.clear)
         self.storage: Any = storage
         self.limiter = SlidingWindowCounterRateLimiter(storage)
         self.state = state

@@ -218,3 +218,27 @@ def test_a_process_started_later_learns_the_rests_in_force(pair, redis, fake, fa
         assert len(fake.requests()) == calls
     finally:
         late.stop()
+
+
+def test_budgets_are_seeded_again_when_redis_comes_back(redis_gateway, redis, fake):
+    gateway = redis_gateway({"tokens_per_month": 10**6, "usd_per_month": 100})
+
+    class Spent:
+        asked = 0
+
+        async def spent(self, subject: str, since: float) -> tuple[int, float]:
+            Spent.asked += 1
+            return 1000, 1.5
+
+    gateway.state.limiter.budget_source = Spent()
+    assert chat(gateway.url, KEY).status_code == 200
+    assert Spent.asked == 2  # tokens and USD, once each
+    assert int(redis.command("GET", f"gemini-proxy:budget:key:rl:usd:{time.strftime('%Y-%m', time.gmtime())}").split(b"\r\n")[1]) == 1_500_000
+    assert chat(gateway.url, KEY).status_code == 200 and Spent.asked == 2  # counted in Redis from then on
+    redis.kill()
+    assert chat(gateway.url, KEY).status_code == 200
+    assert Spent.asked == 4  # the local counters start from what was spent, not from zero
+    redis.start()  # empty: it lost the counters
+    wait_until(lambda: metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 1, 10)
+    assert chat(gateway.url, KEY).status_code == 200
+    assert Spent.asked == 6
