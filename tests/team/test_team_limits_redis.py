@@ -87,7 +87,8 @@ def test_concurrency_leases_on_redis_expire_and_release(redis_gateway, redis, fa
     assert chat(gateway.url, KEY).status_code == 200
 
 
-def test_redis_lost_under_traffic_degrades_to_local_limits_without_5xx(redis_gateway, redis, fake):
+def test_redis_lost_under_traffic_degrades_to_local_limits_without_5xx(redis_gateway, redis, fake, caplog):
+    caplog.set_level("INFO", logger="gemini_proxy.redis")
     gateway = redis_gateway({"rpm": 1000})
     statuses: list[int] = []
     stop = threading.Event()
@@ -114,6 +115,8 @@ def test_redis_lost_under_traffic_degrades_to_local_limits_without_5xx(redis_gat
         worker.join()
     assert set(statuses) == {200}, sorted(set(statuses))
     assert b"LIMITS" in redis.command("KEYS", "gemini-proxy:*")  # counting in Redis again
+    logged = caplog.text
+    assert "is unreachable" in logged and "serving with local limits" in logged and "answers: limits" in logged
 
 
 def test_a_hung_redis_costs_at_most_its_short_timeout(redis_gateway, redis, fake):
