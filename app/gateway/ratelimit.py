@@ -35,7 +35,6 @@ are 429 with OpenAI's bodies (`rate_limit_exceeded` with `Retry-After` and
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import math
@@ -297,7 +296,6 @@ class Limiter:
         self._replicas = replicas or (lambda: self.local_share)
         self._shares: dict[tuple[Limits, int], Limits] = {}
         self._periods: tuple[int, tuple[str, float, float, str, float, float]] = (-1, periods(0))
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     def _share(self, limits: Limits, n: int) -> Limits:
         key = (limits, n)
