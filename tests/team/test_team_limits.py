@@ -367,3 +367,17 @@ def test_workers_without_redis_enforce_their_share(tmp_path, fake_gemini, fake):
         assert "each of the 2 workers enforces its share" in gateway.output()
     finally:
         gateway.stop()
+
+
+def test_rate_limited_metric_kinds_are_fixed():
+    from app.observe.metrics import GatewayMetrics
+
+    metrics = GatewayMetrics()
+    metrics.rate_limited("data", "tpm")
+    metrics.rate_limited("data", "tpm")
+    metrics.rate_limited("", "usd_per_month")
+    with pytest.raises(ValueError):
+        metrics.rate_limited("data", "per_fortnight")
+    text = metrics.render()[0].decode()
+    assert 'gemini_proxy_rate_limited_total{kind="tpm",team="data"} 2.0' in text
+    assert 'gemini_proxy_rate_limited_total{kind="usd_per_month",team=""} 1.0' in text
