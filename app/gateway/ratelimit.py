@@ -35,6 +35,7 @@ are 429 with OpenAI's bodies (`rate_limit_exceeded` with `Retry-After` and
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
@@ -428,12 +429,15 @@ class Limiter:
         """The six `x-ratelimit-*` headers of the window that binds (fewest remaining) among key and team."""
         headers: dict[str, str] = {}
         for kind, name in (("rpm", "requests"), ("tpm", "tokens")):
+            limited = [(limit, f"{s.ident}/{kind}") for s in subjects if (limit := getattr(s.limits, kind)) is not None]
+            if not limited:
+                continue
+            if len(limited) == 1:
+                found = [await backend.stats(*limited[0])]
+            else:  # key and team: at once (two Redis round trips in parallel)
+                found = list(await asyncio.gather(*(backend.stats(limit, key) for limit, key in limited)))
             best: tuple[int, int] | None = None
-            for s in subjects:
-                limit = getattr(s.limits, kind)
-                if limit is None:
-                    continue
-                remaining, _ = await backend.stats(limit, f"{s.ident}/{kind}")
+            for (limit, _), (remaining, _) in zip(limited, found, strict=True):
                 if best is None or remaining < best[1]:
                     best = (limit, remaining)
             if best is not None:

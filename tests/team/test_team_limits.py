@@ -259,6 +259,9 @@ def test_headers_on_errors_and_streams(limited, fake):
     native = httpx.post(gateway.url + f"/v1beta/models/{MODEL}:generateContent", headers={"x-goog-api-key": KEY},
                         json={"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"maxOutputTokens": 10}})
     assert native.status_code == 200 and native.headers["x-ratelimit-remaining-requests"] == "95"
+    responses = httpx.post(gateway.url + "/v1/responses", headers={"authorization": f"Bearer {KEY}"},
+                           json={"model": MODEL, "input": "x", "max_output_tokens": 100}, timeout=30)
+    assert responses.status_code == 200 and responses.headers["x-ratelimit-remaining-requests"] == "94"
 
 
 @pytest.fixture
