@@ -361,7 +361,7 @@ class RedisSignatureStore:
 
     async def put_many(self, items: Mapping[str, str]) -> None:
         await self.local.put_many(items)
-        if items and self.state.up:
+        if items and self.state.up and self.local.capacity > 0:  # signatures.cache_size 0: remember nothing
             try:
                 async with self.state.redis.pipeline(transaction=False) as pipe:
                     for key, value in items.items():
