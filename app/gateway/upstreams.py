@@ -15,7 +15,9 @@ Owns the policy for spending credentials (docs/design.md#credentials):
   request after the backoff probes it and a success restores it at once. It
   is never parked for long: a key that was revoked by mistake and restored, or
   a refusal caused by a glitch, costs seconds, not a lock-out;
-* a client error (400, a 403 about a resource) never penalises a key.
+* a client error (400, a 403 about a resource) never penalises a key;
+* `on_rest` lets other replicas learn of a rest (gateway/shared.py publishes
+  it through Redis; `rest_group` applies one that another replica published).
 
 Keys appear in logs only as labels (`<upstream>#<n>`).
 """
