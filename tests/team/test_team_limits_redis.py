@@ -52,6 +52,7 @@ def test_limits_and_settlement_on_redis(redis_gateway, redis, fake):
     assert metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 1
 
     def probe() -> tuple[int, int]:
+        time.sleep(0.2)  # the previous request's settlement reaches Redis after its answer: let it land
         response = chat(gateway.url, KEY, "probe", max_tokens=50)
         assert response.status_code == 200
         return int(response.headers["x-ratelimit-remaining-tokens"]), response.json()["usage"]["total_tokens"]
