@@ -149,4 +149,5 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
         app.routes_app, endpoints, gateway.auth, gateway.recorder, settings.server.max_request_bytes,
         extra_headers=[DEMO_HEADER] if settings.demo else [],
     )
+    app.pipeline.settle = gateway.limiter.settle
     return app

@@ -3,7 +3,9 @@
 Lives on `app.state.gateway`; imports nothing from `api/` (the routes take
 what they need from it). Owns start-up and shutdown order: the upstream HTTP
 client, credentials and key pools, the router, the dispatcher, the signature
-store, the Responses API's response store, the optional media fetcher, client authentication with the database's
+store, the Responses API's response store, the optional media fetcher, client limits and budgets
+(gateway/ratelimit.py; shared through Redis by gateway/shared.py when `storage.redis_url` is set),
+client authentication with the database's
 keys (app/team/: the database is opened and migrated first, so a gateway that
 cannot read its keys does not start), the recorder (access log and metrics)
 and, in demo mode, the in-process fake Gemini the gateway talks to.
@@ -14,16 +16,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from app.gateway.dispatch import Dispatcher
 from app.gateway.fetch import FetchGuard, fetch_all, fetch_chat_media, responses_urls_to_fetch
+from app.gateway.ratelimit import LEASE_TTL, BudgetSource, Limiter
 from app.gateway.responses_store import MemoryResponseStore, ResponseStore
 from app.gateway.routing import Router
+from app.gateway.shared import RedisSignatureStore, SharedState
 from app.gateway.signatures import MemorySignatureStore, SignatureStore
 from app.gateway.upstreams import Credential, Upstream, build_upstream
 from app.observe.record import Recorder
 from app.pipeline.auth import ClientAuth
+from app.pipeline.context import RequestContext
 from app.schemas.openai import ChatCompletionRequest
 from app.schemas.responses import InputItem
 from app.settings import AdminKey, Settings
@@ -52,12 +58,31 @@ class SignatureCounts(Protocol):
     signature_bypasses: int
 
 
+class UsageBudgets:
+    """The usage records as the limiter's `BudgetSource`: what a key or team spent since the start of a day or month.
+
+    A budget counter is seeded from it the first time a process (or Redis)
+    meets that key or team in that period (docs/team.md#limits).
+    """
+
+    def __init__(self, usage: UsageStore) -> None:
+        self.usage = usage
+
+    async def spent(self, subject: str, since: float) -> tuple[int, float]:
+        kind, _, name = subject.partition(":")
+        when = datetime.fromtimestamp(since, UTC)
+        if kind == "team":
+            return await self.usage.spent(team=name, since=when)
+        return await self.usage.spent(key_id=name, since=when)
+
+
 class Services:
     def __init__(
         self,
         settings: Settings,
         signature_store: SignatureStore | None = None,
         response_store: ResponseStore | None = None,
+        budget_source: BudgetSource | None = None,
     ) -> None:
         self.settings = settings
         self.started_at = int(time.time())
@@ -72,14 +97,33 @@ class Services:
         self._keys: KeyStore | None = None
         self._usage: UsageStore | None = None
         self.usage_writer: UsageWriter | None = None
+        self._budget_source_given = budget_source is not None
         self.key_cache: KeyCache | None = None
-        self.signatures: SignatureStore = signature_store or MemorySignatureStore(settings.signatures.cache_size)
+        redis_url = settings.storage.redis_url
+        self.shared: SharedState | None = None
+        if redis_url is not None:
+            self.shared = SharedState(
+                redis_url.get_secret_value(), on_health=lambda up: self.metrics.storage_up("redis", up),
+                lease_ttl=max(LEASE_TTL, 2 * settings.timeouts.total),  # longer than any request may run
+            )
+        local_signatures = MemorySignatureStore(settings.signatures.cache_size)
+        self.signatures: SignatureStore = signature_store or (
+            RedisSignatureStore(self.shared, local_signatures) if self.shared is not None else local_signatures
+        )
         r = settings.responses
         self.responses: ResponseStore = response_store or MemoryResponseStore(r.store_size, r.store_max_bytes)
         m = settings.media
         self.fetcher = FetchGuard(m.fetch_max_bytes, m.fetch_timeout, m.allow_hosts) if m.fetch_urls else None
         self.recorder = Recorder(settings.server.access_log, settings.server.metrics, PriceTable(settings.pricing))
         self.metrics = self.recorder.metrics
+        shared = self.shared
+        self.limiter = Limiter(
+            local_share=settings.server.workers, metrics=self.metrics, budget_source=budget_source,
+            shared=shared.backend() if shared is not None else None,
+            shared_up=(lambda: shared.up) if shared is not None else None,
+            shared_failed=shared.failed if shared is not None else None,
+            replicas=(lambda: shared.replicas) if shared is not None else None,
+        )
         self.upstreams: list[Upstream] = []
         self._router: Router | None = None
         self._dispatcher: Dispatcher | None = None
@@ -120,6 +164,8 @@ class Services:
             on_health=lambda up: self.metrics.storage_up("database", up),
         )
         self._usage = UsageStore(engine)
+        if not self._budget_source_given and self.settings.storage.usage_records:
+            self.limiter.budget_source = UsageBudgets(self._usage)
         try:
             await self.key_cache.start()
             if self.settings.storage.usage_records:
@@ -146,6 +192,16 @@ class Services:
         self._router = Router(self.settings, self.upstreams)
         self._dispatcher = Dispatcher(self.client, self.settings.retry)
         self.recorder.watch_upstreams(self.upstreams)
+        if self.shared is not None:
+            self.shared.watch_upstreams(self.upstreams)
+            await self.shared.start()
+            log.info("limits, upstream rests and thought signatures are shared through Redis")
+        elif self.settings.server.workers > 1:
+            log.warning(
+                "no storage.redis_url: each of the %d workers enforces its share of every key's and team's limits "
+                "(limit // %d, at least 1; USD / %d)", self.settings.server.workers, self.settings.server.workers,
+                self.settings.server.workers,
+            )
 
     async def _start_usage(self) -> None:
         st = self.settings.storage
@@ -164,6 +220,8 @@ class Services:
             self.recorder.usage = None
             await self.usage_writer.stop()
         self.recorder.flush()
+        if self.shared is not None:
+            await self.shared.stop()
         if self.key_cache is not None:
             await self.key_cache.stop()
         if self._keys is not None:
@@ -174,6 +232,17 @@ class Services:
         if self.demo_fake is not None:
             await self.demo_fake.close()
             self.demo_fake = None
+
+    async def admit(self, ctx: RequestContext, model: str, max_output: int | None = None) -> None:
+        """Before Google: 403 unless the key may use `model`; then its limits (429, reservations in ctx.admission).
+
+        The prompt is estimated from the body's size (bytes / 4), never parsed again; `max_output` is the
+        request's `max_tokens` / `max_completion_tokens` / `max_output_tokens` / `maxOutputTokens`, if any.
+        """
+        principal = ctx.principal
+        principal.check_model(model)
+        if principal.limited:
+            await self.limiter.admit(ctx, ctx.request_bytes // 4, max_output)
 
     def count_signatures(self, call: SignatureCounts) -> None:
         """Thought signatures of one translated request, by where they came from (metrics)."""

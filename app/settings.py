@@ -30,7 +30,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
 
 from app.errors import loc_to_path
@@ -187,6 +196,17 @@ class StorageSettings(_Section):
     usage_spool: str | None = None
     usage_retention_days: int = Field(90, ge=1, le=36_500)  # records older than this are deleted (daily totals stay)
     usage_prune_seconds: Seconds = 3600.0  # how often old records are deleted (also soon after start)
+
+    # Redis shared by the replicas (and `--workers`): rate-limit windows, concurrency leases, budget
+    # counters, upstream key rests, thought signatures. None: each process keeps its own (limits divided).
+    redis_url: SecretStr | None = None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^rediss?://", value.get_secret_value()):
+            raise ValueError("`redis_url` must start with redis:// or rediss://")
+        return value
 
     def spool_dir(self) -> Path:
         if self.usage_spool:

@@ -445,3 +445,14 @@ def test_byok_refuses_vertex_upstreams(tmp_path):
         )
     with pytest.raises(ConfigError, match="gemini upstreams only"):  # zero-config Vertex too
         load_settings(overrides={"auth": {"byok": True}}, environ={"GOOGLE_CLOUD_PROJECT": "p"})
+
+
+def test_redis_url_from_env_and_checked(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    s = load_settings(path, environ={"GEMINI_PROXY_STORAGE__REDIS_URL": "redis://:pw@127.0.0.1:6379/2"})
+    assert s.storage.redis_url is not None and s.storage.redis_url.get_secret_value() == "redis://:pw@127.0.0.1:6379/2"
+    assert "pw" not in repr(s.storage)  # a secret, like the database URL
+    assert load_settings(path, environ={}).storage.redis_url is None
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={"GEMINI_PROXY_STORAGE__REDIS_URL": "http://127.0.0.1:6379"})
+    assert "redis_url" in str(info.value) and "redis://" in str(info.value)

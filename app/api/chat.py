@@ -116,7 +116,8 @@ class ChatCompletions(Endpoint):
     async def _answer(self, ctx: RequestContext, req: ChatCompletionRequest) -> Answer:
         services = self.services
         ctx.model = req.model
-        ctx.principal.check_model(req.model)  # 403 model_not_allowed, before anything reaches Google
+        # 403 model_not_allowed, then the key's limits (429), before anything reaches Google
+        await services.admit(ctx, req.model, req.max_completion_tokens or req.max_tokens)
         targets = services.router.resolve(req.model)
         targets = for_endpoint(targets, "chat", req.model)
         env = await services.translation_env(req)

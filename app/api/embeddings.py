@@ -50,7 +50,7 @@ class Embeddings(Endpoint):
         plan = plan_embeddings(req)
         ctx = call.ctx
         ctx.model = req.model
-        ctx.principal.check_model(req.model)  # 403 model_not_allowed, before anything reaches Google
+        await self.services.admit(ctx, req.model, 0)  # 403 model_not_allowed, then limits (429; no output), before Google
         targets = self.services.router.resolve(req.model)
         targets = for_endpoint(targets, "embeddings", req.model)
         try:

@@ -72,6 +72,8 @@ ENDPOINT_NAMES = {verb: f"native.{verb}" for verb in VERBS} | {"": "native.model
 
 GOOGLE_CLIENT_HEADERS = frozenset({b"x-goog-api-key", b"x-goog-api-client"})
 _GOOGLE_QUERY = re.compile(rb"(?:^|&)(?:key|pageSize|pageToken)=")
+_GENERATING = frozenset({"generateContent", STREAM_VERB})  # the verbs whose answers cost output tokens
+_MAX_OUTPUT = re.compile(rb'"maxOutputTokens"\s*:\s*(\d{1,12})')  # a limited key's reservation (limits)
 _NO_CAPABILITIES = ModelCapabilities()
 
 NATIVE_MISSING_KEY = (
@@ -195,9 +197,13 @@ class NativeGemini(Endpoint):
                 raise
             return _passed_on(ctx, exc, exc.answer)
 
-    def _targets(self, ctx: RequestContext, model: str) -> list[Target]:
+    async def _targets(self, ctx: RequestContext, model: str, body: bytes = b"", verb: str = "") -> list[Target]:
         ctx.model = model
-        ctx.principal.check_model(model)  # 403 (in Google's shape), before anything reaches Google
+        max_output = None if verb in _GENERATING else 0
+        if ctx.principal.limited and body and max_output is None:
+            found = _MAX_OUTPUT.search(body)  # the body is Google's, passed on unparsed
+            max_output = int(found.group(1)) if found else None
+        await self.services.admit(ctx, model, max_output)  # 403 (in Google's shape), limits (429): before Google
         return self.services.router.resolve(model)
 
     def _prepare(self, body: bytes, model: str, verb: str) -> Callable[[Target], UpstreamCall[None]]:
@@ -219,7 +225,7 @@ class NativeGemini(Endpoint):
 
     async def _call(self, call: Call, version: str, model: str, verb: str) -> Answer:
         ctx = call.ctx
-        targets = self._targets(ctx, model)
+        targets = await self._targets(ctx, model, call.body, verb)
         query = forwarded_query(call.query)
         client = self.services.client
 
@@ -234,7 +240,7 @@ class NativeGemini(Endpoint):
     async def _stream(self, call: Call, version: str, model: str) -> Answer:
         ctx = call.ctx
         ctx.stream = True
-        targets = self._targets(ctx, model)
+        targets = await self._targets(ctx, model, call.body, STREAM_VERB)
         query = forwarded_query(call.query)
         client = self.services.client
 
@@ -275,7 +281,7 @@ class NativeGemini(Endpoint):
     async def _get(self, call: Call, version: str, model: str) -> Answer:
         ctx = call.ctx
         if model:
-            targets = self._targets(ctx, model)
+            targets = await self._targets(ctx, model)
         else:
             targets = [Target(upstream, "", _NO_CAPABILITIES) for upstream in self.services.router.order]
         query = forwarded_query(call.query)

@@ -141,7 +141,7 @@ class Responses(Endpoint):
 
     async def _answer(self, ctx: RequestContext, req: ResponsesRequest) -> Answer:
         services = self.services
-        ctx.principal.check_model(req.model)  # 403 model_not_allowed, before anything reaches Google
+        await services.admit(ctx, req.model, req.max_output_tokens)  # 403 model_not_allowed, limits: before Google
         targets = for_endpoint(services.router.resolve(req.model), "chat", req.model, "/v1/responses")
         history, env = await self._looked_up(ctx, req)
         given = input_items(req)
@@ -224,7 +224,7 @@ class InputTokens(Responses):
     async def _answer(self, ctx: RequestContext, req: ResponsesRequest) -> Answer:
         services = self.services
         ctx.stream = False
-        ctx.principal.check_model(req.model)
+        await services.admit(ctx, req.model, 0)  # counting tokens produces none
         targets = for_endpoint(services.router.resolve(req.model), "chat", req.model, "/v1/responses/input_tokens")
         history, env = await self._looked_up(ctx, req)
         request = req.model_copy(update={"stream": False, "stream_options": None})

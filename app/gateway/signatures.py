@@ -1,8 +1,8 @@
 """Where thought signatures are remembered between requests (policy: translate/signatures.py).
 
-`SignatureStore` is the interface a shared store (e.g. Redis, for several
-replicas) implements; `MemorySignatureStore` is the bounded in-process LRU
-used by default. Keys are tool-call ids (`call_...`) or text keys; values are
+`SignatureStore` is the interface a shared store implements (Redis, for
+several replicas: gateway/shared.py `RedisSignatureStore`);
+`MemorySignatureStore` is the bounded in-process LRU used by default. Keys are tool-call ids (`call_...`) or text keys; values are
 the signatures exactly as Google sent them.
 """
 

@@ -15,7 +15,9 @@ Owns the policy for spending credentials (docs/design.md#credentials):
   request after the backoff probes it and a success restores it at once. It
   is never parked for long: a key that was revoked by mistake and restored, or
   a refusal caused by a glitch, costs seconds, not a lock-out;
-* a client error (400, a 403 about a resource) never penalises a key.
+* a client error (400, a 403 about a resource) never penalises a key;
+* `on_rest` lets other replicas learn of a rest (gateway/shared.py publishes
+  it through Redis; `rest_group` applies one that another replica published).
 
 Keys appear in logs only as labels (`<upstream>#<n>`).
 """
@@ -69,6 +71,8 @@ class Upstream:
     _parked: dict[str, float] = field(default_factory=dict)  # credential label -> usable again (refused)
     _refusals: dict[str, int] = field(default_factory=dict)  # credential label -> refusals in a row
     _next: int = 0
+    # Called with (upstream, group, model, seconds) when a rate limit rests a group (shared with other replicas).
+    on_rest: Callable[[Upstream, str, str, float], None] | None = None
 
     @property
     def provider(self) -> str:
@@ -129,9 +133,15 @@ class Upstream:
         if daily:
             seconds = seconds_until_daily_reset(self.wall_clock())
         seconds = DEFAULT_COOLDOWN if seconds is None else seconds
-        key = (cred.group, model)
-        self._cooling[key] = max(self.clock() + seconds, self._cooling.get(key, 0.0))
+        self.rest_group(cred.group, model, seconds)
+        if self.on_rest is not None:
+            self.on_rest(self, cred.group, model, seconds)
         return seconds
+
+    def rest_group(self, group: str, model: str, seconds: float) -> None:
+        """Rest every credential of `group` for `model` for `seconds` (also: a rest another replica published)."""
+        key = (group, model)
+        self._cooling[key] = max(self.clock() + seconds, self._cooling.get(key, 0.0))
 
     def refuse(self, cred: Credential) -> float:
         """Google refused `cred` (not its group): out of rotation for a backoff that grows; returns it."""

@@ -18,7 +18,9 @@ Series (names and labels are fixed: dashboards and acceptance tests read them)
   gemini_proxy_credentials_available{upstream}                  gauge (multiprocess: livemax)
   gemini_proxy_active_streams                                   gauge (multiprocess: livesum)
   gemini_proxy_signatures_total{outcome}                        counter, outcome = passed|restored|bypass
-  gemini_proxy_storage_up{backend}                              gauge 0/1 (multiprocess: livemin), backend = database
+  gemini_proxy_storage_up{backend}                              gauge 0/1 (multiprocess: livemin), backend = database|redis
+  gemini_proxy_rate_limited_total{team,kind}                    counter, kind = rpm|tpm|concurrency|tokens_per_day|
+                                                                tokens_per_month|usd_per_month (team "" = none)
   gemini_proxy_spend_usd_total{team,model}                      counter (USD, float); team "" = none, over
                                                                 TEAM_LABEL_LIMIT teams: "other"
   gemini_proxy_usage_records_pending                            gauge (multiprocess: livesum): usage records
@@ -110,6 +112,7 @@ TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4
 
 UPSTREAM_OUTCOMES = frozenset({"ok", "retry", "rate_limited", "credentials", "error"})
 SIGNATURE_OUTCOMES = frozenset({"passed", "restored", "bypass"})
+LIMIT_KINDS = frozenset({"rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month", "usd_per_month"})
 TOKEN_TYPES = ("prompt", "completion", "reasoning", "cached")
 PROVIDERS = {"gemini": "gcp.gemini", "vertex": "gcp.vertex_ai"}  # upstream type -> gen_ai.provider.name
 DEFAULT_PROVIDER = "gcp.gen_ai"
@@ -243,6 +246,10 @@ class _Families:
             "gemini_proxy_usage_records_pending", "Usage records not in the database yet: queued + spooled.",
             registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
+        self.rate_limited = Counter(
+            "gemini_proxy_rate_limited_total", "Requests refused by a key's or team's limit or budget, by kind.",
+            ("team", "kind"), registry=r,
+        )  # fmt: skip
         self.genai_client_duration = Histogram(
             "gen_ai_client_operation_duration_seconds", "GenAI operation duration (OTel gen_ai.client.operation.duration).",
             (*_GENAI, "error_type"), registry=r, buckets=DURATION_BUCKETS,
@@ -353,6 +360,7 @@ class GatewayMetrics:
         self._tokens: dict[tuple[str, str | None, str | None, str], _TokenAcc] = {}
         self._attempts: dict[tuple[str, str], _Count] = {}
         self._signatures: dict[str, _Count] = {}
+        self._rate_limited: dict[tuple[str, str], _Count] = {}
         # Accumulators by label values (what flush() walks).
         self._request_accs: dict[tuple[str, str, str, str, str, str, str], _RequestAcc] = {}
         self._token_accs: dict[tuple[str, str, str, str], _TokenAcc] = {}
@@ -518,6 +526,19 @@ class GatewayMetrics:
         if self._idle:
             self._arm()
 
+    def rate_limited(self, team: str, kind: str) -> None:
+        """A request refused by a limit; kind in LIMIT_KINDS (else ValueError); team "" for a key without one."""
+        if not self.enabled:
+            return
+        c = self._rate_limited.get((team, kind))
+        if c is None:
+            if kind not in LIMIT_KINDS:
+                raise ValueError(f"limit kind {kind!r} is not one of {sorted(LIMIT_KINDS)}")
+            c = self._rate_limited[(team, kind)] = _Count((team, kind))
+        c.n += 1
+        if self._idle:
+            self._arm()
+
     # --- exposition ---------------------------------------------------------------------------
 
     def render(self) -> tuple[bytes, str]:
@@ -543,7 +564,9 @@ class GatewayMetrics:
                 self._flush_request(f, a)
             for t in list(self._token_accs.values()):
                 self._flush_tokens(f, t)
-            for counts, family in ((self._attempts, f.attempts), (self._signatures, f.signatures)):
+            for counts, family in (
+                (self._attempts, f.attempts), (self._signatures, f.signatures), (self._rate_limited, f.rate_limited)
+            ):
                 for c in list(counts.values()):
                     n = c.n
                     if n != c.flushed:

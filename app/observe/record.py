@@ -87,13 +87,13 @@ class Recorder:
     def stream_ended(self) -> None:
         self.metrics.stream_ended()
 
-    def settle(self, ctx: RequestContext) -> None:
-        """`ctx.cost_usd` from the price table (priced by the served model); called before anything reads it."""
+    def price(self, ctx: RequestContext) -> None:
+        """`ctx.cost_usd` from the price table (priced by the served model); the pipeline's `finally` calls it
+        first, before the limiter settles a usd budget and before `record`."""
         micro = self.prices.cost_micro(ctx.usage, ctx.response_model, ctx.served_model)
         ctx.cost_usd = None if micro is None else micro / 1_000_000
 
     def record(self, ctx: RequestContext) -> None:
-        self.settle(ctx)
         principal = ctx.principal
         if principal.key_id is not None and ctx.endpoint:
             if ctx.cost_usd and self.metrics.enabled:

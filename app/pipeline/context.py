@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.errors import ModelNotAllowed
 
@@ -32,7 +33,7 @@ def clean_request_id(value: bytes | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """A key's or a team's limits (None: no limit). Enforced by the team layer; stored and shown today."""
+    """A key's or a team's limits (None: no limit); enforced by app/gateway/ratelimit.py."""
 
     rpm: int | None = None
     tpm: int | None = None
@@ -78,6 +79,7 @@ class Principal:
     team_limits: Limits = NO_LIMITS
     expires_at: float | None = None
     allowed: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
+    limited: bool = field(default=False, compare=False)  # the key or its team has a limit (admission pays)
 
     @classmethod
     def of_key(
@@ -85,7 +87,8 @@ class Principal:
         limits: Limits = NO_LIMITS, team_limits: Limits = NO_LIMITS, expires_at: float | None = None,
     ) -> Principal:
         globs = None if models is None else tuple(models)
-        return cls(key_id, name, team, None, globs, limits, team_limits, expires_at, models_pattern(globs))
+        limited = limits.any() or (team is not None and team_limits.any())
+        return cls(key_id, name, team, None, globs, limits, team_limits, expires_at, models_pattern(globs), limited)
 
     @property
     def label(self) -> str:
@@ -147,6 +150,8 @@ class RequestContext:
     error_type: str | None = None
     in_flight_since: float | None = None  # streams: time.monotonic() the current upstream call was sent
     credentials_changed: bool = False  # a credential was refused or restored while serving it
+    request_bytes: int = 0  # size of the request body (the limiter's prompt estimate)
+    admission: Any = None  # a limited key's reservations (app/gateway/ratelimit.py Admission), settled in the finally
 
     def attempt(self, upstream: str, outcome: str) -> None:
         self.attempts += 1

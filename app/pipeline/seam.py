@@ -3,7 +3,8 @@
 `Pipeline` is the outermost ASGI app. For every HTTP request it opens a
 `RequestContext` (request id taken from the client's `x-request-id` when sane,
 else generated) and, in one `finally`, records the outcome: the access log
-line and the metrics (the team layer adds limits and usage records there).
+line and the metrics; a limited key's reservations are settled there first
+(app/gateway/ratelimit.py), and its answers carry `x-ratelimit-*` headers.
 
 Endpoints registered as `Endpoint`s (chat and the native Gemini routes
 today; embeddings, images and responses next), by exact path or by path
@@ -146,6 +147,7 @@ class Authenticator(Protocol):
 
 
 class Recorder(Protocol):
+    def price(self, ctx: RequestContext) -> None: ...
     def record(self, ctx: RequestContext) -> None: ...
     def stream_started(self) -> None: ...
     def stream_ended(self) -> None: ...
@@ -287,6 +289,7 @@ class Pipeline:
         self.max_request_bytes = max_request_bytes
         self.watches = Watches(WATCH_AFTER)
         self.extra_headers = extra_headers or []
+        self.settle: Callable[[RequestContext], Any] | None = None  # the limiter's settlement (ctx.admission)
         self.shutdown_message = "The gateway is shutting down; this request could not be finished. Please retry."
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -319,8 +322,21 @@ class Pipeline:
                 )
                 await self._send_error(send, ctx, error, {"allow": allowed}, endpoint)
         finally:
+            self.recorder.price(ctx)  # ctx.cost_usd: read by the settlement (usd budgets) and the record
+            if ctx.admission is not None and self.settle is not None:
+                await self._settle(ctx)
             self.recorder.record(ctx)
             current_request_id.reset(reset)
+
+    async def _settle(self, ctx: RequestContext) -> None:
+        """A limited key's reservations settled with the real usage, leases released; survives a cancellation."""
+        assert self.settle is not None
+        task = asyncio.get_running_loop().create_task(self.settle(ctx))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+            raise
 
     def _tracking(self, send: Any, ctx: RequestContext) -> Any:
         headers = [(b"x-request-id", ctx.request_id.encode()), *self.extra_headers]
@@ -348,6 +364,7 @@ class Pipeline:
                 token = token_from_query(query)
             ctx.principal = await self.auth.resolve(token)
             body = await read_body(receive, declared, self.max_request_bytes)
+            ctx.request_bytes = len(body)
             watch = ClientWatch(receive, self.watches)
             answer = await endpoint(Call(ctx, body, headers, query))
             if answer.stream is None:
@@ -397,6 +414,8 @@ class Pipeline:
         raw = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
                (b"x-request-id", ctx.request_id.encode())]
         raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+        if ctx.admission is not None:
+            raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in ctx.admission.headers.items())
         raw.extend(self.extra_headers)
         ctx.status = status
         await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -411,6 +430,8 @@ class Pipeline:
         if answer.content_type is not None:
             raw[0] = (b"content-type", answer.content_type)
         raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items())
+        if ctx.admission is not None:
+            raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in ctx.admission.headers.items())
         raw.extend(self.extra_headers)
         body = answer.stream
         ctx.status = 200

@@ -7,6 +7,8 @@
 * `postgres` (session): a throw-away PostgreSQL cluster (tests/team/postgres.py), installed from
   Debian's packages when missing; `backend_url` gives a test a fresh SQLite file or PostgreSQL database.
   Without PostgreSQL (and no way to install it) those tests are skipped, except under CI, where they fail.
+* `redis_server` (session): a throw-away Redis (tests/team/redis_server.py), installed from Debian's packages
+  when missing; `redis` empties it for each test. Skipped without it, except under CI.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 from gateway_harness import FakeGemini, GatewayServer
 
 from .postgres import PostgresServer, PostgresUnavailable
+from .redis_server import RedisServer, RedisUnavailable
 from .team_support import ADMIN_KEY
 
 
@@ -43,6 +46,28 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    try:
+        server = RedisServer().start()
+    except RedisUnavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no Redis: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> RedisServer:
+    if redis_server.proc is None:  # a test killed it
+        redis_server.start()
+    assert redis_server.command("FLUSHALL").startswith(b"+OK")
+    return redis_server
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,0 +1,511 @@
+"""Client limits and budgets: admit a request before Google, settle it after (docs/team.md#limits).
+
+A key and its team may each carry `rpm`, `tpm`, `concurrency`,
+`tokens_per_day`, `tokens_per_month` and `usd_per_month`; every one that is
+set applies. `Limiter.admit` runs once per request, after the endpoint has
+parsed the body and before Google is called; `Limiter.settle` runs in the
+pipeline's `finally` with Google's real usage (`ctx.usage`) and cost
+(`ctx.cost_usd`):
+
+* rpm / tpm: `limits`' sliding window counter (one minute), on `memory://`
+  or, shared by every replica, on Redis. Tokens are reserved from an estimate
+  (prompt bytes / 4 plus `max_tokens`, or a default output of at most 4096
+  tokens and a quarter of the smallest tpm) and settled with the real count:
+  a positive difference is forced in (over the limit if need be, the next
+  requests wait), a negative one refunded while the minute that took the
+  reservation is still the current one;
+* concurrency: a lease per request, released in the `finally`; on Redis a
+  sorted set whose members expire (`LEASE_TTL`), so a crashed replica leaks
+  nothing;
+* budgets: calendar counters (UTC day, UTC month) of tokens and micro-USD,
+  reserved and settled like tpm; the first use of a counter in a period seeds
+  it from a `BudgetSource` (the usage table).
+
+Without Redis each of N worker processes enforces its share of every limit
+(limit // N, at least 1; USD limit / N), so the gateway is never looser than
+configured (except limits below N). With Redis configured but unreachable a
+replica falls back to the same local limits divided by the number of
+processes last seen alive (`SharedState.replicas`), and never answers 5xx for
+it. A key with no limits costs one attribute test.
+
+Answers to a limited key carry OpenAI's `x-ratelimit-*` headers; refusals
+are 429 with OpenAI's bodies (`rate_limit_exceeded` with `Retry-After` and
+`retry-after-ms`; `insufficient_quota` with `x-should-retry: false`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from app.errors import GatewayError
+from app.pipeline.context import Limits, RequestContext
+
+log = logging.getLogger("gemini_proxy.limits")
+
+WINDOW = 60  # seconds: rpm and tpm are per minute
+FORCE = 2**62  # a limit no count reaches: settling forces real usage in
+DEFAULT_OUTPUT = 4096  # tokens reserved for the answer when the request names no maximum
+LEASE_TTL = 1800.0  # at least, seconds a Redis concurrency lease lives unless released (a crashed replica's expire)
+KINDS = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month", "usd_per_month")
+_lease_ids = itertools.count(1)
+_process_tag = f"{os.getpid()}-{time.time_ns() % 10**9}"
+
+
+def go_duration(seconds: float) -> str:
+    """OpenAI's reset format (Go's `time.Duration` text, milliseconds): 20ms, 1s, 1.428s, 6m0s, 1h0m0s."""
+    ms = max(0, round(seconds * 1000))
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def _scope(ctx: RequestContext, subject: Subject) -> str:
+    """`key <name>` or `team <name>` (never a secret), where OpenAI says `organization org-...`."""
+    return f"key {ctx.principal.label}" if subject.ident.startswith("key:") else f"team {ctx.principal.team}"
+
+
+class RateLimitExceeded(GatewayError):
+    """429 `rate_limit_exceeded` (type `requests` or `tokens`), as OpenAI answers it."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(GatewayError):
+    """429 `insufficient_quota`: a token or USD budget is spent; retrying cannot help."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class BudgetSource(Protocol):
+    """What was spent already (e.g. the usage table), to seed a budget counter after a restart.
+
+    `subject` is `key:<key id>` or `team:<name>`; `since` a Unix time (the
+    start of the UTC day or month). Returns (tokens, USD).
+    """
+
+    async def spent(self, subject: str, since: float) -> tuple[int, float]: ...
+
+
+class NoBudgetSource:
+    """The default: counters start at zero."""
+
+    async def spent(self, subject: str, since: float) -> tuple[int, float]:
+        return 0, 0.0
+
+
+def share(limits: Limits, n: int) -> Limits:
+    """One process's share of `limits` when `n` processes enforce them without shared state."""
+    if n <= 1:
+        return limits
+
+    def part(value: int | None) -> int | None:
+        return None if value is None else max(1, value // n)
+
+    usd = None if limits.usd_per_month is None else limits.usd_per_month / n
+    return Limits(part(limits.rpm), part(limits.tpm), part(limits.concurrency), part(limits.tokens_per_day),
+                  part(limits.tokens_per_month), usd)
+
+
+def periods(now: float) -> tuple[str, float, float, str, float, float]:
+    """(day tag, day start, day end, month tag, month start, month end), UTC."""
+    d = datetime.fromtimestamp(now, UTC)
+    day = d.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    next_month = month.replace(year=month.year + 1, month=1) if month.month == 12 else month.replace(month=month.month + 1)
+    return (day.strftime("%Y-%m-%d"), day.timestamp(), day.timestamp() + 86400,
+            month.strftime("%Y-%m"), month.timestamp(), next_month.timestamp())
+
+
+@dataclass(slots=True)
+class Subject:
+    ident: str  # "key:<id>" | "team:<name>"
+    limits: Limits  # as enforced here (a share when local)
+
+
+@dataclass(slots=True)
+class Budget:
+    key: str  # counter name
+    subject: str
+    kind: str  # tokens_per_day | tokens_per_month | usd_per_month
+    limit: int  # tokens, or micro-USD
+    reserved: int
+    expire_at: int
+    since: float
+
+
+@dataclass(slots=True, eq=False)
+class Admission:
+    """What one admitted request holds: reservations to settle, leases to release, headers to send."""
+
+    backend: Backend
+    subjects: list[Subject]
+    reserved: int  # tokens reserved in each tpm window
+    window: int  # the minute the reservation was taken in
+    leases: list[tuple[str, str]] = field(default_factory=list)  # (subject, lease id)
+    budgets: list[Budget] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class LocalWindows:
+    """In-process sliding window counters: `limits`' algorithm (two one-minute windows, the previous one weighted
+    by how much of it still overlaps the last minute), without its per-call overhead: about 1 us a hit against
+    some 40 us through `limits`' async memory storage (measured), which the hot path cannot afford.
+    """
+
+    __slots__ = ("_windows", "clock")
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._windows: dict[str, list[int]] = {}  # key -> [minute index, previous count, current count]
+        self.clock = clock
+
+    def _roll(self, key: str, now: float) -> list[int]:
+        index = int(now // WINDOW)
+        w = self._windows.get(key)
+        if w is None:
+            w = self._windows[key] = [index, 0, 0]
+        elif w[0] != index:
+            w[1] = w[2] if w[0] == index - 1 else 0
+            w[2] = 0
+            w[0] = index
+        return w
+
+    @staticmethod
+    def _weighted(w: list[int], now: float) -> float:
+        return w[1] * (1 - (now % WINDOW) / WINDOW) + w[2]
+
+    def hit(self, limit: int, key: str, cost: int) -> bool:
+        now = self.clock()
+        w = self._roll(key, now)
+        if cost > limit or math.floor(self._weighted(w, now)) + cost > limit:
+            return False
+        w[2] += cost
+        return True
+
+    def force(self, key: str, amount: int) -> None:
+        self._roll(key, self.clock())[2] += amount
+
+    def stats(self, limit: int, key: str) -> tuple[int, float]:
+        now = self.clock()
+        w = self._roll(key, now)
+        remaining = max(0, limit - math.floor(self._weighted(w, now)))
+        frees = math.inf
+        if w[1] > 0:
+            frees = WINDOW / w[1]  # the previous window's weight falls by one unit every 60/previous s
+        if w[2] > 0:
+            frees = min(frees, WINDOW - now % WINDOW + WINDOW / w[2])
+        return remaining, 0.0 if frees == math.inf else frees
+
+
+class Backend:
+    """Where the counters live: windows, leases and budget counters; this one in the process's memory."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        self.windows = LocalWindows()
+        self._leases: dict[str, int] = {}
+        self._counters: dict[str, tuple[int, float]] = {}  # key -> (value, expires at)
+        self.seeded: set[str] = set()  # budget counters seeded from the BudgetSource (cleared when Redis returns)
+
+    async def hit(self, limit: int, key: str, cost: int) -> bool:
+        """Take `cost` from the window if it fits (nothing recorded otherwise)."""
+        return self.windows.hit(limit, key, cost)
+
+    async def force(self, limit: int, key: str, amount: int) -> None:
+        """Add `amount` (negative: refund) to the current window, whatever the limit."""
+        self.windows.force(key, amount)
+
+    async def stats(self, limit: int, key: str) -> tuple[int, float]:
+        """(remaining, seconds until one more unit frees)."""
+        return self.windows.stats(limit, key)
+
+    async def lease(self, subject: str, limit: int, lease_id: str) -> bool:
+        held = self._leases.get(subject, 0)
+        if held >= limit:
+            return False
+        self._leases[subject] = held + 1
+        return True
+
+    async def release(self, subject: str, lease_id: str) -> None:
+        held = self._leases.get(subject, 0) - 1
+        if held > 0:
+            self._leases[subject] = held
+        else:
+            self._leases.pop(subject, None)
+
+    def _get(self, key: str) -> int:
+        value = self._counters.get(key)
+        if value is None or value[1] <= time.time():
+            return 0
+        return value[0]
+
+    async def reserve(self, budgets: list[Budget]) -> Budget | None:
+        """All or nothing: the first budget that cannot take its reservation, or None (all taken)."""
+        for b in budgets:
+            spent = self._get(b.key)
+            if spent >= b.limit or spent + b.reserved > b.limit:
+                return b
+        for b in budgets:
+            self._counters[b.key] = (self._get(b.key) + b.reserved, b.expire_at)
+        return None
+
+    async def add(self, key: str, amount: int, expire_at: int) -> None:
+        self._counters[key] = (self._get(key) + amount, expire_at)
+
+    async def seed(self, key: str, value: int, expire_at: int) -> None:
+        if key not in self._counters:
+            self._counters[key] = (value, expire_at)
+
+
+class Limiter:
+    """Admits and settles the requests of limited keys (see the module docstring)."""
+
+    def __init__(
+        self,
+        local_share: int = 1,
+        metrics: Any = None,
+        budget_source: BudgetSource | None = None,
+        shared: Backend | None = None,
+        shared_up: Callable[[], bool] | None = None,
+        shared_failed: Callable[[BaseException], None] | None = None,
+        replicas: Callable[[], int] | None = None,
+    ) -> None:
+        self.local = Backend()
+        self.local_share = max(1, local_share)
+        self.metrics = metrics
+        self.budget_source: BudgetSource = budget_source or NoBudgetSource()
+        self.shared = shared
+        self._shared_up = shared_up or (lambda: shared is not None)
+        self._shared_failed = shared_failed or (lambda exc: None)
+        self._replicas = replicas or (lambda: self.local_share)
+        self._shares: dict[tuple[Limits, int], Limits] = {}
+        self._periods: tuple[int, tuple[str, float, float, str, float, float]] = (-1, periods(0))
+
+    def _share(self, limits: Limits, n: int) -> Limits:
+        key = (limits, n)
+        found = self._shares.get(key)
+        if found is None:
+            found = self._shares[key] = share(limits, n)
+        return found
+
+    def _subjects(self, ctx: RequestContext, n: int) -> list[Subject]:
+        p = ctx.principal
+        out = []
+        if p.limits.any():
+            out.append(Subject(f"key:{p.key_id}", self._share(p.limits, n)))
+        if p.team is not None and p.team_limits.any():
+            out.append(Subject(f"team:{p.team}", self._share(p.team_limits, n)))
+        return out
+
+    async def admit(self, ctx: RequestContext, prompt_tokens: int, max_output: int | None) -> None:
+        """Reserve what the request may use, or raise 429; on success `ctx.admission` holds it."""
+        if self.shared is not None and self._shared_up():
+            try:
+                ctx.admission = await self._admit(ctx, self.shared, 1, prompt_tokens, max_output)
+                return
+            except GatewayError:
+                raise
+            except Exception as exc:  # Redis is gone: this request and the next ones use local limits
+                self._shared_failed(exc)
+        n = self._replicas() if self.shared is not None else self.local_share
+        ctx.admission = await self._admit(ctx, self.local, n, prompt_tokens, max_output)
+
+    async def _admit(
+        self, ctx: RequestContext, backend: Backend, n: int, prompt_tokens: int, max_output: int | None
+    ) -> Admission:
+        subjects = self._subjects(ctx, n)
+        tpms = [s.limits.tpm for s in subjects if s.limits.tpm is not None]
+        output = max_output if max_output is not None else min(DEFAULT_OUTPUT, min(tpms, default=4 * DEFAULT_OUTPUT) // 4)
+        estimate = max(1, prompt_tokens + output)
+        budget_need = prompt_tokens + (max_output or 0)
+        adm = Admission(backend, subjects, estimate, int(time.time() // WINDOW))
+        team = ctx.principal.team or ""
+        done: list[tuple[int, str, int]] = []  # window hits to undo if a later check refuses
+        try:
+            for s in subjects:  # requests first, then tokens
+                if s.limits.rpm is not None:
+                    key = s.ident + "/rpm"
+                    if not await backend.hit(s.limits.rpm, key, 1):
+                        remaining, frees = await backend.stats(s.limits.rpm, key)
+                        raise self._refuse(ctx, s, team, "rpm", s.limits.rpm, frees, requests=True,
+                                           used=s.limits.rpm - remaining)
+                    done.append((s.limits.rpm, key, 1))
+            for s in subjects:
+                if s.limits.tpm is not None:
+                    key = s.ident + "/tpm"
+                    if estimate > s.limits.tpm:
+                        raise self._too_large(ctx, s, team, s.limits.tpm, estimate)
+                    if not await backend.hit(s.limits.tpm, key, estimate):
+                        remaining, frees = await backend.stats(s.limits.tpm, key)
+                        wait = max(frees, WINDOW * (estimate - remaining) / s.limits.tpm)
+                        raise self._refuse(ctx, s, team, "tpm", s.limits.tpm, wait, requests=False,
+                                           used=s.limits.tpm - remaining, requested=estimate)
+                    done.append((s.limits.tpm, key, estimate))
+            await self._reserve_budgets(ctx, backend, adm, team, budget_need)
+            for s in subjects:
+                if s.limits.concurrency is not None:
+                    lease_id = f"{_process_tag}-{next(_lease_ids)}"
+                    if not await backend.lease(s.ident, s.limits.concurrency, lease_id):
+                        raise self._refuse(ctx, s, team, "concurrency", s.limits.concurrency, 1.0, requests=True,
+                                           what="concurrent requests")
+                    adm.leases.append((s.ident, lease_id))
+            adm.headers = await self._headers(backend, subjects)
+        except BaseException:
+            await self._undo(backend, done, adm)
+            raise
+        return adm
+
+    async def _reserve_budgets(self, ctx: RequestContext, backend: Backend, adm: Admission, team: str, need: int) -> None:
+        minute = int(time.time() // WINDOW)  # UTC days and months begin on a minute: cache per minute
+        if self._periods[0] != minute:
+            self._periods = (minute, periods(minute * WINDOW))
+        day, day_start, day_end, month, month_start, month_end = self._periods[1]
+        budgets = []
+        for s in adm.subjects:
+            lim = s.limits
+            if lim.tokens_per_day is not None:
+                budgets.append(Budget(f"{s.ident}:tokens:{day}", s.ident, "tokens_per_day", lim.tokens_per_day, need,
+                                      int(day_end) + 86400, day_start))
+            if lim.tokens_per_month is not None:
+                budgets.append(Budget(f"{s.ident}:tokens:{month}", s.ident, "tokens_per_month", lim.tokens_per_month,
+                                      need, int(month_end) + 86400, month_start))
+            if lim.usd_per_month is not None:
+                budgets.append(Budget(f"{s.ident}:usd:{month}", s.ident, "usd_per_month",
+                                      round(lim.usd_per_month * 1_000_000), 0, int(month_end) + 86400, month_start))
+        if not budgets:
+            return
+        seeded = backend.seeded
+        for b in budgets:
+            if b.key not in seeded:
+                tokens, usd = await self.budget_source.spent(b.subject, b.since)
+                value = round(usd * 1_000_000) if b.kind == "usd_per_month" else tokens
+                await backend.seed(b.key, value, b.expire_at)
+                seeded.add(b.key)
+        refused = await backend.reserve(budgets)
+        if refused is not None:
+            self._count(team, refused.kind)
+            what = "USD" if refused.kind == "usd_per_month" else "tokens"
+            period = refused.kind.rsplit("_", 1)[-1]
+            scope = f"key {ctx.principal.label}" if refused.subject.startswith("key:") else f"team {ctx.principal.team}"
+            raise QuotaExceeded(
+                "You exceeded your current quota, please check your plan and billing details. "
+                f"({scope}: {refused.kind}, {what} per calendar {period}, UTC)",
+                headers={"x-should-retry": "false"},
+            )
+        adm.budgets = budgets
+
+    async def _undo(self, backend: Backend, done: list[tuple[int, str, int]], adm: Admission) -> None:
+        try:
+            for limit, key, cost in done:
+                await backend.force(limit, key, -cost)
+            for b in adm.budgets:
+                await backend.add(b.key, -b.reserved, b.expire_at)
+            for subject, lease_id in adm.leases:
+                await backend.release(subject, lease_id)
+        except Exception as exc:
+            if backend.shared:
+                self._shared_failed(exc)
+            else:
+                raise
+
+    async def _headers(self, backend: Backend, subjects: list[Subject]) -> dict[str, str]:
+        """The six `x-ratelimit-*` headers of the window that binds (fewest remaining) among key and team."""
+        headers: dict[str, str] = {}
+        for kind, name in (("rpm", "requests"), ("tpm", "tokens")):
+            limited = [(limit, f"{s.ident}/{kind}") for s in subjects if (limit := getattr(s.limits, kind)) is not None]
+            if not limited:
+                continue
+            if len(limited) == 1:
+                found = [await backend.stats(*limited[0])]
+            else:  # key and team: at once (two Redis round trips in parallel)
+                found = list(await asyncio.gather(*(backend.stats(limit, key) for limit, key in limited)))
+            best: tuple[int, int] | None = None
+            for (limit, _), (remaining, _) in zip(limited, found, strict=True):
+                if best is None or remaining < best[1]:
+                    best = (limit, remaining)
+            if best is not None:
+                limit, remaining = best
+                headers[f"x-ratelimit-limit-{name}"] = str(limit)
+                headers[f"x-ratelimit-remaining-{name}"] = str(remaining)
+                # time until the window is back to full, replenished continuously
+                headers[f"x-ratelimit-reset-{name}"] = go_duration(WINDOW * (limit - remaining) / limit)
+        return headers
+
+    def _count(self, team: str, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.rate_limited(team, kind)
+
+    def _refuse(
+        self, ctx: RequestContext, subject: Subject, team: str, kind: str, limit: int, wait: float, *, requests: bool,
+        used: int | None = None, requested: int = 1, what: str | None = None,
+    ) -> RateLimitExceeded:
+        self._count(team, kind)
+        wait = max(0.001, wait)
+        seconds = max(1, math.ceil(wait))
+        name = what or ("requests per min (RPM)" if requests else "tokens per min (TPM)")
+        used_text = f", Used {used}" if used is not None else ""
+        exc = RateLimitExceeded(
+            f"Rate limit reached for {ctx.model or 'this model'} in {_scope(ctx, subject)} on {name}: Limit {limit}"
+            f"{used_text}, Requested {requested}. Please try again in {go_duration(wait)}.",
+            type="requests" if requests else "tokens",
+            headers={"retry-after": str(seconds), "retry-after-ms": str(max(1, round(wait * 1000)))},
+        )
+        label = "requests" if requests else "tokens"
+        exc.headers[f"x-ratelimit-limit-{label}"] = str(limit)
+        exc.headers[f"x-ratelimit-remaining-{label}"] = "0"
+        exc.headers[f"x-ratelimit-reset-{label}"] = go_duration(wait)
+        return exc
+
+    def _too_large(self, ctx: RequestContext, subject: Subject, team: str, limit: int, requested: int) -> RateLimitExceeded:
+        self._count(team, "tpm")
+        return RateLimitExceeded(
+            f"Request too large for {ctx.model or 'this model'} in {_scope(ctx, subject)} on tokens per min (TPM): "
+            f"Limit {limit}, Requested "
+            f"{requested}. The input or output tokens must be reduced in order to run successfully.",
+            type="tokens", headers={"x-should-retry": "false"},
+        )
+
+    async def settle(self, ctx: RequestContext) -> None:
+        """After the answer: real usage in place of the reservation, leases released. Never raises."""
+        adm: Admission | None = ctx.admission
+        if adm is None:
+            return
+        ctx.admission = None
+        usage = ctx.usage
+        actual = usage.prompt + usage.completion if usage is not None else 0
+        cost = getattr(ctx, "cost_usd", None) or 0.0
+        backend = adm.backend
+        try:
+            for subject, lease_id in adm.leases:
+                await backend.release(subject, lease_id)
+            delta = actual - adm.reserved
+            if delta and (delta > 0 or int(time.time() // WINDOW) == adm.window):
+                for s in adm.subjects:
+                    if s.limits.tpm is not None:
+                        await backend.force(s.limits.tpm, s.ident + "/tpm", delta)
+            for b in adm.budgets:
+                amount = round(cost * 1_000_000) if b.kind == "usd_per_month" else actual
+                if amount != b.reserved:
+                    await backend.add(b.key, amount - b.reserved, b.expire_at)
+        except Exception as exc:
+            if backend.shared:
+                self._shared_failed(exc)
+            else:
+                log.exception("settling the limits of request %s failed", ctx.request_id)

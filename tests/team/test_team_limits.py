@@ -1,0 +1,403 @@
+"""Client limits and budgets in one gateway process (memory storage), driven with the openai SDK over real HTTP.
+
+rpm / tpm / concurrency refusals (429 `rate_limit_exceeded`, Retry-After), budgets (429 `insufficient_quota`,
+`x-should-retry: false`), team limits on top of key limits, tokens reserved from an estimate and settled with
+Google's usage (non-streamed, streamed without `include_usage`, a client that leaves mid-stream), the
+`x-ratelimit-*` headers on successes, errors and streams, the per-worker share, and the metric.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from app.gateway.ratelimit import Backend, Limiter, LocalWindows, RateLimitExceeded, go_duration, share
+from app.pipeline.context import Limits
+from gateway_harness import FakeGemini, GatewayServer, metric_value, new_database_url
+
+from .conftest import limits
+from .team_support import ADMIN_KEY, MODEL, sdk
+
+KEY = "sk-limited-0123456789"
+FREE = "sk-free-0123456789"
+RESET = re.compile(r"^(\d+ms|(\d+h)?(\d+m)?\d+(\.\d{1,3})?s)$")
+RATE_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+                "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+
+
+def fake_line(**directive: Any) -> str:
+    return f"hello\n#fake {json.dumps(directive)}"
+
+
+def fresh_minute() -> None:
+    """Start a test's token arithmetic well inside one minute (the memory windows are aligned to minutes)."""
+    second = time.time() % 60
+    if second > 45:
+        time.sleep(60.5 - second)
+
+
+@pytest.fixture
+def limited(make_gateway: Callable[..., GatewayServer], fake: FakeGemini) -> Callable[..., GatewayServer]:
+    def start(key_limits: dict[str, Any], **server: Any) -> GatewayServer:
+        keys = [{"name": "limited", "id": "lim", "key": KEY, "limits": key_limits}, {"name": "free", "key": FREE}]
+        return make_gateway(auth={"client_keys": keys}, **server)
+
+    return start
+
+
+def raw_chat(gateway: GatewayServer, key: str = KEY, text: str = "hello", **body: Any) -> httpx.Response:
+    return httpx.post(gateway.url + "/v1/chat/completions", timeout=30, headers={"authorization": f"Bearer {key}"},
+                      json={"model": MODEL, "messages": [{"role": "user", "content": text}], **body})
+
+
+def test_go_duration_and_shares():
+    assert [go_duration(s) for s in (0.02, 1, 1.428, 360, 3600, 0)] == ["20ms", "1s", "1.428s", "6m0s", "1h0m0s", "0ms"]
+    assert share(Limits(rpm=10, tpm=7, concurrency=1, usd_per_month=3.0), 4) == Limits(
+        rpm=2, tpm=1, concurrency=1, usd_per_month=0.75)
+    assert share(Limits(rpm=10), 1) == Limits(rpm=10)
+
+
+def test_rpm_exactly_n_pass_then_openai_429(limited):
+    gateway = limited({"rpm": 3})
+    client = sdk(gateway.url, KEY)
+    remaining = []
+    for _ in range(3):
+        raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        assert raw.headers["x-ratelimit-limit-requests"] == "3"
+        assert RESET.match(raw.headers["x-ratelimit-reset-requests"]), raw.headers["x-ratelimit-reset-requests"]
+        remaining.append(int(raw.headers["x-ratelimit-remaining-requests"]))
+        assert "x-ratelimit-limit-tokens" not in raw.headers  # no tpm: only the pair that exists
+    assert remaining == [2, 1, 0]
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    error = caught.value
+    assert error.status_code == 429 and error.code == "rate_limit_exceeded" and error.type == "requests"
+    assert "requests per min (RPM): Limit 3" in error.message and error.param is None
+    headers = error.response.headers
+    retry_after = int(headers["retry-after"])
+    assert 1 <= retry_after <= 60 + 60 // 3 + 1  # at most: the rest of this minute, then a third of the next
+    assert 0 < int(headers["retry-after-ms"]) <= retry_after * 1000
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert "x-should-retry" not in headers  # a retry after Retry-After can succeed
+    # another key is not affected, and the metric counts the refusal (no team)
+    assert raw_chat(gateway, FREE).status_code == 200
+    assert "x-ratelimit-limit-requests" not in raw_chat(gateway, FREE).headers
+    assert metric_value(gateway, "gemini_proxy_rate_limited_total", team="", kind="rpm") == 1
+
+
+def test_tpm_reserves_the_estimate_and_settles_with_googles_usage(limited, fake):
+    fresh_minute()
+    gateway = limited({"tpm": 100_000})
+    text = fake_line(usage={"promptTokenCount": 1000, "candidatesTokenCount": 234})
+
+    def probe() -> tuple[int, int]:
+        response = raw_chat(gateway, text="probe", max_tokens=50)
+        assert response.status_code == 200
+        assert response.headers["x-ratelimit-limit-tokens"] == "100000"
+        assert RESET.match(response.headers["x-ratelimit-reset-tokens"])
+        usage = response.json()["usage"]
+        return int(response.headers["x-ratelimit-remaining-tokens"]), usage["total_tokens"]
+
+    before, probe_tokens = probe()
+    # non-streamed: the 1234 tokens Google reported replace the reservation
+    response = raw_chat(gateway, text=text, max_tokens=4000)
+    assert response.status_code == 200
+    usage = response.json()["usage"]
+    total = usage["total_tokens"]  # 1000 + 234 + the model's thoughts
+    assert usage["prompt_tokens"] == 1000 and total > 1234
+    # remaining = limit - settled so far - this request's reservation; the probe's own reservation cancels out
+    reserved_more_than_probe = before - int(response.headers["x-ratelimit-remaining-tokens"]) - probe_tokens
+    assert 3950 < reserved_more_than_probe < 4050  # the estimate: the body's bytes / 4 plus max_tokens
+    after, _ = probe()
+    assert before - after == probe_tokens + total
+    # streamed, the client did not ask for include_usage: settled all the same
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+                      json={"model": MODEL, "stream": True, "messages": [{"role": "user", "content": text}]},
+                      timeout=30) as streamed:
+        assert streamed.status_code == 200
+        assert streamed.headers["x-ratelimit-limit-tokens"] == "100000"
+        body = streamed.read().decode()
+    assert '"usage"' not in body.replace('"usage":null', "")
+    again, _ = probe()
+    assert after - again == probe_tokens + total  # the same deterministic answer as above
+
+
+def test_a_client_that_leaves_mid_stream_is_charged_what_google_reported(limited, fake):
+    fresh_minute()
+    gateway = limited({"tpm": 100_000})
+    text = fake_line(usage={"promptTokenCount": 700, "candidatesTokenCount": 300}, chunks=8, chunk_delay_ms=300)
+
+    def probe() -> tuple[int, int]:
+        response = raw_chat(gateway, text="probe", max_tokens=50)
+        return int(response.headers["x-ratelimit-remaining-tokens"]), response.json()["usage"]["total_tokens"]
+
+    before, probe_tokens = probe()
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+                      json={"model": MODEL, "stream": True, "max_tokens": 5000,
+                            "messages": [{"role": "user", "content": text}]}, timeout=30) as streamed:
+        lines = streamed.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))
+    fake.wait_for(lambda s: s["active_requests"] == 0, timeout=10)
+    time.sleep(0.3)
+    after, _ = probe()
+    charged = before - after - probe_tokens
+    # Google's middle chunks report the prompt so far (not the output): that is what the client is charged
+    assert charged == 700
+
+
+def test_concurrency_leases_are_released(limited, fake):
+    gateway = limited({"concurrency": 2})
+    results: list[int] = []
+
+    def slow() -> None:
+        results.append(raw_chat(gateway, text=fake_line(first_byte_delay_ms=1500)).status_code)
+
+    threads = [threading.Thread(target=slow) for _ in range(2)]
+    for t in threads:
+        t.start()
+    fake.wait_for(lambda s: s["active_requests"] == 2, timeout=10)
+    third = raw_chat(gateway)
+    assert third.status_code == 429
+    assert third.json()["error"]["code"] == "rate_limit_exceeded" and third.json()["error"]["type"] == "requests"
+    assert "concurrent requests" in third.json()["error"]["message"] and third.headers["retry-after"] == "1"
+    for t in threads:
+        t.join()
+    assert results == [200, 200]
+    # released in the finally: streams and errors alike
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+                      json={"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "x"}]}) as s:
+        s.read()
+    assert raw_chat(gateway, text=fake_line(error={"status": 400})).status_code == 400
+    statuses = []
+    threads = [threading.Thread(target=lambda: statuses.append(raw_chat(gateway, text=fake_line(first_byte_delay_ms=300)).status_code))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200, 200]
+    assert metric_value(gateway, "gemini_proxy_rate_limited_total", kind="concurrency") == 1
+
+
+def test_token_budget_is_insufficient_quota(limited, fake):
+    gateway = limited({"tokens_per_day": 1900, "tokens_per_month": 10**6})
+    client = sdk(gateway.url, KEY)
+    text = fake_line(usage={"promptTokenCount": 1500, "candidatesTokenCount": 400})
+    # admitted (the estimate fits), then settled with the real 1900 + thoughts: the day's budget is spent
+    assert client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}]).usage.total_tokens > 1900
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}])
+    error = caught.value
+    assert error.code == "insufficient_quota" and error.type == "insufficient_quota"
+    assert error.response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in error.response.headers
+    assert "tokens_per_day" in error.message
+    assert metric_value(gateway, "gemini_proxy_rate_limited_total", team="", kind="tokens_per_day") == 1
+    # the SDK's own retries stop at once on x-should-retry: false
+    retrying = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=2, timeout=30)
+    started = time.monotonic()
+    with pytest.raises(openai.RateLimitError):
+        retrying.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert time.monotonic() - started < 0.35  # no backoff sleep (the first is at least 0.375 s)
+
+
+def test_usd_budget_seeded_from_the_budget_source(limited, fake):
+    gateway = limited({"usd_per_month": 5})
+
+    class Spent:
+        def __init__(self) -> None:
+            self.asked: list[tuple[str, float]] = []
+
+        async def spent(self, subject: str, since: float) -> tuple[int, float]:
+            self.asked.append((subject, since))
+            return 10, 5.0
+
+    source = Spent()
+    gateway.state.limiter.budget_source = source
+    response = raw_chat(gateway)
+    assert response.status_code == 429 and response.json()["error"]["code"] == "insufficient_quota"
+    assert response.headers["x-should-retry"] == "false"
+    assert "usd_per_month" in response.json()["error"]["message"]
+    assert raw_chat(gateway).status_code == 429
+    assert [subject for subject, _ in source.asked] == ["key:lim"]  # seeded once per period, then counted here
+    since = source.asked[0][1]
+    assert time.gmtime(since).tm_mday == 1 and time.gmtime(since).tm_hour == 0
+
+
+@pytest.mark.parametrize("budget", [{"tokens_per_day": 1000}, {"usd_per_month": 0.001}], ids=["tokens", "usd"])
+def test_budgets_survive_a_restart_through_the_usage_records(limited, fake, budget):
+    """What a key spent before a restart counts: the new process seeds its budget counter from the usage table."""
+    database = new_database_url()
+    spend = fake_line(usage={"promptTokenCount": 1500, "candidatesTokenCount": 400})  # 1900 tokens, $0.00145 on flash
+    first = limited(budget, storage={"database_url": database})
+    assert raw_chat(first, text=spend).status_code == 200  # nothing spent yet: admitted, then settled over budget
+    first.stop()  # flushes the usage records
+    again = limited(budget, storage={"database_url": database})
+    refused = raw_chat(again)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    assert next(iter(budget)) in refused.json()["error"]["message"]
+    fresh = limited(budget)  # another database: nothing spent, the same request passes
+    assert raw_chat(fresh).status_code == 200
+
+
+def test_tpm_request_too_large_is_not_retried(limited):
+    gateway = limited({"tpm": 100})
+    response = raw_chat(gateway, max_tokens=500)
+    assert response.status_code == 429
+    assert response.json()["error"]["type"] == "tokens" and "Request too large" in response.json()["error"]["message"]
+    assert response.headers["x-should-retry"] == "false"
+
+
+def test_headers_on_errors_and_streams(limited, fake):
+    gateway = limited({"rpm": 100, "tpm": 100_000})
+    failed = raw_chat(gateway, text=fake_line(error={"status": 400, "message": "bad thing"}))
+    assert failed.status_code == 400
+    assert all(h in failed.headers for h in RATE_HEADERS)
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+                      json={"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "x"}]}) as s:
+        assert s.status_code == 200 and all(h in s.headers for h in RATE_HEADERS)
+        s.read()
+    ok = raw_chat(gateway)
+    assert all(h in ok.headers for h in RATE_HEADERS)
+    assert int(ok.headers["x-ratelimit-remaining-requests"]) == 97
+    # embeddings and the native API are admitted too
+    emb = httpx.post(gateway.url + "/v1/embeddings", headers={"authorization": f"Bearer {KEY}"},
+                     json={"model": "gemini-embedding-001", "input": "x"}, timeout=30)
+    assert emb.status_code == 200 and emb.headers["x-ratelimit-remaining-requests"] == "96"
+    native = httpx.post(gateway.url + f"/v1beta/models/{MODEL}:generateContent", headers={"x-goog-api-key": KEY},
+                        json={"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"maxOutputTokens": 10}})
+    assert native.status_code == 200 and native.headers["x-ratelimit-remaining-requests"] == "95"
+    responses = httpx.post(gateway.url + "/v1/responses", headers={"authorization": f"Bearer {KEY}"},
+                           json={"model": MODEL, "input": "x", "max_output_tokens": 100}, timeout=30)
+    assert responses.status_code == 200 and responses.headers["x-ratelimit-remaining-requests"] == "94"
+
+
+@pytest.fixture
+def team_keys(make_gateway: Callable[..., GatewayServer], database_url: str, fake: FakeGemini) -> Iterator[tuple[GatewayServer, str, str]]:
+    gateway = make_gateway(storage={"database_url": database_url}, auth={"admin_keys": [ADMIN_KEY]})
+    with httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as admin:
+        assert admin.post("/admin/teams", json={"name": "data", "limits": limits(rpm=3)}).status_code == 201
+        one = admin.post("/admin/keys", json={"name": "one", "team": "data", "limits": limits(rpm=100)}).json()["key"]
+        two = admin.post("/admin/keys", json={"name": "two", "team": "data"}).json()["key"]
+    yield gateway, one, two
+
+
+def test_team_limits_apply_across_its_keys(team_keys):
+    gateway, one, two = team_keys
+    deadline = time.monotonic() + 10  # the key cache re-reads the database every 2 s
+    while raw_chat(gateway, one).status_code == 401:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    first = raw_chat(gateway, two)
+    assert first.status_code == 200
+    # the binding window is the team's (1 left), not key one's (98 left)
+    assert first.headers["x-ratelimit-limit-requests"] == "3" and first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert raw_chat(gateway, one).status_code == 200
+    refused = raw_chat(gateway, one)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert raw_chat(gateway, two).status_code == 429
+    assert metric_value(gateway, "gemini_proxy_rate_limited_total", team="data", kind="rpm") == 2
+
+
+def test_a_key_without_limits_gets_no_headers(limited):
+    gateway = limited({"rpm": 1})
+    response = raw_chat(gateway, FREE)
+    assert response.status_code == 200 and not any(h in response.headers for h in RATE_HEADERS)
+
+
+def test_local_windows_slide_refund_and_force():
+    now = [600.0]  # the start of a minute
+    windows = LocalWindows(clock=lambda: now[0])
+    assert [windows.hit(3, "k", 1) for _ in range(4)] == [True, True, True, False]  # a refusal records nothing
+    assert windows.stats(3, "k")[0] == 0
+    windows.force("k", -1)  # a refund frees one unit
+    assert windows.hit(3, "k", 1) and not windows.hit(3, "k", 1)
+    assert not windows.hit(10, "t", 11)  # more than the whole limit never fits, and takes nothing
+    windows.force("t", 25)  # settling real usage goes over the limit: the next requests wait
+    assert windows.stats(10, "t")[0] == 0 and not windows.hit(10, "t", 1)
+    now[0] = 600 + 60 + 45  # next minute, three quarters in: the previous 3 weigh 3 * 0.25
+    assert windows.stats(3, "k")[0] == 3 and windows.hit(3, "k", 3) and not windows.hit(3, "k", 1)
+    remaining, frees = windows.stats(3, "k")
+    assert remaining == 0 and 0 < frees <= 60
+    now[0] = 600 + 180  # two minutes on: all free
+    assert windows.stats(3, "k") == (3, 0.0)
+
+
+@pytest.mark.anyio
+async def test_local_share_when_redis_is_down_uses_the_processes_last_seen():
+    from app.pipeline.context import Principal, RequestContext
+
+    up = [False]
+    limiter = Limiter(local_share=1, shared=Backend(), shared_up=lambda: up[0], replicas=lambda: 3)
+    principal = Principal.of_key("k", "k", limits=Limits(rpm=7))
+    passed = 0
+    for _ in range(5):
+        ctx = RequestContext("r", "POST", "/v1/chat/completions", principal=principal)
+        try:
+            await limiter.admit(ctx, 10, 10)
+            passed += 1
+            assert ctx.admission.headers["x-ratelimit-limit-requests"] == "2"  # 7 // 3 processes
+        except RateLimitExceeded:
+            pass
+        await limiter.settle(ctx)
+    assert passed == 2
+
+
+def test_the_sdk_retry_waits_for_retry_after(limited, fake):
+    """A default client (2 retries) sleeps what Retry-After / retry-after-ms say, then gets in."""
+    gateway = limited({"concurrency": 1})
+    slow = threading.Thread(target=lambda: raw_chat(gateway, text=fake_line(first_byte_delay_ms=1500)))
+    slow.start()
+    fake.wait_for(lambda s: s["active_requests"] == 1, timeout=10)
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=2, timeout=30)
+    started = time.monotonic()
+    raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    elapsed = time.monotonic() - started
+    slow.join()
+    assert raw.http_response.status_code == 200
+    retries = int(raw.http_request.headers["x-stainless-retry-count"])
+    assert retries >= 1 and elapsed >= 0.95 * retries  # each retry waited the 1 s it was told (not 0.5 s backoff)
+
+
+def test_workers_without_redis_enforce_their_share(tmp_path, fake_gemini, fake):
+    from .team_support import GatewayProcess, clean_env
+
+    keys = [{"name": "w", "key": KEY, "limits": {"rpm": 4}}]
+    env = clean_env(GEMINI_API_KEY="test-key", GEMINI_BASE_URL=fake_gemini.url,
+                    GEMINI_PROXY_STORAGE__DATABASE_URL=f"sqlite:///{tmp_path}/w.db",
+                    GEMINI_PROXY_AUTH__CLIENT_KEYS=json.dumps(keys))
+    gateway = GatewayProcess(env, tmp_path / "workers.log", "--workers", "2")
+    try:
+        statuses = []
+        for _ in range(10):
+            with httpx.Client() as fresh:  # a new connection each time: requests spread over both workers
+                statuses.append(fresh.post(gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+                                           json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
+                                           timeout=30).status_code)
+        assert 2 <= statuses.count(200) <= 4 and statuses.count(429) >= 6, statuses  # 4 // 2 per worker, never more
+        assert "each of the 2 workers enforces its share" in gateway.output()
+    finally:
+        gateway.stop()
+
+
+def test_rate_limited_metric_kinds_are_fixed():
+    from app.observe.metrics import GatewayMetrics
+
+    metrics = GatewayMetrics()
+    metrics.rate_limited("data", "tpm")
+    metrics.rate_limited("data", "tpm")
+    metrics.rate_limited("", "usd_per_month")
+    with pytest.raises(ValueError):
+        metrics.rate_limited("data", "per_fortnight")
+    text = metrics.render()[0].decode()
+    assert 'gemini_proxy_rate_limited_total{kind="tpm",team="data"} 2.0' in text
+    assert 'gemini_proxy_rate_limited_total{kind="usd_per_month",team=""} 1.0' in text

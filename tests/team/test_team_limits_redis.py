@@ -1,0 +1,248 @@
+"""Limits and shared state through a real Redis (tests/team/redis_server.py).
+
+In one process: limits, settlement and budgets on Redis, and a Redis that dies under traffic (local limits,
+no 5xx, `gemini_proxy_storage_up{backend="redis"}` 0, then 1 once it is back). Between two gateway
+processes (`python -m app serve`) sharing one Redis: one rpm limit for both, a Gemini 3 tool loop whose
+turns alternate between them keeps its thought signatures, and a 429 from Google on one rests the key on
+the other.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway_harness import FakeGemini, GatewayServer, metric_value
+
+from .redis_server import RedisServer
+from .team_support import MODEL, GatewayProcess, clean_env, sdk, wait_until
+
+KEY = "sk-redis-limited-0123456789"
+SHARED = "sk-redis-shared-0123456789"
+FREE = "sk-redis-free-0123456789"
+
+
+def chat(url: str, key: str, text: str = "hello", model: str = MODEL, **body: Any) -> httpx.Response:
+    return httpx.post(url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, timeout=30,
+                      json={"model": model, "messages": [{"role": "user", "content": text}], **body})
+
+
+def fake_line(**directive: Any) -> str:
+    return f"hello\n#fake {json.dumps(directive)}"
+
+
+@pytest.fixture
+def redis_gateway(make_gateway: Callable[..., GatewayServer], redis: RedisServer, fake: FakeGemini) -> Callable[..., GatewayServer]:
+    def start(key_limits: dict[str, Any]) -> GatewayServer:
+        keys = [{"name": "limited", "id": "rl", "key": KEY, "limits": key_limits}, {"name": "free", "key": FREE}]
+        return make_gateway(auth={"client_keys": keys}, storage={"redis_url": redis.url})
+
+    return start
+
+
+def test_limits_and_settlement_on_redis(redis_gateway, redis, fake):
+    gateway = redis_gateway({"rpm": 4, "tpm": 100_000, "concurrency": 1, "tokens_per_day": 10**6})
+    assert metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 1
+
+    def probe() -> tuple[int, int]:
+        time.sleep(0.2)  # the previous request's settlement reaches Redis after its answer: let it land
+        response = chat(gateway.url, KEY, "probe", max_tokens=50)
+        assert response.status_code == 200
+        return int(response.headers["x-ratelimit-remaining-tokens"]), response.json()["usage"]["total_tokens"]
+
+    before, probe_tokens = probe()
+    used = chat(gateway.url, KEY, fake_line(usage={"promptTokenCount": 900, "candidatesTokenCount": 100}), max_tokens=3000)
+    assert used.status_code == 200 and used.headers["x-ratelimit-remaining-requests"] == "2"
+    total = used.json()["usage"]["total_tokens"]
+    after, _ = probe()
+    assert before - after == probe_tokens + total  # settled in Redis with Google's usage
+    assert chat(gateway.url, KEY).status_code == 200
+    refused = chat(gateway.url, KEY)
+    assert refused.status_code == 429 and refused.json()["error"]["type"] == "requests"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    keys = redis.command("KEYS", "gemini-proxy:*")
+    assert b"LIMITS" in keys and b"budget:key:rl:tokens:" in keys
+    assert KEY.encode() not in keys  # never the secret
+
+
+def test_concurrency_leases_on_redis_expire_and_release(redis_gateway, redis, fake):
+    gateway = redis_gateway({"concurrency": 1})
+    results: list[int] = []
+    slow = threading.Thread(target=lambda: results.append(chat(gateway.url, KEY, fake_line(first_byte_delay_ms=1200)).status_code))
+    slow.start()
+    fake.wait_for(lambda s: s["active_requests"] == 1, timeout=10)
+    assert redis.command("ZCARD", "gemini-proxy:leases:{key:rl}").strip() == b":1"
+    assert chat(gateway.url, KEY).status_code == 429
+    slow.join()
+    assert results == [200]
+    assert redis.command("ZCARD", "gemini-proxy:leases:{key:rl}").strip() == b":0"
+    ttl = int(redis.command("PTTL", "gemini-proxy:leases:{key:rl}").strip()[1:])
+    assert ttl < 0 or ttl <= 1800 * 1000  # a lease set never outlives its TTL (a crashed replica leaks nothing)
+    assert chat(gateway.url, KEY).status_code == 200
+
+
+def test_redis_lost_under_traffic_degrades_to_local_limits_without_5xx(redis_gateway, redis, fake, caplog):
+    caplog.set_level("INFO", logger="gemini_proxy.redis")
+    gateway = redis_gateway({"rpm": 1000})
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        deadline = time.monotonic() + 60  # bounded
+        while not stop.is_set() and time.monotonic() < deadline:
+            statuses.append(chat(gateway.url, KEY).status_code)
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        wait_until(lambda: len(statuses) >= 5, 10)
+        redis.kill()
+        wait_until(lambda: metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 0, 10)
+        seen = len(statuses)
+        wait_until(lambda: len(statuses) >= seen + 10, 10)  # served with local limits meanwhile
+        redis.start()
+        wait_until(lambda: metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 1, 10)
+        seen = len(statuses)
+        wait_until(lambda: len(statuses) >= seen + 5, 10)
+    finally:
+        stop.set()
+        worker.join()
+    assert set(statuses) == {200}, sorted(set(statuses))
+    assert b"LIMITS" in redis.command("KEYS", "gemini-proxy:*")  # counting in Redis again
+    logged = caplog.text
+    assert "is unreachable" in logged and "serving with local limits" in logged and "answers: limits" in logged
+
+
+def test_a_hung_redis_costs_at_most_its_short_timeout(redis_gateway, redis, fake):
+    gateway = redis_gateway({"rpm": 1000, "concurrency": 10})
+    assert chat(gateway.url, KEY).status_code == 200
+    redis.pause(True)
+    try:
+        durations = []
+        for _ in range(4):
+            started = time.monotonic()
+            assert chat(gateway.url, KEY).status_code == 200
+            durations.append(time.monotonic() - started)
+        assert max(durations) < 2.0, durations  # not redis-py's 5 s per call
+        assert sum(durations[1:]) < 1.5, durations  # the breaker is open: the next ones do not wait at all
+        assert metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 0
+    finally:
+        redis.pause(False)
+    wait_until(lambda: metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 1, 10)
+    assert chat(gateway.url, KEY).status_code == 200
+
+
+# --- two gateway processes ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory, fake_gemini: FakeGemini, redis_server: RedisServer) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
+    root = tmp_path_factory.mktemp("pair")
+    keys = [{"name": "shared", "id": "sh", "key": SHARED, "limits": {"rpm": 5}}, {"name": "free", "key": FREE}]
+    env = clean_env(
+        GEMINI_API_KEY="test-key", GEMINI_BASE_URL=fake_gemini.url,
+        GEMINI_PROXY_STORAGE__DATABASE_URL=f"sqlite:///{root}/gateway.db",
+        GEMINI_PROXY_STORAGE__REDIS_URL=redis_server.url, GEMINI_PROXY_AUTH__CLIENT_KEYS=json.dumps(keys),
+    )
+    one = GatewayProcess(env, root / "one.log")
+    try:
+        two = GatewayProcess(env, root / "two.log")
+    except BaseException:
+        one.stop()
+        raise
+    try:
+        yield one, two
+    finally:
+        one.stop()
+        two.stop()
+        for process in (one, two):
+            assert SHARED not in process.output() and FREE not in process.output()
+
+
+def test_two_processes_enforce_one_shared_limit(pair, redis, fake):
+    one, two = pair
+    statuses = [chat(gateway.url, SHARED).status_code for gateway in (one, two, one, two, one, two)]
+    assert statuses.count(200) == 5 and statuses[-1] == 429, statuses
+    assert chat(one.url, SHARED).status_code == 429 and chat(two.url, SHARED).status_code == 429
+    assert chat(one.url, FREE).status_code == 200
+
+
+def test_tool_loop_alternating_between_processes_keeps_its_signatures(pair, redis, fake):
+    from features.feat_support import TOOLS, prompt, rebuilt, tool_result, turn_from_completion
+
+    one, two = pair
+    clients = [sdk(one.url, FREE), sdk(two.url, FREE)]
+    model = "gemini-3-pro-preview"
+    messages: list[Any] = [{"role": "user", "content": prompt("Plan my trip.", tool_steps=3)}]
+    for step in range(3):
+        turn = turn_from_completion(clients[step % 2].chat.completions.create(model=model, messages=messages, tools=TOOLS))
+        assert turn.finish_reason == "tool_calls", turn
+        messages.append(rebuilt(turn.content, turn.calls))  # as LangChain rebuilds it: the signature is not kept
+        for call in turn.calls:
+            messages.append(tool_result(call["id"], call["name"], call["arguments"], step))
+    final = turn_from_completion(clients[1].chat.completions.create(model=model, messages=messages, tools=TOOLS))
+    assert final.finish_reason == "stop" and final.content.startswith("Function results after 3 round(s)")
+    # every step's signature came back from the store the other process wrote (no bypass, nothing refused)
+    assert fake.stats()["signature_bypasses"] == 0
+
+
+def test_a_google_429_on_one_process_rests_the_key_on_the_other(pair, redis, fake):
+    one, two = pair
+    model = "gemini-2.5-flash-lite"  # rests are per model: the other tests' model is not touched
+    limited = chat(one.url, FREE, fake_line(fail_api_keys={"test-key": {"status": 429, "retry_delay": "30s"}}), model)
+    assert limited.status_code == 429
+    calls = len(fake.requests())
+    time.sleep(0.3)  # the rest travels by pub/sub
+    rested = chat(two.url, FREE, "hello", model)
+    assert rested.status_code in (429, 503), rested.text
+    assert len(fake.requests()) == calls  # the other process did not call Google with the resting key
+    assert chat(two.url, FREE).status_code == 200  # another model is not resting
+
+
+def test_a_process_started_later_learns_the_rests_in_force(pair, redis, fake, fake_gemini, tmp_path: Path):
+    one, _ = pair
+    model = "gemini-2.0-flash"
+    assert chat(one.url, FREE, fake_line(fail_api_keys={"test-key": {"status": 429, "retry_delay": "30s"}}), model).status_code == 429
+    env = clean_env(
+        GEMINI_API_KEY="test-key", GEMINI_BASE_URL=fake_gemini.url,
+        GEMINI_PROXY_STORAGE__DATABASE_URL=f"sqlite:///{tmp_path}/late.db",
+        GEMINI_PROXY_STORAGE__REDIS_URL=redis.url,
+    )
+    late = GatewayProcess(env, tmp_path / "late.log")
+    try:
+        calls = len(fake.requests())
+        assert chat(late.url, "x", "hello", model).status_code in (429, 503)
+        assert len(fake.requests()) == calls
+    finally:
+        late.stop()
+
+
+def test_budgets_are_seeded_again_when_redis_comes_back(redis_gateway, redis, fake):
+    gateway = redis_gateway({"tokens_per_month": 10**6, "usd_per_month": 100})
+
+    class Spent:
+        asked = 0
+
+        async def spent(self, subject: str, since: float) -> tuple[int, float]:
+            Spent.asked += 1
+            return 1000, 1.5
+
+    gateway.state.limiter.budget_source = Spent()
+    assert chat(gateway.url, KEY).status_code == 200
+    assert Spent.asked == 2  # tokens and USD, once each
+    assert int(redis.command("GET", f"gemini-proxy:budget:key:rl:usd:{time.strftime('%Y-%m', time.gmtime())}").split(b"\r\n")[1]) == 1_500_000
+    assert chat(gateway.url, KEY).status_code == 200 and Spent.asked == 2  # counted in Redis from then on
+    redis.kill()
+    assert chat(gateway.url, KEY).status_code == 200
+    assert Spent.asked == 4  # the local counters start from what was spent, not from zero
+    redis.start()  # empty: it lost the counters
+    wait_until(lambda: metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 1, 10)
+    assert chat(gateway.url, KEY).status_code == 200
+    assert Spent.asked == 6
