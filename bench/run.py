@@ -15,6 +15,12 @@ also on error or Ctrl-C.
 
 ``--gateway-cmd`` placeholders: ``{python}``, ``{port}``, ``{upstream}``. The
 gateway gets ``GEMINI_API_KEY=bench-key`` and ``GEMINI_BASE_URL=<upstream>``.
+
+The team kinds (``--kinds team,team-redis``) run the chat cells through gateways
+of their own, started with a limited client key, usage records, metrics and the
+access log (and a redis-server for ``team-redis``); see bench/team.py. Peak RSS
+of every server is reported. Exit code 1 when a team gateway's check failed
+(a request refused or not recorded), 2 when a server fails, else 0.
 """
 
 from __future__ import annotations
