@@ -365,7 +365,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--ready-timeout", type=float, default=30.0)
     ap.add_argument("--kinds", default=",".join(SCENARIO_NAMES),
                     help=f"comma-separated scenario kinds to run (default: all of {', '.join(SCENARIO_NAMES)}; "
-                         "`embeddings` means both embeddings kinds)")
+                         "`embeddings` means both embeddings kinds, `team` team-unary,team-stream, "
+                         "`team-redis` team-redis-unary,team-redis-stream)")
     args = ap.parse_args(argv)
     args.kinds = [k for name in args.kinds.split(",") if name for k in KIND_GROUPS.get(name, (name,))]
     unknown = set(args.kinds) - set(SCENARIO_NAMES)
