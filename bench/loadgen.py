@@ -5,7 +5,7 @@ only holds the server's own work. It sends ``--warmup`` requests, snapshots the
 CPU time of every ``--pid`` process tree, sends ``--requests`` requests at
 ``--concurrency``, snapshots again and prints one JSON object:
 
-    {"requests", "concurrency", "errors", "first_error", "elapsed_s", "rps",
+    {"requests", "sent", "concurrency", "errors", "first_error", "elapsed_s", "rps",
      "latency_ms": {"p50", "p90", "p99", "mean", "max"},
      "ttfc_ms": {...}, "events_per_stream": n, "reads_per_stream": n,  # --stream
      "cpu_us_per_req": {"<pid>": us, ...}}
@@ -21,7 +21,8 @@ the CPU of all descendant processes (forked workers) is added.
 
 Usage: ``python bench/loadgen.py --url http://127.0.0.1:8002/v1/chat/completions
 --requests 2000 --concurrency 16 --pid 1234 [--stream] [--native | --responses | --embeddings 100 [--encoding base64]]``
-(``--native``: a Gemini ``generateContent`` body, for the native routes; streaming is then in the URL;
+(``--api-key KEY``: the bearer token sent, default bench-key, for a gateway with client keys;
+``--native``: a Gemini ``generateContent`` body, for the native routes; streaming is then in the URL;
 ``--embeddings N``: a ``POST /v1/embeddings`` body with N texts).
 """
 
@@ -180,7 +181,7 @@ async def run_phase(session, url, body, headers, stream, n, concurrency):
 
 async def main_async(args) -> dict:
     body = body_bytes(args.stream, args.native, args.responses, args.embeddings, args.encoding)
-    headers = {"content-type": "application/json", "authorization": "Bearer bench-key"}
+    headers = {"content-type": "application/json", "authorization": f"Bearer {args.api_key}"}
     connector = aiohttp.TCPConnector(limit=args.concurrency, ttl_dns_cache=None)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as session:
@@ -196,6 +197,7 @@ async def main_async(args) -> dict:
         "url": args.url,
         "stream": args.stream,
         "requests": args.requests,
+        "sent": args.warmup + args.requests,  # warm-up included: what the server saw
         "concurrency": args.concurrency,
         "errors": len(results) - len(good),
         "first_error": FIRST_ERROR[0] if FIRST_ERROR else None,
@@ -222,6 +224,7 @@ def main() -> None:
     ap.add_argument("--responses", action="store_true", help="send a Responses API body (POST /v1/responses)")
     ap.add_argument("--embeddings", type=int, default=0, help="send an embeddings request with this many inputs")
     ap.add_argument("--encoding", default="float", choices=("float", "base64"), help="encoding_format of --embeddings")
+    ap.add_argument("--api-key", default="bench-key", help="sent as `Authorization: Bearer <key>` (a gateway client key)")
     ap.add_argument("--pid", type=int, action="append", default=[], help="process tree(s) to account CPU for")
     ap.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args()

@@ -15,6 +15,12 @@ also on error or Ctrl-C.
 
 ``--gateway-cmd`` placeholders: ``{python}``, ``{port}``, ``{upstream}``. The
 gateway gets ``GEMINI_API_KEY=bench-key`` and ``GEMINI_BASE_URL=<upstream>``.
+
+The team kinds (``--kinds team,team-redis``) run the chat cells through gateways
+of their own, started with a limited client key, usage records, metrics and the
+access log (and a redis-server for ``team-redis``); see bench/team.py. Peak RSS
+of every server is reported. Exit code 1 when a team gateway's check failed
+(a request refused or not recorded), 2 when a server fails, else 0.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -33,6 +40,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import team
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -45,19 +54,32 @@ SCENARIOS = [
     ("responses", 1), ("responses", 16),  # the stream of "stream" through POST /v1/responses
     # POST /v1/embeddings, `--embed-inputs` texts per request (one batchEmbedContents upstream), float / base64
     ("embeddings-float", 1), ("embeddings-float", 16), ("embeddings-base64", 1), ("embeddings-base64", 16),
+    # the chat cells through a gateway with a limited client key, usage records, metrics, access log (bench/team.py)
+    ("team-unary", 1), ("team-unary", 16), ("team-unary", 64), ("team-stream", 1), ("team-stream", 16),
+    # the same with the limits shared through Redis
+    ("team-redis-unary", 1), ("team-redis-unary", 16), ("team-redis-unary", 64),
+    ("team-redis-stream", 1), ("team-redis-stream", 16),
 ]
-STREAMED = frozenset({"stream", "native-stream", "responses"})
+# the gateway process serving a kind (default "gateway"; the team kinds have their own, bench/team.py)
+PROFILE = {"team-unary": "team", "team-stream": "team", "team-redis-unary": "team-redis",
+           "team-redis-stream": "team-redis"}
+BASE_KIND = {k: k.rsplit("-", 1)[1] for k in PROFILE}  # the request a team kind sends: unary or stream
+STREAMED = frozenset({"stream", "native-stream", "responses", "team-stream", "team-redis-stream"})
 NATIVE = frozenset({"native", "native-stream"})
 EMBEDDINGS = {"embeddings-float": "float", "embeddings-base64": "base64"}  # kind -> encoding_format
 SCENARIO_NAMES = {"unary": "non-streamed", "stream": "streamed",
                   "native": "native non-streamed", "native-stream": "native streamed",
                   "responses": "Responses streamed",
-                  "embeddings-float": "embeddings float", "embeddings-base64": "embeddings base64"}
-KIND_GROUPS = {"embeddings": tuple(EMBEDDINGS)}  # `--kinds` names standing for several kinds
+                  "embeddings-float": "embeddings float", "embeddings-base64": "embeddings base64",
+                  "team-unary": "team non-streamed", "team-stream": "team streamed",
+                  "team-redis-unary": "team+Redis non-streamed", "team-redis-stream": "team+Redis streamed"}
+KIND_GROUPS = {"embeddings": tuple(EMBEDDINGS), "team": ("team-unary", "team-stream"),
+               "team-redis": ("team-redis-unary", "team-redis-stream")}  # `--kinds` names standing for several kinds
 EMBED_MODEL = "gemini-embedding-001"
 SERVERS = ("baseline", "gateway")
 CPU_FLAG_RATIO = 1.5
 NATIVE_CPU_FLAG_RATIO = 1.2  # the native routes are a forwarder with auth
+TEAM_CPU_FLAG_RATIO = {"team": 1.5, "team-redis": 1.75}  # limits, usage records, metrics, access log (+ Redis)
 LATENCY_FLAG_MS = 1.0
 
 
@@ -74,6 +96,7 @@ class Procs:
     def __init__(self, log_dir: Path):
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
+        self.dirs: list[Path] = []  # temporary directories, removed once every process is gone
 
     def start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "wb")
@@ -94,6 +117,21 @@ class Procs:
             if p.poll() is not None:
                 raise RuntimeError(f"{name} exited with code {p.returncode}; log tail:\n{self.log_tail(name)}")
 
+    def stop(self, name: str, grace: float = 30.0) -> None:
+        """SIGTERM one process group and wait for its leader (SIGKILL after `grace` seconds)."""
+        p = self.procs[name]
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            if p.poll() is not None:
+                return
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                p.wait(wait)
+            except subprocess.TimeoutExpired:
+                pass
+
     def stop_all(self) -> None:
         for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
             alive = [p for p in self.procs.values() if p.poll() is None]
@@ -113,6 +151,8 @@ class Procs:
                 os.killpg(p.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def wait_ready(procs: Procs, name: str, url: str, timeout: float) -> None:
@@ -134,9 +174,10 @@ def wait_ready(procs: Procs, name: str, url: str, timeout: float) -> None:
 
 def loadgen(
     python: str, url: str, stream: bool, n: int, conc: int, pids: list[int], native: bool = False, responses: bool = False,
-    embeddings: int = 0, encoding: str = "float",
+    embeddings: int = 0, encoding: str = "float", api_key: str | None = None,
 ) -> dict:
     cmd = [python, str(HERE / "loadgen.py"), "--url", url, "--requests", str(n), "--concurrency", str(conc)]
+    cmd += ["--api-key", api_key] if api_key else []
     cmd += ["--stream"] * stream + ["--native"] * native + ["--responses"] * responses
     if embeddings:  # megabytes per answer: a shorter warm-up than loadgen's default of 50 requests
         cmd += ["--embeddings", str(embeddings), "--encoding", encoding, "--warmup", str(max(5, 2 * conc))]
@@ -226,10 +267,13 @@ def flags_for(summary: dict) -> list[str]:
     flags = []
     for key, s in summary.items():
         r = s["ratio"].get("cpu_us")
-        bound = NATIVE_CPU_FLAG_RATIO if key.startswith("native") else CPU_FLAG_RATIO
+        kind = key.rsplit("-c", 1)[0]
+        bound = (TEAM_CPU_FLAG_RATIO[PROFILE[kind]] if kind in PROFILE
+                 else NATIVE_CPU_FLAG_RATIO if kind in NATIVE else CPU_FLAG_RATIO)
         if r is not None and r > bound:
             flags.append(f"{key}: gateway CPU per request is {r:.2f}× the baseline (> {bound})")
-    for key, fig in (("unary-c1", "added_p50_ms"), ("stream-c1", "added_ttfc_p50_ms"), ("responses-c1", "added_ttfc_p50_ms")):
+    for key, fig in (("unary-c1", "added_p50_ms"), ("stream-c1", "added_ttfc_p50_ms"), ("responses-c1", "added_ttfc_p50_ms"),
+                     ("team-unary-c1", "added_p50_ms"), ("team-stream-c1", "added_ttfc_p50_ms")):
         v = summary[key]["gateway"].get(fig) if key in summary else None
         if v is not None and v >= LATENCY_FLAG_MS:
             flags.append(f"{key}: gateway {fig} is {v:.3f} ms (>= {LATENCY_FLAG_MS} ms)")
@@ -282,6 +326,20 @@ def report(meta: dict, summary: dict, flags: list[str]) -> str:
     for key, s in summary.items():
         d = s["direct"]
         lines.append(f"| {key} | {d['p50_ms']:.3f} | {d['p99_ms']:.3f} | {d['rps']:.0f} | {d['upstream_cpu_us']:.0f} |")
+    lines += ["", "Peak RSS (VmHWM of the process tree at the end of the run, MiB; `gateway` served the other kinds):",
+              "", "| process | peak RSS (MiB) |", "|---|---:|"]
+    lines += [f"| {name} | {fmt(mb, '{:.1f}')} |" for name, mb in meta.get("peak_rss_mb", {}).items()]
+    checks = meta.get("team_checks", {})
+    if checks:
+        lines += ["", "Team gateways after the run (a cell whose requests were not all admitted and recorded fails):", "",
+                  "| gateway | requests sent | usage records | refused (rate_limited) | limiter's requests in window "
+                  "| requests_total metric | check |", "|---|---:|---:|---:|---:|---:|---|"]
+        for profile, c in checks.items():
+            lines.append(f"| {profile} | {c['requests_sent']} | {c['usage_records']} | {c['rate_limited']:.0f} "
+                         f"| {c['limiter_requests_in_window']} | {c['requests_total_metric']:.0f} "
+                         f"| {'ok' if not c['problems'] else 'FAILED'} |")
+    if meta.get("notes"):
+        lines += ["", *[f"- {n}" for n in meta["notes"]]]
     lines += ["", "**Flags:**" if flags else "**Flags:** none"]
     lines += [f"- ⚠ {f}" for f in flags]
     return "\n".join(lines) + "\n"
@@ -307,7 +365,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--ready-timeout", type=float, default=30.0)
     ap.add_argument("--kinds", default=",".join(SCENARIO_NAMES),
                     help=f"comma-separated scenario kinds to run (default: all of {', '.join(SCENARIO_NAMES)}; "
-                         "`embeddings` means both embeddings kinds)")
+                         "`embeddings` means both embeddings kinds, `team` team-unary,team-stream, "
+                         "`team-redis` team-redis-unary,team-redis-stream)")
     args = ap.parse_args(argv)
     args.kinds = [k for name in args.kinds.split(",") if name for k in KIND_GROUPS.get(name, (name,))]
     unknown = set(args.kinds) - set(SCENARIO_NAMES)
@@ -323,25 +382,49 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, procs: Procs) -> dict:
-    ports = {name: free_port() for name in ("upstream", "baseline", "gateway")}
+    meta: dict = {"started": dt.datetime.now().isoformat(timespec="seconds"), "args": vars(args), "notes": []}
+    redis_url = None
+    if any(PROFILE.get(k) == "team-redis" for k in args.kinds):
+        redis_url = team.start_redis(procs, free_port)
+        if redis_url is None:
+            msg = ("team-redis cells skipped: redis-server is not installed "
+                   "(`apt-get install -y redis-server`, then run again)")
+            print(msg, file=sys.stderr)
+            meta["notes"].append(msg)
+            args.kinds = [k for k in args.kinds if PROFILE.get(k) != "team-redis"]
+    gateways = sorted({PROFILE.get(k, "gateway") for k in args.kinds})  # gateway processes this run needs
+    ports = {name: free_port() for name in ("upstream", "baseline", *gateways)}
     upstream = f"http://127.0.0.1:{ports['upstream']}"
     py = args.python
-    gateway_cmd = (args.gateway_cmd.replace("{python}", shlex.quote(py))
-                   .replace("{port}", str(ports["gateway"])).replace("{upstream}", upstream))
     env = {"GEMINI_API_KEY": "bench-key", "GEMINI_BASE_URL": upstream,
            # the gateway's key database, kept with the results (not gemini-proxy.db in the repository)
            "GEMINI_PROXY_STORAGE__DATABASE_URL": f"sqlite+aiosqlite:///{RESULTS / 'gemini-proxy.db'}"}
-    env.update(kv.split("=", 1) for kv in args.gateway_env)
+    user_env = dict(kv.split("=", 1) for kv in args.gateway_env)
+    envs = {"gateway": {**env, **user_env}}
+    for profile in gateways:
+        if profile in team.PROFILES:
+            soft, hard = team.gateway_env(RESULTS, profile, redis_url if profile == "team-redis" else None)
+            envs[profile] = {**env, **soft, **user_env, **hard}
 
     up = procs.start("upstream", [py, str(HERE / "fake_upstream.py"), "--port", str(ports["upstream"]),
                                   "--chunks", str(args.chunks), "--delay-ms", str(args.chunk_delay_ms),
                                   "--embed-dims", str(args.embed_dims), "--embeddings", str(args.embed_inputs)])
     pids = {"upstream": up.pid}
     pids["baseline"] = procs.start("baseline", [py, str(HERE / "baseline.py"), "--port", str(ports["baseline"]),
-                                                "--upstream", upstream], env).pid
-    pids["gateway"] = procs.start("gateway", shlex.split(gateway_cmd), env).pid
-    for name in ("upstream", "baseline", "gateway"):
+                                                "--upstream", upstream], envs["gateway"]).pid
+    gateway_cmds = {}
+    for profile in gateways:
+        gateway_cmds[profile] = (args.gateway_cmd.replace("{python}", shlex.quote(py))
+                                 .replace("{port}", str(ports[profile])).replace("{upstream}", upstream))
+        pids[profile] = procs.start(profile, shlex.split(gateway_cmds[profile]), envs[profile]).pid
+    for name in ("upstream", "baseline", *gateways):
         wait_ready(procs, name, f"http://127.0.0.1:{ports[name]}/healthz", args.ready_timeout)
+    sent = dict.fromkeys(gateways, 0)  # requests sent to each gateway (usage records expected)
+    for profile in gateways:
+        if profile in team.PROFILES:  # the key is limited (headers) and client auth is on
+            meta["notes"].append(f"{profile}: first request's rate-limit headers: "
+                                 f"{team.probe(f'http://127.0.0.1:{ports[profile]}', MODEL)}")
+            sent[profile] += 1
 
     native = {
         "native": f"/v1beta/models/{MODEL}:generateContent",
@@ -355,7 +438,7 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
     urls["direct", "responses"] = urls["direct", "stream"]
     for kind in EMBEDDINGS:  # the fake upstream answers `--embed-inputs` vectors
         urls["direct", kind] = f"{upstream}/v1beta/models/{EMBED_MODEL}:batchEmbedContents"
-    for server in SERVERS:
+    for server in [s for s in SERVERS if s in ports]:  # no "gateway" when only team kinds run
         for kind in ("unary", "stream"):
             urls[server, kind] = f"http://127.0.0.1:{ports[server]}/v1/chat/completions"
         for kind, path in native.items():
@@ -363,14 +446,14 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
         urls[server, "responses"] = f"http://127.0.0.1:{ports[server]}/v1/responses"
         for kind in EMBEDDINGS:
             urls[server, kind] = f"http://127.0.0.1:{ports[server]}/v1/embeddings"
+    for kind, base in BASE_KIND.items():  # team kinds: the chat request, to their own gateway
+        urls["direct", kind], urls["baseline", kind] = urls["direct", base], urls["baseline", base]
+        if PROFILE[kind] in ports:
+            urls["gateway", kind] = f"http://127.0.0.1:{ports[PROFILE[kind]]}/v1/chat/completions"
 
-    meta = {
-        "started": dt.datetime.now().isoformat(timespec="seconds"),
-        "args": vars(args),
-        "gateway_cmd": gateway_cmd,
-        "host": {"nproc": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
-                 "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg())},
-    }
+    meta.update(gateway_cmd=gateway_cmds.get("gateway") or next(iter(gateway_cmds.values())), host={
+        "nproc": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
+        "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg())})
     scenarios = [(kind, conc) for kind, conc in SCENARIOS if kind in args.kinds]
     raw = []
     for rnd in range(args.rounds):
@@ -381,26 +464,40 @@ def run(args: argparse.Namespace, procs: Procs) -> dict:
         for kind, conc in scenarios:
             n = args.stream_requests if kind in STREAMED else args.embed_requests if kind in EMBEDDINGS else args.requests
             key = f"{kind}-c{conc}"
+            profile = PROFILE.get(kind, "gateway")
+            proc = {"baseline": "baseline", "gateway": profile}  # target -> process
             cell = cells[key] = {}
             for target in order:
                 print(f"round {rnd + 1}/{args.rounds}  {key:<10} {target:<8}", file=sys.stderr, flush=True)
-                acct = [pids["upstream"]] if target == "direct" else [pids[target], pids["upstream"]]
+                acct = [pids["upstream"]] if target == "direct" else [pids[proc[target]], pids["upstream"]]
                 res = cell[target] = loadgen(
                     py, urls[target, kind], kind in STREAMED, n, conc, acct, native=kind in NATIVE,
                     responses=kind == "responses" and target != "direct",
                     embeddings=args.embed_inputs if kind in EMBEDDINGS else 0, encoding=EMBEDDINGS.get(kind, "float"),
+                    api_key=team.KEY if target == "gateway" and profile in team.PROFILES else None,
                 )
                 procs.check_alive()
+                if target == "gateway":
+                    sent[profile] += res["sent"]
                 if res["errors"] == res["requests"]:
                     raise RuntimeError(f"{target}: every request failed, e.g. {res['first_error']}")
             d = cell["direct"]
             d["cpu_us"] = d["cpu_us_per_req"][str(pids["upstream"])]
             for server in SERVERS:
-                cell[server]["figures"] = figures(cell[server], d, pids[server], pids["upstream"])
+                cell[server]["figures"] = figures(cell[server], d, pids[proc[server]], pids["upstream"])
         raw.append(cells)
     meta["host"]["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    meta["peak_rss_mb"] = {name: team.peak_rss_mb(pids[name]) for name in ("baseline", *gateways)}
+    if "redis" in procs.procs:
+        meta["peak_rss_mb"]["redis-server"] = team.peak_rss_mb(procs.procs["redis"].pid)
+    meta["team_checks"] = {
+        profile: team.check(procs, profile, f"http://127.0.0.1:{ports[profile]}", MODEL, sent[profile], py, ROOT,
+                            envs[profile])
+        for profile in gateways if profile in team.PROFILES
+    }
     summary = summarize(raw, scenarios)
     flags = flags_for(summary)
+    flags += [f"FAILED {profile}: {p}" for profile, c in meta["team_checks"].items() for p in c["problems"]]
     return {"meta": meta, "summary": summary, "flags": flags, "raw": raw,
             "report": report(meta, summary, flags)}
 
@@ -432,7 +529,7 @@ def main(argv=None) -> int:
     path.write_text(json.dumps(result, indent=1))
     print(result["report"])
     print(f"JSON: {path.relative_to(ROOT)}", file=sys.stderr)
-    return 0
+    return 1 if any(f.startswith("FAILED") for f in result["flags"]) else 0
 
 
 if __name__ == "__main__":
