@@ -39,10 +39,17 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--blocks", type=int, default=15)
     ap.add_argument("--per-block", type=int, default=1000)
     ap.add_argument("--profile", action="store_true", help="print the top functions by own time (cProfile)")
+    ap.add_argument("--team", action="store_true",
+                    help="as the bench's team cell: a client key with rpm/tpm/concurrency limits, usage records on")
     return ap.parse_args()
 
 
-async def measure(blocks: int, per_block: int) -> list[float]:
+TEAM_KEY = "sk-bench-team"
+TEAM_KEYS = (f'[{{"name": "bench-team", "id": "cfg-bench-team", "key": "{TEAM_KEY}", '
+             '"limits": {"rpm": 10000000, "tpm": 10000000000, "concurrency": 10000}}]')
+
+
+async def measure(blocks: int, per_block: int, team: bool = False) -> list[float]:
     import fake_upstream
     import loadgen
     import orjson
@@ -65,6 +72,8 @@ async def measure(blocks: int, per_block: int) -> list[float]:
         "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode())],
     }
+    if team:
+        scope["headers"].append((b"authorization", f"Bearer {TEAM_KEY}".encode()))
     failures: list[Any] = []
 
     async def receive() -> dict[str, Any]:
@@ -93,6 +102,8 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="gp-inprocess-")
     os.environ.update(GEMINI_API_KEY="bench-key", GEMINI_BASE_URL="http://127.0.0.1:9",
                       GEMINI_PROXY_STORAGE__DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/gemini-proxy.db")
+    if args.team:
+        os.environ["GEMINI_PROXY_AUTH__CLIENT_KEYS"] = TEAM_KEYS
     os.environ.update(kv.split("=", 1) for kv in args.settings)
     sys.stderr = open(os.devnull, "w")  # the access log: written, not shown
     if args.profile:
@@ -100,11 +111,11 @@ def main() -> None:
         import pstats
 
         profiler = cProfile.Profile()
-        figures = profiler.runcall(asyncio.run, measure(args.blocks, args.per_block))
+        figures = profiler.runcall(asyncio.run, measure(args.blocks, args.per_block, args.team))
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(40)
     else:
-        figures = asyncio.run(measure(args.blocks, args.per_block))
-    print(f"{os.getcwd()} {' '.join(args.settings)}: CPU per chat request, in process: "
+        figures = asyncio.run(measure(args.blocks, args.per_block, args.team))
+    print(f"{os.getcwd()} {'--team ' if args.team else ''}{' '.join(args.settings)}: CPU per chat request, in process: "
           f"min {min(figures):.1f} us, median {statistics.median(figures):.1f} us "
           f"({args.blocks} blocks of {args.per_block})")
 

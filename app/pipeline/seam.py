@@ -322,11 +322,19 @@ class Pipeline:
                 )
                 await self._send_error(send, ctx, error, {"allow": allowed}, endpoint)
         finally:
-            self.recorder.price(ctx)  # ctx.cost_usd: read by the settlement (usd budgets) and the record
-            if ctx.admission is not None and self.settle is not None:
-                await self._settle(ctx)
-            self.recorder.record(ctx)
-            current_request_id.reset(reset)
+            try:
+                self.recorder.price(ctx)  # ctx.cost_usd: read by the settlement (usd budgets) and the record
+                admission = ctx.admission
+                if admission is not None and self.settle is not None:
+                    if admission.backend.shared:
+                        await self._settle(ctx)  # Redis round trips: they must survive a cancellation
+                    else:
+                        # In-process counters: the settlement never suspends, so no cancellation can cut it
+                        # short, and a task per request (~10 us) would buy nothing.
+                        await self.settle(ctx)
+            finally:
+                self.recorder.record(ctx)
+                current_request_id.reset(reset)
 
     async def _settle(self, ctx: RequestContext) -> None:
         """A limited key's reservations settled with the real usage, leases released; survives a cancellation."""

@@ -202,9 +202,11 @@ class UsageStore:
         async with self.engine.begin() as conn:
             for start in range(0, len(rows), CHUNK):
                 chunk = rows[start:start + CHUNK]
-                statement = self._insert(conn, usage_records).values(chunk)
+                # One statement executed for many rows (SQLAlchemy's "insertmanyvalues": cached, batched), not
+                # a statement with the rows in it: compiling 500 rows' bind parameters cost ~0.5 ms per record.
+                statement = self._insert(conn, usage_records)
                 statement = statement.on_conflict_do_nothing(index_elements=["id"]).returning(usage_records.c.id)
-                new = {r[0] for r in (await conn.execute(statement)).all()}
+                new = {r[0] for r in (await conn.execute(statement, chunk)).all()}
                 inserted.extend(r for r in chunk if r["id"] in new)
             daily: dict[tuple[str, str, str, str], list[int]] = {}
             for row in inserted:

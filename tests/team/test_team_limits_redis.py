@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.pipeline.context import Usage
 from gateway_harness import FakeGemini, GatewayServer, metric_value
 
 from .redis_server import RedisServer
@@ -235,9 +236,16 @@ def test_budgets_are_seeded_again_when_redis_comes_back(redis_gateway, redis, fa
             return 1000, 1.5
 
     gateway.state.limiter.budget_source = Spent()
-    assert chat(gateway.url, KEY).status_code == 200
+    answer = chat(gateway.url, KEY)
+    assert answer.status_code == 200
     assert Spent.asked == 2  # tokens and USD, once each
-    assert int(redis.command("GET", f"gemini-proxy:budget:key:rl:usd:{time.strftime('%Y-%m', time.gmtime())}").split(b"\r\n")[1]) == 1_500_000
+    # the seed, then this request's own cost (priced before the settlement)
+    usage = answer.json()["usage"]
+    cost = gateway.state.recorder.prices.cost_micro(Usage(usage["prompt_tokens"], usage["completion_tokens"]), MODEL)
+    assert cost and cost > 0
+    usd_key = f"gemini-proxy:budget:key:rl:usd:{time.strftime('%Y-%m', time.gmtime())}"
+    # settled in the pipeline's `finally`, just after the answer went out
+    wait_until(lambda: int(redis.command("GET", usd_key).split(b"\r\n")[1]) == 1_500_000 + cost, 5)
     assert chat(gateway.url, KEY).status_code == 200 and Spent.asked == 2  # counted in Redis from then on
     redis.kill()
     assert chat(gateway.url, KEY).status_code == 200
