@@ -233,16 +233,20 @@ class Services:
             await self.demo_fake.close()
             self.demo_fake = None
 
-    async def admit(self, ctx: RequestContext, model: str, max_output: int | None = None) -> None:
+    async def admit(
+        self, ctx: RequestContext, model: str, max_output: int | None = None, prompt_tokens: int | None = None
+    ) -> None:
         """Before Google: 403 unless the key may use `model`; then its limits (429, reservations in ctx.admission).
 
-        The prompt is estimated from the body's size (bytes / 4), never parsed again; `max_output` is the
-        request's `max_tokens` / `max_completion_tokens` / `max_output_tokens` / `maxOutputTokens`, if any.
+        The prompt is estimated from the body's size (bytes / 4), never parsed again, unless the endpoint
+        gives its own `prompt_tokens` (images: the prompt's length / 4 and `MEDIA_TOKENS` per input image);
+        `max_output` is the request's `max_tokens` / `max_completion_tokens` / `max_output_tokens` /
+        `maxOutputTokens`, if any.
         """
         principal = ctx.principal
         principal.check_model(model)
         if principal.limited:
-            await self.limiter.admit(ctx, ctx.request_bytes // 4, max_output)
+            await self.limiter.admit(ctx, ctx.request_bytes // 4 if prompt_tokens is None else prompt_tokens, max_output)
 
     def count_signatures(self, call: SignatureCounts) -> None:
         """Thought signatures of one translated request, by where they came from (metrics)."""

@@ -401,3 +401,32 @@ def test_rate_limited_metric_kinds_are_fixed():
     text = metrics.render()[0].decode()
     assert 'gemini_proxy_rate_limited_total{kind="tpm",team="data"} 2.0' in text
     assert 'gemini_proxy_rate_limited_total{kind="usd_per_month",team=""} 1.0' in text
+
+
+def test_images_are_admitted_with_an_estimate_per_image_not_the_uploads_bytes(limited, fake):
+    from app.gateway.ratelimit import IMAGE_OUTPUT_TOKENS, MEDIA_TOKENS
+    from app.testing.fake_gemini import extras
+
+    fresh_minute()
+    gateway = limited({"rpm": 3, "tpm": 10_000})
+    client = sdk(gateway.url, KEY)
+    raw = client.images.with_raw_response.generate(model="gemini-2.5-flash-image", prompt="a fox", n=2)
+    assert raw.headers["x-ratelimit-limit-requests"] == "3" and raw.headers["x-ratelimit-remaining-requests"] == "2"
+    # reserved: the prompt's 5 characters / 4 and 1290 output tokens per image asked
+    assert int(raw.headers["x-ratelimit-remaining-tokens"]) == 10_000 - (5 // 4 + 2 * IMAGE_OUTPUT_TOKENS)
+    # an edit uploading ~400 KB: counted as one image, not 100k tokens (which a tpm of 10000 would refuse as too large)
+    big = extras._png(3, 2, (255, 0, 0)) + bytes(400_000)
+    edit = client.images.with_raw_response.edit(model="gemini-2.5-flash-image", image=("in.png", big, "image/png"),
+                                                prompt="make it blue")
+    assert edit.headers["x-ratelimit-remaining-requests"] == "1"
+    assert int(edit.headers["x-ratelimit-remaining-tokens"]) > 10_000 - 2 * (MEDIA_TOKENS + 3 * IMAGE_OUTPUT_TOKENS)
+    # more images than the tpm can take: too large, before Google
+    calls = len(fake.requests())
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.images.generate(model="gemini-2.5-flash-image", prompt="many foxes", n=8)
+    assert "Request too large" in caught.value.message and caught.value.response.headers["x-should-retry"] == "false"
+    assert len(fake.requests()) == calls
+    client.images.generate(model="gemini-2.5-flash-image", prompt="one more")  # the third request of the minute
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.images.generate(model="gemini-2.5-flash-image", prompt="one too many")
+    assert refused.value.code == "rate_limit_exceeded" and refused.value.type == "requests"
