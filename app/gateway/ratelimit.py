@@ -26,7 +26,9 @@ Without Redis each of N worker processes enforces its share of every limit
 configured (except limits below N). With Redis configured but unreachable a
 replica falls back to the same local limits divided by the number of
 processes last seen alive (`SharedState.replicas`), and never answers 5xx for
-it. A key with no limits costs one attribute test.
+it. A budget counter enforcing a share is seeded with the same share of what
+was spent (spent / N); each time a local fallback starts its counters are
+seeded again (a seed only ever raises a counter). A key with no limits costs one attribute test.
 
 Answers to a limited key carry OpenAI's `x-ratelimit-*` headers; refusals
 are 429 with OpenAI's bodies (`rate_limit_exceeded` with `Retry-After` and
@@ -224,7 +226,8 @@ class Backend:
         self.windows = LocalWindows()
         self._leases: dict[str, int] = {}
         self._counters: dict[str, tuple[int, float]] = {}  # key -> (value, expires at)
-        self.seeded: set[str] = set()  # budget counters seeded from the BudgetSource (cleared when Redis returns)
+        # budget counters seeded from the BudgetSource; cleared when Redis returns (shared) or a fallback starts (local)
+        self.seeded: set[str] = set()
 
     async def hit(self, limit: int, key: str, cost: int) -> bool:
         """Take `cost` from the window if it fits (nothing recorded otherwise)."""
@@ -272,7 +275,8 @@ class Backend:
         self._counters[key] = (self._get(key) + amount, expire_at)
 
     async def seed(self, key: str, value: int, expire_at: int) -> None:
-        if key not in self._counters:
+        """The counter is at least `value` (what the usage records say was spent; more if counted here since)."""
+        if value > self._get(key):
             self._counters[key] = (value, expire_at)
 
 
@@ -299,6 +303,7 @@ class Limiter:
         self._replicas = replicas or (lambda: self.local_share)
         self._shares: dict[tuple[Limits, int], Limits] = {}
         self._periods: tuple[int, tuple[str, float, float, str, float, float]] = (-1, periods(0))
+        self._on_shared = True  # the last admission used the shared backend (a fallback starts when this flips)
 
     def _share(self, limits: Limits, n: int) -> Limits:
         key = (limits, n)
@@ -318,14 +323,19 @@ class Limiter:
 
     async def admit(self, ctx: RequestContext, prompt_tokens: int, max_output: int | None) -> None:
         """Reserve what the request may use, or raise 429; on success `ctx.admission` holds it."""
-        if self.shared is not None and self._shared_up():
-            try:
-                ctx.admission = await self._admit(ctx, self.shared, 1, prompt_tokens, max_output)
-                return
-            except GatewayError:
-                raise
-            except Exception as exc:  # Redis is gone: this request and the next ones use local limits
-                self._shared_failed(exc)
+        if self.shared is not None:
+            if self._shared_up():
+                try:
+                    ctx.admission = await self._admit(ctx, self.shared, 1, prompt_tokens, max_output)
+                    self._on_shared = True
+                    return
+                except GatewayError:
+                    raise
+                except Exception as exc:  # Redis is gone: this request and the next ones use local limits
+                    self._shared_failed(exc)
+            if self._on_shared:  # a local fallback starts: its budget counters are seeded again (spent meanwhile)
+                self._on_shared = False
+                self.local.seeded.clear()
         n = self._replicas() if self.shared is not None else self.local_share
         ctx.admission = await self._admit(ctx, self.local, n, prompt_tokens, max_output)
 
@@ -360,7 +370,7 @@ class Limiter:
                         raise self._refuse(ctx, s, team, "tpm", s.limits.tpm, wait, requests=False,
                                            used=s.limits.tpm - remaining, requested=estimate)
                     done.append((s.limits.tpm, key, estimate))
-            await self._reserve_budgets(ctx, backend, adm, team, budget_need)
+            await self._reserve_budgets(ctx, backend, adm, team, budget_need, n)
             for s in subjects:
                 if s.limits.concurrency is not None:
                     lease_id = f"{_process_tag}-{next(_lease_ids)}"
@@ -374,7 +384,9 @@ class Limiter:
             raise
         return adm
 
-    async def _reserve_budgets(self, ctx: RequestContext, backend: Backend, adm: Admission, team: str, need: int) -> None:
+    async def _reserve_budgets(
+        self, ctx: RequestContext, backend: Backend, adm: Admission, team: str, need: int, n: int
+    ) -> None:
         minute = int(time.time() // WINDOW)  # UTC days and months begin on a minute: cache per minute
         if self._periods[0] != minute:
             self._periods = (minute, periods(minute * WINDOW))
@@ -397,7 +409,8 @@ class Limiter:
         for b in budgets:
             if b.key not in seeded:
                 tokens, usd = await self.budget_source.spent(b.subject, b.since)
-                value = round(usd * 1_000_000) if b.kind == "usd_per_month" else tokens
+                # a process enforcing its share (limit / n) counts its share of what was spent
+                value = round(usd * 1_000_000 / n) if b.kind == "usd_per_month" else tokens // n
                 await backend.seed(b.key, value, b.expire_at)
                 seeded.add(b.key)
         refused = await backend.reserve(budgets)

@@ -430,3 +430,53 @@ def test_images_are_admitted_with_an_estimate_per_image_not_the_uploads_bytes(li
     with pytest.raises(openai.RateLimitError) as refused:
         client.images.generate(model="gemini-2.5-flash-image", prompt="one too many")
     assert refused.value.code == "rate_limit_exceeded" and refused.value.type == "requests"
+
+
+class Spent:
+    """A BudgetSource that says what was spent, and counts its queries."""
+
+    def __init__(self, tokens: int = 0, usd: float = 0.0) -> None:
+        self.tokens, self.usd = tokens, usd
+        self.asked: list[tuple[str, float]] = []
+
+    async def spent(self, subject: str, since: float) -> tuple[int, float]:
+        self.asked.append((subject, since))
+        return self.tokens, self.usd
+
+
+@pytest.mark.parametrize(("budget", "spent"), [({"tokens_per_day": 1500}, Spent(tokens=1000)),
+                                               ({"usd_per_month": 1.0}, Spent(usd=0.6))], ids=["tokens", "usd"])
+def test_a_workers_share_of_a_budget_is_seeded_with_its_share_of_the_spending(limited, fake, budget, spent):
+    """Two workers: each enforces half the budget and counts half of what was spent (not all of it against half)."""
+    gateway = limited(budget, server={"workers": 2})
+    gateway.state.limiter.budget_source = spent
+    response = raw_chat(gateway, max_tokens=50)  # 1000 // 2 + ~60 <= 750; $0.3 < $0.5
+    assert response.status_code == 200, response.text
+    assert [subject for subject, _ in spent.asked] == ["key:lim"]
+
+
+@pytest.mark.anyio
+async def test_a_local_fallback_seeds_its_budgets_again():
+    from app.pipeline.context import Principal, RequestContext
+
+    up = [False]
+    source = Spent(tokens=0)
+    limiter = Limiter(local_share=1, shared=Backend(), shared_up=lambda: up[0], replicas=lambda: 1, budget_source=source)
+    principal = Principal.of_key("k", "k", limits=Limits(tokens_per_day=1000))
+
+    async def admit() -> bool:
+        ctx = RequestContext("r", "POST", "/v1/chat/completions", principal=principal)
+        try:
+            await limiter.admit(ctx, 10, 10)
+        except Exception:
+            return False
+        await limiter.settle(ctx)
+        return True
+
+    assert await admit()  # Redis down at start: local counters, seeded with 0
+    up[0] = True
+    assert await admit()  # Redis back: the shared counter
+    source.tokens = 5000  # spent meanwhile (other replicas, recorded in the usage table)
+    up[0] = False
+    assert not await admit()  # a new fallback re-reads the usage records: the local counter is seeded again
+    assert len(source.asked) == 3
