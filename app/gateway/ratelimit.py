@@ -19,7 +19,11 @@ pipeline's `finally` with Google's real usage (`ctx.usage`) and cost
   nothing;
 * budgets: calendar counters (UTC day, UTC month) of tokens and micro-USD,
   reserved and settled like tpm; the first use of a counter in a period seeds
-  it from a `BudgetSource` (the usage table).
+  it from a `BudgetSource` (the usage table): one query per key or team and
+  period at a time (tokens and USD of a month together), at most
+  `SEED_TIMEOUT`; a source that fails or is slow does not fail the request
+  (the counter goes on from what it holds; the seed is tried again after
+  `SEED_RETRY`; logged once) and is never taken for a Redis failure.
 
 Without Redis each of N worker processes enforces its share of every limit
 (limit // N, at least 1; USD limit / N), so the gateway is never looser than
@@ -58,6 +62,8 @@ FORCE = 2**62  # a limit no count reaches: settling forces real usage in
 DEFAULT_OUTPUT = 4096  # tokens reserved for the answer when the request names no maximum
 MEDIA_TOKENS = 258  # prompt tokens counted per image (or other media part) sent: Gemini's figure for an image tile
 IMAGE_OUTPUT_TOKENS = 1290  # output tokens reserved per image asked of an image model (Gemini's ~1290 per image)
+SEED_TIMEOUT = 2.0  # seconds a budget seed may wait for the usage records before the request goes on without it
+SEED_RETRY = 10.0  # seconds before a failed seed is tried again (the request path never hammers a sick database)
 LEASE_TTL = 1800.0  # at least, seconds a Redis concurrency lease lives unless released (a crashed replica's expire)
 KINDS = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month", "usd_per_month")
 _lease_ids = itertools.count(1)
@@ -304,6 +310,9 @@ class Limiter:
         self._shares: dict[tuple[Limits, int], Limits] = {}
         self._periods: tuple[int, tuple[str, float, float, str, float, float]] = (-1, periods(0))
         self._on_shared = True  # the last admission used the shared backend (a fallback starts when this flips)
+        self._seeding: dict[tuple[str, float], asyncio.Future[tuple[int, float] | None]] = {}  # queries in flight
+        self._seed_retry: dict[tuple[str, float], float] = {}  # (subject, since) -> monotonic time of the next try
+        self._seed_failing = False  # the log said the usage records cannot be read (said once, until they can)
 
     def _share(self, limits: Limits, n: int) -> Limits:
         key = (limits, n)
@@ -406,9 +415,16 @@ class Limiter:
         if not budgets:
             return
         seeded = backend.seeded
+        found: dict[tuple[str, float], tuple[int, float] | None] = {}  # a month's tokens and USD: one query
         for b in budgets:
             if b.key not in seeded:
-                tokens, usd = await self.budget_source.spent(b.subject, b.since)
+                query = (b.subject, b.since)
+                if query not in found:
+                    found[query] = await self._spent(query)
+                spent = found[query]
+                if spent is None:  # unreadable: counted from what this backend knows, seeded on a later request
+                    continue
+                tokens, usd = spent
                 # a process enforcing its share (limit / n) counts its share of what was spent
                 value = round(usd * 1_000_000 / n) if b.kind == "usd_per_month" else tokens // n
                 await backend.seed(b.key, value, b.expire_at)
@@ -425,6 +441,37 @@ class Limiter:
                 headers={"x-should-retry": "false"},
             )
         adm.budgets = budgets
+
+    async def _spent(self, query: tuple[str, float]) -> tuple[int, float] | None:
+        """What `subject` spent since `since` (one query in flight per pair, shared by the requests waiting for it);
+        None while the budget source fails (it is tried again after `SEED_RETRY`). Never raises."""
+        retry_at = self._seed_retry.get(query)
+        if retry_at is not None and time.monotonic() < retry_at:
+            return None
+        pending = self._seeding.get(query)
+        if pending is None:
+            pending = self._seeding[query] = asyncio.ensure_future(self._query(query))
+            pending.add_done_callback(lambda _: self._seeding.pop(query, None))
+        return await asyncio.shield(pending)  # a request that goes away does not cancel the others' query
+
+    async def _query(self, query: tuple[str, float]) -> tuple[int, float] | None:
+        try:
+            async with asyncio.timeout(SEED_TIMEOUT):
+                spent = await self.budget_source.spent(*query)
+        except Exception as exc:  # the database, not Redis: never the breaker, never a 5xx
+            self._seed_retry[query] = time.monotonic() + SEED_RETRY
+            if not self._seed_failing:
+                self._seed_failing = True
+                log.warning(
+                    "reading what %s spent from the usage records failed (%s): budgets count from what is known "
+                    "here and are seeded again every %g s until it succeeds", query[0], type(exc).__name__, SEED_RETRY,
+                )
+            return None
+        self._seed_retry.pop(query, None)
+        if self._seed_failing:
+            self._seed_failing = False
+            log.warning("the usage records can be read again: budgets are seeded from them")
+        return spent
 
     async def _undo(self, backend: Backend, done: list[tuple[int, str, int]], adm: Admission) -> None:
         try:

@@ -80,6 +80,13 @@ end
 return 0
 """
 
+# KEYS: a budget counter; ARGV: what was spent, expire-at. Raises the counter to at least that (never lowers it).
+_SEED = """
+local spent = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if spent < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2]) end
+return 0
+"""
+
 _HEARTBEAT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -106,6 +113,7 @@ class SharedState:
         self._on_health = on_health or (lambda up: None)
         self._lease = self.redis.register_script(_LEASE)
         self._reserve = self.redis.register_script(_RESERVE)
+        self._seed = self.redis.register_script(_SEED)
         self._heartbeat = self.redis.register_script(_HEARTBEAT)
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -334,7 +342,7 @@ class RedisBackend(Backend):
             await pipe.execute()
 
     async def seed(self, key: str, value: int, expire_at: int) -> None:
-        await self.state.redis.set(PREFIX + "budget:" + key, value, nx=True, exat=expire_at)
+        await self.state._seed(keys=[PREFIX + "budget:" + key], args=[value, expire_at])
 
 
 class RedisSignatureStore:

@@ -480,3 +480,60 @@ async def test_a_local_fallback_seeds_its_budgets_again():
     up[0] = False
     assert not await admit()  # a new fallback re-reads the usage records: the local counter is seeded again
     assert len(source.asked) == 3
+
+
+class Failing:
+    """A BudgetSource whose database is down (or hangs, with `delay`)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.asked = 0
+
+    async def spent(self, subject: str, since: float) -> tuple[int, float]:
+        import asyncio
+
+        self.asked += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        raise RuntimeError("database is down")
+
+
+def test_a_budget_source_that_fails_serves_the_request_and_is_retried_later(limited, fake, caplog):
+    gateway = limited({"tokens_per_day": 10**6, "usd_per_month": 100})
+    source = Failing()
+    gateway.state.limiter.budget_source = source
+    with caplog.at_level("WARNING", logger="gemini_proxy.limits"):
+        statuses = [raw_chat(gateway, max_tokens=50).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]  # never a 500 because of the database
+    assert source.asked == 2  # the day's and the month's query, once: retried after SEED_RETRY, not per request
+    said = [r.getMessage() for r in caplog.records if "usage records failed" in r.getMessage()]
+    assert len(said) == 1 and "RuntimeError" in said[0]
+
+
+def test_a_hung_budget_source_costs_at_most_the_seed_timeout(limited, fake):
+    from app.gateway.ratelimit import SEED_TIMEOUT
+
+    gateway = limited({"tokens_per_day": 10**6})
+    gateway.state.limiter.budget_source = Failing(delay=30)
+    started = time.monotonic()
+    assert raw_chat(gateway, max_tokens=50).status_code == 200
+    assert SEED_TIMEOUT * 0.9 < time.monotonic() - started < SEED_TIMEOUT + 2
+
+
+@pytest.mark.anyio
+async def test_concurrent_seeds_are_one_query_per_subject_and_period():
+    import asyncio
+
+    from app.pipeline.context import Principal, RequestContext
+
+    class Slow(Spent):
+        async def spent(self, subject: str, since: float) -> tuple[int, float]:
+            await asyncio.sleep(0.2)
+            return await super().spent(subject, since)
+
+    source = Slow(tokens=10, usd=0.01)
+    limiter = Limiter(budget_source=source)
+    principal = Principal.of_key("k", "k", limits=Limits(tokens_per_month=10**6, usd_per_month=10.0))
+    contexts = [RequestContext(f"r{i}", "POST", "/v1/chat/completions", principal=principal) for i in range(5)]
+    await asyncio.gather(*(limiter.admit(ctx, 10, 10) for ctx in contexts))
+    assert len(source.asked) == 1  # five requests, the month's tokens and USD: one query
