@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from app.gateway.dispatch import Dispatcher
 from app.gateway.fetch import FetchGuard, fetch_all, fetch_chat_media, responses_urls_to_fetch
-from app.gateway.ratelimit import LEASE_TTL, BudgetSource, Limiter
+from app.gateway.ratelimit import LEASE_TTL, BudgetSource, Limiter, estimate_prompt_tokens
 from app.gateway.responses_store import MemoryResponseStore, ResponseStore
 from app.gateway.routing import Router
 from app.gateway.shared import RedisSignatureStore, SharedState
@@ -238,7 +238,8 @@ class Services:
     ) -> None:
         """Before Google: 403 unless the key may use `model`; then its limits (429, reservations in ctx.admission).
 
-        The prompt is estimated from the body's size (bytes / 4), never parsed again, unless the endpoint
+        The prompt is estimated from the body's text (bytes / 4; inline media a fixed count each, see
+        `estimate_prompt_tokens`), never parsed again, unless the endpoint
         gives its own `prompt_tokens` (images: the prompt's length / 4 and `MEDIA_TOKENS` per input image);
         `max_output` is the request's `max_tokens` / `max_completion_tokens` / `max_output_tokens` /
         `maxOutputTokens`, if any.
@@ -246,7 +247,8 @@ class Services:
         principal = ctx.principal
         principal.check_model(model)
         if principal.limited:
-            await self.limiter.admit(ctx, ctx.request_bytes // 4 if prompt_tokens is None else prompt_tokens, max_output)
+            prompt = estimate_prompt_tokens(ctx.body) if prompt_tokens is None else prompt_tokens
+            await self.limiter.admit(ctx, prompt, max_output)
 
     def count_signatures(self, call: SignatureCounts) -> None:
         """Thought signatures of one translated request, by where they came from (metrics)."""

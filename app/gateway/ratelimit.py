@@ -9,8 +9,9 @@ pipeline's `finally` with Google's real usage (`ctx.usage`) and cost
 
 * rpm / tpm: `limits`' sliding window counter (one minute), on `memory://`
   or, shared by every replica, on Redis. Tokens are reserved from an estimate
-  (prompt bytes / 4 plus `max_tokens`, or a default output of at most 4096
-  tokens and a quarter of the smallest tpm) and settled with the real count:
+  (`estimate_prompt_tokens`: text bytes / 4 and a fixed count per inline
+  media part, plus `max_tokens`, or a default output of at most 4096 tokens
+  and a quarter of the smallest tpm) and settled with the real count:
   a positive difference is forced in (over the limit if need be, the next
   requests wait), a negative one refunded while the minute that took the
   reservation is still the current one;
@@ -46,6 +47,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +67,7 @@ IMAGE_OUTPUT_TOKENS = 1290  # output tokens reserved per image asked of an image
 SEED_TIMEOUT = 2.0  # seconds a budget seed may wait for the usage records before the request goes on without it
 SEED_RETRY = 10.0  # seconds before a failed seed is tried again (the request path never hammers a sick database)
 LEASE_TTL = 1800.0  # at least, seconds a Redis concurrency lease lives unless released (a crashed replica's expire)
+LARGE_BODY = 32 * 1024  # bytes: a body larger than this is scanned for media before its size is taken for text
 KINDS = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month", "usd_per_month")
 _lease_ids = itertools.count(1)
 _process_tag = f"{os.getpid()}-{time.time_ns() % 10**9}"
@@ -81,6 +84,33 @@ def go_duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes}m{secs}s"
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+# where inline media begins: a data URL's payload, or a `"data": "` field (Gemini's inlineData, OpenAI's input_audio)
+_MEDIA_START = re.compile(rb';base64,|"data"\s*:\s*"')
+
+
+def estimate_prompt_tokens(body: bytes) -> int:
+    """The prompt's tokens as the limiter reserves them: text bytes / 4, and `MEDIA_TOKENS` per inline media part.
+
+    A body up to `LARGE_BODY` is taken whole (bytes / 4). A larger one is scanned once for inline media (a data
+    URL's base64 payload, a `"data"` string field) up to the closing quote (`bytes.find`, no parsing); those
+    bytes are not counted as text, so a megabyte of image never makes a request "too large" for a tpm.
+    """
+    size = len(body)
+    if size <= LARGE_BODY:
+        return size // 4
+    media_bytes = parts = pos = 0
+    search = _MEDIA_START.search
+    while (found := search(body, pos)) is not None:
+        start = found.end()
+        end = body.find(b'"', start)
+        if end < 0:
+            end = size
+        media_bytes += end - start
+        parts += 1
+        pos = end + 1
+    return (size - media_bytes) // 4 + MEDIA_TOKENS * parts
 
 
 def _scope(ctx: RequestContext, subject: Subject) -> str:

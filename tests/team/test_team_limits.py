@@ -537,3 +537,36 @@ async def test_concurrent_seeds_are_one_query_per_subject_and_period():
     contexts = [RequestContext(f"r{i}", "POST", "/v1/chat/completions", principal=principal) for i in range(5)]
     await asyncio.gather(*(limiter.admit(ctx, 10, 10) for ctx in contexts))
     assert len(source.asked) == 1  # five requests, the month's tokens and USD: one query
+
+
+def test_estimate_prompt_tokens_counts_text_not_media():
+    from app.gateway.ratelimit import MEDIA_TOKENS, estimate_prompt_tokens
+
+    small = b'{"messages": [{"content": "hello"}]}'
+    assert estimate_prompt_tokens(small) == len(small) // 4
+    payload = b"A" * 400_000
+    chat = b'{"messages":[{"content":[{"type":"text","text":"what is it?"},{"type":"image_url","image_url":' \
+           b'{"url":"data:image/png;base64,' + payload + b'"}}]}]}'
+    assert estimate_prompt_tokens(chat) == (len(chat) - len(payload)) // 4 + MEDIA_TOKENS
+    native = b'{"contents":[{"parts":[{"text":"x"},{"inlineData":{"mimeType":"image/png","data": "' + payload + \
+             b'"}},{"inline_data":{"data":"' + payload + b'"}}]}]}'
+    assert estimate_prompt_tokens(native) == (len(native) - 2 * len(payload)) // 4 + 2 * MEDIA_TOKENS
+    text = b'{"input": "' + b"word " * 20_000 + b'"}'  # large text is text
+    assert estimate_prompt_tokens(text) == len(text) // 4
+
+
+def test_an_attached_image_is_not_counted_as_tokens(limited, fake):
+    """A 400 KB data: URL image against a tpm of 100000: admitted, reserving a fixed count for the image."""
+    import base64
+
+    from app.testing.fake_gemini import extras
+
+    fresh_minute()
+    gateway = limited({"tpm": 100_000, "tokens_per_day": 50_000})
+    image = base64.b64encode(extras._png(3, 2, (255, 0, 0)) + bytes(300_000)).decode()
+    response = httpx.post(gateway.url + "/v1/chat/completions", timeout=30, headers={"authorization": f"Bearer {KEY}"},
+                          json={"model": MODEL, "max_tokens": 100, "messages": [{"role": "user", "content": [
+                              {"type": "text", "text": "what is it?"},
+                              {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}}]}]})
+    assert response.status_code == 200, response.text
+    assert 100_000 - int(response.headers["x-ratelimit-remaining-tokens"]) < 1000
