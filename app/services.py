@@ -105,6 +105,7 @@ class Services:
             self.shared = SharedState(
                 redis_url.get_secret_value(), on_health=lambda up: self.metrics.storage_up("redis", up),
                 lease_ttl=max(LEASE_TTL, 2 * settings.timeouts.total),  # longer than any request may run
+                workers=settings.server.workers,  # Redis down at start: each worker enforces at most its share
             )
         local_signatures = MemorySignatureStore(settings.signatures.cache_size)
         self.signatures: SignatureStore = signature_store or (

@@ -100,7 +100,9 @@ return redis.call('ZCARD', KEYS[1])
 class SharedState:
     """One Redis for the replicas: connection, breaker and probe, heartbeat, rests (see the module docstring)."""
 
-    def __init__(self, url: str, on_health: Callable[[bool], None] | None = None, lease_ttl: float = LEASE_TTL) -> None:
+    def __init__(
+        self, url: str, on_health: Callable[[bool], None] | None = None, lease_ttl: float = LEASE_TTL, workers: int = 1
+    ) -> None:
         self.url = url
         self.lease_ttl = lease_ttl  # seconds a concurrency lease lives unless released
         self.redis = aioredis.Redis.from_url(
@@ -108,7 +110,8 @@ class SharedState:
             health_check_interval=30,
         )
         self.up = False
-        self.replicas = 1  # processes last seen sharing this Redis
+        # processes last seen sharing this Redis; until Redis is first seen, this replica's own worker processes
+        self.replicas = max(1, workers)
         self.replica_id = f"{os.uname().nodename}:{os.getpid()}:{time.time_ns() % 10**9}"
         self._on_health = on_health or (lambda up: None)
         self._lease = self.redis.register_script(_LEASE)

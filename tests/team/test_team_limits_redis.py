@@ -264,3 +264,17 @@ def test_a_failing_budget_source_is_not_a_redis_failure(redis_gateway, redis, fa
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "unreachable" not in logged and "usage records failed (OSError)" in logged
     assert redis.command("EXISTS", f"gemini-proxy:budget:key:rl:tokens:{time.strftime('%Y-%m-%d', time.gmtime())}") == b":1\r\n"
+
+
+def test_redis_down_at_start_divides_the_limits_by_the_workers(make_gateway, fake):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    keys = [{"name": "limited", "id": "rl", "key": KEY, "limits": {"rpm": 8}}]
+    gateway = make_gateway(auth={"client_keys": keys}, storage={"redis_url": f"redis://127.0.0.1:{port}/0"},
+                           server={"workers": 4})
+    response = chat(gateway.url, KEY)
+    assert response.status_code == 200
+    assert response.headers["x-ratelimit-limit-requests"] == "2"  # 8 // 4 workers, not 8 in each
