@@ -559,6 +559,8 @@ class Limiter:
             type="requests" if requests else "tokens",
             headers={"retry-after": str(seconds), "retry-after-ms": str(max(1, round(wait * 1000)))},
         )
+        if kind == "concurrency":  # not a per-minute window: the x-ratelimit-* headers would misstate the rpm
+            return exc
         label = "requests" if requests else "tokens"
         exc.headers[f"x-ratelimit-limit-{label}"] = str(limit)
         exc.headers[f"x-ratelimit-remaining-{label}"] = "0"

@@ -168,6 +168,7 @@ def test_concurrency_leases_are_released(limited, fake):
     assert third.status_code == 429
     assert third.json()["error"]["code"] == "rate_limit_exceeded" and third.json()["error"]["type"] == "requests"
     assert "concurrent requests" in third.json()["error"]["message"] and third.headers["retry-after"] == "1"
+    assert not any(h in third.headers for h in RATE_HEADERS)  # no rpm window is set: no requests headers to state
     for t in threads:
         t.join()
     assert results == [200, 200]
