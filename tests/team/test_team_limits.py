@@ -280,6 +280,14 @@ def test_headers_on_errors_and_streams(limited, fake):
     responses = httpx.post(gateway.url + "/v1/responses", headers={"authorization": f"Bearer {KEY}"},
                            json={"model": MODEL, "input": "x", "max_output_tokens": 100}, timeout=30)
     assert responses.status_code == 200 and responses.headers["x-ratelimit-remaining-requests"] == "94"
+    # a native metadata read is not admitted: no request slot, no tokens reserved, no headers
+    tokens = int(responses.headers["x-ratelimit-remaining-tokens"])
+    meta = httpx.get(gateway.url + f"/v1beta/models/{MODEL}", headers={"x-goog-api-key": KEY}, timeout=30)
+    assert meta.status_code == 200 and meta.json()["name"] == f"models/{MODEL}"
+    assert not any(h in meta.headers for h in RATE_HEADERS)
+    after = raw_chat(gateway, text="x")
+    assert after.headers["x-ratelimit-remaining-requests"] == "93"
+    assert int(after.headers["x-ratelimit-remaining-tokens"]) > tokens - 4096 - 100
 
 
 @pytest.fixture
