@@ -246,9 +246,10 @@ class Services:
         `maxOutputTokens`, if any.
         """
         principal = ctx.principal
+        body, ctx.body = ctx.body, b""  # not held for the rest of a long stream
         principal.check_model(model)
         if principal.limited:
-            prompt = estimate_prompt_tokens(ctx.body) if prompt_tokens is None else prompt_tokens
+            prompt = estimate_prompt_tokens(body) if prompt_tokens is None else prompt_tokens
             await self.limiter.admit(ctx, prompt, max_output)
 
     def count_signatures(self, call: SignatureCounts) -> None:
