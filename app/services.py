@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from app.gateway.dispatch import Dispatcher
 from app.gateway.fetch import FetchGuard, fetch_all, fetch_chat_media, responses_urls_to_fetch
-from app.gateway.ratelimit import LEASE_TTL, BudgetSource, Limiter
+from app.gateway.ratelimit import LEASE_TTL, BudgetSource, Limiter, estimate_prompt_tokens
 from app.gateway.responses_store import MemoryResponseStore, ResponseStore
 from app.gateway.routing import Router
 from app.gateway.shared import RedisSignatureStore, SharedState
@@ -105,6 +105,7 @@ class Services:
             self.shared = SharedState(
                 redis_url.get_secret_value(), on_health=lambda up: self.metrics.storage_up("redis", up),
                 lease_ttl=max(LEASE_TTL, 2 * settings.timeouts.total),  # longer than any request may run
+                workers=settings.server.workers,  # Redis down at start: each worker enforces at most its share
             )
         local_signatures = MemorySignatureStore(settings.signatures.cache_size)
         self.signatures: SignatureStore = signature_store or (
@@ -233,16 +234,23 @@ class Services:
             await self.demo_fake.close()
             self.demo_fake = None
 
-    async def admit(self, ctx: RequestContext, model: str, max_output: int | None = None) -> None:
+    async def admit(
+        self, ctx: RequestContext, model: str, max_output: int | None = None, prompt_tokens: int | None = None
+    ) -> None:
         """Before Google: 403 unless the key may use `model`; then its limits (429, reservations in ctx.admission).
 
-        The prompt is estimated from the body's size (bytes / 4), never parsed again; `max_output` is the
-        request's `max_tokens` / `max_completion_tokens` / `max_output_tokens` / `maxOutputTokens`, if any.
+        The prompt is estimated from the body's text (bytes / 4; inline media a fixed count each, see
+        `estimate_prompt_tokens`), never parsed again, unless the endpoint
+        gives its own `prompt_tokens` (images: the prompt's length / 4 and `MEDIA_TOKENS` per input image);
+        `max_output` is the request's `max_tokens` / `max_completion_tokens` / `max_output_tokens` /
+        `maxOutputTokens`, if any.
         """
         principal = ctx.principal
+        body, ctx.body = ctx.body, b""  # not held for the rest of a long stream
         principal.check_model(model)
         if principal.limited:
-            await self.limiter.admit(ctx, ctx.request_bytes // 4, max_output)
+            prompt = estimate_prompt_tokens(body) if prompt_tokens is None else prompt_tokens
+            await self.limiter.admit(ctx, prompt, max_output)
 
     def count_signatures(self, call: SignatureCounts) -> None:
         """Thought signatures of one translated request, by where they came from (metrics)."""

@@ -454,7 +454,8 @@ def read_config_file(path: str | Path, environ: Mapping[str, str]) -> dict[str, 
     return _interpolate(data, environ, "", source)
 
 
-_SECRET_LIKE = re.compile(r"key|secret|token|passw|credential", re.IGNORECASE)
+# settings whose value is never echoed in an error: secrets, and URLs (a URL may carry a password, e.g. redis://:pw@host)
+_SECRET_LIKE = re.compile(r"key|secret|token|passw|credential|url", re.IGNORECASE)
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
@@ -464,7 +465,7 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         message = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
         shown = "" if isinstance(got, (dict, list)) or err["type"] == "missing" else f" (got {got!r})"
-        if err["type"] == "extra_forbidden" or _SECRET_LIKE.search(loc):
+        if err["type"] == "extra_forbidden" or _SECRET_LIKE.search(loc) or isinstance(got, SecretStr):
             shown = ""  # never echo a secret back (a misspelt `api_key:` is an unknown setting)
         env_name = ENV_PREFIX + loc.split("[")[0].replace(".", "__").upper() if loc else ""
         hint = f" [env: {env_name}]" if env_name else ""

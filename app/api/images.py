@@ -5,11 +5,11 @@ Endpoints of the request pipeline (pipeline/seam.py), which reads the body withi
 `server.max_request_bytes` (a 413 beyond), authenticates, watches for the client leaving, sends the
 answer and records the outcome. The translation is pure (translate/images.py); this module reads
 the request (a JSON body, or for an edit the SDK's `multipart/form-data`, parsed by python-multipart),
-checks the model (`check_model`, then `for_endpoint`: a chat model is a 400 naming `model`) before
-anything reaches Google, and sends each call of the plan through the dispatcher on its own
-(credentials, retries, fall-back): `n` images of a Gemini image model are `n` calls, Imagen's are
-⌈n/4⌉. The first call that fails cancels the others and its error is the answer; the images come back
-in call order.
+checks the model (`check_model`, then `for_endpoint`: a chat model is a 400 naming `model`) and
+admits it against the key's limits (`Services.admit`) before anything reaches Google, and sends
+each call of the plan through the dispatcher on its own (credentials, retries, fall-back): `n` images
+of a Gemini image model are `n` calls, Imagen's are ⌈n/4⌉. The first call that fails cancels the
+others and its error is the answer; the images come back in call order.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from app.api.embeddings import _first_error
 from app.api.validation import parse_body_dict
 from app.errors import InvalidRequest, UpstreamError
 from app.gateway.dispatch import Outcome, UpstreamCall
+from app.gateway.ratelimit import IMAGE_OUTPUT_TOKENS, MEDIA_TOKENS
 from app.gateway.routing import Target, for_endpoint
 from app.pipeline.context import RequestContext, Usage
 from app.pipeline.seam import Answer, Call, Endpoint
@@ -158,6 +159,10 @@ class Images(Endpoint):
         ctx.principal.check_model(plan.model)  # 403 model_not_allowed, before anything reaches Google
         path = "/v1/images/edits" if self.edit else "/v1/images/generations"
         targets = for_endpoint(self.services.router.resolve(plan.model), "images", plan.model, path)
+        # limits (429) before Google; the estimate is the prompt's text and a fixed count per image, never the
+        # body's bytes (an edit uploads megabytes) (docs/team.md#limits)
+        prompt = len(plan.prompt) // 4 + MEDIA_TOKENS * len(plan.images)
+        await self.services.admit(ctx, plan.model, IMAGE_OUTPUT_TOKENS * plan.n, prompt_tokens=prompt)
         done = await self._run(ctx, plan, targets)
         answer = images_to_openai(plan, [result for result, _ in done], int(time.time()))
         ctx.usage = Usage(prompt=answer.input_tokens, completion=answer.output_tokens)

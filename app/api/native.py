@@ -280,8 +280,10 @@ class NativeGemini(Endpoint):
 
     async def _get(self, call: Call, version: str, model: str) -> Answer:
         ctx = call.ctx
-        if model:
-            targets = await self._targets(ctx, model)
+        if model:  # a metadata read: the model allow-list (403), but no limits (no rpm slot, no tokens reserved)
+            ctx.model = model
+            ctx.principal.check_model(model)
+            targets = self.services.router.resolve(model)
         else:
             targets = [Target(upstream, "", _NO_CAPABILITIES) for upstream in self.services.router.order]
         query = forwarded_query(call.query)

@@ -9,8 +9,9 @@ pipeline's `finally` with Google's real usage (`ctx.usage`) and cost
 
 * rpm / tpm: `limits`' sliding window counter (one minute), on `memory://`
   or, shared by every replica, on Redis. Tokens are reserved from an estimate
-  (prompt bytes / 4 plus `max_tokens`, or a default output of at most 4096
-  tokens and a quarter of the smallest tpm) and settled with the real count:
+  (`estimate_prompt_tokens`: text bytes / 4 and a fixed count per inline
+  media part, plus `max_tokens`, or a default output of at most 4096 tokens
+  and a quarter of the smallest tpm) and settled with the real count:
   a positive difference is forced in (over the limit if need be, the next
   requests wait), a negative one refunded while the minute that took the
   reservation is still the current one;
@@ -19,14 +20,20 @@ pipeline's `finally` with Google's real usage (`ctx.usage`) and cost
   nothing;
 * budgets: calendar counters (UTC day, UTC month) of tokens and micro-USD,
   reserved and settled like tpm; the first use of a counter in a period seeds
-  it from a `BudgetSource` (the usage table).
+  it from a `BudgetSource` (the usage table): one query per key or team and
+  period at a time (tokens and USD of a month together), at most
+  `SEED_TIMEOUT`; a source that fails or is slow does not fail the request
+  (the counter goes on from what it holds; the seed is tried again after
+  `SEED_RETRY`; logged once) and is never taken for a Redis failure.
 
 Without Redis each of N worker processes enforces its share of every limit
 (limit // N, at least 1; USD limit / N), so the gateway is never looser than
 configured (except limits below N). With Redis configured but unreachable a
 replica falls back to the same local limits divided by the number of
 processes last seen alive (`SharedState.replicas`), and never answers 5xx for
-it. A key with no limits costs one attribute test.
+it. A budget counter enforcing a share is seeded with the same share of what
+was spent (spent / N); each time a local fallback starts its counters are
+seeded again (a seed only ever raises a counter). A key with no limits costs one attribute test.
 
 Answers to a limited key carry OpenAI's `x-ratelimit-*` headers; refusals
 are 429 with OpenAI's bodies (`rate_limit_exceeded` with `Retry-After` and
@@ -40,6 +47,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,7 +62,12 @@ log = logging.getLogger("gemini_proxy.limits")
 WINDOW = 60  # seconds: rpm and tpm are per minute
 FORCE = 2**62  # a limit no count reaches: settling forces real usage in
 DEFAULT_OUTPUT = 4096  # tokens reserved for the answer when the request names no maximum
+MEDIA_TOKENS = 258  # prompt tokens counted per image (or other media part) sent: Gemini's figure for an image tile
+IMAGE_OUTPUT_TOKENS = 1290  # output tokens reserved per image asked of an image model (Gemini's ~1290 per image)
+SEED_TIMEOUT = 2.0  # seconds a budget seed may wait for the usage records before the request goes on without it
+SEED_RETRY = 10.0  # seconds before a failed seed is tried again (the request path never hammers a sick database)
 LEASE_TTL = 1800.0  # at least, seconds a Redis concurrency lease lives unless released (a crashed replica's expire)
+LARGE_BODY = 32 * 1024  # bytes: a body larger than this is scanned for media before its size is taken for text
 KINDS = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month", "usd_per_month")
 _lease_ids = itertools.count(1)
 _process_tag = f"{os.getpid()}-{time.time_ns() % 10**9}"
@@ -71,6 +84,33 @@ def go_duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes}m{secs}s"
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+# where inline media begins: a data URL's payload, or a `"data": "` field (Gemini's inlineData, OpenAI's input_audio)
+_MEDIA_START = re.compile(rb';base64,|"data"\s*:\s*"')
+
+
+def estimate_prompt_tokens(body: bytes) -> int:
+    """The prompt's tokens as the limiter reserves them: text bytes / 4, and `MEDIA_TOKENS` per inline media part.
+
+    A body up to `LARGE_BODY` is taken whole (bytes / 4). A larger one is scanned once for inline media (a data
+    URL's base64 payload, a `"data"` string field) up to the closing quote (`bytes.find`, no parsing); those
+    bytes are not counted as text, so a megabyte of image never makes a request "too large" for a tpm.
+    """
+    size = len(body)
+    if size <= LARGE_BODY:
+        return size // 4
+    media_bytes = parts = pos = 0
+    search = _MEDIA_START.search
+    while (found := search(body, pos)) is not None:
+        start = found.end()
+        end = body.find(b'"', start)
+        if end < 0:
+            end = size
+        media_bytes += end - start
+        parts += 1
+        pos = end + 1
+    return (size - media_bytes) // 4 + MEDIA_TOKENS * parts
 
 
 def _scope(ctx: RequestContext, subject: Subject) -> str:
@@ -222,7 +262,8 @@ class Backend:
         self.windows = LocalWindows()
         self._leases: dict[str, int] = {}
         self._counters: dict[str, tuple[int, float]] = {}  # key -> (value, expires at)
-        self.seeded: set[str] = set()  # budget counters seeded from the BudgetSource (cleared when Redis returns)
+        # budget counters seeded from the BudgetSource; cleared when Redis returns (shared) or a fallback starts (local)
+        self.seeded: set[str] = set()
 
     async def hit(self, limit: int, key: str, cost: int) -> bool:
         """Take `cost` from the window if it fits (nothing recorded otherwise)."""
@@ -270,7 +311,8 @@ class Backend:
         self._counters[key] = (self._get(key) + amount, expire_at)
 
     async def seed(self, key: str, value: int, expire_at: int) -> None:
-        if key not in self._counters:
+        """The counter is at least `value` (what the usage records say was spent; more if counted here since)."""
+        if value > self._get(key):
             self._counters[key] = (value, expire_at)
 
 
@@ -297,6 +339,10 @@ class Limiter:
         self._replicas = replicas or (lambda: self.local_share)
         self._shares: dict[tuple[Limits, int], Limits] = {}
         self._periods: tuple[int, tuple[str, float, float, str, float, float]] = (-1, periods(0))
+        self._on_shared = True  # the last admission used the shared backend (a fallback starts when this flips)
+        self._seeding: dict[tuple[str, float], asyncio.Future[tuple[int, float] | None]] = {}  # queries in flight
+        self._seed_retry: dict[tuple[str, float], float] = {}  # (subject, since) -> monotonic time of the next try
+        self._seed_failing = False  # the log said the usage records cannot be read (said once, until they can)
 
     def _share(self, limits: Limits, n: int) -> Limits:
         key = (limits, n)
@@ -316,14 +362,19 @@ class Limiter:
 
     async def admit(self, ctx: RequestContext, prompt_tokens: int, max_output: int | None) -> None:
         """Reserve what the request may use, or raise 429; on success `ctx.admission` holds it."""
-        if self.shared is not None and self._shared_up():
-            try:
-                ctx.admission = await self._admit(ctx, self.shared, 1, prompt_tokens, max_output)
-                return
-            except GatewayError:
-                raise
-            except Exception as exc:  # Redis is gone: this request and the next ones use local limits
-                self._shared_failed(exc)
+        if self.shared is not None:
+            if self._shared_up():
+                try:
+                    ctx.admission = await self._admit(ctx, self.shared, 1, prompt_tokens, max_output)
+                    self._on_shared = True
+                    return
+                except GatewayError:
+                    raise
+                except Exception as exc:  # Redis is gone: this request and the next ones use local limits
+                    self._shared_failed(exc)
+            if self._on_shared:  # a local fallback starts: its budget counters are seeded again (spent meanwhile)
+                self._on_shared = False
+                self.local.seeded.clear()
         n = self._replicas() if self.shared is not None else self.local_share
         ctx.admission = await self._admit(ctx, self.local, n, prompt_tokens, max_output)
 
@@ -358,7 +409,7 @@ class Limiter:
                         raise self._refuse(ctx, s, team, "tpm", s.limits.tpm, wait, requests=False,
                                            used=s.limits.tpm - remaining, requested=estimate)
                     done.append((s.limits.tpm, key, estimate))
-            await self._reserve_budgets(ctx, backend, adm, team, budget_need)
+            await self._reserve_budgets(ctx, backend, adm, team, budget_need, n)
             for s in subjects:
                 if s.limits.concurrency is not None:
                     lease_id = f"{_process_tag}-{next(_lease_ids)}"
@@ -372,7 +423,9 @@ class Limiter:
             raise
         return adm
 
-    async def _reserve_budgets(self, ctx: RequestContext, backend: Backend, adm: Admission, team: str, need: int) -> None:
+    async def _reserve_budgets(
+        self, ctx: RequestContext, backend: Backend, adm: Admission, team: str, need: int, n: int
+    ) -> None:
         minute = int(time.time() // WINDOW)  # UTC days and months begin on a minute: cache per minute
         if self._periods[0] != minute:
             self._periods = (minute, periods(minute * WINDOW))
@@ -392,10 +445,18 @@ class Limiter:
         if not budgets:
             return
         seeded = backend.seeded
+        found: dict[tuple[str, float], tuple[int, float] | None] = {}  # a month's tokens and USD: one query
         for b in budgets:
             if b.key not in seeded:
-                tokens, usd = await self.budget_source.spent(b.subject, b.since)
-                value = round(usd * 1_000_000) if b.kind == "usd_per_month" else tokens
+                query = (b.subject, b.since)
+                if query not in found:
+                    found[query] = await self._spent(query)
+                spent = found[query]
+                if spent is None:  # unreadable: counted from what this backend knows, seeded on a later request
+                    continue
+                tokens, usd = spent
+                # a process enforcing its share (limit / n) counts its share of what was spent
+                value = round(usd * 1_000_000 / n) if b.kind == "usd_per_month" else tokens // n
                 await backend.seed(b.key, value, b.expire_at)
                 seeded.add(b.key)
         refused = await backend.reserve(budgets)
@@ -410,6 +471,37 @@ class Limiter:
                 headers={"x-should-retry": "false"},
             )
         adm.budgets = budgets
+
+    async def _spent(self, query: tuple[str, float]) -> tuple[int, float] | None:
+        """What `subject` spent since `since` (one query in flight per pair, shared by the requests waiting for it);
+        None while the budget source fails (it is tried again after `SEED_RETRY`). Never raises."""
+        retry_at = self._seed_retry.get(query)
+        if retry_at is not None and time.monotonic() < retry_at:
+            return None
+        pending = self._seeding.get(query)
+        if pending is None:
+            pending = self._seeding[query] = asyncio.ensure_future(self._query(query))
+            pending.add_done_callback(lambda _: self._seeding.pop(query, None))
+        return await asyncio.shield(pending)  # a request that goes away does not cancel the others' query
+
+    async def _query(self, query: tuple[str, float]) -> tuple[int, float] | None:
+        try:
+            async with asyncio.timeout(SEED_TIMEOUT):
+                spent = await self.budget_source.spent(*query)
+        except Exception as exc:  # the database, not Redis: never the breaker, never a 5xx
+            self._seed_retry[query] = time.monotonic() + SEED_RETRY
+            if not self._seed_failing:
+                self._seed_failing = True
+                log.warning(
+                    "reading what %s spent from the usage records failed (%s): budgets count from what is known "
+                    "here and are seeded again every %g s until it succeeds", query[0], type(exc).__name__, SEED_RETRY,
+                )
+            return None
+        self._seed_retry.pop(query, None)
+        if self._seed_failing:
+            self._seed_failing = False
+            log.warning("the usage records can be read again: budgets are seeded from them")
+        return spent
 
     async def _undo(self, backend: Backend, done: list[tuple[int, str, int]], adm: Admission) -> None:
         try:
@@ -467,6 +559,8 @@ class Limiter:
             type="requests" if requests else "tokens",
             headers={"retry-after": str(seconds), "retry-after-ms": str(max(1, round(wait * 1000)))},
         )
+        if kind == "concurrency":  # not a per-minute window: the x-ratelimit-* headers would misstate the rpm
+            return exc
         label = "requests" if requests else "tokens"
         exc.headers[f"x-ratelimit-limit-{label}"] = str(limit)
         exc.headers[f"x-ratelimit-remaining-{label}"] = "0"

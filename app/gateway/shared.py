@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -80,6 +81,13 @@ end
 return 0
 """
 
+# KEYS: a budget counter; ARGV: what was spent, expire-at. Raises the counter to at least that (never lowers it).
+_SEED = """
+local spent = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if spent < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2]) end
+return 0
+"""
+
 _HEARTBEAT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -93,7 +101,9 @@ return redis.call('ZCARD', KEYS[1])
 class SharedState:
     """One Redis for the replicas: connection, breaker and probe, heartbeat, rests (see the module docstring)."""
 
-    def __init__(self, url: str, on_health: Callable[[bool], None] | None = None, lease_ttl: float = LEASE_TTL) -> None:
+    def __init__(
+        self, url: str, on_health: Callable[[bool], None] | None = None, lease_ttl: float = LEASE_TTL, workers: int = 1
+    ) -> None:
         self.url = url
         self.lease_ttl = lease_ttl  # seconds a concurrency lease lives unless released
         self.redis = aioredis.Redis.from_url(
@@ -101,11 +111,13 @@ class SharedState:
             health_check_interval=30,
         )
         self.up = False
-        self.replicas = 1  # processes last seen sharing this Redis
+        # processes last seen sharing this Redis; until Redis is first seen, this replica's own worker processes
+        self.replicas = max(1, workers)
         self.replica_id = f"{os.uname().nodename}:{os.getpid()}:{time.time_ns() % 10**9}"
         self._on_health = on_health or (lambda up: None)
         self._lease = self.redis.register_script(_LEASE)
         self._reserve = self.redis.register_script(_RESERVE)
+        self._seed = self.redis.register_script(_SEED)
         self._heartbeat = self.redis.register_script(_HEARTBEAT)
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -266,12 +278,17 @@ class SharedState:
                 pass
 
 
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
 def _shown(url: str) -> str:
-    """The URL without its password."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    """The URL without its password (in the user info, or redis-py's `?password=` query parameter)."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return head + sep + _QUERY_PASSWORD.sub(r"\1***", rest)
 
 
 class RedisBackend(Backend):
@@ -334,7 +351,7 @@ class RedisBackend(Backend):
             await pipe.execute()
 
     async def seed(self, key: str, value: int, expire_at: int) -> None:
-        await self.state.redis.set(PREFIX + "budget:" + key, value, nx=True, exat=expire_at)
+        await self.state._seed(keys=[PREFIX + "budget:" + key], args=[value, expire_at])
 
 
 class RedisSignatureStore:

@@ -150,7 +150,8 @@ class RequestContext:
     error_type: str | None = None
     in_flight_since: float | None = None  # streams: time.monotonic() the current upstream call was sent
     credentials_changed: bool = False  # a credential was refused or restored while serving it
-    request_bytes: int = 0  # size of the request body (the limiter's prompt estimate)
+    request_bytes: int = 0  # size of the request body
+    body: bytes = b""  # the request body as read, until `Services.admit` takes it (the limiter's prompt estimate)
     admission: Any = None  # a limited key's reservations (app/gateway/ratelimit.py Admission), settled in the finally
 
     def attempt(self, upstream: str, outcome: str) -> None:

@@ -373,6 +373,7 @@ class Pipeline:
             ctx.principal = await self.auth.resolve(token)
             body = await read_body(receive, declared, self.max_request_bytes)
             ctx.request_bytes = len(body)
+            ctx.body = body
             watch = ClientWatch(receive, self.watches)
             answer = await endpoint(Call(ctx, body, headers, query))
             if answer.stream is None:

@@ -168,6 +168,7 @@ def test_concurrency_leases_are_released(limited, fake):
     assert third.status_code == 429
     assert third.json()["error"]["code"] == "rate_limit_exceeded" and third.json()["error"]["type"] == "requests"
     assert "concurrent requests" in third.json()["error"]["message"] and third.headers["retry-after"] == "1"
+    assert not any(h in third.headers for h in RATE_HEADERS)  # no rpm window is set: no requests headers to state
     for t in threads:
         t.join()
     assert results == [200, 200]
@@ -279,6 +280,14 @@ def test_headers_on_errors_and_streams(limited, fake):
     responses = httpx.post(gateway.url + "/v1/responses", headers={"authorization": f"Bearer {KEY}"},
                            json={"model": MODEL, "input": "x", "max_output_tokens": 100}, timeout=30)
     assert responses.status_code == 200 and responses.headers["x-ratelimit-remaining-requests"] == "94"
+    # a native metadata read is not admitted: no request slot, no tokens reserved, no headers
+    tokens = int(responses.headers["x-ratelimit-remaining-tokens"])
+    meta = httpx.get(gateway.url + f"/v1beta/models/{MODEL}", headers={"x-goog-api-key": KEY}, timeout=30)
+    assert meta.status_code == 200 and meta.json()["name"] == f"models/{MODEL}"
+    assert not any(h in meta.headers for h in RATE_HEADERS)
+    after = raw_chat(gateway, text="x")
+    assert after.headers["x-ratelimit-remaining-requests"] == "93"
+    assert int(after.headers["x-ratelimit-remaining-tokens"]) > tokens - 4096 - 100
 
 
 @pytest.fixture
@@ -401,3 +410,172 @@ def test_rate_limited_metric_kinds_are_fixed():
     text = metrics.render()[0].decode()
     assert 'gemini_proxy_rate_limited_total{kind="tpm",team="data"} 2.0' in text
     assert 'gemini_proxy_rate_limited_total{kind="usd_per_month",team=""} 1.0' in text
+
+
+def test_images_are_admitted_with_an_estimate_per_image_not_the_uploads_bytes(limited, fake):
+    from app.gateway.ratelimit import IMAGE_OUTPUT_TOKENS, MEDIA_TOKENS
+    from app.testing.fake_gemini import extras
+
+    fresh_minute()
+    gateway = limited({"rpm": 3, "tpm": 10_000})
+    client = sdk(gateway.url, KEY)
+    raw = client.images.with_raw_response.generate(model="gemini-2.5-flash-image", prompt="a fox", n=2)
+    assert raw.headers["x-ratelimit-limit-requests"] == "3" and raw.headers["x-ratelimit-remaining-requests"] == "2"
+    # reserved: the prompt's 5 characters / 4 and 1290 output tokens per image asked
+    assert int(raw.headers["x-ratelimit-remaining-tokens"]) == 10_000 - (5 // 4 + 2 * IMAGE_OUTPUT_TOKENS)
+    # an edit uploading ~400 KB: counted as one image, not 100k tokens (which a tpm of 10000 would refuse as too large)
+    big = extras._png(3, 2, (255, 0, 0)) + bytes(400_000)
+    edit = client.images.with_raw_response.edit(model="gemini-2.5-flash-image", image=("in.png", big, "image/png"),
+                                                prompt="make it blue")
+    assert edit.headers["x-ratelimit-remaining-requests"] == "1"
+    assert int(edit.headers["x-ratelimit-remaining-tokens"]) > 10_000 - 2 * (MEDIA_TOKENS + 3 * IMAGE_OUTPUT_TOKENS)
+    # more images than the tpm can take: too large, before Google
+    calls = len(fake.requests())
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.images.generate(model="gemini-2.5-flash-image", prompt="many foxes", n=8)
+    assert "Request too large" in caught.value.message and caught.value.response.headers["x-should-retry"] == "false"
+    assert len(fake.requests()) == calls
+    client.images.generate(model="gemini-2.5-flash-image", prompt="one more")  # the third request of the minute
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.images.generate(model="gemini-2.5-flash-image", prompt="one too many")
+    assert refused.value.code == "rate_limit_exceeded" and refused.value.type == "requests"
+
+
+class Spent:
+    """A BudgetSource that says what was spent, and counts its queries."""
+
+    def __init__(self, tokens: int = 0, usd: float = 0.0) -> None:
+        self.tokens, self.usd = tokens, usd
+        self.asked: list[tuple[str, float]] = []
+
+    async def spent(self, subject: str, since: float) -> tuple[int, float]:
+        self.asked.append((subject, since))
+        return self.tokens, self.usd
+
+
+@pytest.mark.parametrize(("budget", "spent"), [({"tokens_per_day": 1500}, Spent(tokens=1000)),
+                                               ({"usd_per_month": 1.0}, Spent(usd=0.6))], ids=["tokens", "usd"])
+def test_a_workers_share_of_a_budget_is_seeded_with_its_share_of_the_spending(limited, fake, budget, spent):
+    """Two workers: each enforces half the budget and counts half of what was spent (not all of it against half)."""
+    gateway = limited(budget, server={"workers": 2})
+    gateway.state.limiter.budget_source = spent
+    response = raw_chat(gateway, max_tokens=50)  # 1000 // 2 + ~60 <= 750; $0.3 < $0.5
+    assert response.status_code == 200, response.text
+    assert [subject for subject, _ in spent.asked] == ["key:lim"]
+
+
+@pytest.mark.anyio
+async def test_a_local_fallback_seeds_its_budgets_again():
+    from app.pipeline.context import Principal, RequestContext
+
+    up = [False]
+    source = Spent(tokens=0)
+    limiter = Limiter(local_share=1, shared=Backend(), shared_up=lambda: up[0], replicas=lambda: 1, budget_source=source)
+    principal = Principal.of_key("k", "k", limits=Limits(tokens_per_day=1000))
+
+    async def admit() -> bool:
+        ctx = RequestContext("r", "POST", "/v1/chat/completions", principal=principal)
+        try:
+            await limiter.admit(ctx, 10, 10)
+        except Exception:
+            return False
+        await limiter.settle(ctx)
+        return True
+
+    assert await admit()  # Redis down at start: local counters, seeded with 0
+    up[0] = True
+    assert await admit()  # Redis back: the shared counter
+    source.tokens = 5000  # spent meanwhile (other replicas, recorded in the usage table)
+    up[0] = False
+    assert not await admit()  # a new fallback re-reads the usage records: the local counter is seeded again
+    assert len(source.asked) == 3
+
+
+class Failing:
+    """A BudgetSource whose database is down (or hangs, with `delay`)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.asked = 0
+
+    async def spent(self, subject: str, since: float) -> tuple[int, float]:
+        import asyncio
+
+        self.asked += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        raise RuntimeError("database is down")
+
+
+def test_a_budget_source_that_fails_serves_the_request_and_is_retried_later(limited, fake, caplog):
+    gateway = limited({"tokens_per_day": 10**6, "usd_per_month": 100})
+    source = Failing()
+    gateway.state.limiter.budget_source = source
+    with caplog.at_level("WARNING", logger="gemini_proxy.limits"):
+        statuses = [raw_chat(gateway, max_tokens=50).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]  # never a 500 because of the database
+    assert source.asked == 2  # the day's and the month's query, once: retried after SEED_RETRY, not per request
+    said = [r.getMessage() for r in caplog.records if "usage records failed" in r.getMessage()]
+    assert len(said) == 1 and "RuntimeError" in said[0]
+
+
+def test_a_hung_budget_source_costs_at_most_the_seed_timeout(limited, fake):
+    from app.gateway.ratelimit import SEED_TIMEOUT
+
+    gateway = limited({"tokens_per_day": 10**6})
+    gateway.state.limiter.budget_source = Failing(delay=30)
+    started = time.monotonic()
+    assert raw_chat(gateway, max_tokens=50).status_code == 200
+    assert SEED_TIMEOUT * 0.9 < time.monotonic() - started < SEED_TIMEOUT + 2
+
+
+@pytest.mark.anyio
+async def test_concurrent_seeds_are_one_query_per_subject_and_period():
+    import asyncio
+
+    from app.pipeline.context import Principal, RequestContext
+
+    class Slow(Spent):
+        async def spent(self, subject: str, since: float) -> tuple[int, float]:
+            await asyncio.sleep(0.2)
+            return await super().spent(subject, since)
+
+    source = Slow(tokens=10, usd=0.01)
+    limiter = Limiter(budget_source=source)
+    principal = Principal.of_key("k", "k", limits=Limits(tokens_per_month=10**6, usd_per_month=10.0))
+    contexts = [RequestContext(f"r{i}", "POST", "/v1/chat/completions", principal=principal) for i in range(5)]
+    await asyncio.gather(*(limiter.admit(ctx, 10, 10) for ctx in contexts))
+    assert len(source.asked) == 1  # five requests, the month's tokens and USD: one query
+
+
+def test_estimate_prompt_tokens_counts_text_not_media():
+    from app.gateway.ratelimit import MEDIA_TOKENS, estimate_prompt_tokens
+
+    small = b'{"messages": [{"content": "hello"}]}'
+    assert estimate_prompt_tokens(small) == len(small) // 4
+    payload = b"A" * 400_000
+    chat = b'{"messages":[{"content":[{"type":"text","text":"what is it?"},{"type":"image_url","image_url":' \
+           b'{"url":"data:image/png;base64,' + payload + b'"}}]}]}'
+    assert estimate_prompt_tokens(chat) == (len(chat) - len(payload)) // 4 + MEDIA_TOKENS
+    native = b'{"contents":[{"parts":[{"text":"x"},{"inlineData":{"mimeType":"image/png","data": "' + payload + \
+             b'"}},{"inline_data":{"data":"' + payload + b'"}}]}]}'
+    assert estimate_prompt_tokens(native) == (len(native) - 2 * len(payload)) // 4 + 2 * MEDIA_TOKENS
+    text = b'{"input": "' + b"word " * 20_000 + b'"}'  # large text is text
+    assert estimate_prompt_tokens(text) == len(text) // 4
+
+
+def test_an_attached_image_is_not_counted_as_tokens(limited, fake):
+    """A 400 KB data: URL image against a tpm of 100000: admitted, reserving a fixed count for the image."""
+    import base64
+
+    from app.testing.fake_gemini import extras
+
+    fresh_minute()
+    gateway = limited({"tpm": 100_000, "tokens_per_day": 50_000})
+    image = base64.b64encode(extras._png(3, 2, (255, 0, 0)) + bytes(300_000)).decode()
+    response = httpx.post(gateway.url + "/v1/chat/completions", timeout=30, headers={"authorization": f"Bearer {KEY}"},
+                          json={"model": MODEL, "max_tokens": 100, "messages": [{"role": "user", "content": [
+                              {"type": "text", "text": "what is it?"},
+                              {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}}]}]})
+    assert response.status_code == 200, response.text
+    assert 100_000 - int(response.headers["x-ratelimit-remaining-tokens"]) < 1000

@@ -238,7 +238,7 @@ def test_budgets_are_seeded_again_when_redis_comes_back(redis_gateway, redis, fa
     gateway.state.limiter.budget_source = Spent()
     answer = chat(gateway.url, KEY)
     assert answer.status_code == 200
-    assert Spent.asked == 2  # tokens and USD, once each
+    assert Spent.asked == 1  # the month's tokens and USD: one query
     # the seed, then this request's own cost (priced before the settlement)
     usage = answer.json()["usage"]
     cost = gateway.state.recorder.prices.cost_micro(Usage(usage["prompt_tokens"], usage["completion_tokens"]), MODEL)
@@ -246,11 +246,42 @@ def test_budgets_are_seeded_again_when_redis_comes_back(redis_gateway, redis, fa
     usd_key = f"gemini-proxy:budget:key:rl:usd:{time.strftime('%Y-%m', time.gmtime())}"
     # settled in the pipeline's `finally`, just after the answer went out
     wait_until(lambda: int(redis.command("GET", usd_key).split(b"\r\n")[1]) == 1_500_000 + cost, 5)
-    assert chat(gateway.url, KEY).status_code == 200 and Spent.asked == 2  # counted in Redis from then on
+    assert chat(gateway.url, KEY).status_code == 200 and Spent.asked == 1  # counted in Redis from then on
     redis.kill()
     assert chat(gateway.url, KEY).status_code == 200
-    assert Spent.asked == 4  # the local counters start from what was spent, not from zero
+    assert Spent.asked == 2  # the local counters start from what was spent, not from zero
     redis.start()  # empty: it lost the counters
     wait_until(lambda: metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 1, 10)
     assert chat(gateway.url, KEY).status_code == 200
-    assert Spent.asked == 6
+    assert Spent.asked == 3
+
+
+def test_a_failing_budget_source_is_not_a_redis_failure(redis_gateway, redis, fake, caplog):
+    gateway = redis_gateway({"tokens_per_day": 10**6})
+
+    class Down:
+        async def spent(self, subject: str, since: float) -> tuple[int, float]:
+            raise OSError("connection to the database refused")
+
+    gateway.state.limiter.budget_source = Down()
+    with caplog.at_level("WARNING"):
+        assert [chat(gateway.url, KEY, max_tokens=50).status_code for _ in range(2)] == [200, 200]
+    assert metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 1  # the breaker stayed closed
+    assert gateway.state.shared.up
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "unreachable" not in logged and "usage records failed (OSError)" in logged
+    assert redis.command("EXISTS", f"gemini-proxy:budget:key:rl:tokens:{time.strftime('%Y-%m-%d', time.gmtime())}") == b":1\r\n"
+
+
+def test_redis_down_at_start_divides_the_limits_by_the_workers(make_gateway, fake):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    keys = [{"name": "limited", "id": "rl", "key": KEY, "limits": {"rpm": 8}}]
+    gateway = make_gateway(auth={"client_keys": keys}, storage={"redis_url": f"redis://127.0.0.1:{port}/0"},
+                           server={"workers": 4})
+    response = chat(gateway.url, KEY)
+    assert response.status_code == 200
+    assert response.headers["x-ratelimit-limit-requests"] == "2"  # 8 // 4 workers, not 8 in each

@@ -259,3 +259,25 @@ def test_postgres_migrations_race_and_store(postgres):
                 await engine.dispose()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("url", ["redis//:hunter2@redis:6379/0", "http://:hunter2@redis:6379/0"])
+def test_a_bad_redis_url_is_named_but_never_echoed(url):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"GEMINI_PROXY_STORAGE__REDIS_URL": url, "GEMINI_API_KEY": "x"})
+    message = str(caught.value)
+    assert "storage.redis_url" in message and "redis://" in message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:hunter2@redis:6379/0", "redis://***@redis:6379/0"),
+    ("redis://user:hunter2@redis:6379/0?password=hunter2", "redis://***@redis:6379/0?password=***"),
+    ("redis://redis:6379/0?db=1&password=hunter2&ssl=false", "redis://redis:6379/0?db=1&password=***&ssl=false"),
+    ("redis://redis:6379/0?PASSWORD=hunter2", "redis://redis:6379/0?PASSWORD=***"),
+    ("redis://redis:6379/0", "redis://redis:6379/0"),
+])
+def test_the_redis_url_in_logs_hides_its_password(url, shown):
+    from app.gateway.shared import _shown
+
+    assert _shown(url) == shown
