@@ -190,6 +190,8 @@ class StorageSettings(_Section):
     usage_flush_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0  # a batch at least this often
     usage_batch_size: int = Field(500, ge=1, le=10_000)  # or as soon as this many are waiting
     usage_queue_size: int = Field(100_000, ge=1)  # records held in memory; beyond, straight to the spool file
+    # A write that takes longer is an outage: its batch goes to the spool and is retried.
+    usage_write_timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
     # Where records wait while the database is unreachable (a directory of JSON-lines files, one
     # per process). Default: `<sqlite file>.usage-spool/` beside an SQLite database, else
     # `gemini-proxy-usage-spool/` in the working directory.

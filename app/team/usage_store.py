@@ -80,7 +80,18 @@ def as_dict(record: tuple[Any, ...]) -> dict[str, Any]:
     return dict(zip(RECORD_FIELDS, record, strict=True))
 
 
+class RecordRefused(ValueError):
+    """A record that can never be stored (malformed: a spool line edited by hand, a field of the wrong type)."""
+
+
 def _row(record: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return _prepare(record)
+    except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
+        raise RecordRefused(f"usage record {str(record.get('id'))[:64]!r} is malformed: {type(exc).__name__}") from None
+
+
+def _prepare(record: dict[str, Any]) -> dict[str, Any]:
     row = dict(record)
     ts = row.pop("ts")
     when = datetime.fromtimestamp(ts, UTC)
