@@ -179,6 +179,7 @@ class UsageWriter:
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
+        await asyncio.to_thread(self._check_spool_dir)
         await asyncio.to_thread(self._adopt)
         self._report()
         self._tasks = [asyncio.create_task(self._run(), name="usage-writer"),
@@ -365,6 +366,16 @@ class UsageWriter:
         if self._own is None:
             self._own = SpoolFile.create(self.spool_dir)
         self._own.append(batch)
+
+    def _check_spool_dir(self) -> None:
+        """Say at start-up, not only once records are lost, when the spool cannot be written."""
+        try:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.spool_dir, os.W_OK | os.X_OK):
+                raise PermissionError(f"not writable by uid {os.getuid()}")
+        except OSError as exc:
+            log.error("usage records: the spool directory %s cannot be used (%s); records are lost while the database "
+                      "is down: set storage.usage_spool to a writable directory", self.spool_dir, exc)
 
     def _adopt(self) -> None:
         """Take the spool files of processes that are gone."""

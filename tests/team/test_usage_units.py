@@ -412,3 +412,22 @@ def test_a_write_slower_than_the_timeout_is_spooled_not_waited_for(database_url,
             await store.engine.dispose()
 
     asyncio.run(main())
+
+
+def test_a_spool_directory_that_cannot_be_made_is_an_error_at_start(database_url, tmp_path: Path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    async def main() -> None:
+        store = await _store(database_url)
+        writer = UsageWriter(store, blocker / "spool")
+        try:
+            await writer.start()
+        finally:
+            await writer.stop()
+            await store.engine.dispose()
+
+    with caplog.at_level(logging.INFO, "gemini_proxy.usage"):
+        asyncio.run(main())
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("spool directory" in m and "cannot be used" in m for m in errors), errors
