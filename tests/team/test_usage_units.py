@@ -100,6 +100,31 @@ def test_since_and_until():
         assert info.value.param == param
 
 
+def test_extreme_times_are_a_400_naming_the_parameter_or_clamped():
+    for args, param in (((None, "0001-01-01T00:00:00+14:00", None), "since"),
+                        ((None, None, "9999-12-31T23:59:59-14:00"), "until")):
+        with pytest.raises(InvalidRequest) as info:
+            UsageQuery.parse(*args, now=NOW)
+        assert info.value.param == param and "out of range" in info.value.message
+    q = UsageQuery.parse("day", "0001-01-01", "9999-12-31T23:59:59Z", now=NOW)
+    assert (q.since, q.until) == (datetime(1970, 1, 1, tzinfo=UTC), datetime(3000, 1, 1, tzinfo=UTC))
+    assert UsageQuery.parse(None, "999999999d", None, now=NOW).since == datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def test_the_widest_range_reads_the_database(database_url):
+    async def main() -> None:
+        store = await _store(database_url)
+        try:
+            await store.write([record(1, NOW)])
+            q = UsageQuery.parse("day", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", now=NOW)
+            rows = await store.report(q.by, q.since, q.until)
+            assert [(r["group"], r["requests"]) for r in rows] == [("2026-12-06", 1)]
+        finally:
+            await store.engine.dispose()
+
+    asyncio.run(main())
+
+
 # -- the store, on SQLite and PostgreSQL ------------------------------------------------------------------------------
 
 
