@@ -456,3 +456,22 @@ def test_a_spool_directory_that_cannot_be_made_is_an_error_at_start(database_url
         asyncio.run(main())
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("spool directory" in m and "cannot be used" in m for m in errors), errors
+
+
+def test_budget_seeds_find_the_records_of_a_long_named_config_key(database_url):
+    """A config key's default id fits the key_id column: what is recorded under it is what its budget reads."""
+    from app.settings import AuthSettings
+
+    (key,) = AuthSettings(client_keys=[{"name": "n" * 100, "key": "long-named"}]).config_keys()
+    assert key.id is not None
+
+    async def main() -> None:
+        store = await _store(database_url)
+        try:
+            await store.write([record(1, NOW, key=key.id)])
+            tokens, _ = await store.spent(key_id=key.id, since=NOW - timedelta(hours=1))
+            assert tokens == 15
+        finally:
+            await store.engine.dispose()
+
+    asyncio.run(main())
