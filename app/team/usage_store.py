@@ -154,8 +154,11 @@ def parse_when(text: str, param: str, now: datetime) -> datetime:
         return now
     try:
         return max(now - parse_duration(value), EARLIEST)
-    except OverflowError:  # a span longer than the calendar: since the beginning
-        return EARLIEST
+    except OverflowError:  # a span longer than the calendar
+        raise InvalidRequest(
+            f"`{param}` is out of range: {text[:100]!r}; give a time between {rfc3339(EARLIEST)} and {rfc3339(LATEST)}.",
+            param=param,
+        ) from None
     except ValueError:
         pass
     try:

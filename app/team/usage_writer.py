@@ -241,7 +241,7 @@ class UsageWriter:
 
     async def flush(self) -> bool:
         """One cycle: write back spools (oldest first), then one batch from the queue. False: the database is down."""
-        if not self.healthy and not await self.store.ping():  # still down: no need to read the spool
+        if not self.healthy and not await self._ping():  # still down: no need to read the spool
             await self._to_spool(self._take(len(self.queue)))  # all of it: the queue must not grow while down
             return False
         if self._held or (self._own is not None and self._own.lines):
@@ -296,6 +296,14 @@ class UsageWriter:
                 self._stray.add(task)
                 task.add_done_callback(self._stray_done)
             raise
+
+    async def _ping(self) -> bool:
+        """`store.ping`, given `write_timeout` seconds (a database that hangs is down)."""
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                return await self.store.ping()
+        except TimeoutError:
+            return False
 
     def _stray_done(self, task: asyncio.Task[int]) -> None:
         self._stray.discard(task)
