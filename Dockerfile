@@ -5,6 +5,8 @@
 #              -e GEMINI_PROXY_CONFIG=/etc/gemini-proxy/config.yaml gemini-proxy
 # Keys and teams made at run time live in /data/gemini-proxy.db (SQLite): keep it on a volume
 # (-v gemini-proxy-data:/data), or point GEMINI_PROXY_STORAGE__DATABASE_URL at PostgreSQL.
+# Usage records wait in /data/usage-spool while the database is down: keep /data on a volume
+# with PostgreSQL too (one per replica).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -25,7 +27,8 @@ USER gateway
 # (GEMINI_PROXY_<SECTION>__<SETTING>) or by a mounted config file (GEMINI_PROXY_CONFIG).
 ENV GEMINI_PROXY_SERVER__HOST=0.0.0.0 \
     GEMINI_PROXY_SERVER__PORT=8000 \
-    GEMINI_PROXY_STORAGE__DATABASE_URL=sqlite+aiosqlite:////data/gemini-proxy.db
+    GEMINI_PROXY_STORAGE__DATABASE_URL=sqlite+aiosqlite:////data/gemini-proxy.db \
+    GEMINI_PROXY_STORAGE__USAGE_SPOOL=/data/usage-spool
 VOLUME /data
 EXPOSE 8000
 

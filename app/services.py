@@ -212,6 +212,7 @@ class Services:
             self._usage, st.spool_dir(), batch_size=st.usage_batch_size, interval=st.usage_flush_seconds,
             queue_size=st.usage_queue_size, retention_days=st.usage_retention_days, prune_interval=st.usage_prune_seconds,
             on_health=lambda up: metrics.storage_up("database", up), on_pending=metrics.usage_pending,
+            write_timeout=st.usage_write_timeout,
         )
         await self.usage_writer.start()
         self.recorder.usage = self.usage_writer

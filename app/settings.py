@@ -116,8 +116,13 @@ class Limits(_Section):
     usd_per_month: float | None = Field(None, gt=0, le=MAX_USD)  # calendar month, UTC
 
 
+KEY_ID_LENGTH = 64  # the usage records' key_id column (app/team/schema.py)
+
+
 class ClientKey(_Section):
-    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:#-]{1,64}$")  # default: cfg-<name>, else cfg-<n>
+    # default: cfg-<name> (a name too long for 64 characters: cfg-<its start>-<digest16>), else cfg-<digest16>,
+    # digest16 = the first 16 hex digits of the key's SHA-256: the id follows the key, not its place in the list
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:#-]{1,64}$")
     name: str | None = None
     key: SecretStr | None = None
     key_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
@@ -136,6 +141,15 @@ class ClientKey(_Section):
             return bytes.fromhex(self.key_sha256)
         assert self.key is not None
         return hashlib.sha256(self.key.get_secret_value().encode()).digest()
+
+    def default_id(self) -> str:
+        """The id of a key the config gives none: from its name, else its digest; at most 64 characters (the
+        usage records' `key_id` column), so records and budget counters always find the key by it."""
+        digest = self.digest().hex()[:16]
+        if not self.name:
+            return f"cfg-{digest}"
+        named = f"cfg-{self.name}"
+        return named if len(named) <= KEY_ID_LENGTH else f"cfg-{self.name[:KEY_ID_LENGTH - 21]}-{digest}"
 
 
 class AdminKey(_Section):
@@ -164,10 +178,10 @@ class AuthSettings(_Section):
     def config_keys(self) -> list[ClientKey]:
         """`client_keys` in their object form, each with its id."""
         out = []
-        for i, entry in enumerate(self.client_keys, start=1):
+        for entry in self.client_keys:
             key = entry if isinstance(entry, ClientKey) else ClientKey(key=entry)
             if key.id is None:
-                key = key.model_copy(update={"id": f"cfg-{key.name}" if key.name else f"cfg-{i}"})
+                key = key.model_copy(update={"id": key.default_id()})
             out.append(key)
         return out
 
@@ -190,6 +204,8 @@ class StorageSettings(_Section):
     usage_flush_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0  # a batch at least this often
     usage_batch_size: int = Field(500, ge=1, le=10_000)  # or as soon as this many are waiting
     usage_queue_size: int = Field(100_000, ge=1)  # records held in memory; beyond, straight to the spool file
+    # A write that takes longer is an outage: its batch goes to the spool and is retried.
+    usage_write_timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
     # Where records wait while the database is unreachable (a directory of JSON-lines files, one
     # per process). Default: `<sqlite file>.usage-spool/` beside an SQLite database, else
     # `gemini-proxy-usage-spool/` in the working directory.

@@ -49,3 +49,36 @@ def test_the_proxy_in_front_streams_and_reaches_every_replica() -> None:
     for name in COMPOSE["services"]:
         if name.startswith("gateway"):
             assert f"server {name}:8000" in nginx
+
+
+def _dockerfile_env() -> dict[str, str]:
+    """The ENV of the Dockerfile (`ENV A=1 \\ B=2` lines joined)."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            for pair in line[4:].split():
+                name, _, value = pair.partition("=")
+                env[name] = value
+    return env
+
+
+def test_usage_records_spool_on_a_volume_of_each_replica() -> None:
+    """The spool must be writable by the gateway user (/data is its volume), and each replica keeps its own."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "chown gateway /data" in dockerfile and "VOLUME /data" in dockerfile
+    env = _dockerfile_env()
+    spool = load_settings(environ=env).storage.spool_dir()
+    assert spool.is_absolute() and spool.parts[:2] == ("/", "data"), spool
+    # with the compose file's PostgreSQL URL, the spool is still the one under /data
+    gateways = {name: s for name, s in COMPOSE["services"].items() if name.startswith("gateway")}
+    volumes = []
+    for name, service in gateways.items():
+        settings = load_settings(environ={**env, **_environment(service)})
+        assert settings.storage.spool_dir() == spool, name
+        mounts = [v for v in service.get("volumes", []) if str(v).split(":")[1:2] == ["/data"]]
+        assert len(mounts) == 1, f"{name}: no volume at /data"
+        volume = mounts[0].split(":")[0]
+        assert volume in COMPOSE["volumes"], f"{name}: {volume} is not a named volume"
+        volumes.append(volume)
+    assert len(set(volumes)) == len(volumes), "replicas share a /data volume"

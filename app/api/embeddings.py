@@ -29,7 +29,16 @@ from app.pipeline.context import RequestContext, Usage
 from app.pipeline.seam import Answer, Call, Endpoint
 from app.schemas.openai import EmbeddingRequest
 from app.services import Services
-from app.translate.embeddings import BatchResult, EmbedCall, EmbeddingPlan, batches, embed_call, plan_embeddings, read_batch
+from app.translate.embeddings import (
+    BatchResult,
+    EmbedCall,
+    EmbeddingPlan,
+    batches,
+    embed_call,
+    estimate_tokens,
+    plan_embeddings,
+    read_batch,
+)
 from app.translate.embeddings import to_openai as embeddings_to_openai
 from app.translate.tables import embedding_param_for_google_message
 
@@ -53,12 +62,15 @@ class Embeddings(Endpoint):
         await self.services.admit(ctx, req.model, 0)  # 403 model_not_allowed, then limits (429; no output), before Google
         targets = self.services.router.resolve(req.model)
         targets = for_endpoint(targets, "embeddings", req.model)
+        completed: list[int] = []  # the tokens of every batch Google answered (and billed), even when another fails
         try:
-            done = await self._run(ctx, plan, targets)
+            done = await self._run(ctx, plan, targets, completed)
         except UpstreamError as exc:
             if exc.status == 400:  # name the parameter of this endpoint (the chat table knows only chat's)
                 exc.param = embedding_param_for_google_message(exc.message)
             raise
+        finally:
+            ctx.usage = Usage(prompt=sum(completed)) if completed else None
         answer = embeddings_to_openai(plan, [result for result, _ in done])
         ctx.usage = Usage(prompt=answer.prompt_tokens)
         outcomes = [outcome for _, outcome in done]
@@ -67,9 +79,9 @@ class Embeddings(Endpoint):
         headers["x-gemini-proxy-target"] = ",".join(dict.fromkeys(o.target.label for o in outcomes))
         return Answer(body=answer.body, headers=headers)
 
-    async def _batch(self, ctx: RequestContext, plan: EmbeddingPlan, texts: list[str], targets: list[Target]) -> tuple[
-        BatchResult, Outcome
-    ]:
+    async def _batch(
+        self, ctx: RequestContext, plan: EmbeddingPlan, texts: list[str], targets: list[Target], completed: list[int]
+    ) -> tuple[BatchResult, Outcome]:
         def prepare(target: Target) -> UpstreamCall[EmbedCall]:
             vertex = target.upstream.kind == "vertex"
             embed = embed_call(plan, texts, target.model, target.capabilities, vertex)
@@ -78,17 +90,25 @@ class Embeddings(Endpoint):
         data, outcome = await self.services.dispatcher.complete_raw(
             targets, prepare, byok_key=ctx.principal.google_key, ctx=ctx
         )
-        return read_batch(outcome.call.meta, data), outcome
+        try:
+            result = read_batch(outcome.call.meta, data)
+        except Exception:
+            completed.append(sum(estimate_tokens(t) for t in texts))  # billed even though its answer cannot be read
+            raise
+        completed.append(result.tokens if result.tokens is not None else sum(estimate_tokens(t) for t in texts))
+        return result, outcome
 
-    async def _run(self, ctx: RequestContext, plan: EmbeddingPlan, targets: list[Target]) -> list[tuple[BatchResult, Outcome]]:
+    async def _run(
+        self, ctx: RequestContext, plan: EmbeddingPlan, targets: list[Target], completed: list[int]
+    ) -> list[tuple[BatchResult, Outcome]]:
         chunks = batches(plan)
         if len(chunks) == 1:
-            return [await self._batch(ctx, plan, chunks[0], targets)]
+            return [await self._batch(ctx, plan, chunks[0], targets, completed)]
         gate = asyncio.Semaphore(PARALLEL_BATCHES)
 
         async def bounded(texts: list[str]) -> tuple[BatchResult, Outcome]:
             async with gate:
-                return await self._batch(ctx, plan, texts, targets)
+                return await self._batch(ctx, plan, texts, targets, completed)
 
         try:
             async with asyncio.TaskGroup() as group:  # the first failure cancels the other batches

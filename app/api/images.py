@@ -163,9 +163,12 @@ class Images(Endpoint):
         # body's bytes (an edit uploads megabytes) (docs/team.md#limits)
         prompt = len(plan.prompt) // 4 + MEDIA_TOKENS * len(plan.images)
         await self.services.admit(ctx, plan.model, IMAGE_OUTPUT_TOKENS * plan.n, prompt_tokens=prompt)
-        done = await self._run(ctx, plan, targets)
-        answer = images_to_openai(plan, [result for result, _ in done], int(time.time()))
-        ctx.usage = Usage(prompt=answer.input_tokens, completion=answer.output_tokens)
+        completed: list[ImageResult] = []  # every answer Google gave (and billed), even when another call fails
+        try:
+            done = await self._run(ctx, plan, targets, completed)
+            answer = images_to_openai(plan, [result for result, _ in done], int(time.time()))
+        finally:
+            ctx.usage = images_usage(completed)
         outcomes = [outcome for _, outcome in done]
         headers = {
             "x-gemini-proxy-attempts": str(sum(o.attempts for o in outcomes)),
@@ -173,7 +176,9 @@ class Images(Endpoint):
         }
         return Answer(body=orjson.dumps(answer.body), headers=headers)
 
-    async def _one(self, ctx: RequestContext, index: int, targets: list[Target], built: Built) -> tuple[ImageResult, Outcome]:
+    async def _one(
+        self, ctx: RequestContext, index: int, targets: list[Target], built: Built, completed: list[ImageResult]
+    ) -> tuple[ImageResult, Outcome]:
         def prepare(target: Target) -> UpstreamCall[ImageCall]:
             calls = built.calls(target)
             chosen, body = calls[min(index, len(calls) - 1)]  # a fall-back of another family may make fewer calls
@@ -187,18 +192,22 @@ class Images(Endpoint):
             if exc.status == 400:  # name the parameter of this endpoint (the chat table knows only chat's)
                 exc.param = images_param_for_google_message(exc.message)
             raise
-        return read_answer(outcome.call.meta, answer), outcome
+        result = read_answer(outcome.call.meta, answer)
+        completed.append(result)
+        return result, outcome
 
-    async def _run(self, ctx: RequestContext, plan: ImagePlan, targets: list[Target]) -> list[tuple[ImageResult, Outcome]]:
+    async def _run(
+        self, ctx: RequestContext, plan: ImagePlan, targets: list[Target], completed: list[ImageResult]
+    ) -> list[tuple[ImageResult, Outcome]]:
         built = Built(plan)
         count = len(built.calls(targets[0]))
         if count == 1:
-            return [await self._one(ctx, 0, targets, built)]
+            return [await self._one(ctx, 0, targets, built, completed)]
         gate = asyncio.Semaphore(PARALLEL_CALLS)
 
         async def bounded(index: int) -> tuple[ImageResult, Outcome]:
             async with gate:
-                return await self._one(ctx, index, targets, built)
+                return await self._one(ctx, index, targets, built, completed)
 
         try:
             async with asyncio.TaskGroup() as group:  # the first failure cancels the other calls
@@ -206,6 +215,24 @@ class Images(Endpoint):
         except BaseExceptionGroup as failed:
             raise _first_error(failed) from None
         return [task.result() for task in tasks]
+
+
+def images_usage(completed: list[ImageResult]) -> Usage | None:
+    """The usage of the calls that were answered (billed by Google), whether or not the request succeeded.
+
+    An answer without a usage count (Imagen `:predict`) makes the cost unknown (`unpriced`, recorded as null):
+    the price table has no per-image prices (docs/team.md#usage-and-prices).
+    """
+    if not completed:
+        return None
+    usage = Usage()
+    for result in completed:
+        if result.usage is None:
+            usage.unpriced = True
+        else:
+            usage.prompt += result.usage.get("input", 0)
+            usage.completion += result.usage.get("output", 0)
+    return usage
 
 
 class Built:

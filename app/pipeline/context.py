@@ -123,6 +123,8 @@ class Usage:
     completion: int = 0
     reasoning: int = 0
     cached: int = 0
+    # A billable call was answered without a usage count (Imagen): the cost is unknown (null), not 0.
+    unpriced: bool = False
 
 
 @dataclass(slots=True, eq=False)

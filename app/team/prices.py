@@ -142,6 +142,8 @@ class PriceTable:
 
     def cost_micro(self, usage: Usage | None, *models: str | None) -> int | None:
         """The cost of `usage` priced by the first of `models` the table knows; None when none is known."""
+        if usage is not None and usage.unpriced:
+            return None  # Google billed a call whose answer counted nothing (Imagen): unknown, not free
         if usage is None or not (usage.prompt or usage.completion):
             return 0
         for model in models:

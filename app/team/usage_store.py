@@ -80,7 +80,18 @@ def as_dict(record: tuple[Any, ...]) -> dict[str, Any]:
     return dict(zip(RECORD_FIELDS, record, strict=True))
 
 
+class RecordRefused(ValueError):
+    """A record that can never be stored (malformed: a spool line edited by hand, a field of the wrong type)."""
+
+
 def _row(record: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return _prepare(record)
+    except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
+        raise RecordRefused(f"usage record {str(record.get('id'))[:64]!r} is malformed: {type(exc).__name__}") from None
+
+
+def _prepare(record: dict[str, Any]) -> dict[str, Any]:
     row = dict(record)
     ts = row.pop("ts")
     when = datetime.fromtimestamp(ts, UTC)
@@ -128,16 +139,27 @@ class Totals:
 
 
 DEFAULT_SINCE = "7d"
+# `since` / `until` are clamped to this range (no record is older or newer), so day arithmetic never overflows.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 
 
 def parse_when(text: str, param: str, now: datetime) -> datetime:
-    """`since` / `until`: RFC 3339 / ISO-8601 (a date is its UTC midnight; no zone = UTC), or `7d`, `24h` = that long ago."""
+    """`since` / `until`: RFC 3339 / ISO-8601 (a date is its UTC midnight; no zone = UTC), or `7d`, `24h` = that long ago.
+
+    Clamped to [`EARLIEST`, `LATEST`]; a time that is no time in UTC (year 0 or 10000) is a 400 naming `param`.
+    """
     value = text.strip()
     if value.lower() == "now":
         return now
     try:
-        return now - parse_duration(value)
-    except (ValueError, OverflowError):
+        return max(now - parse_duration(value), EARLIEST)
+    except OverflowError:  # a span longer than the calendar
+        raise InvalidRequest(
+            f"`{param}` is out of range: {text[:100]!r}; give a time between {rfc3339(EARLIEST)} and {rfc3339(LATEST)}.",
+            param=param,
+        ) from None
+    except ValueError:
         pass
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -146,7 +168,14 @@ def parse_when(text: str, param: str, now: datetime) -> datetime:
             f"`{param}` is not a time: {text[:100]!r}; give an ISO-8601 time (2026-12-01T00:00:00Z), a date "
             "(2026-12-01) or a span back from now (7d, 24h, 30m).", param=param,
         ) from None
-    return as_utc(when)
+    try:
+        when = as_utc(when)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise InvalidRequest(
+            f"`{param}` is out of range: {text[:100]!r}; give a time between {rfc3339(EARLIEST)} and {rfc3339(LATEST)}.",
+            param=param,
+        ) from None
+    return min(max(when, EARLIEST), LATEST)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,11 @@ appended to this process's spool file (JSON lines, fsync'd, in
 goes to 0; every cycle tries again, and once the database answers the spool is
 written back, oldest first, before newer records, and deleted. Replays are
 idempotent (records have their own ids), so a crash during one counts nothing
-twice. A process holds an exclusive `flock` on its spool file while it lives;
+twice. Any failure of a write is an outage (spool, retry), whether the database
+is unreachable, read-only after a failover, out of disk or locked, and a write
+gets `storage.usage_write_timeout` seconds; only a record the database can never
+take (`RecordRefused`, a DataError or an IntegrityError) is dropped, alone and
+logged (docs/team.md#usage-records). A process holds an exclusive `flock` on its spool file while it lives;
 the spool file of a process that died (its lock is free) is adopted and written
 back by the next process that looks (at start, then every cycle while it has
 work). `gemini_proxy_usage_records_pending` = records queued + spooled.
@@ -36,12 +40,18 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
+from sqlalchemy.exc import DataError, IntegrityError
 
-from app.team.usage_store import UsageStore, as_dict
+from app.team.usage_store import RecordRefused, UsageStore, as_dict
 
 log = logging.getLogger("gemini_proxy.usage")
 
 PRUNE_FIRST_AFTER = 5.0  # seconds after start
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether a failed write means the record itself can never be stored (drop it), not an outage (spool it)."""
+    return isinstance(exc, (RecordRefused, DataError, IntegrityError))
 
 
 class SpoolFile:
@@ -119,7 +129,9 @@ class UsageWriter:
         self, store: UsageStore, spool_dir: Path, *, batch_size: int = 500, interval: float = 1.0,
         queue_size: int = 100_000, retention_days: int = 90, prune_interval: float = 3600.0,
         on_health: Callable[[bool], None] | None = None, on_pending: Callable[[int], None] | None = None,
+        write_timeout: float = 30.0,
     ) -> None:
+        self.write_timeout = write_timeout
         self.store = store
         self.spool_dir = spool_dir
         self.batch_size = batch_size
@@ -138,6 +150,7 @@ class UsageWriter:
         self.written = 0
         self.stop_timeout = 10.0  # seconds the database gets at shutdown before the queue goes to the spool
         self._inflight: list[dict[str, Any]] = []  # taken off the queue, not yet in the database or the spool
+        self._stray: set[asyncio.Task[int]] = set()  # writes given up on (timeout) that have not ended yet
 
     # -- the request path ---------------------------------------------------------------------------------------
 
@@ -166,6 +179,7 @@ class UsageWriter:
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
+        await asyncio.to_thread(self._check_spool_dir)
         await asyncio.to_thread(self._adopt)
         self._report()
         self._tasks = [asyncio.create_task(self._run(), name="usage-writer"),
@@ -183,7 +197,7 @@ class UsageWriter:
             async with asyncio.timeout(self.stop_timeout):
                 if leftover and self.healthy:
                     with contextlib.suppress(Exception):
-                        self.written += await self.store.write(leftover)
+                        self.written += await self._write(leftover)
                         leftover = []
                 while self.queue or (self._held and self.healthy):
                     if not await self.flush():
@@ -200,6 +214,8 @@ class UsageWriter:
                 log.error("%d usage records lost at shutdown: the spool cannot be written (%s)", len(batch), exc)
         self._close()
         self._report()
+        if self._stray:  # writes given up on: let them end before the engine is disposed
+            await asyncio.wait(set(self._stray), timeout=self.stop_timeout)
 
     def _close(self) -> None:
         for spool in [*self._held, *([self._own] if self._own else [])]:
@@ -225,7 +241,7 @@ class UsageWriter:
 
     async def flush(self) -> bool:
         """One cycle: write back spools (oldest first), then one batch from the queue. False: the database is down."""
-        if not self.healthy and not await self.store.ping():  # still down: no need to read the spool
+        if not self.healthy and not await self._ping():  # still down: no need to read the spool
             await self._to_spool(self._take(len(self.queue)))  # all of it: the queue must not grow while down
             return False
         if self._held or (self._own is not None and self._own.lines):
@@ -238,14 +254,18 @@ class UsageWriter:
             return True
         self._inflight = batch  # until it is in the database or the spool (stop() picks it up if cancelled)
         try:
-            self.written += await self.store.write(batch)
+            self.written += await self._write(batch)
         except Exception as exc:
-            if await self.store.ping():
-                await self._one_by_one(batch, exc)
-            else:
+            if not refused(exc):  # unreachable, read-only, disk full, locked, slow: an outage, never a loss
                 self._health(False, exc)
                 await self._to_spool(batch)
-                self._inflight = []
+                return False
+            log.warning("usage batch refused by the database (%s); writing its %d records one by one",
+                        type(exc).__name__, len(batch))
+            rest, failure = await self._write_each(batch)
+            if rest:
+                self._health(False, failure)
+                await self._to_spool(rest)
                 return False
         self._inflight = []
         self._health(True)
@@ -260,14 +280,50 @@ class UsageWriter:
         self._inflight = batch
         return batch
 
-    async def _one_by_one(self, batch: list[dict[str, Any]], exc: BaseException) -> None:
-        """The database answers but refused the batch: write the records alone, drop (and log) those it refuses."""
-        log.warning("usage batch refused by the database (%s); writing its %d records one by one", type(exc).__name__, len(batch))
-        for record in batch:
+    async def _write(self, records: list[dict[str, Any]]) -> int:
+        """`store.write`, given `write_timeout` seconds; past that, TimeoutError (an outage).
+
+        The write itself is left to end on its own (a driver blocked in its thread, SQLite waiting out
+        `busy_timeout`, cannot be interrupted, and one cancelled mid-statement can keep its lock) while its batch is
+        spooled: written twice, it counts once (records have their own ids).
+        """
+        task = asyncio.ensure_future(self.store.write(records))
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                return await asyncio.shield(task)
+        except BaseException:
+            if not task.done():  # not cancelled: a driver cancelled mid-statement can keep its lock (SQLite)
+                self._stray.add(task)
+                task.add_done_callback(self._stray_done)
+            raise
+
+    async def _ping(self) -> bool:
+        """`store.ping`, given `write_timeout` seconds (a database that hangs is down)."""
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                return await self.store.ping()
+        except TimeoutError:
+            return False
+
+    def _stray_done(self, task: asyncio.Task[int]) -> None:
+        self._stray.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("usage writer: an abandoned write ended with %s", type(task.exception()).__name__)
+
+    async def _write_each(self, records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], BaseException | None]:
+        """Write the records alone, dropping (and logging) those the database can never take.
+
+        Returns the records not written when the database fails otherwise (an outage), from the first such one,
+        and that failure; ([], None) when every record was written or dropped.
+        """
+        for i, record in enumerate(records):
             try:
-                self.written += await self.store.write([record])
-            except Exception as one:
-                log.error("usage record %s dropped: the database refuses it (%s)", record.get("id"), type(one).__name__)
+                self.written += await self._write([record])
+            except Exception as exc:
+                if not refused(exc):
+                    return records[i:], exc
+                log.error("usage record %s dropped: the database refuses it (%s)", record.get("id"), type(exc).__name__)
+        return [], None
 
     async def _replay(self) -> bool:
         """Write back every spool held; False (and they stay) when the database does not take them."""
@@ -285,11 +341,15 @@ class UsageWriter:
                     if records is None:
                         break
                     try:
-                        self.written += await self.store.write(records)
+                        self.written += await self._write(records)
                     except Exception as exc:
-                        spool.lines = total  # all of it is written again next time (idempotent)
-                        self._health(False, exc)
-                        return False
+                        failure: BaseException | None = exc
+                        if refused(exc):  # a record it can never take: the others go in, that one is dropped
+                            _, failure = await self._write_each(records)
+                        if failure is not None:
+                            spool.lines = total  # all of it is written again next time (idempotent)
+                            self._health(False, failure)
+                            return False
                     written += len(records)
                     spool.lines = max(0, total - written)
                     self._report()
@@ -314,6 +374,16 @@ class UsageWriter:
         if self._own is None:
             self._own = SpoolFile.create(self.spool_dir)
         self._own.append(batch)
+
+    def _check_spool_dir(self) -> None:
+        """Say at start-up, not only once records are lost, when the spool cannot be written."""
+        try:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.spool_dir, os.W_OK | os.X_OK):
+                raise PermissionError(f"not writable by uid {os.getuid()}")
+        except OSError as exc:
+            log.error("usage records: the spool directory %s cannot be used (%s); records are lost while the database "
+                      "is down: set storage.usage_spool to a writable directory", self.spool_dir, exc)
 
     def _adopt(self) -> None:
         """Take the spool files of processes that are gone."""

@@ -92,7 +92,7 @@ def test_database_url_setting():
 def test_client_key_settings():
     auth = AuthSettings(client_keys=["k1", {"name": "ci", "key": "k2", "team": "t", "models": ["a*"], "limits": {"rpm": 5}}])
     ids = [k.id for k in auth.config_keys()]
-    assert ids == ["cfg-1", "cfg-ci"]
+    assert ids == ["cfg-" + hashlib.sha256(b"k1").hexdigest()[:16], "cfg-ci"]
     with pytest.raises(ConfigError, match="unique"):
         load_settings(overrides={"auth": {"client_keys": [{"name": "a", "key": "1"}, {"name": "a", "key": "2"}]}}, environ={})
     with pytest.raises(ConfigError, match=r"auth.client_keys\[0\].limits.rpms"):
@@ -281,3 +281,21 @@ def test_the_redis_url_in_logs_hides_its_password(url, shown):
     from app.gateway.shared import _shown
 
     assert _shown(url) == shown
+
+
+def test_config_key_ids_follow_the_key_not_its_place():
+    """Reordering auth.client_keys keeps each key's id (its usage history and budget counters)."""
+    first = AuthSettings(client_keys=["k1", "k2", {"key": "k3", "team": "t"}]).config_keys()
+    digest = hashlib.sha256(b"k2").hexdigest()
+    moved = AuthSettings(client_keys=[{"key_sha256": digest}, {"key": "k3", "team": "t"}, "k1"]).config_keys()
+    assert {k.digest(): k.id for k in first} == {k.digest(): k.id for k in moved}
+    assert next(k.id for k in moved if k.key_sha256) == f"cfg-{digest[:16]}"
+
+
+def test_a_long_name_gives_an_id_that_fits_the_records():
+    name = "a-very-long-service-name-" * 4
+    (key,) = AuthSettings(client_keys=[{"name": name, "key": "k9"}]).config_keys()
+    assert key.id is not None and len(key.id) == 64
+    assert key.id == f"cfg-{name[:43]}-{hashlib.sha256(b'k9').hexdigest()[:16]}"
+    (short,) = AuthSettings(client_keys=[{"name": "ci", "key": "k9"}]).config_keys()
+    assert short.id == "cfg-ci"

@@ -219,3 +219,44 @@ def test_callers_without_a_key_id_make_no_record(make_gateway, database_url, fak
         assert gateway.state.usage_writer is not None and gateway.state.usage_writer.pending == 0
         gateway.stop()
     assert records(database_url) == []
+
+
+def _wait_rows(database_url: str, count: int) -> list[dict[str, Any]]:
+    import time
+
+    for _ in range(100):
+        rows = records(database_url)
+        if len(rows) >= count:
+            return rows
+        time.sleep(0.05)
+    return records(database_url)
+
+
+def test_a_failed_multi_call_request_records_what_google_billed(usage_gateway, admin_of, database_url, fake):
+    """n=4 images where one call fails, 150 inputs (two batches) where one batch fails: the calls that were answered
+    are in the record (Google billed them), not 0."""
+    admin = admin_of(usage_gateway)
+    key = _key(admin, "multi", None)
+    late_error = {"error": {"status": 400, "message": "refused"}, "first_byte_delay_ms": 400}
+    with sdk(usage_gateway.url, key["key"]) as client:
+        fake.script(*[{"usage": {"promptTokenCount": 11, "candidatesTokenCount": 1300}}] * 3, late_error)
+        with pytest.raises(openai.BadRequestError):
+            client.images.generate(model="gemini-3-pro-image-preview", prompt="four cats", n=4)
+        fake.script({"usage": {"promptTokenCount": 11, "candidatesTokenCount": 1300}}, late_error)
+        with pytest.raises(openai.BadRequestError):
+            client.embeddings.create(model=EMBEDDING, input=[f"text number {i}" for i in range(150)])
+    rows = {r["endpoint"]: r for r in _wait_rows(database_url, 2)}
+    images, embeddings = rows["images"], rows["embeddings"]
+    assert images["status"] == 400 and images["prompt_tokens"] == 33 and images["completion_tokens"] >= 3900
+    assert images["cost_micro_usd"] > 0
+    assert embeddings["status"] == 400 and embeddings["prompt_tokens"] > 0 and embeddings["cost_micro_usd"] > 0
+
+
+def test_imagen_answers_without_usage_cost_null_not_zero(usage_gateway, admin_of, database_url, fake):
+    admin = admin_of(usage_gateway)
+    key = _key(admin, "imagen", None)
+    with sdk(usage_gateway.url, key["key"]) as client:
+        result = client.images.generate(model="imagen-4.0-generate-001", prompt="mountains", n=2)
+        assert len(result.data) == 2
+    (row,) = _wait_rows(database_url, 1)
+    assert row["status"] == 200 and row["cost_micro_usd"] is None

@@ -122,3 +122,9 @@ def test_usage_cli_table_and_json(usage_cli_data):
     assert refused.returncode == 2 and "--since" in refused.stderr and "last week" in refused.stderr
     refused = cli(database_url, "usage", "--by", "user", check=False)
     assert refused.returncode == 2 and "--by" in refused.stderr
+    refused = cli(database_url, "usage", "--until", "9999-12-31T23:59:59-14:00", check=False)
+    assert refused.returncode == 2 and "--until" in refused.stderr and "out of range" in refused.stderr, refused.stderr
+    widest = cli(database_url, "usage", "--since", "0001-01-01", "--until", "9999-12-31T23:59:59Z", "--json")
+    assert sum(r["requests"] for r in json.loads(widest.stdout)["rows"]) == 3
+    bad = admin.get("/admin/usage", params={"since": "0001-01-01T00:00:00+14:00"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "since", bad.text

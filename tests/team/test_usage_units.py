@@ -100,6 +100,34 @@ def test_since_and_until():
         assert info.value.param == param
 
 
+def test_extreme_times_are_a_400_naming_the_parameter_or_clamped():
+    for args, param in (((None, "0001-01-01T00:00:00+14:00", None), "since"),
+                        ((None, None, "9999-12-31T23:59:59-14:00"), "until")):
+        with pytest.raises(InvalidRequest) as info:
+            UsageQuery.parse(*args, now=NOW)
+        assert info.value.param == param and "out of range" in info.value.message
+    q = UsageQuery.parse("day", "0001-01-01", "9999-12-31T23:59:59Z", now=NOW)
+    assert (q.since, q.until) == (datetime(1970, 1, 1, tzinfo=UTC), datetime(3000, 1, 1, tzinfo=UTC))
+    assert UsageQuery.parse(None, "30000d", None, now=NOW).since == datetime(1970, 1, 1, tzinfo=UTC)
+    with pytest.raises(InvalidRequest) as info:
+        UsageQuery.parse(None, "999999999d", None, now=NOW)
+    assert info.value.param == "since" and "out of range" in info.value.message
+
+
+def test_the_widest_range_reads_the_database(database_url):
+    async def main() -> None:
+        store = await _store(database_url)
+        try:
+            await store.write([record(1, NOW)])
+            q = UsageQuery.parse("day", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", now=NOW)
+            rows = await store.report(q.by, q.since, q.until)
+            assert [(r["group"], r["requests"]) for r in rows] == [("2026-12-06", 1)]
+        finally:
+            await store.engine.dispose()
+
+    asyncio.run(main())
+
+
 # -- the store, on SQLite and PostgreSQL ------------------------------------------------------------------------------
 
 
@@ -284,10 +312,11 @@ def test_stop_while_the_database_hangs_spools_the_batch_in_flight(database_url, 
         following = UsageWriter(store, spool, interval=0.05)
         await following.start()
         try:
-            for _ in range(100):
+            for _ in range(400):
                 if following.pending == 0:
                     break
                 await asyncio.sleep(0.05)
+            assert following.pending == 0
             rows = await store.report("key", datetime.now(UTC) - timedelta(minutes=5), datetime.now(UTC) + timedelta(minutes=1))
             assert rows[0]["requests"] == 3
         finally:
@@ -320,6 +349,132 @@ def test_a_full_queue_spills_to_the_spool(database_url, tmp_path: Path):
             assert rows[0]["requests"] == 5
         finally:
             await following.stop()
+            await store.engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_a_read_only_postgresql_loses_no_record(postgres, tmp_path: Path):
+    """After a failover the database answers `SELECT 1` but refuses every INSERT: an outage (spooled, storage_up 0),
+    not a reason to drop records; they are written back once it takes writes again."""
+    import asyncpg
+
+    url = postgres.new_database()
+    name = url.rsplit("/", 1)[1]
+
+    async def read_only(on: bool) -> None:
+        conn = await asyncpg.connect(host="127.0.0.1", port=postgres.port, user="postgres", database="postgres")
+        try:
+            await conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = {"on" if on else "off"}')
+        finally:
+            await conn.close()
+
+    async def main() -> None:
+        store = await _store(url)
+        health: list[bool] = []
+        writer = UsageWriter(store, tmp_path / "spool", interval=0.05, on_health=health.append)
+        await writer.start()
+        try:
+            await read_only(True)
+            await store.engine.dispose()  # new sessions take the setting
+            assert await store.ping()
+            now = datetime.now(UTC)
+            for n in range(3):
+                writer.add(tuple(record(n, now)[f] for f in RECORD_FIELDS))
+            for _ in range(100):
+                if writer.spooled == 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert writer.spooled == 3 and health == [False]
+            assert await store.report("key", now - timedelta(minutes=1), now + timedelta(minutes=1)) == []
+            await read_only(False)
+            await store.engine.dispose()
+            for _ in range(100):
+                if writer.pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert writer.pending == 0 and health == [False, True]
+            rows = await store.report("key", now - timedelta(minutes=1), now + timedelta(minutes=1))
+            assert rows[0]["requests"] == 3
+        finally:
+            await writer.stop()
+            await store.engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_a_write_slower_than_the_timeout_is_spooled_not_waited_for(database_url, tmp_path: Path):
+    """SQLite `database is locked` (or any hang): the batch is spooled after `write_timeout`, nothing is dropped."""
+    import sqlite3
+
+    path = database_url.split(":///", 1)[1]
+
+    async def main() -> None:
+        store = await _store(database_url)
+        writer = UsageWriter(store, tmp_path / "spool", interval=0.05, write_timeout=0.3)
+        await writer.start()
+        blocker = sqlite3.connect(path, timeout=1)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            now = datetime.now(UTC)
+            for n in range(3):
+                writer.add(tuple(record(n, now)[f] for f in RECORD_FIELDS))
+            for _ in range(100):
+                if writer.spooled == 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert writer.spooled == 3 and not writer.healthy
+        finally:
+            blocker.rollback()
+            blocker.close()
+        try:
+            for _ in range(200):
+                if writer.pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert writer.pending == 0
+            rows = await store.report("key", now - timedelta(minutes=1), now + timedelta(minutes=1))
+            assert rows[0]["requests"] == 3
+        finally:
+            await writer.stop()
+            await store.engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_a_spool_directory_that_cannot_be_made_is_an_error_at_start(database_url, tmp_path: Path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    async def main() -> None:
+        store = await _store(database_url)
+        writer = UsageWriter(store, blocker / "spool")
+        try:
+            await writer.start()
+        finally:
+            await writer.stop()
+            await store.engine.dispose()
+
+    with caplog.at_level(logging.INFO, "gemini_proxy.usage"):
+        asyncio.run(main())
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("spool directory" in m and "cannot be used" in m for m in errors), errors
+
+
+def test_budget_seeds_find_the_records_of_a_long_named_config_key(database_url):
+    """A config key's default id fits the key_id column: what is recorded under it is what its budget reads."""
+    from app.settings import AuthSettings
+
+    (key,) = AuthSettings(client_keys=[{"name": "n" * 100, "key": "long-named"}]).config_keys()
+    assert key.id is not None
+
+    async def main() -> None:
+        store = await _store(database_url)
+        try:
+            await store.write([record(1, NOW, key=key.id)])
+            tokens, _ = await store.spent(key_id=key.id, since=NOW - timedelta(hours=1))
+            assert tokens == 15
+        finally:
             await store.engine.dispose()
 
     asyncio.run(main())
