@@ -125,6 +125,14 @@ class RateLimitExceeded(GatewayError):
     code = "rate_limit_exceeded"
 
 
+class CounterMissing(Exception):
+    """A shared budget counter this process had seeded is gone (Redis evicted or flushed it): seed it again."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
 class QuotaExceeded(GatewayError):
     """429 `insufficient_quota`: a token or USD budget is spent; retrying cannot help."""
 
@@ -446,6 +454,35 @@ class Limiter:
             return
         seeded = backend.seeded
         found: dict[tuple[str, float], tuple[int, float] | None] = {}  # a month's tokens and USD: one query
+        await self._seed_budgets(backend, budgets, n, found)
+        try:
+            refused = await backend.reserve(budgets)
+        except CounterMissing as missing:  # evicted or flushed in Redis: seeded again, never counted from 0
+            log.warning("a shared budget counter was gone from Redis (%s): seeded again from the usage records",
+                        missing.key)
+            seeded.difference_update(b.key for b in budgets)
+            await self._seed_budgets(backend, budgets, n, found)
+            for b in budgets:
+                if b.key not in seeded:  # the usage records are unreadable now: from 0, seeded again later
+                    await backend.seed(b.key, 0, b.expire_at)
+            refused = await backend.reserve(budgets)
+        if refused is not None:
+            self._count(team, refused.kind)
+            what = "USD" if refused.kind == "usd_per_month" else "tokens"
+            period = refused.kind.rsplit("_", 1)[-1]
+            scope = f"key {ctx.principal.label}" if refused.subject.startswith("key:") else f"team {ctx.principal.team}"
+            raise QuotaExceeded(
+                "You exceeded your current quota, please check your plan and billing details. "
+                f"({scope}: {refused.kind}, {what} per calendar {period}, UTC)",
+                headers={"x-should-retry": "false"},
+            )
+        adm.budgets = budgets
+
+    async def _seed_budgets(
+        self, backend: Backend, budgets: list[Budget], n: int, found: dict[tuple[str, float], tuple[int, float] | None]
+    ) -> None:
+        """Seed the counters this backend has not seeded yet from what the usage records say was spent."""
+        seeded = backend.seeded
         for b in budgets:
             if b.key not in seeded:
                 query = (b.subject, b.since)
@@ -459,18 +496,6 @@ class Limiter:
                 value = round(usd * 1_000_000 / n) if b.kind == "usd_per_month" else tokens // n
                 await backend.seed(b.key, value, b.expire_at)
                 seeded.add(b.key)
-        refused = await backend.reserve(budgets)
-        if refused is not None:
-            self._count(team, refused.kind)
-            what = "USD" if refused.kind == "usd_per_month" else "tokens"
-            period = refused.kind.rsplit("_", 1)[-1]
-            scope = f"key {ctx.principal.label}" if refused.subject.startswith("key:") else f"team {ctx.principal.team}"
-            raise QuotaExceeded(
-                "You exceeded your current quota, please check your plan and billing details. "
-                f"({scope}: {refused.kind}, {what} per calendar {period}, UTC)",
-                headers={"x-should-retry": "false"},
-            )
-        adm.budgets = budgets
 
     async def _spent(self, query: tuple[str, float]) -> tuple[int, float] | None:
         """What `subject` spent since `since` (one query in flight per pair, shared by the requests waiting for it);

@@ -42,7 +42,7 @@ from limits.storage import storage_from_string
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from app.gateway.ratelimit import FORCE, LEASE_TTL, WINDOW, Backend, Budget
+from app.gateway.ratelimit import FORCE, LEASE_TTL, WINDOW, Backend, Budget, CounterMissing
 from app.gateway.signatures import MemorySignatureStore
 from app.gateway.upstreams import Upstream
 
@@ -67,8 +67,12 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# KEYS: budget counters; ARGV: limit, amount, expire-at per key. 0: all reserved; i: the i-th refused.
+# KEYS: budget counters; ARGV: limit, amount, expire-at per key. 0: all reserved; i: the i-th refused;
+# -i: the i-th counter is missing (evicted, flushed: it must be seeded again, never counted from 0).
 _RESERVE = """
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 0 then return -i end
+end
 for i, key in ipairs(KEYS) do
   local spent = tonumber(redis.call('GET', key) or '0')
   local limit = tonumber(ARGV[3 * i - 2])
@@ -77,6 +81,16 @@ end
 for i, key in ipairs(KEYS) do
   redis.call('INCRBY', key, ARGV[3 * i - 1])
   redis.call('EXPIREAT', key, ARGV[3 * i])
+end
+return 0
+"""
+
+# KEYS: a budget counter; ARGV: an amount, expire-at. Adds to a counter that exists (a missing one is seeded again
+# by the next reservation, not restarted from this amount).
+_ADD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('INCRBY', KEYS[1], ARGV[1])
+  redis.call('EXPIREAT', KEYS[1], ARGV[2])
 end
 return 0
 """
@@ -118,6 +132,7 @@ class SharedState:
         self._lease = self.redis.register_script(_LEASE)
         self._reserve = self.redis.register_script(_RESERVE)
         self._seed = self.redis.register_script(_SEED)
+        self._add = self.redis.register_script(_ADD)
         self._heartbeat = self.redis.register_script(_HEARTBEAT)
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -342,13 +357,12 @@ class RedisBackend(Backend):
         for b in budgets:
             args += [b.limit, b.reserved, b.expire_at]
         refused = int(await self.state._reserve(keys=[PREFIX + "budget:" + b.key for b in budgets], args=args))
+        if refused < 0:
+            raise CounterMissing(budgets[-refused - 1].key)
         return budgets[refused - 1] if refused else None
 
     async def add(self, key: str, amount: int, expire_at: int) -> None:
-        async with self.state.redis.pipeline(transaction=True) as pipe:
-            pipe.incrby(PREFIX + "budget:" + key, amount)
-            pipe.expireat(PREFIX + "budget:" + key, expire_at)
-            await pipe.execute()
+        await self.state._add(keys=[PREFIX + "budget:" + key], args=[amount, expire_at])
 
     async def seed(self, key: str, value: int, expire_at: int) -> None:
         await self.state._seed(keys=[PREFIX + "budget:" + key], args=[value, expire_at])

@@ -83,7 +83,8 @@ def test_concurrency_leases_on_redis_expire_and_release(redis_gateway, redis, fa
     assert chat(gateway.url, KEY).status_code == 429
     slow.join()
     assert results == [200]
-    assert redis.command("ZCARD", "gemini-proxy:leases:{key:rl}").strip() == b":0"
+    # released in the pipeline's `finally`, just after the answer went out
+    wait_until(lambda: redis.command("ZCARD", "gemini-proxy:leases:{key:rl}").strip() == b":0", 5)
     ttl = int(redis.command("PTTL", "gemini-proxy:leases:{key:rl}").strip()[1:])
     assert ttl < 0 or ttl <= 1800 * 1000  # a lease set never outlives its TTL (a crashed replica leaks nothing)
     assert chat(gateway.url, KEY).status_code == 200
@@ -254,6 +255,37 @@ def test_budgets_are_seeded_again_when_redis_comes_back(redis_gateway, redis, fa
     wait_until(lambda: metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 1, 10)
     assert chat(gateway.url, KEY).status_code == 200
     assert Spent.asked == 3
+
+
+def test_a_budget_counter_gone_from_redis_is_seeded_again_not_restarted(redis_gateway, redis, fake, caplog):
+    """Eviction or FLUSHDB while Redis stays up: the next reservation notices, and the counter is seeded again."""
+    gateway = redis_gateway({"tokens_per_month": 10**6})
+
+    class Spent:
+        asked = 0
+
+        async def spent(self, subject: str, since: float) -> tuple[int, float]:
+            Spent.asked += 1
+            return 5000, 0.0
+
+    gateway.state.limiter.budget_source = Spent()
+    tokens_key = f"gemini-proxy:budget:key:rl:tokens:{time.strftime('%Y-%m', time.gmtime())}"
+
+    def counter() -> int | None:
+        reply = redis.command("GET", tokens_key)
+        return None if reply.startswith(b"$-1") else int(reply.split(b"\r\n")[1])
+
+    assert chat(gateway.url, KEY).status_code == 200 and Spent.asked == 1
+    wait_until(lambda: (counter() or 0) > 5000, 5)
+    redis.command("DEL", tokens_key)  # gone, while this process still holds it as seeded
+    assert counter() is None
+    settled = chat(gateway.url, KEY)
+    assert settled.status_code == 200
+    assert Spent.asked == 2  # seeded again from the usage records
+    value = counter()
+    assert value is not None and value >= 5000, value  # not restarted from this request's tokens
+    assert metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 1  # not read as a Redis failure
+    assert "seeded again" in caplog.text
 
 
 def test_a_failing_budget_source_is_not_a_redis_failure(redis_gateway, redis, fake, caplog):
