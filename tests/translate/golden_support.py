@@ -80,3 +80,18 @@ def check_optional(path: Path, actual: dict[str, Any]) -> None:
             path.unlink()
     expected = load(path) if path.exists() else {}
     assert actual == expected, f"{path.name} differs"
+
+
+def check_call_folders(cases: list[Path], known: set[str]) -> None:
+    """The layout of the endpoints whose request becomes several Gemini calls (embeddings, images): each case has
+    its `openai_request.json` and either `gemini_calls.json` or `error.json`; with `gemini_responses.json`, either
+    `openai_response.json` or `openai_error.json`; nothing else but `known` files."""
+    assert len(cases) >= 20
+    for case in cases:
+        names = {p.name for p in case.iterdir()}
+        assert names <= known, f"{case.name}: unknown files {names - known}"
+        assert "openai_request.json" in names, case.name
+        if not UPDATE:
+            assert ("gemini_calls.json" in names) != ("error.json" in names), case.name
+            if "gemini_responses.json" in names:
+                assert ("openai_response.json" in names) != ("openai_error.json" in names), case.name

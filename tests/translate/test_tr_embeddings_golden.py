@@ -40,7 +40,7 @@ from app.translate import embeddings, float32
 from app.translate.capabilities import capabilities_for
 from app.translate.embeddings import EmbedCall, batches, embed_call, plan_embeddings, read_batch, to_openai
 
-from .golden_support import UPDATE, check_optional, check_or_update, error_summary, ids, load, meta
+from .golden_support import check_call_folders, check_optional, check_or_update, error_summary, ids, load, meta
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "embeddings"
 DEFAULT_MODEL = "gemini-embedding-001"
@@ -64,15 +64,7 @@ def translate(case: Path) -> tuple[Any, list[EmbedCall]]:
 
 
 def test_golden_folders_are_well_formed() -> None:
-    assert len(CASES) >= 20
-    for case in CASES:
-        names = {p.name for p in case.iterdir()}
-        assert names <= KNOWN_FILES, f"{case.name}: unknown files {names - KNOWN_FILES}"
-        assert "openai_request.json" in names, case.name
-        if not UPDATE:
-            assert ("gemini_calls.json" in names) != ("error.json" in names), case.name
-            if "gemini_responses.json" in names:
-                assert ("openai_response.json" in names) != ("openai_error.json" in names), case.name
+    check_call_folders(CASES, KNOWN_FILES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))

@@ -39,7 +39,7 @@ from app.testing.gemini_schema import validate_generate_content
 from app.translate.capabilities import capabilities_for
 from app.translate.images import ImageCall, ImagePlan, image_calls, plan_images, read_answer, sniff_image, to_openai
 
-from .golden_support import UPDATE, check_or_update, error_summary, ids, load, meta
+from .golden_support import check_call_folders, check_or_update, error_summary, ids, load, meta
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "images"
 DEFAULT_MODEL = "gemini-2.5-flash-image"
@@ -67,15 +67,7 @@ def translate(case: Path) -> tuple[ImagePlan, list[ImageCall]]:
 
 
 def test_golden_folders_are_well_formed() -> None:
-    assert len(CASES) >= 20
-    for case in CASES:
-        names = {p.name for p in case.iterdir()}
-        assert names <= KNOWN_FILES, f"{case.name}: unknown files {names - KNOWN_FILES}"
-        assert "openai_request.json" in names, case.name
-        if not UPDATE:
-            assert ("gemini_calls.json" in names) != ("error.json" in names), case.name
-            if "gemini_responses.json" in names:
-                assert ("openai_response.json" in names) != ("openai_error.json" in names), case.name
+    check_call_folders(CASES, KNOWN_FILES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
