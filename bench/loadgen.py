@@ -90,7 +90,8 @@ def _proc_cpu_s(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (forked workers), from /proc."""
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -111,7 +112,7 @@ def _descendants(pid: int) -> list[int]:
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds used so far by pid, all its threads and all its descendants."""
     total = 0.0
-    for p in [pid, *_descendants(pid)]:
+    for p in [pid, *descendants(pid)]:
         try:
             total += _proc_cpu_s(p)
         except (OSError, IndexError, ValueError):

@@ -30,6 +30,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from loadgen import descendants  # bench/ is on the path: run.py and compare.py run from it
+
 KEY = "sk-bench-team"  # the client key the loadgen sends (a bench secret, not a real one)
 KEY_ID = "cfg-bench-team"
 LIMITS = {"rpm": 10_000_000, "tpm": 10_000_000_000, "concurrency": 10_000}  # enforced, never reached
@@ -172,28 +174,10 @@ def check(procs: Any, name: str, base: str, model: str, sent: int, python: str, 
 
 
 # ---------------------------------------------------------------- memory
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        out += kids
-        todo += kids
-    return out
-
-
 def peak_rss_mb(pid: int) -> float | None:
     """Peak resident memory of a process tree: the sum of each live process's VmHWM, in MiB."""
     total, seen = 0, False
-    for p in [pid, *_descendants(pid)]:
+    for p in [pid, *descendants(pid)]:
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
