@@ -11,6 +11,16 @@ varies is how often the process is disturbed, not the work).
     .venv/bin/python bench/inprocess.py                                     # default settings
     .venv/bin/python bench/inprocess.py GEMINI_PROXY_SERVER__ACCESS_LOG=off # with a setting changed
     .venv/bin/python bench/inprocess.py --profile                           # cProfile, top functions
+    .venv/bin/python bench/inprocess.py --responses                         # POST /v1/responses
+    .venv/bin/python bench/inprocess.py --responses-stream                  # POST /v1/responses, streamed
+    .venv/bin/python bench/inprocess.py --chat-stream --events-per-read 10  # chat streamed, reads of 10 events
+
+`--responses` sends the bench's Responses request instead of the chat one.
+The stream modes (`--chat-stream`, `--responses-stream`) send the bench's
+streamed request and stub the upstream stream with the fake upstream's canned
+100-chunk `streamGenerateContent?alt=sse` stream, read one event per read
+(as a paced model sends it) or `--events-per-read N` at a time (as reads
+coalesce when chunks come back to back); the figure is CPU per stream.
 
 Run it from any checkout (it imports `app` from the working directory), so two
 revisions compare with the same command.
@@ -37,10 +47,11 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="environment for the gateway's settings")
     ap.add_argument("--blocks", type=int, default=15)
-    ap.add_argument("--per-block", type=int, default=1000)
+    ap.add_argument("--per-block", type=int, default=None, help="requests per block (default 1000, streams 50)")
     ap.add_argument("--profile", action="store_true", help="print the top functions by own time (cProfile)")
     ap.add_argument("--team", action="store_true",
                     help="as the bench's team cell: a client key with rpm/tpm/concurrency limits, usage records on")
+    add_stream_args(ap)
     return ap.parse_args()
 
 
@@ -49,7 +60,57 @@ TEAM_KEYS = (f'[{{"name": "bench-team", "id": "cfg-bench-team", "key": "{TEAM_KE
              '"limits": {"rpm": 10000000, "tpm": 10000000000, "concurrency": 10000}}]')
 
 
-async def measure(blocks: int, per_block: int, team: bool = False) -> list[float]:
+def add_stream_args(ap: argparse.ArgumentParser) -> None:
+    """The request kinds other than chat's non-streamed one (`bench_request`)."""
+    kind = ap.add_mutually_exclusive_group()
+    for flag, help in (("--chat-stream", "a streamed chat request against the canned stream (CPU per stream)"),
+                       ("--responses", "the bench's Responses request (POST /v1/responses), not streamed"),
+                       ("--responses-stream", "the Responses request streamed (typed response.* events)")):
+        kind.add_argument(flag, dest="kind", action="store_const", const=flag[2:], help=help)
+    ap.add_argument("--chunks", type=int, default=100, help="upstream chunks per stream (stream modes)")
+    ap.add_argument("--events-per-read", type=int, default=1, help="upstream events per read (stream modes)")
+
+
+class CannedStream:
+    """The upstream client's `UpstreamStream`, reading canned bytes (`reads`) one read at a time."""
+
+    def __init__(self, reads: list[bytes]) -> None:
+        self._reads = iter(reads)
+        self.done = False
+        self.keepalive: float | None = None
+        self.content_type = "text/event-stream"
+
+    async def read(self) -> bytes | None:
+        data = next(self._reads, b"")
+        self.done = not data
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+def bench_request(kind: str, chunks: int, per_read: int) -> tuple[str, bytes]:
+    """The path and body of a `--kind` request; for a stream, the upstream's streams are stubbed with
+    the fake upstream's canned SSE (`chunks` events, `per_read` of them a read)."""
+    import fake_upstream
+    import loadgen
+    import orjson
+
+    from app.upstream import client as upstream_client
+
+    events = [b"data: " + orjson.dumps(c) + b"\r\n\r\n" for c in fake_upstream.stream_chunks(chunks)]
+    reads = [b"".join(events[i : i + per_read]) for i in range(0, len(events), per_read)]
+
+    async def open_stream(self: Any, url: str, body: bytes, headers: dict[str, str]) -> Any:
+        return CannedStream(reads)
+
+    upstream_client.UpstreamClient.open_stream = open_stream  # type: ignore[method-assign,assignment]
+    responses = kind.startswith("responses")
+    path = "/v1/responses" if responses else "/v1/chat/completions"
+    return path, loadgen.body_bytes(kind.endswith("stream"), responses=responses)
+
+
+async def measure(blocks: int, per_block: int, team: bool = False, request: tuple[str, bytes] | None = None) -> list[float]:
     import fake_upstream
     import loadgen
     import orjson
@@ -64,10 +125,13 @@ async def measure(blocks: int, per_block: int, team: bool = False) -> list[float
     async def canned(self: Any, method: str, url: str, headers: dict[str, str], data: bytes | None = None) -> Any:
         return orjson.loads(answer)
 
-    upstream_client.UpstreamClient._json = canned  # type: ignore[method-assign]
+    upstream_client.UpstreamClient._json = canned  # type: ignore[method-assign,assignment]
+    path = "/v1/chat/completions"
+    if request is not None:
+        path, body = request
     app = create_app(load_settings())
     scope = {
-        "type": "http", "method": "POST", "path": "/v1/chat/completions", "query_string": b"", "root_path": "",
+        "type": "http", "method": "POST", "path": path, "query_string": b"", "root_path": "",
         "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
         "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode())],
@@ -84,10 +148,12 @@ async def measure(blocks: int, per_block: int, team: bool = False) -> list[float
             failures.append(message)
 
     async with app.router.lifespan_context(app):
-        for _ in range(2000):  # warm-up
+        for _ in range(min(2000, 2 * per_block)):  # warm-up
             await app(scope, receive, send)
         if failures:
             raise SystemExit(f"the gateway answered {failures[0]['status']}; check the settings given")
+        if path != "/v1/chat/completions":
+            await check_answer(app, scope, receive)
         figures = []
         for _ in range(blocks):
             start = time.process_time()
@@ -97,8 +163,34 @@ async def measure(blocks: int, per_block: int, team: bool = False) -> list[float
     return figures
 
 
+async def check_answer(app: Any, scope: dict[str, Any], receive: Any) -> None:
+    """One answer, read whole: it must be complete (a stream: not ended by an error event)."""
+    sent: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            sent.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    body = b"".join(sent)
+    if not (body.endswith(b"data: [DONE]\n\n") or b"event: response.completed\n" in body
+            or body.startswith(b'{"id":"resp_') and b'"status":"completed"' in body):
+        raise SystemExit(f"the answer is not complete: ...{body[-300:]!r}")
+
+
+def kind_label(args: argparse.Namespace) -> str:
+    """What one measured unit is, in the report line; sets the block size (streams: 50 a block)."""
+    name = "Responses" if args.kind and args.kind.startswith("responses") else "chat"
+    if args.kind is None or not args.kind.endswith("stream"):
+        args.per_block = args.per_block or 1000
+        return f"{name} request"
+    args.per_block = args.per_block or 50
+    return f"{name} stream ({args.chunks} chunks, {args.events_per_read} a read)"
+
+
 def main() -> None:
     args = parse_args()
+    label = kind_label(args)
     tmp = tempfile.mkdtemp(prefix="gp-inprocess-")
     os.environ.update(GEMINI_API_KEY="bench-key", GEMINI_BASE_URL="http://127.0.0.1:9",
                       GEMINI_PROXY_STORAGE__DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/gemini-proxy.db")
@@ -106,16 +198,17 @@ def main() -> None:
         os.environ["GEMINI_PROXY_AUTH__CLIENT_KEYS"] = TEAM_KEYS
     os.environ.update(kv.split("=", 1) for kv in args.settings)
     sys.stderr = open(os.devnull, "w")  # the access log: written, not shown
+    request = bench_request(args.kind, args.chunks, args.events_per_read) if args.kind else None
     if args.profile:
         import cProfile
         import pstats
 
         profiler = cProfile.Profile()
-        figures = profiler.runcall(asyncio.run, measure(args.blocks, args.per_block, args.team))
+        figures = profiler.runcall(asyncio.run, measure(args.blocks, args.per_block, args.team, request))
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(40)
     else:
-        figures = asyncio.run(measure(args.blocks, args.per_block, args.team))
-    print(f"{os.getcwd()} {'--team ' if args.team else ''}{' '.join(args.settings)}: CPU per chat request, in process: "
+        figures = asyncio.run(measure(args.blocks, args.per_block, args.team, request))
+    print(f"{os.getcwd()} {'--team ' if args.team else ''}{' '.join(args.settings)}: CPU per {label}, in process: "
           f"min {min(figures):.1f} us, median {statistics.median(figures):.1f} us "
           f"({args.blocks} blocks of {args.per_block})")
 
