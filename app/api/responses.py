@@ -132,19 +132,22 @@ class Responses(Endpoint):
             )  # fmt: skip
         return [InputItem.model_validate(item) for item in items]
 
-    async def _looked_up(self, ctx: RequestContext, req: ResponsesRequest) -> tuple[list[InputItem], TranslationEnv]:
-        """The stored conversation of `previous_response_id`, and what the translator needs looked up for all items."""
+    async def _looked_up(
+        self, ctx: RequestContext, req: ResponsesRequest, given: list[InputItem]
+    ) -> tuple[list[InputItem], TranslationEnv]:
+        """The stored conversation of `previous_response_id`, and what the translator needs looked up for all items
+        (`given`: the request's own, `input_items(req)`)."""
         history = await self._history(req, owner_of(ctx.principal))
         named = [(item, HISTORY) for item in history]
-        named += [(item, "input" if isinstance(req.input, str) else f"input[{i}]") for i, item in enumerate(input_items(req))]
+        named += [(item, "input" if isinstance(req.input, str) else f"input[{i}]") for i, item in enumerate(given)]
         return history, await self.services.responses_env(named)
 
     async def _answer(self, ctx: RequestContext, req: ResponsesRequest) -> Answer:
         services = self.services
         await services.admit(ctx, req.model, req.max_output_tokens)  # 403 model_not_allowed, limits: before Google
         targets = for_endpoint(services.router.resolve(req.model), "chat", req.model, "/v1/responses")
-        history, env = await self._looked_up(ctx, req)
         given = input_items(req)
+        history, env = await self._looked_up(ctx, req, given)
         owner = owner_of(ctx.principal)
         keep = Keep(owner, stored_items(given, new_item_id), req.previous_response_id) if req.store is not False else None
 
@@ -226,7 +229,7 @@ class InputTokens(Responses):
         ctx.stream = False
         await services.admit(ctx, req.model, 0)  # counting tokens produces none
         targets = for_endpoint(services.router.resolve(req.model), "chat", req.model, "/v1/responses/input_tokens")
-        history, env = await self._looked_up(ctx, req)
+        history, env = await self._looked_up(ctx, req, input_items(req))
         request = req.model_copy(update={"stream": False, "stream_options": None})
 
         def prepare(target: Target) -> UpstreamCall[ResponsesCall]:

@@ -4,7 +4,10 @@ Most events of a stream are one more piece of text for candidate 0. The
 stream translators (chat: `chat_stream.py`, Responses: `responses_stream.py`)
 copy such a text's JSON string literal into a prepared output template
 without parsing the event or encoding anything: parsing and re-encoding cost
-more than the rest of the gateway's work per event (bench/README.md).
+more than the rest of the gateway's work per event (bench/README.md). The
+literal is the one the parsed path would write: without escapes a JSON string
+is spelled one way only, and a literal holding one is written again from its
+text by orjson, so either path sends the same bytes.
 
 `PlainText.match` is that recognition, exact: the event must be
 `{"candidates": [{"content": {"parts": [{"text": <string>}], "role": "model"}(, "index": 0)}]`
@@ -61,7 +64,7 @@ class PlainText:
         self.usage_payload: tuple[bytes, int] | None = None  # newer usage than the parsed one, as bytes
 
     def match(self, data: bytes, at: int, last: bytes) -> tuple[bytes, str] | None:
-        """(the text's JSON string literal, the text) of a plain text event starting at `data[at]`, else None.
+        """(the text's JSON string literal as orjson writes it, the text) of a plain text event at `data[at]`, else None.
 
         `data` must end with `last` (`b"}"` for a bare payload, `EVENT_END` for a
         whole `data:` line with its separator).
@@ -87,7 +90,11 @@ class PlainText:
         except orjson.JSONDecodeError:
             return None
         rest = end + len(tail)
-        if data.find(b"\\", rest) >= 0 or data.find(b'"error"', rest) >= 0 or data.find(b'"promptFeedback"', rest) >= 0:
+        escape = data.find(b"\\", start)
+        if 0 <= escape < end:  # the literal is spelled with escapes (`\n`, `\u00e9`, `\/`...): written as orjson writes it
+            literal = orjson.dumps(text)
+            escape = data.find(b"\\", rest)
+        if escape >= 0 or data.find(b'"error"', rest) >= 0 or data.find(b'"promptFeedback"', rest) >= 0:
             return None  # (without escapes, a member name can only be spelled one way)
         if data.startswith(usage_key, rest):
             if data[rest + len(usage_key)] != 0x7B:  # `null`: the parsed path keeps the previous usage

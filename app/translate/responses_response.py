@@ -132,6 +132,13 @@ def response_object(
 
 # -- the output items, as events: the one state machine of streamed and whole answers ------------
 
+TEXT_DELTA = "response.output_text.delta"
+
+
+def stream_event(kind: str, seq: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """One event of a Responses stream: its type, its sequence number, then its fields."""
+    return {"type": kind, "sequence_number": seq, **fields}
+
 
 @dataclass
 class _Message:
@@ -143,7 +150,7 @@ class _Message:
     pieces: dict[int, tuple[int, str]] = field(default_factory=dict)  # whole answers: Gemini part index -> (start, text)
     length: int = 0
     logprobs: list[Any] = field(default_factory=list)
-    delta_head: bytes | None = None  # (responses_stream.py: the SSE bytes of a text delta up to its sequence number)
+    delta_template: tuple[bytes, bytes, bytes] | None = None  # (responses_stream.py: a text delta's SSE bytes, in pieces)
 
 
 @dataclass
@@ -155,6 +162,11 @@ class _Reasoning:
     texts: list[str] = field(default_factory=list)
 
 
+def text_delta(item_id: str, output_index: int, text: str, logprobs: list[Any]) -> dict[str, Any]:
+    """The fields of an `output_text.delta` event (responses_stream.py's byte template is made from them too)."""
+    return {"item_id": item_id, "output_index": output_index, "content_index": 0, "delta": text, "logprobs": logprobs}
+
+
 class OutputBuilder:
     """Gemini events -> Responses events, in OpenAI's order, with the output items and the final Response.
 
@@ -162,7 +174,8 @@ class OutputBuilder:
     with `whole=True`), `finish()` closes the open items and adds the terminal
     event (`response.completed` / `response.incomplete`; `final` is then the
     Response object), `fail(exc)` ends with `response.failed` and an `error`
-    event. New events collect in `events` (the caller takes them). Item order
+    event. New events collect in `events` (the caller takes them; a whole
+    answer collects none, as only its `final` is sent). Item order
     follows the parts: reasoning (thought summary), message, function calls,
     as Gemini sends them; a web search comes last, since Gemini reports it
     with the end of the answer.
@@ -187,7 +200,8 @@ class OutputBuilder:
         self.started = False
 
     def emit(self, kind: str, **fields: Any) -> None:
-        self.events.append({"type": kind, "sequence_number": self.seq, **fields})
+        if not self.whole:  # (a whole answer's events are not sent: only `final` is)
+            self.events.append(stream_event(kind, self.seq, fields))
         self.seq += 1
 
     def _open(self, item: dict[str, Any]) -> int:
@@ -202,6 +216,8 @@ class OutputBuilder:
 
     def start(self) -> None:
         self.started = True
+        if self.whole:
+            return
         created = response_object(self.ctx, "in_progress", [], None)
         self.emit("response.created", response=created)
         self.emit("response.in_progress", response=created)
@@ -310,8 +326,7 @@ class OutputBuilder:
         m.texts.append(text)
         m.length += len(text)
         m.logprobs.extend(logprobs)
-        self.emit("response.output_text.delta", item_id=m.id, output_index=m.index, content_index=0, delta=text,
-                  logprobs=logprobs)  # fmt: skip
+        self.emit(TEXT_DELTA, **text_delta(m.id, m.index, text, logprobs))
 
     def _annotations(self, m: _Message, text: str) -> list[dict[str, Any]]:
         if not self.grounding_supports:

@@ -13,8 +13,10 @@ failure after the start is `response.failed` then an `error` event (whose
 
 Text deltas, most of a stream, take the byte fast path: a plain text event
 (`PlainText.match`, plain_text.py) becomes an `output_text.delta` event by
-copying the text's JSON string literal into a prepared template, without
-parsing or encoding (bench/README.md).
+copying the text's JSON string literal and the sequence number into a
+template made from the event the parsed path would send (`text_delta`), so
+the bytes are the same either way, without parsing or encoding the event
+(bench/README.md).
 """
 
 from __future__ import annotations
@@ -26,15 +28,22 @@ import orjson
 
 from app.errors import GatewayError
 from app.translate.plain_text import EVENT_END, PlainText
-from app.translate.responses_response import OutputBuilder, ResponsesContext
-
-_DELTA = b"response.output_text.delta"
+from app.translate.responses_response import TEXT_DELTA, OutputBuilder, ResponsesContext, stream_event, text_delta
 
 
 def sse_event(event: Mapping[str, Any]) -> bytes:
     """One typed SSE event: `event: <type>` then its JSON."""
     kind: str = event["type"]
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+def delta_template(item_id: str, output_index: int) -> tuple[bytes, bytes, bytes]:
+    """The SSE bytes of a text delta of one message, cut where its sequence number and its text's literal go."""
+    sse = sse_event(stream_event(TEXT_DELTA, 0, text_delta(item_id, output_index, "", [])))
+    head, seq, rest = sse.partition(b'"sequence_number":0')
+    mid, text, tail = rest.partition(b'"delta":""')
+    assert seq and text, sse
+    return head + b'"sequence_number":', mid + b'"delta":', tail
 
 
 class ResponsesStreamTranslator:
@@ -79,14 +88,13 @@ class ResponsesStreamTranslator:
         literal, text = found
         if not text:
             return b""
-        if m.delta_head is None:
-            head = {"type": "response.output_text.delta", "item_id": m.id, "output_index": m.index, "content_index": 0,
-                    "logprobs": [], "sequence_number": 0}  # fmt: skip
-            m.delta_head = b"event: " + _DELTA + b"\ndata: " + orjson.dumps(head)[:-2]  # up to the number
+        template = m.delta_template
+        if template is None:
+            template = m.delta_template = delta_template(m.id, m.index)
         m.texts.append(text)  # (`length` counts only for whole answers)
         seq = b.seq
         b.seq = seq + 1
-        return b"".join((m.delta_head, b"%d" % seq, b',"delta":', literal, b"}\n\n"))
+        return b"".join((template[0], b"%d" % seq, template[1], literal, template[2]))
 
     def latest_usage(self) -> Mapping[str, Any] | None:
         """Gemini's `usageMetadata` as far as the stream got (parses the one kept as bytes)."""

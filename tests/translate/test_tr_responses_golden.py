@@ -138,18 +138,24 @@ def new_context(options: ResponsesOptions) -> ResponsesContext:
     )  # fmt: skip
 
 
-def gateway_stream(pieces: Iterable[bytes], options: ResponsesOptions) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """What the gateway's stream body sends for these upstream bytes (as app/api/responses.py drives the transcoder)."""
+def gateway_bytes(pieces: Iterable[bytes], options: ResponsesOptions) -> tuple[bytes, dict[str, str]]:
+    """The bytes the gateway's stream body sends for these upstream bytes (as app/api/responses.py drives the transcoder)."""
     ctx = new_context(options)
     transcoder = StreamTranscoder(ResponsesStreamTranslator(ctx))
-    out: list[dict[str, Any]] = []
+    out: list[bytes] = []
     for piece in [*pieces, b""]:
         result = transcoder.feed(piece)
-        out.extend(parse_sse_text(result.data.decode()))
+        out.append(result.data)
         if result.error is not None:
-            return out, ctx.signatures
-    out.extend(parse_sse_text(transcoder.finish().data.decode()))
-    return out, ctx.signatures
+            return b"".join(out), ctx.signatures
+    out.append(transcoder.finish().data)
+    return b"".join(out), ctx.signatures
+
+
+def gateway_stream(pieces: Iterable[bytes], options: ResponsesOptions) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The events the gateway's stream body sends for these upstream bytes."""
+    data, stored = gateway_bytes(pieces, options)
+    return parse_sse_text(data.decode()), stored
 
 
 def sse_fixture_events(case: Path) -> list[dict[str, Any]]:
@@ -348,17 +354,17 @@ def test_stream_agrees_with_non_stream_twin(case: Path) -> None:
 
 @pytest.mark.parametrize("case", STREAM_CASES, ids=ids(STREAM_CASES))
 def test_stream_fast_path_equals_the_parsed_path(case: Path) -> None:
-    """Text deltas made from the unparsed bytes (`feed_payload`) equal those of the parsed events (`feed_sse`)."""
+    """Text deltas made from the unparsed bytes (`feed_payload`) are byte for byte those of the parsed events (`feed_sse`)."""
     options = response_options(case)
-    fast, _ = gateway_stream([(case / "gemini_response.sse").read_bytes()], options)
+    fast, _ = gateway_bytes([(case / "gemini_response.sse").read_bytes()], options)
     parsed = ResponsesStreamTranslator(new_context(options))
-    out: list[dict[str, Any]] = []
+    out: list[bytes] = []
     try:
         for event in sse_fixture_events(case):
             if "error" in event:
                 raise GatewayError("upstream error")  # (compared up to here)
-            out.extend(parse_sse_text(parsed.feed_sse(event).decode()))
-        out.extend(parse_sse_text(parsed.finish_sse().decode()))
+            out.append(parsed.feed_sse(event))
+        out.append(parsed.finish_sse())
     except GatewayError:
-        fast = fast[: len(out)]
-    assert out == fast
+        fast = fast[: len(b"".join(out))]
+    assert b"".join(out) == fast

@@ -2,7 +2,7 @@
 
 Most events of a stream are one more piece of text; the gateway recognises them in
 their bytes and copies the JSON string literal into the chunk without parsing the
-event. Properties: whenever that path answers, its bytes parse to exactly what the
+event. Properties: whenever that path answers, its bytes are exactly what the
 parsed path (`feed_sse`) sends for the same event, and the stream's end (finish
 reasons, usage, stored signatures) is the same; it answers for the plain deltas of
 every wire spelling we know (so it is really used); it declines everything else.
@@ -22,39 +22,22 @@ from app.translate.chat_request import ResponseOptions
 from app.translate.chat_response import ResponseContext
 from app.translate.chat_stream import ChatStreamTranscoder, ChatStreamTranslator
 
-# (item separator, key separator) of Google (`": "`, `,"`), orjson / our fakes, Python's json.
-SPELLINGS = {"google": (",", ": "), "compact": (",", ":"), "python": (", ", ": ")}
-USAGE = {"promptTokenCount": 8, "totalTokenCount": 12, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 8}]}
+from .plain_text_support import SAMPLE_TEXTS, SPELLINGS, USAGE, dumps, framed, text_event, texts
 
 
 def ctx(**options: Any) -> ResponseContext:
     return ResponseContext(ResponseOptions(model="m", **options), "chatcmpl-t", 1, lambda: "call_t")
 
 
-def text_event(text: str, *, index: bool = True, usage: dict[str, Any] | None = USAGE, **extra: Any) -> dict[str, Any]:
-    cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
-    if index:
-        cand["index"] = 0
-    event: dict[str, Any] = {"candidates": [cand]}
-    if usage is not None:
-        event["usageMetadata"] = usage
-    event.update({"modelVersion": "gemini-2.5-flash", "responseId": "r1"}, **extra)
-    return event
-
-
-def dumps(event: Any, spelling: str = "google", ascii_only: bool = False) -> bytes:
-    return json.dumps(event, separators=SPELLINGS[spelling], ensure_ascii=ascii_only).encode()
-
-
 def parse_sse(data: bytes) -> list[Any]:
     return [json.loads(block[6:]) for block in data.decode().split("\n\n") if block]
-
 
 
 def translate_read(transcoder: ChatStreamTranscoder, data: bytes) -> tuple[bytes, Any]:
     """What the gateway sends for one upstream read, and the error that ended the stream."""
     out = transcoder.feed(data)
     return out.data, out.error
+
 
 def started(**options: Any) -> ChatStreamTranslator:
     """A translator whose choice 0 has begun (the first event of a stream always takes the parsed path)."""
@@ -64,30 +47,28 @@ def started(**options: Any) -> ChatStreamTranslator:
 
 
 def both_ways(events: list[bytes], **options: Any) -> tuple[list[Any], list[Any], int]:
-    """(chunks by the byte path where it answers, chunks by the parsed path, events the byte path took)."""
+    """(chunks by the byte path where it answers, chunks by the parsed path, events the byte path took).
+
+    Each event's bytes must be the same either way (asserted here).
+    """
     fast, slow = started(**options), started(**options)
     out_fast: list[Any] = []
     out_slow: list[Any] = []
     taken = 0
     for payload in events:
-        sse = fast.feed_read(b"data: " + payload + b"\r\n\r\n")
+        sse = fast.feed_read(framed(payload))
         if sse is None:
             sse = fast.feed_sse(json.loads(payload))
         else:
             taken += 1
+        parsed = slow.feed_sse(json.loads(payload))
+        assert sse == parsed
         out_fast.extend(parse_sse(sse))
-        out_slow.extend(parse_sse(slow.feed_sse(json.loads(payload))))
+        out_slow.extend(parse_sse(parsed))
     out_fast.extend(fast.finish())
     out_slow.extend(slow.finish())
     assert fast.ctx.signatures == slow.ctx.signatures
     return out_fast, out_slow, taken
-
-
-texts = st.one_of(
-    st.text(max_size=40),
-    st.lists(st.sampled_from(['"', "\\", '"}],"role": "model"},"index": 0}]', "\n", "\u2028", "é", "\U0001f600", "<a&b>", "x"]),
-             max_size=8).map("".join),
-)
 
 
 @settings(max_examples=300, deadline=None)
@@ -102,12 +83,12 @@ def test_the_byte_path_sends_what_the_parsed_path_sends(pieces: list[str], spell
 
 @pytest.mark.parametrize("spelling", sorted(SPELLINGS))
 @pytest.mark.parametrize("index", [True, False])
-def test_plain_deltas_take_the_byte_path_in_every_spelling(spelling: str, index: bool) -> None:
-    texts = ["Hello", ' "quoted" ', "back\\slash\\", "line\nbreak", "", "naïve ☃", "end\\"]
-    events = [dumps(text_event(t, index=index), spelling) for t in texts]
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_plain_deltas_take_the_byte_path_in_every_spelling(spelling: str, index: bool, ascii_only: bool) -> None:
+    events = [dumps(text_event(t, index=index), spelling, ascii_only) for t in SAMPLE_TEXTS]
     fast, slow, taken = both_ways(events)
     assert fast == slow
-    assert taken == len(texts)
+    assert taken == len(SAMPLE_TEXTS)
 
 
 def test_the_usage_of_the_last_plain_event_is_parsed_once_at_the_end() -> None:

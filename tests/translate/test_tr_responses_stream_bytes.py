@@ -1,0 +1,140 @@
+"""The Responses stream translator's byte path for plain text deltas (`feed_read`, `feed_payload`).
+
+Most events of a stream are one more piece of text: `ResponsesStreamTranslator`
+recognises them in their bytes (`PlainText.match`, shared with chat) and copies
+the text's literal and the sequence number into an `output_text.delta`
+template. Properties: the same upstream stream gives the same bytes, event by
+event and at the end (`response.completed` with the whole text, stored
+signatures), whether a delta takes that path or the parsed one (`feed_sse`);
+the path is really taken for the plain deltas of every spelling; it leaves the
+rest (the first delta, anything after a function call, thoughts) to the
+parsed path. (Which events it declines is the recogniser's, tested with
+chat's translator in test_tr_stream_plain_text.py.)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.translate.responses_request import ResponsesOptions
+from app.translate.responses_response import ResponsesContext
+from app.translate.responses_stream import ResponsesStreamTranslator
+from app.translate.transcoder import StreamTranscoder
+
+from .plain_text_support import SAMPLE_TEXTS, SPELLINGS, USAGE, dumps, framed, text_event, texts
+
+
+def translator(**options: Any) -> ResponsesStreamTranslator:
+    """A translator with deterministic ids (two of them made alike give the same ids)."""
+    ids = itertools.count(1)
+    ctx = ResponsesContext(ResponsesOptions(model="m", **options), "resp_t", 1, lambda prefix: f"{prefix}_{next(ids)}",
+                           lambda: f"call_{next(ids)}", lambda: 2)  # fmt: skip
+    return ResponsesStreamTranslator(ctx)
+
+
+def both_ways(first: dict[str, Any], payloads: list[bytes], **options: Any) -> tuple[bytes, int]:
+    """(the stream's bytes, events the byte path took); asserts the parsed path sends the same bytes, event by event."""
+    fast, slow = translator(**options), translator(**options)
+    out = [fast.feed_sse(first)]
+    assert out[0] == slow.feed_sse(first)
+    taken = 0
+    for payload in payloads:
+        sse = fast.feed_read(framed(payload))
+        if sse is None:
+            sse = fast.feed_sse(json.loads(payload))
+        else:
+            taken += 1
+        assert sse == slow.feed_sse(json.loads(payload)), payload
+        out.append(sse)
+    out.append(fast.finish_sse())
+    assert out[-1] == slow.finish_sse()
+    assert fast.ctx.signatures == slow.ctx.signatures
+    return b"".join(out), taken
+
+
+def sent_text(data: bytes) -> str:
+    """The text of the stream's completed message."""
+    blocks = [block.split("\n", 1) for block in data.decode().split("\n\n") if block]
+    events = {kind: json.loads(line[6:]) for kind, line in blocks}
+    return str(events["event: response.output_text.done"]["text"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(texts, min_size=1, max_size=5), spelling=st.sampled_from(sorted(SPELLINGS)),
+       ascii_only=st.booleans(), index=st.booleans(), with_usage=st.booleans())  # fmt: skip
+def test_the_byte_path_sends_what_the_parsed_path_sends(
+    pieces: list[str], spelling: str, ascii_only: bool, index: bool, with_usage: bool
+) -> None:
+    usage = USAGE if with_usage else None
+    payloads = [dumps(text_event(t, index=index, usage=usage), spelling, ascii_only) for t in pieces]
+    data, _ = both_ways(text_event("Hi"), payloads)
+    assert sent_text(data) == "Hi" + "".join(pieces)
+
+
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+@pytest.mark.parametrize("index", [True, False])
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_plain_deltas_take_the_byte_path_in_every_spelling(spelling: str, index: bool, ascii_only: bool) -> None:
+    payloads = [dumps(text_event(t, index=index), spelling, ascii_only) for t in SAMPLE_TEXTS]
+    data, taken = both_ways(text_event("Hi"), payloads)
+    assert taken == len(SAMPLE_TEXTS)
+    assert sent_text(data) == "Hi" + "".join(SAMPLE_TEXTS)
+
+
+def test_the_first_delta_opens_the_message_on_the_parsed_path() -> None:
+    fresh = translator()
+    assert fresh.feed_read(framed(dumps(text_event("Hi")))) is None  # (response.created, the message item: parsed)
+
+
+def call_event(name: str) -> dict[str, Any]:
+    call = {"functionCall": {"name": name, "args": {"q": "x"}}, "thoughtSignature": "c2ln"}
+    return {"candidates": [{"content": {"parts": [call], "role": "model"}, "index": 0}]}
+
+
+def thought_event(text: str) -> dict[str, Any]:
+    return {"candidates": [{"content": {"parts": [{"text": text, "thought": True}], "role": "model"}, "index": 0}]}
+
+
+def finish_event() -> dict[str, Any]:
+    return {"candidates": [{"content": {"parts": [{"text": ""}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {**USAGE, "candidatesTokenCount": 4, "totalTokenCount": 16}}  # fmt: skip
+
+
+MIXED = [thought_event("Let me think"), text_event("The answer"), text_event(" is"), call_event("look_up"),
+         text_event("Then"), text_event(" more\n"), thought_event("again"), text_event("end"), finish_event()]  # fmt: skip
+
+
+@pytest.mark.parametrize("per_read", [1, 2, 4, 100])
+def test_a_mixed_stream_read_in_any_grouping_sends_the_parsed_paths_bytes(per_read: int) -> None:
+    """Thoughts, text, a call, text again, in reads of one or several events (those go through `feed_payload`)."""
+    options = {"include_thoughts": True, "encrypted_reasoning": True}
+    events = [framed(dumps(e, "google")) for e in MIXED]
+    transcoder = StreamTranscoder(translator(**options))
+    byte_path = transcoder.translator.feed_payload
+    taken = []
+
+    def counted(data: bytes, at: int = 0, last: bytes = b"}") -> bytes | None:
+        sse = byte_path(data, at, last)
+        taken.append(sse is not None)
+        return sse
+
+    transcoder.translator.feed_payload = counted  # type: ignore[method-assign]
+    out = []
+    for i in range(0, len(events), per_read):
+        result = transcoder.feed(b"".join(events[i : i + per_read]))
+        assert result.error is None
+        out.append(result.data)
+    out.append(transcoder.feed(b"").data)
+    out.append(transcoder.finish().data)
+    parsed = translator(**options)
+    expected = b"".join([parsed.feed_sse(e) for e in MIXED]) + parsed.finish_sse()
+    assert b"".join(out) == expected
+    assert transcoder.ctx.signatures == parsed.ctx.signatures
+    assert transcoder.usage() == parsed.usage
+    assert sum(taken) == 2  # " is" and " more\n": the deltas of an open message (the others open one)
