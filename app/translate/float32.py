@@ -20,6 +20,7 @@ signed zero, and a finite number beyond float32's range becomes +-inf (which `st
 
 from __future__ import annotations
 
+import base64
 import functools
 import math
 import struct
@@ -28,10 +29,17 @@ from typing import Any
 
 import orjson
 
-try:  # the `speedups` extra: the same bytes, several times faster
-    from pybase64 import b64encode
-except ImportError:  # pragma: no cover - the tests install the extra
-    from base64 import b64encode
+
+def _base64_encoder() -> Callable[[Any], bytes]:
+    """pybase64's encoder when the `speedups` extra is installed (the same bytes, ten times faster)."""
+    try:
+        import pybase64
+    except ImportError:  # pragma: no cover - the tests install the extra
+        return base64.b64encode
+    return pybase64.b64encode
+
+
+b64encode = _base64_encoder()
 
 _FLOAT32 = struct.Struct("<f")
 _INF32 = {True: _FLOAT32.pack(-math.inf), False: _FLOAT32.pack(math.inf)}
