@@ -11,6 +11,7 @@ varies is how often the process is disturbed, not the work).
     .venv/bin/python bench/inprocess.py                                     # default settings
     .venv/bin/python bench/inprocess.py GEMINI_PROXY_SERVER__ACCESS_LOG=off # with a setting changed
     .venv/bin/python bench/inprocess.py --profile                           # cProfile, top functions
+    .venv/bin/python bench/inprocess.py --embeddings 100 --encoding base64  # embeddings (7 MB answers)
 
 Run it from any checkout (it imports `app` from the working directory), so two
 revisions compare with the same command.
@@ -82,8 +83,10 @@ TEAM_KEYS = (f'[{{"name": "bench-team", "id": "cfg-bench-team", "key": "{TEAM_KE
 
 def as_served() -> None:
     """The process settings `gemini-proxy serve` makes before it serves (glibc's allocator)."""
-    from app.cli import keep_freed_memory
-
+    try:
+        from app.cli import keep_freed_memory
+    except ImportError:  # a checkout from before it
+        return
     keep_freed_memory()
 
 
