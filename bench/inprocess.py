@@ -11,6 +11,7 @@ varies is how often the process is disturbed, not the work).
     .venv/bin/python bench/inprocess.py                                     # default settings
     .venv/bin/python bench/inprocess.py GEMINI_PROXY_SERVER__ACCESS_LOG=off # with a setting changed
     .venv/bin/python bench/inprocess.py --profile                           # cProfile, top functions
+    .venv/bin/python bench/inprocess.py --embeddings 100 --encoding base64  # embeddings (7 MB answers)
 
 Run it from any checkout (it imports `app` from the working directory), so two
 revisions compare with the same command.
@@ -37,11 +38,42 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="environment for the gateway's settings")
     ap.add_argument("--blocks", type=int, default=15)
-    ap.add_argument("--per-block", type=int, default=1000)
+    ap.add_argument("--per-block", type=int, default=None, help="requests per block (default 1000; 10 with --embeddings)")
     ap.add_argument("--profile", action="store_true", help="print the top functions by own time (cProfile)")
     ap.add_argument("--team", action="store_true",
                     help="as the bench's team cell: a client key with rpm/tpm/concurrency limits, usage records on")
+    add_embeddings_args(ap)
     return ap.parse_args()
+
+
+def add_embeddings_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--embeddings", type=int, default=0, metavar="N",
+                    help="POST /v1/embeddings with N texts instead of chat; Google's answer: N x 3072 values, "
+                         "pretty-printed (fake_upstream.py); fewer blocks and requests per block by default")
+    ap.add_argument("--encoding", default="float", choices=("float", "base64"), help="encoding_format of --embeddings")
+
+
+def embeddings_case(n: int, encoding: str) -> tuple[str, bytes]:
+    """`--embeddings N`: the path and body of the bench's embeddings request; the upstream client's raw
+    call returns fake_upstream's canned `batchEmbedContents` answer (7 MB for 100; 4.2 MB compact, when
+    the URL asks `prettyPrint=false`), a new bytes object each time as aiohttp's is."""
+    import fake_upstream
+    import loadgen
+    import orjson
+
+    from app.upstream import client as upstream_client
+
+    vectors = fake_upstream.embeddings(n, 3072)
+    pretty = orjson.dumps(vectors, option=orjson.OPT_INDENT_2)
+    compact = orjson.dumps(vectors)  # `?prettyPrint=false`
+    chunks = {answer: [answer[i : i + 65536] for i in range(0, len(answer), 65536)] for answer in (pretty, compact)}
+
+    async def canned(self: Any, url: str, body: bytes, headers: dict[str, str]) -> bytes:
+        answer = compact if "prettyPrint=false" in url else pretty
+        return b"".join(chunks[answer])  # a new object each time, as aiohttp's read() joins what the socket gave
+
+    upstream_client.UpstreamClient.post_raw = canned  # type: ignore[method-assign]
+    return "/v1/embeddings", loadgen.body_bytes(False, embeddings=n, encoding=encoding)
 
 
 TEAM_KEY = "sk-bench-team"
@@ -49,7 +81,26 @@ TEAM_KEYS = (f'[{{"name": "bench-team", "id": "cfg-bench-team", "key": "{TEAM_KE
              '"limits": {"rpm": 10000000, "tpm": 10000000000, "concurrency": 10000}}]')
 
 
-async def measure(blocks: int, per_block: int, team: bool = False) -> list[float]:
+def as_served() -> None:
+    """The process settings `gemini-proxy serve` makes before it serves (glibc's allocator)."""
+    try:
+        from app.cli import keep_freed_memory
+    except ImportError:  # a checkout from before it
+        return
+    keep_freed_memory()
+
+
+def embeddings_option(args: argparse.Namespace) -> tuple[tuple[str, bytes] | None, str]:
+    """The request case and its name in the report line; `--embeddings` takes 10 requests per block by default."""
+    if not args.embeddings:
+        args.per_block = args.per_block or 1000
+        return None, "chat request"
+    args.per_block = args.per_block or 10
+    return embeddings_case(args.embeddings, args.encoding), f"embeddings request ({args.embeddings} inputs, {args.encoding})"
+
+
+async def measure(blocks: int, per_block: int, team: bool = False,
+                  case: tuple[str, bytes] | None = None) -> list[float]:
     import fake_upstream
     import loadgen
     import orjson
@@ -60,6 +111,9 @@ async def measure(blocks: int, per_block: int, team: bool = False) -> list[float
 
     answer = orjson.dumps(fake_upstream.generate_content())
     body = orjson.dumps(loadgen.CHAT_BODY)
+    path = "/v1/chat/completions"
+    if case is not None:  # another endpoint's request (--embeddings)
+        path, body = case
 
     async def canned(self: Any, method: str, url: str, headers: dict[str, str], data: bytes | None = None) -> Any:
         return orjson.loads(answer)
@@ -67,7 +121,7 @@ async def measure(blocks: int, per_block: int, team: bool = False) -> list[float
     upstream_client.UpstreamClient._json = canned  # type: ignore[method-assign]
     app = create_app(load_settings())
     scope = {
-        "type": "http", "method": "POST", "path": "/v1/chat/completions", "query_string": b"", "root_path": "",
+        "type": "http", "method": "POST", "path": path, "query_string": b"", "root_path": "",
         "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
         "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode())],
@@ -84,7 +138,7 @@ async def measure(blocks: int, per_block: int, team: bool = False) -> list[float
             failures.append(message)
 
     async with app.router.lifespan_context(app):
-        for _ in range(2000):  # warm-up
+        for _ in range(min(2000, 2 * per_block)):  # warm-up
             await app(scope, receive, send)
         if failures:
             raise SystemExit(f"the gateway answered {failures[0]['status']}; check the settings given")
@@ -106,16 +160,18 @@ def main() -> None:
         os.environ["GEMINI_PROXY_AUTH__CLIENT_KEYS"] = TEAM_KEYS
     os.environ.update(kv.split("=", 1) for kv in args.settings)
     sys.stderr = open(os.devnull, "w")  # the access log: written, not shown
+    as_served()
+    case, what = embeddings_option(args)
     if args.profile:
         import cProfile
         import pstats
 
         profiler = cProfile.Profile()
-        figures = profiler.runcall(asyncio.run, measure(args.blocks, args.per_block, args.team))
+        figures = profiler.runcall(asyncio.run, measure(args.blocks, args.per_block, args.team, case))
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(40)
     else:
-        figures = asyncio.run(measure(args.blocks, args.per_block, args.team))
-    print(f"{os.getcwd()} {'--team ' if args.team else ''}{' '.join(args.settings)}: CPU per chat request, in process: "
+        figures = asyncio.run(measure(args.blocks, args.per_block, args.team, case))
+    print(f"{os.getcwd()} {'--team ' if args.team else ''}{' '.join(args.settings)}: CPU per {what}, in process: "
           f"min {min(figures):.1f} us, median {statistics.median(figures):.1f} us "
           f"({args.blocks} blocks of {args.per_block})")
 

@@ -44,6 +44,10 @@ from app.translate.tables import embedding_param_for_google_message
 
 # Batches of one request in flight at once (2048 inputs make 21 batches).
 PARALLEL_BATCHES = 8
+# Google's `prettyPrint` system parameter (every Google REST API takes it; true by default): its answer
+# without indentation or line breaks, 4.2 MB instead of 7 MB for 100 x 3072 values, which the gateway
+# then receives, scans and parses (and, for `float`, sends on) with 40 % fewer bytes.
+COMPACT_JSON = "?prettyPrint=false"
 
 
 class Embeddings(Endpoint):
@@ -85,7 +89,7 @@ class Embeddings(Endpoint):
         def prepare(target: Target) -> UpstreamCall[EmbedCall]:
             vertex = target.upstream.kind == "vertex"
             embed = embed_call(plan, texts, target.model, target.capabilities, vertex)
-            return UpstreamCall(embed.verb, orjson.dumps(embed.body), embed)
+            return UpstreamCall(embed.verb + COMPACT_JSON, orjson.dumps(embed.body), embed)
 
         data, outcome = await self.services.dispatcher.complete_raw(
             targets, prepare, byok_key=ctx.principal.google_key, ctx=ctx

@@ -59,6 +59,7 @@ def test_one_input_is_embed_content_in_vertexs_shape(vclient, fake) -> None:
     assert result.usage.prompt_tokens == 2
     (call,) = vertex_calls(fake)
     assert verb(call) == "embedContent" and call["project"] == "emb-proj" and call["status"] == 200
+    assert call["query"] == {"prettyPrint": "false"}  # a system parameter of every Google API, Vertex's too
     assert call["path"].startswith("/v1/projects/emb-proj/locations/us-central1/publishers/google/models/")
     assert call["body"] == {
         "content": {"role": "user", "parts": [{"text": "alone"}]},
