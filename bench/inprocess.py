@@ -11,6 +11,7 @@ varies is how often the process is disturbed, not the work).
     .venv/bin/python bench/inprocess.py                                     # default settings
     .venv/bin/python bench/inprocess.py GEMINI_PROXY_SERVER__ACCESS_LOG=off # with a setting changed
     .venv/bin/python bench/inprocess.py --profile                           # cProfile, top functions
+    .venv/bin/python bench/inprocess.py --team-redis                        # --team, limits shared on Redis
 
 Run it from any checkout (it imports `app` from the working directory), so two
 revisions compare with the same command.
@@ -41,7 +42,32 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--profile", action="store_true", help="print the top functions by own time (cProfile)")
     ap.add_argument("--team", action="store_true",
                     help="as the bench's team cell: a client key with rpm/tpm/concurrency limits, usage records on")
+    add_team_redis_option(ap)
     return ap.parse_args()
+
+
+def add_team_redis_option(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--team-redis", action="store_true",
+                    help="as the bench's team-redis cell: --team with the limits shared through a throw-away "
+                         "redis-server (started here, as bench/team.py does; its CPU is not counted)")
+
+
+def start_team_redis(args: argparse.Namespace, tmp: str) -> None:
+    """--team-redis: --team, and bench/team.py's throw-away redis-server for the gateway (stopped at exit)."""
+    if not args.team_redis:
+        return
+    import atexit
+
+    import run
+    import team
+
+    args.team = True
+    procs = run.Procs(Path(tmp))
+    atexit.register(procs.stop_all)
+    url = team.start_redis(procs, run.free_port)
+    if url is None:
+        raise SystemExit("--team-redis needs redis-server on the PATH")
+    os.environ["GEMINI_PROXY_STORAGE__REDIS_URL"] = url
 
 
 TEAM_KEY = "sk-bench-team"
@@ -102,6 +128,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="gp-inprocess-")
     os.environ.update(GEMINI_API_KEY="bench-key", GEMINI_BASE_URL="http://127.0.0.1:9",
                       GEMINI_PROXY_STORAGE__DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/gemini-proxy.db")
+    start_team_redis(args, tmp)
     if args.team:
         os.environ["GEMINI_PROXY_AUTH__CLIENT_KEYS"] = TEAM_KEYS
     os.environ.update(kv.split("=", 1) for kv in args.settings)
@@ -115,7 +142,7 @@ def main() -> None:
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(40)
     else:
         figures = asyncio.run(measure(args.blocks, args.per_block, args.team))
-    print(f"{os.getcwd()} {'--team ' if args.team else ''}{' '.join(args.settings)}: CPU per chat request, in process: "
+    print(f"{os.getcwd()} {'--team-redis ' if args.team_redis else '--team ' if args.team else ''}{' '.join(args.settings)}: CPU per chat request, in process: "
           f"min {min(figures):.1f} us, median {statistics.median(figures):.1f} us "
           f"({args.blocks} blocks of {args.per_block})")
 
