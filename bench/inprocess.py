@@ -142,7 +142,8 @@ def main() -> None:
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(40)
     else:
         figures = asyncio.run(measure(args.blocks, args.per_block, args.team))
-    print(f"{os.getcwd()} {'--team-redis ' if args.team_redis else '--team ' if args.team else ''}{' '.join(args.settings)}: CPU per chat request, in process: "
+    cell = "--team-redis " if args.team_redis else "--team " if args.team else ""
+    print(f"{os.getcwd()} {cell}{' '.join(args.settings)}: CPU per chat request, in process: "
           f"min {min(figures):.1f} us, median {statistics.median(figures):.1f} us "
           f"({args.blocks} blocks of {args.per_block})")
 
