@@ -269,6 +269,9 @@ async def release_leases(ctx: RequestContext) -> None:
     except Exception as exc:
         if adm.failed is not None:
             adm.failed(exc)
+    except BaseException:  # cut short (the client left): the settlement in the `finally` releases them
+        adm.leases = leases
+        raise
 
 
 class LocalWindows:
