@@ -83,7 +83,7 @@ def test_concurrency_leases_on_redis_expire_and_release(redis_gateway, redis, fa
     assert chat(gateway.url, KEY).status_code == 429
     slow.join()
     assert results == [200]
-    # released in the pipeline's `finally`, just after the answer went out
+    # released just before the answer's last bytes went out (release_leases)
     wait_until(lambda: redis.command("ZCARD", "gemini-proxy:leases:{key:rl}").strip() == b":0", 5)
     ttl = int(redis.command("PTTL", "gemini-proxy:leases:{key:rl}").strip()[1:])
     assert ttl < 0 or ttl <= 1800 * 1000  # a lease set never outlives its TTL (a crashed replica leaks nothing)
