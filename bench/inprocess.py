@@ -12,6 +12,7 @@ varies is how often the process is disturbed, not the work).
     .venv/bin/python bench/inprocess.py GEMINI_PROXY_SERVER__ACCESS_LOG=off # with a setting changed
     .venv/bin/python bench/inprocess.py --profile                           # cProfile, top functions
     .venv/bin/python bench/inprocess.py --embeddings 100 --encoding base64  # embeddings (7 MB answers)
+    .venv/bin/python bench/inprocess.py --team-redis                        # --team, limits shared on Redis
 
 Run it from any checkout (it imports `app` from the working directory), so two
 revisions compare with the same command.
@@ -43,6 +44,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--team", action="store_true",
                     help="as the bench's team cell: a client key with rpm/tpm/concurrency limits, usage records on")
     add_embeddings_args(ap)
+    add_team_redis_option(ap)
     return ap.parse_args()
 
 
@@ -74,6 +76,33 @@ def embeddings_case(n: int, encoding: str) -> tuple[str, bytes]:
 
     upstream_client.UpstreamClient.post_raw = canned  # type: ignore[method-assign]
     return "/v1/embeddings", loadgen.body_bytes(False, embeddings=n, encoding=encoding)
+
+
+def add_team_redis_option(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--team-redis", action="store_true",
+                    help="as the bench's team-redis cell: --team with the limits shared through a throw-away "
+                         "redis-server (started here, as bench/team.py does; its CPU is not counted)")
+
+
+def start_team_redis(args: argparse.Namespace, tmp: str) -> None:
+    """--team-redis: --team, and bench/team.py's throw-away redis-server for the gateway (stopped at exit)."""
+    if not args.team_redis:
+        return
+    import atexit
+
+    import run
+    import team
+
+    args.team = True
+    procs = run.Procs(Path(tmp))
+    atexit.register(procs.stop_all)
+    url = team.start_redis(procs, run.free_port)
+    if url is None:
+        raise SystemExit("--team-redis needs redis-server on the PATH")
+    os.environ["GEMINI_PROXY_STORAGE__REDIS_URL"] = url
+    from app.gateway import shared
+
+    shared.TIMEOUT = 10.0  # a slow reply on a loaded machine must not open the breaker: that measures local limits
 
 
 TEAM_KEY = "sk-bench-team"
@@ -130,7 +159,11 @@ async def measure(blocks: int, per_block: int, team: bool = False,
         scope["headers"].append((b"authorization", f"Bearer {TEAM_KEY}".encode()))
     failures: list[Any] = []
 
+    requests = asyncio.current_task()
+
     async def receive() -> dict[str, Any]:
+        if asyncio.current_task() is not requests:  # the pipeline's client watch (a request over 0.1 s): as a
+            await asyncio.Event().wait()  # server's receive, wait for a disconnect that never comes (not a spin)
         return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
@@ -156,6 +189,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="gp-inprocess-")
     os.environ.update(GEMINI_API_KEY="bench-key", GEMINI_BASE_URL="http://127.0.0.1:9",
                       GEMINI_PROXY_STORAGE__DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/gemini-proxy.db")
+    start_team_redis(args, tmp)
     if args.team:
         os.environ["GEMINI_PROXY_AUTH__CLIENT_KEYS"] = TEAM_KEYS
     os.environ.update(kv.split("=", 1) for kv in args.settings)
@@ -171,7 +205,8 @@ def main() -> None:
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(40)
     else:
         figures = asyncio.run(measure(args.blocks, args.per_block, args.team, case))
-    print(f"{os.getcwd()} {'--team ' if args.team else ''}{' '.join(args.settings)}: CPU per {what}, in process: "
+    cell = "--team-redis " if args.team_redis else "--team " if args.team else ""
+    print(f"{os.getcwd()} {cell}{' '.join(args.settings)}: CPU per {what}, in process: "
           f"min {min(figures):.1f} us, median {statistics.median(figures):.1f} us "
           f"({args.blocks} blocks of {args.per_block})")
 
