@@ -19,7 +19,7 @@ from app.pipeline.context import Usage
 from app.settings import PriceSettings, normalise_database_url
 from app.team.db import open_database
 from app.team.prices import DEFAULT_PRICES, PRICES_AS_OF, PriceTable
-from app.team.usage_store import UsageQuery, UsageStore, from_dict
+from app.team.usage_store import RecordRefused, UsageQuery, UsageStore, from_dict, sqlite_datetime
 from app.team.usage_writer import UsageWriter
 
 NOW = datetime(2026, 12, 6, 15, 30, tzinfo=UTC)
@@ -187,6 +187,58 @@ def test_text_the_database_would_refuse_is_cut_to_fit(backend_url):
     asyncio.run(main())
 
 
+def test_an_id_twice_in_a_batch_counts_once_in_rows_and_daily_sums(backend_url):
+    async def main() -> None:
+        store = await _store(backend_url)
+        try:
+            day = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+            first = from_dict(record(1, day, prompt=10))
+            assert await store.write([first, from_dict(record(2, day, prompt=20)), first]) == 2
+            assert await store.write([from_dict(record(2, day, prompt=20)), from_dict(record(3, day, prompt=40))]) == 1
+            # the rows (a range inside the day) and the daily sums (the whole day) say the same
+            for since, until in ((day - timedelta(hours=1), day + timedelta(hours=1)),
+                                 (datetime(2026, 12, 5, tzinfo=UTC), datetime(2026, 12, 6, tzinfo=UTC))):
+                (row,) = await store.report("key", since, until)
+                assert (row["requests"], row["prompt_tokens"], row["cost_usd"]) == (3, 70, 21e-6)
+        finally:
+            await store.engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_a_record_no_driver_can_take_is_refused_and_the_others_are_written(backend_url):
+    async def main() -> None:
+        store = await _store(backend_url)
+        try:
+            good = from_dict(record(1, NOW))
+            huge = from_dict(record(2, NOW, prompt=2**70))  # past 64 bits: no driver sends it
+            wrong_id = from_dict({**record(3, NOW), "id": 3})
+            for bad in (huge, wrong_id):
+                with pytest.raises(RecordRefused):
+                    await store.write([good, bad])
+            assert await store.write([good]) == 1
+            (row,) = await store.report("key", NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+            assert row["requests"] == 1
+        finally:
+            await store.engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_sqlite_times_are_written_as_sqlalchemy_writes_them():
+    """`write` formats SQLite's DATETIME itself (cheaper): what SQLAlchemy reads and compares must be the same text."""
+    from sqlalchemy.dialects.sqlite import aiosqlite
+
+    from app.team.schema import usage_records
+
+    dialect = aiosqlite.dialect()
+    process = usage_records.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    for when in (NOW, datetime(1970, 1, 1, tzinfo=UTC), datetime(2026, 12, 7, 3, 4, 5, 60, tzinfo=UTC),
+                 datetime.fromtimestamp(1796000000.123456, UTC)):
+        assert sqlite_datetime(when) == process(when)
+
+
 # -- the writer -------------------------------------------------------------------------------------------------------
 
 
@@ -227,7 +279,8 @@ def test_a_dead_process_spool_is_written_back_and_a_refused_record_is_dropped(da
         spool.mkdir()
         now = datetime.now(UTC)
         lines = [json.dumps(record(n, now)) for n in (1, 2, 3)]
-        (spool / "usage-99999-dead.jsonl").write_text("\n".join(lines) + "\n" + '{"torn": ')
+        # with a line that is no record (a file edited by hand) and a line torn by a crash
+        (spool / "usage-99999-dead.jsonl").write_text("\n".join(lines) + "\n[1, 2]\n" + '{"torn": ')
         writer = UsageWriter(store, spool, interval=0.05)
         try:
             await writer.start()
