@@ -11,6 +11,7 @@ varies is how often the process is disturbed, not the work).
     .venv/bin/python bench/inprocess.py                                     # default settings
     .venv/bin/python bench/inprocess.py GEMINI_PROXY_SERVER__ACCESS_LOG=off # with a setting changed
     .venv/bin/python bench/inprocess.py --profile                           # cProfile, top functions
+    .venv/bin/python bench/inprocess.py --team --background                 # usage records written meanwhile
 
 Run it from any checkout (it imports `app` from the working directory), so two
 revisions compare with the same command.
@@ -41,7 +42,23 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--profile", action="store_true", help="print the top functions by own time (cProfile)")
     ap.add_argument("--team", action="store_true",
                     help="as the bench's team cell: a client key with rpm/tpm/concurrency limits, usage records on")
+    add_background_option(ap)
     return ap.parse_args()
+
+
+def add_background_option(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--background", action="store_true",
+                    help="let the event loop run its other tasks between two requests, as a server's does: the usage "
+                         "writer's batches (--team) are then in the figure; without it they are written at shutdown")
+
+
+async def serve(app: Any, scope: dict[str, Any], receive: Any, send: Any, n: int, background: bool) -> None:
+    """`n` requests one after another. None of them ever waits (Google's answer is canned), so without `background`
+    no other task runs meanwhile; with it, each request is followed by one turn of the event loop."""
+    for _ in range(n):
+        await app(scope, receive, send)
+        if background:
+            await asyncio.sleep(0)
 
 
 TEAM_KEY = "sk-bench-team"
@@ -49,7 +66,7 @@ TEAM_KEYS = (f'[{{"name": "bench-team", "id": "cfg-bench-team", "key": "{TEAM_KE
              '"limits": {"rpm": 10000000, "tpm": 10000000000, "concurrency": 10000}}]')
 
 
-async def measure(blocks: int, per_block: int, team: bool = False) -> list[float]:
+async def measure(blocks: int, per_block: int, team: bool = False, background: bool = False) -> list[float]:
     import fake_upstream
     import loadgen
     import orjson
@@ -91,8 +108,7 @@ async def measure(blocks: int, per_block: int, team: bool = False) -> list[float
         figures = []
         for _ in range(blocks):
             start = time.process_time()
-            for _ in range(per_block):
-                await app(scope, receive, send)
+            await serve(app, scope, receive, send, per_block, background)
             figures.append((time.process_time() - start) * 1e6 / per_block)
     return figures
 
@@ -111,11 +127,12 @@ def main() -> None:
         import pstats
 
         profiler = cProfile.Profile()
-        figures = profiler.runcall(asyncio.run, measure(args.blocks, args.per_block, args.team))
+        figures = profiler.runcall(asyncio.run, measure(args.blocks, args.per_block, args.team, args.background))
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(40)
     else:
-        figures = asyncio.run(measure(args.blocks, args.per_block, args.team))
-    print(f"{os.getcwd()} {'--team ' if args.team else ''}{' '.join(args.settings)}: CPU per chat request, in process: "
+        figures = asyncio.run(measure(args.blocks, args.per_block, args.team, args.background))
+    flags = ("--team " if args.team else "") + ("--background " if args.background else "")
+    print(f"{os.getcwd()} {flags}{' '.join(args.settings)}: CPU per chat request, in process: "
           f"min {min(figures):.1f} us, median {statistics.median(figures):.1f} us "
           f"({args.blocks} blocks of {args.per_block})")
 

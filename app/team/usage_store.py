@@ -1,11 +1,13 @@
 """Usage records in the database: writing batches, the totals the CLI and /admin/usage show, pruning.
 
-A record is a tuple on the request path (`record_of`, in `RECORD_FIELDS`
-order), a dict from then on (`as_dict`): what `write` takes and the spool file
-holds, one JSON object a line. `write` inserts a batch
-in one transaction, `ON CONFLICT DO NOTHING` on the record's own id, and adds
-to `usage_daily` only the rows actually inserted, so a batch written twice (a
-spool replayed after a crash) counts once.
+A record is a tuple in `RECORD_FIELDS` order (`record_of`) from the request
+to the database; only the spool file holds dicts, one JSON object a line
+(`as_dict`, `from_dict`). `write` inserts a batch in one transaction, `ON
+CONFLICT DO NOTHING` on the record's own id, and adds to `usage_daily` only the
+rows actually inserted (`RETURNING id`), so a batch written twice (a spool
+replayed after a crash) counts once. The rows go in the driver's own SQL
+(`_RowsInsert`), not through SQLAlchemy's compiled insert, and on an SQLite
+file the whole transaction runs in one worker thread (docs/team.md#how-records-are-written).
 
 Totals (`report`) over `[since, until)`: whole UTC days inside the range come
 from `usage_daily`, the partial days at its edges from the rows. Retention
