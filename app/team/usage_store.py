@@ -107,7 +107,8 @@ def _row(record: Record, sqlite: bool) -> Record:
     try:
         return _prepare(record, sqlite)
     except (TypeError, ValueError, OverflowError, OSError) as exc:
-        raise RecordRefused(f"usage record {str(record[0])[:64]!r} is malformed: {type(exc).__name__}") from None
+        record_id = str(record[0] if record else None)[:64]
+        raise RecordRefused(f"usage record {record_id!r} is malformed: {type(exc).__name__}") from None
 
 
 def _prepare(record: Record, sqlite: bool) -> Record:

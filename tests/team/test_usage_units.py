@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -187,42 +188,45 @@ def test_text_the_database_would_refuse_is_cut_to_fit(backend_url):
     asyncio.run(main())
 
 
-def test_an_id_twice_in_a_batch_counts_once_in_rows_and_daily_sums(backend_url):
+def _with_store(url: str, body: Callable[[UsageStore], Awaitable[None]]) -> None:
     async def main() -> None:
-        store = await _store(backend_url)
+        store = await _store(url)
         try:
-            day = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
-            first = from_dict(record(1, day, prompt=10))
-            assert await store.write([first, from_dict(record(2, day, prompt=20)), first]) == 2
-            assert await store.write([from_dict(record(2, day, prompt=20)), from_dict(record(3, day, prompt=40))]) == 1
-            # the rows (a range inside the day) and the daily sums (the whole day) say the same
-            for since, until in ((day - timedelta(hours=1), day + timedelta(hours=1)),
-                                 (datetime(2026, 12, 5, tzinfo=UTC), datetime(2026, 12, 6, tzinfo=UTC))):
-                (row,) = await store.report("key", since, until)
-                assert (row["requests"], row["prompt_tokens"], row["cost_usd"]) == (3, 70, 21e-6)
+            await body(store)
         finally:
             await store.engine.dispose()
 
     asyncio.run(main())
+
+
+def test_an_id_twice_in_a_batch_counts_once_in_rows_and_daily_sums(backend_url):
+    async def body(store: UsageStore) -> None:
+        day = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+        first = from_dict(record(1, day, prompt=10))
+        assert await store.write([first, from_dict(record(2, day, prompt=20)), first]) == 2
+        assert await store.write([from_dict(record(2, day, prompt=20)), from_dict(record(3, day, prompt=40))]) == 1
+        # the rows (a range inside the day) and the daily sums (the whole day) say the same
+        for since, until in ((day - timedelta(hours=1), day + timedelta(hours=1)),
+                             (datetime(2026, 12, 5, tzinfo=UTC), datetime(2026, 12, 6, tzinfo=UTC))):
+            (row,) = await store.report("key", since, until)
+            assert (row["requests"], row["prompt_tokens"], row["cost_usd"]) == (3, 70, 21e-6)
+
+    _with_store(backend_url, body)
 
 
 def test_a_record_no_driver_can_take_is_refused_and_the_others_are_written(backend_url):
-    async def main() -> None:
-        store = await _store(backend_url)
-        try:
-            good = from_dict(record(1, NOW))
-            huge = from_dict(record(2, NOW, prompt=2**70))  # past 64 bits: no driver sends it
-            wrong_id = from_dict({**record(3, NOW), "id": 3})
-            for bad in (huge, wrong_id):
-                with pytest.raises(RecordRefused):
-                    await store.write([good, bad])
-            assert await store.write([good]) == 1
-            (row,) = await store.report("key", NOW - timedelta(hours=1), NOW + timedelta(hours=1))
-            assert row["requests"] == 1
-        finally:
-            await store.engine.dispose()
+    async def body(store: UsageStore) -> None:
+        good = from_dict(record(1, NOW))
+        huge = from_dict(record(2, NOW, prompt=2**70))  # past 64 bits: no driver sends it
+        wrong_id = from_dict({**record(3, NOW), "id": 3})
+        for bad in (huge, wrong_id):
+            with pytest.raises(RecordRefused):
+                await store.write([good, bad])
+        assert await store.write([good]) == 1
+        (row,) = await store.report("key", NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+        assert row["requests"] == 1
 
-    asyncio.run(main())
+    _with_store(backend_url, body)
 
 
 def test_sqlite_times_are_written_as_sqlalchemy_writes_them():
