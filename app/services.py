@@ -248,6 +248,8 @@ class Services:
             await self.shared.stop()
         if self.key_cache is not None:
             await self.key_cache.stop()
+        if self._usage is not None:
+            self._usage.close()
         if self._keys is not None:
             await self._keys.engine.dispose()
         await self.client.close()

@@ -13,6 +13,7 @@ varies is how often the process is disturbed, not the work).
     .venv/bin/python bench/inprocess.py --profile                           # cProfile, top functions
     .venv/bin/python bench/inprocess.py --embeddings 100 --encoding base64  # embeddings (7 MB answers)
     .venv/bin/python bench/inprocess.py --team-redis                        # --team, limits shared on Redis
+    .venv/bin/python bench/inprocess.py --team --background                 # usage records written meanwhile
 
 Run it from any checkout (it imports `app` from the working directory), so two
 revisions compare with the same command.
@@ -45,6 +46,7 @@ def parse_args() -> argparse.Namespace:
                     help="as the bench's team cell: a client key with rpm/tpm/concurrency limits, usage records on")
     add_embeddings_args(ap)
     add_team_redis_option(ap)
+    add_background_option(ap)
     return ap.parse_args()
 
 
@@ -105,6 +107,21 @@ def start_team_redis(args: argparse.Namespace, tmp: str) -> None:
     shared.TIMEOUT = 10.0  # a slow reply on a loaded machine must not open the breaker: that measures local limits
 
 
+def add_background_option(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--background", action="store_true",
+                    help="let the event loop run its other tasks between two requests, as a server's does: the usage "
+                         "writer's batches (--team) are then in the figure; without it they are written at shutdown")
+
+
+async def serve(app: Any, scope: dict[str, Any], receive: Any, send: Any, n: int, background: bool) -> None:
+    """`n` requests one after another. None of them ever waits (Google's answer is canned), so without `background`
+    no other task runs meanwhile; with it, each request is followed by one turn of the event loop."""
+    for _ in range(n):
+        await app(scope, receive, send)
+        if background:
+            await asyncio.sleep(0)
+
+
 TEAM_KEY = "sk-bench-team"
 TEAM_KEYS = (f'[{{"name": "bench-team", "id": "cfg-bench-team", "key": "{TEAM_KEY}", '
              '"limits": {"rpm": 10000000, "tpm": 10000000000, "concurrency": 10000}}]')
@@ -129,7 +146,7 @@ def embeddings_option(args: argparse.Namespace) -> tuple[tuple[str, bytes] | Non
 
 
 async def measure(blocks: int, per_block: int, team: bool = False,
-                  case: tuple[str, bytes] | None = None) -> list[float]:
+                  case: tuple[str, bytes] | None = None, background: bool = False) -> list[float]:
     import fake_upstream
     import loadgen
     import orjson
@@ -178,8 +195,7 @@ async def measure(blocks: int, per_block: int, team: bool = False,
         figures = []
         for _ in range(blocks):
             start = time.process_time()
-            for _ in range(per_block):
-                await app(scope, receive, send)
+            await serve(app, scope, receive, send, per_block, background)
             figures.append((time.process_time() - start) * 1e6 / per_block)
     return figures
 
@@ -201,11 +217,12 @@ def main() -> None:
         import pstats
 
         profiler = cProfile.Profile()
-        figures = profiler.runcall(asyncio.run, measure(args.blocks, args.per_block, args.team, case))
+        figures = profiler.runcall(asyncio.run, measure(args.blocks, args.per_block, args.team, case, args.background))
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(40)
     else:
-        figures = asyncio.run(measure(args.blocks, args.per_block, args.team, case))
+        figures = asyncio.run(measure(args.blocks, args.per_block, args.team, case, args.background))
     cell = "--team-redis " if args.team_redis else "--team " if args.team else ""
+    cell += "--background " if args.background else ""
     print(f"{os.getcwd()} {cell}{' '.join(args.settings)}: CPU per {what}, in process: "
           f"min {min(figures):.1f} us, median {statistics.median(figures):.1f} us "
           f"({args.blocks} blocks of {args.per_block})")
