@@ -34,11 +34,39 @@ def _describe(settings: Settings) -> str:
     return f"upstreams: {ups}; routes: {len(settings.models)}; aliases: {len(settings.aliases)}"
 
 
+# glibc's malloc, as `serve` sets it (docs/design.md#memory): buffers up to 32 MiB come from the heap,
+# and up to 128 MiB of free heap stay in the process instead of going back to the kernel.
+MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value
+TRIM_THRESHOLD = 128 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Keep the memory of big answers for the next ones (glibc only; True when set).
+
+    By default glibc maps a multi-megabyte buffer (an embeddings answer: 4-7 MB read, as much
+    written) afresh for each request and returns it to the kernel when freed, so every request
+    touches its pages anew: one page fault per 4 KiB, a third of the CPU of an embeddings
+    request on the bench machines (bench/README.md). An operator's own `MALLOC_*_` or
+    `GLIBC_TUNABLES` settings are left alone.
+    """
+    if any(k.startswith("MALLOC_") or k == "GLIBC_TUNABLES" for k in os.environ):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):  # not glibc (musl, macOS)
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
 def _factory() -> Any:
     """App factory for multi-worker uvicorn: each worker re-reads the same config and env."""
     from app.logs import configure_logging
     from app.main import create_app
 
+    keep_freed_memory()
     settings = load_settings()
     configure_logging(settings.server.log_level, settings.secrets())
     return create_app(settings)
@@ -103,6 +131,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"gemini-proxy: storage error:\n{problem}", file=sys.stderr)
         return 2
     server = settings.server
+    keep_freed_memory()
     try:
         import uvloop  # noqa: F401
 

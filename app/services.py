@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -56,6 +57,26 @@ class SignatureCounts(Protocol):
     signatures_passed: int
     signatures_restored: int
     signature_bypasses: int
+
+
+class BackendHealth:
+    """One `storage_up` gauge fed by several watchers of the same backend (the key cache's refreshes and the usage
+    writer both see the database): up only while every one of them last saw it answer, so neither hides the
+    other's failure by reporting its own success."""
+
+    def __init__(self, report: Callable[[bool], None]) -> None:
+        self._report = report
+        self._down: set[str] = set()
+
+    def watcher(self, name: str) -> Callable[[bool], None]:
+        def on_health(up: bool) -> None:
+            if up:
+                self._down.discard(name)
+            else:
+                self._down.add(name)
+            self._report(not self._down)
+
+        return on_health
 
 
 class UsageBudgets:
@@ -160,9 +181,10 @@ class Services:
     async def start(self) -> None:
         engine = await open_database(self.settings.storage.url())
         self._keys = KeyStore(engine)
+        self._database_health = BackendHealth(lambda up: self.metrics.storage_up("database", up))
         self.key_cache = KeyCache(
             self._keys, self.auth, self.settings.storage.keys_refresh_seconds,
-            on_health=lambda up: self.metrics.storage_up("database", up),
+            on_health=self._database_health.watcher("keys"),
         )
         self._usage = UsageStore(engine)
         if not self._budget_source_given and self.settings.storage.usage_records:
@@ -211,7 +233,7 @@ class Services:
         self.usage_writer = UsageWriter(
             self._usage, st.spool_dir(), batch_size=st.usage_batch_size, interval=st.usage_flush_seconds,
             queue_size=st.usage_queue_size, retention_days=st.usage_retention_days, prune_interval=st.usage_prune_seconds,
-            on_health=lambda up: metrics.storage_up("database", up), on_pending=metrics.usage_pending,
+            on_health=self._database_health.watcher("usage"), on_pending=metrics.usage_pending,
             write_timeout=st.usage_write_timeout,
         )
         await self.usage_writer.start()
@@ -226,6 +248,8 @@ class Services:
             await self.shared.stop()
         if self.key_cache is not None:
             await self.key_cache.stop()
+        if self._usage is not None:
+            self._usage.close()
         if self._keys is not None:
             await self._keys.engine.dispose()
         await self.client.close()

@@ -27,7 +27,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
@@ -119,19 +119,15 @@ class Limits(_Section):
 KEY_ID_LENGTH = 64  # the usage records' key_id column (app/team/schema.py)
 
 
-class ClientKey(_Section):
-    # default: cfg-<name> (a name too long for 64 characters: cfg-<its start>-<digest16>), else cfg-<digest16>,
-    # digest16 = the first 16 hex digits of the key's SHA-256: the id follows the key, not its place in the list
-    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:#-]{1,64}$")
+class _KeySecret(_Section):
+    """A key given as its secret or as the secret's SHA-256 (exactly one of them)."""
+
     name: str | None = None
     key: SecretStr | None = None
     key_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-    team: str | None = None
-    models: list[str] | None = Field(None, min_length=1)  # globs on the public model names; None = every model
-    limits: Limits = Limits()
 
     @model_validator(mode="after")
-    def _one_of(self) -> ClientKey:
+    def _one_of(self) -> Self:
         if (self.key is None) == (self.key_sha256 is None):
             raise ValueError("give exactly one of `key` or `key_sha256`")
         return self
@@ -141,6 +137,15 @@ class ClientKey(_Section):
             return bytes.fromhex(self.key_sha256)
         assert self.key is not None
         return hashlib.sha256(self.key.get_secret_value().encode()).digest()
+
+
+class ClientKey(_KeySecret):
+    # default: cfg-<name> (a name too long for 64 characters: cfg-<its start>-<digest16>), else cfg-<digest16>,
+    # digest16 = the first 16 hex digits of the key's SHA-256: the id follows the key, not its place in the list
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:#-]{1,64}$")
+    team: str | None = None
+    models: list[str] | None = Field(None, min_length=1)  # globs on the public model names; None = every model
+    limits: Limits = Limits()
 
     def default_id(self) -> str:
         """The id of a key the config gives none: from its name, else its digest; at most 64 characters (the
@@ -152,22 +157,8 @@ class ClientKey(_Section):
         return named if len(named) <= KEY_ID_LENGTH else f"cfg-{self.name[:KEY_ID_LENGTH - 21]}-{digest}"
 
 
-class AdminKey(_Section):
-    name: str | None = None
-    key: SecretStr | None = None
-    key_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-
-    @model_validator(mode="after")
-    def _one_of(self) -> AdminKey:
-        if (self.key is None) == (self.key_sha256 is None):
-            raise ValueError("give exactly one of `key` or `key_sha256`")
-        return self
-
-    def digest(self) -> bytes:
-        if self.key_sha256 is not None:
-            return bytes.fromhex(self.key_sha256)
-        assert self.key is not None
-        return hashlib.sha256(self.key.get_secret_value().encode()).digest()
+class AdminKey(_KeySecret):
+    pass
 
 
 class AuthSettings(_Section):

@@ -15,7 +15,7 @@ prefix works):
 * ``POST ...:batchEmbedContents``                 -> N embeddings of D values each (``--embed-dims``,
   env ``FAKE_UPSTREAM_EMBED_DIMS``, default 3072; N = header ``x-fake-embeddings`` or query
   ``embeddings=``, default ``--embeddings`` / env ``FAKE_UPSTREAM_EMBEDDINGS`` / 100), pretty-printed
-  as Google sends it, with ``usageMetadata``
+  as Google sends it (compact with ``?prettyPrint=false``, Google's system parameter), with ``usageMetadata``
 * ``GET  /v1beta/models``                         -> a small model list
 * ``GET  /healthz``                               -> ``ok``
 
@@ -155,8 +155,9 @@ def canned(kind: str, n: int, keep_alive: bool) -> bytes | list[bytes]:
             parts.append(b"%x\r\n%s\r\n" % (len(event), event))
         parts.append(b"0\r\n\r\n")
         return parts
-    if kind == "embed":
-        body = orjson.dumps(embeddings(n, Upstream.embed_dims), option=orjson.OPT_INDENT_2)
+    if kind in ("embed", "embed-compact"):
+        option = orjson.OPT_INDENT_2 if kind == "embed" else None
+        body = orjson.dumps(embeddings(n, Upstream.embed_dims), option=option)
         return full("200 OK", "application/json; charset=UTF-8", body, keep_alive)
     if kind == "models":
         return full("200 OK", "application/json; charset=UTF-8", orjson.dumps(MODELS), keep_alive)
@@ -230,7 +231,7 @@ class Upstream(asyncio.Protocol):
                 out = b""
         elif method == b"POST" and path.endswith(":batchEmbedContents"):
             n = int(q.get("embeddings", [headers.get(b"x-fake-embeddings", self.default_embeddings)])[0])
-            out = canned("embed", n, keep_alive)
+            out = canned("embed-compact" if q.get("prettyPrint") == ["false"] else "embed", n, keep_alive)
         elif method == b"GET" and path.rstrip("/").endswith("/models"):
             out = canned("models", 0, keep_alive)
         elif method == b"GET" and path == "/healthz":

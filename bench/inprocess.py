@@ -11,6 +11,9 @@ varies is how often the process is disturbed, not the work).
     .venv/bin/python bench/inprocess.py                                     # default settings
     .venv/bin/python bench/inprocess.py GEMINI_PROXY_SERVER__ACCESS_LOG=off # with a setting changed
     .venv/bin/python bench/inprocess.py --profile                           # cProfile, top functions
+    .venv/bin/python bench/inprocess.py --embeddings 100 --encoding base64  # embeddings (7 MB answers)
+    .venv/bin/python bench/inprocess.py --team-redis                        # --team, limits shared on Redis
+    .venv/bin/python bench/inprocess.py --team --background                 # usage records written meanwhile
     .venv/bin/python bench/inprocess.py --responses                         # POST /v1/responses
     .venv/bin/python bench/inprocess.py --responses-stream                  # POST /v1/responses, streamed
     .venv/bin/python bench/inprocess.py --chat-stream --events-per-read 10  # chat streamed, reads of 10 events
@@ -47,12 +50,87 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="environment for the gateway's settings")
     ap.add_argument("--blocks", type=int, default=15)
-    ap.add_argument("--per-block", type=int, default=None, help="requests per block (default 1000, streams 50)")
+    ap.add_argument("--per-block", type=int, default=None, help="requests per block (default 1000; --embeddings 10, streams 50)")
     ap.add_argument("--profile", action="store_true", help="print the top functions by own time (cProfile)")
     ap.add_argument("--team", action="store_true",
                     help="as the bench's team cell: a client key with rpm/tpm/concurrency limits, usage records on")
+    add_embeddings_args(ap)
+    add_team_redis_option(ap)
+    add_background_option(ap)
     add_stream_args(ap)
     return ap.parse_args()
+
+
+def add_embeddings_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--embeddings", type=int, default=0, metavar="N",
+                    help="POST /v1/embeddings with N texts instead of chat; Google's answer: N x 3072 values, "
+                         "pretty-printed (fake_upstream.py); fewer blocks and requests per block by default")
+    ap.add_argument("--encoding", default="float", choices=("float", "base64"), help="encoding_format of --embeddings")
+
+
+def embeddings_case(n: int, encoding: str) -> tuple[str, bytes]:
+    """`--embeddings N`: the path and body of the bench's embeddings request; the upstream client's raw
+    call returns fake_upstream's canned `batchEmbedContents` answer (7 MB for 100; 4.2 MB compact, when
+    the URL asks `prettyPrint=false`), a new bytes object each time as aiohttp's is."""
+    import fake_upstream
+    import loadgen
+    import orjson
+
+    from app.upstream import client as upstream_client
+
+    vectors = fake_upstream.embeddings(n, 3072)
+    pretty = orjson.dumps(vectors, option=orjson.OPT_INDENT_2)
+    compact = orjson.dumps(vectors)  # `?prettyPrint=false`
+    chunks = {answer: [answer[i : i + 65536] for i in range(0, len(answer), 65536)] for answer in (pretty, compact)}
+
+    async def canned(self: Any, url: str, body: bytes, headers: dict[str, str]) -> bytes:
+        answer = compact if "prettyPrint=false" in url else pretty
+        return b"".join(chunks[answer])  # a new object each time, as aiohttp's read() joins what the socket gave
+
+    upstream_client.UpstreamClient.post_raw = canned  # type: ignore[method-assign]
+    return "/v1/embeddings", loadgen.body_bytes(False, embeddings=n, encoding=encoding)
+
+
+def add_team_redis_option(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--team-redis", action="store_true",
+                    help="as the bench's team-redis cell: --team with the limits shared through a throw-away "
+                         "redis-server (started here, as bench/team.py does; its CPU is not counted)")
+
+
+def start_team_redis(args: argparse.Namespace, tmp: str) -> None:
+    """--team-redis: --team, and bench/team.py's throw-away redis-server for the gateway (stopped at exit)."""
+    if not args.team_redis:
+        return
+    import atexit
+
+    import run
+    import team
+
+    args.team = True
+    procs = run.Procs(Path(tmp))
+    atexit.register(procs.stop_all)
+    url = team.start_redis(procs, run.free_port)
+    if url is None:
+        raise SystemExit("--team-redis needs redis-server on the PATH")
+    os.environ["GEMINI_PROXY_STORAGE__REDIS_URL"] = url
+    from app.gateway import shared
+
+    shared.TIMEOUT = 10.0  # a slow reply on a loaded machine must not open the breaker: that measures local limits
+
+
+def add_background_option(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--background", action="store_true",
+                    help="let the event loop run its other tasks between two requests, as a server's does: the usage "
+                         "writer's batches (--team) are then in the figure; without it they are written at shutdown")
+
+
+async def serve(app: Any, scope: dict[str, Any], receive: Any, send: Any, n: int, background: bool) -> None:
+    """`n` requests one after another. None of them ever waits (Google's answer is canned), so without `background`
+    no other task runs meanwhile; with it, each request is followed by one turn of the event loop."""
+    for _ in range(n):
+        await app(scope, receive, send)
+        if background:
+            await asyncio.sleep(0)
 
 
 TEAM_KEY = "sk-bench-team"
@@ -104,14 +182,32 @@ def bench_request(kind: str, chunks: int, per_read: int) -> tuple[str, bytes]:
     async def open_stream(self: Any, url: str, body: bytes, headers: dict[str, str]) -> Any:
         return CannedStream(reads)
 
-    upstream_client.UpstreamClient.open_stream = open_stream  # type: ignore[method-assign,assignment]
+    upstream_client.UpstreamClient.open_stream = open_stream  # type: ignore[method-assign]
     responses = kind.startswith("responses")
     path = "/v1/responses" if responses else "/v1/chat/completions"
     return path, loadgen.body_bytes(kind.endswith("stream"), responses=responses)
 
 
+def as_served() -> None:
+    """The process settings `gemini-proxy serve` makes before it serves (glibc's allocator)."""
+    try:
+        from app.cli import keep_freed_memory
+    except ImportError:  # a checkout from before it
+        return
+    keep_freed_memory()
+
+
+def embeddings_option(args: argparse.Namespace) -> tuple[tuple[str, bytes] | None, str]:
+    """The request case and its name in the report line; `--embeddings` takes 10 requests per block by default."""
+    if not args.embeddings:
+        args.per_block = args.per_block or 1000
+        return None, "chat request"
+    args.per_block = args.per_block or 10
+    return embeddings_case(args.embeddings, args.encoding), f"embeddings request ({args.embeddings} inputs, {args.encoding})"
+
+
 async def measure(blocks: int, per_block: int, team: bool = False,
-                  case: tuple[str, bytes] | None = None) -> list[float]:
+                  case: tuple[str, bytes] | None = None, background: bool = False) -> list[float]:
     import fake_upstream
     import loadgen
     import orjson
@@ -123,13 +219,13 @@ async def measure(blocks: int, per_block: int, team: bool = False,
     answer = orjson.dumps(fake_upstream.generate_content())
     body = orjson.dumps(loadgen.CHAT_BODY)
     path = "/v1/chat/completions"
-    if case is not None:  # another request (--responses, the stream modes)
+    if case is not None:  # another request (--embeddings, --responses, the stream modes)
         path, body = case
 
     async def canned(self: Any, method: str, url: str, headers: dict[str, str], data: bytes | None = None) -> Any:
         return orjson.loads(answer)
 
-    upstream_client.UpstreamClient._json = canned  # type: ignore[method-assign,assignment]
+    upstream_client.UpstreamClient._json = canned  # type: ignore[method-assign]
     app = create_app(load_settings())
     scope = {
         "type": "http", "method": "POST", "path": path, "query_string": b"", "root_path": "",
@@ -141,7 +237,11 @@ async def measure(blocks: int, per_block: int, team: bool = False,
         scope["headers"].append((b"authorization", f"Bearer {TEAM_KEY}".encode()))
     failures: list[Any] = []
 
+    requests = asyncio.current_task()
+
     async def receive() -> dict[str, Any]:
+        if asyncio.current_task() is not requests:  # the pipeline's client watch (a request over 0.1 s): as a
+            await asyncio.Event().wait()  # server's receive, wait for a disconnect that never comes (not a spin)
         return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
@@ -158,8 +258,7 @@ async def measure(blocks: int, per_block: int, team: bool = False,
         figures = []
         for _ in range(blocks):
             start = time.process_time()
-            for _ in range(per_block):
-                await app(scope, receive, send)
+            await serve(app, scope, receive, send, per_block, background)
             figures.append((time.process_time() - start) * 1e6 / per_block)
     return figures
 
@@ -179,37 +278,41 @@ async def check_stream(app: Any, scope: dict[str, Any], receive: Any) -> None:
         raise SystemExit(f"the stream did not complete: ...{body[-300:]!r}")
 
 
-def kind_label(args: argparse.Namespace) -> str:
-    """What one measured unit is, in the report line; sets the block size (streams: 50 a block)."""
-    name = "Responses" if args.kind and args.kind.startswith("responses") else "chat"
-    if args.kind is None or not args.kind.endswith("stream"):
+def kind_case(args: argparse.Namespace) -> tuple[tuple[str, bytes], str]:
+    """The request case of `--responses` / a stream mode and its name in the report line; streams take 50 a block."""
+    name = "Responses" if args.kind.startswith("responses") else "chat"
+    case = bench_request(args.kind, args.chunks, args.events_per_read)
+    if not args.kind.endswith("stream"):
         args.per_block = args.per_block or 1000
-        return f"{name} request"
+        return case, f"{name} request"
     args.per_block = args.per_block or 50
-    return f"{name} stream ({args.chunks} chunks, {args.events_per_read} a read)"
+    return case, f"{name} stream ({args.chunks} chunks, {args.events_per_read} a read)"
 
 
 def main() -> None:
     args = parse_args()
-    label = kind_label(args)
     tmp = tempfile.mkdtemp(prefix="gp-inprocess-")
     os.environ.update(GEMINI_API_KEY="bench-key", GEMINI_BASE_URL="http://127.0.0.1:9",
                       GEMINI_PROXY_STORAGE__DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/gemini-proxy.db")
+    start_team_redis(args, tmp)
     if args.team:
         os.environ["GEMINI_PROXY_AUTH__CLIENT_KEYS"] = TEAM_KEYS
     os.environ.update(kv.split("=", 1) for kv in args.settings)
     sys.stderr = open(os.devnull, "w")  # the access log: written, not shown
-    case = bench_request(args.kind, args.chunks, args.events_per_read) if args.kind else None
+    as_served()
+    case, what = kind_case(args) if args.kind else embeddings_option(args)
     if args.profile:
         import cProfile
         import pstats
 
         profiler = cProfile.Profile()
-        figures = profiler.runcall(asyncio.run, measure(args.blocks, args.per_block, args.team, case))
+        figures = profiler.runcall(asyncio.run, measure(args.blocks, args.per_block, args.team, case, args.background))
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(40)
     else:
-        figures = asyncio.run(measure(args.blocks, args.per_block, args.team, case))
-    print(f"{os.getcwd()} {'--team ' if args.team else ''}{' '.join(args.settings)}: CPU per {label}, in process: "
+        figures = asyncio.run(measure(args.blocks, args.per_block, args.team, case, args.background))
+    cell = "--team-redis " if args.team_redis else "--team " if args.team else ""
+    cell += "--background " if args.background else ""
+    print(f"{os.getcwd()} {cell}{' '.join(args.settings)}: CPU per {what}, in process: "
           f"min {min(figures):.1f} us, median {statistics.median(figures):.1f} us "
           f"({args.blocks} blocks of {args.per_block})")
 

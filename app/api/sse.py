@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from app.errors import GatewayError
+from app.gateway.ratelimit import release_leases
 from app.pipeline.context import RequestContext
 from app.pipeline.seam import KEEPALIVE, Answer
 from app.translate.chat_stream import error_event
@@ -128,6 +129,7 @@ async def pump(
         out = transcoder.finish()
         if out.error is not None:
             stream_failed(ctx, out.error)
+        await release_leases(ctx)  # before the closing events: the client's next request finds its slot free
         yield out.data
     except GatewayError as exc:
         stream_failed(ctx, exc)

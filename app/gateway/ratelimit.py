@@ -7,15 +7,18 @@ parsed the body and before Google is called; `Limiter.settle` runs in the
 pipeline's `finally` with Google's real usage (`ctx.usage`) and cost
 (`ctx.cost_usd`):
 
-* rpm / tpm: `limits`' sliding window counter (one minute), on `memory://`
-  or, shared by every replica, on Redis. Tokens are reserved from an estimate
+* rpm / tpm: a sliding window counter (one-minute buckets on the epoch, the
+  previous one weighted), in the process (`LocalWindows`) or, shared by every
+  replica, on Redis (the same algorithm in a Lua script, app/gateway/shared.py).
+  Tokens are reserved from an estimate
   (`estimate_prompt_tokens`: text bytes / 4 and a fixed count per inline
   media part, plus `max_tokens`, or a default output of at most 4096 tokens
   and a quarter of the smallest tpm) and settled with the real count:
   a positive difference is forced in (over the limit if need be, the next
   requests wait), a negative one refunded while the minute that took the
   reservation is still the current one;
-* concurrency: a lease per request, released in the `finally`; on Redis a
+* concurrency: a lease per request, released just before the last bytes of
+  the answer (`release_leases`) or else in the `finally`; on Redis a
   sorted set whose members expire (`LEASE_TTL`), so a crashed replica leaks
   nothing;
 * budgets: calendar counters (UTC day, UTC month) of tokens and micro-USD,
@@ -34,6 +37,10 @@ processes last seen alive (`SharedState.replicas`), and never answers 5xx for
 it. A budget counter enforcing a share is seeded with the same share of what
 was spent (spent / N); each time a local fallback starts its counters are
 seeded again (a seed only ever raises a counter). A key with no limits costs one attribute test.
+
+An admission is one backend call (`Plan` -> `Verdict`: all the hits, budgets and leases, all or nothing, and
+the figures of the headers or of the refusal), a settlement one more (`Settlement`); on Redis one script
+each (docs/team.md#replicas).
 
 Answers to a limited key carry OpenAI's `x-ratelimit-*` headers; refusals
 are 429 with OpenAI's bodies (`rate_limit_exceeded` with `Retry-After` and
@@ -60,7 +67,6 @@ from app.pipeline.context import Limits, RequestContext
 log = logging.getLogger("gemini_proxy.limits")
 
 WINDOW = 60  # seconds: rpm and tpm are per minute
-FORCE = 2**62  # a limit no count reaches: settling forces real usage in
 DEFAULT_OUTPUT = 4096  # tokens reserved for the answer when the request names no maximum
 MEDIA_TOKENS = 258  # prompt tokens counted per image (or other media part) sent: Gemini's figure for an image tile
 IMAGE_OUTPUT_TOKENS = 1290  # output tokens reserved per image asked of an image model (Gemini's ~1290 per image)
@@ -198,6 +204,42 @@ class Budget:
     since: float
 
 
+@dataclass(slots=True)
+class Plan:
+    """One admission as a backend executes it, all or nothing (`Backend.admit`)."""
+
+    ident: str  # the admission's id: the member of its leases; on Redis, the key of its record (an undo reads it)
+    hits: list[tuple[str, int, int]]  # (window, limit, cost): each subject's rpm, then each subject's tpm
+    budgets: list[Budget]
+    leases: list[tuple[str, int]]  # (subject, concurrency limit)
+
+
+HIT, BUDGET, MISSING, LEASE = 1, 2, 3, 4  # what refused an admission (`Verdict.refused`)
+
+
+@dataclass(slots=True)
+class Verdict:
+    """A backend's answer to a `Plan`: admitted with the figures the `x-ratelimit-*` headers need, or what refused."""
+
+    refused: int  # 0: all taken; HIT, BUDGET, MISSING (a budget counter gone from Redis: seed it again) or LEASE
+    index: int  # which hit, budget or lease refused
+    window: int  # the minute (Unix time // 60) the hits were taken in
+    remaining: list[int] = field(default_factory=list)  # admitted: left in each window after its hit; HIT: [left]
+    frees: float = 0.0  # HIT: seconds until one more unit of the refusing window frees
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What settling one admission does, in one backend call (`Backend.settle`)."""
+
+    ident: str
+    leases: list[str]  # subjects whose lease is still held
+    window: int  # the minute the tpm reservation was taken in
+    tpm: list[str]  # the tpm windows
+    delta: int  # real tokens minus reserved: forced in if positive; refunded only while `window` is the current minute
+    budgets: list[tuple[str, int, int]]  # (counter, amount to add, expire at)
+
+
 @dataclass(slots=True, eq=False)
 class Admission:
     """What one admitted request holds: reservations to settle, leases to release, headers to send."""
@@ -206,15 +248,36 @@ class Admission:
     subjects: list[Subject]
     reserved: int  # tokens reserved in each tpm window
     window: int  # the minute the reservation was taken in
-    leases: list[tuple[str, str]] = field(default_factory=list)  # (subject, lease id)
+    ident: str = ""
+    leases: list[str] = field(default_factory=list)  # subjects whose lease is held (emptied once released)
     budgets: list[Budget] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    failed: Callable[[BaseException], None] | None = None  # a shared backend's failure (the breaker)
+
+
+async def release_leases(ctx: RequestContext) -> None:
+    """Release a limited request's concurrency leases now, just before the last bytes of its answer go out: a
+    client that sends its next request as soon as it has read the answer finds its slot free. Idempotent (the
+    settlement releases whatever is still held); never raises (a shared backend's failure opens the breaker, and
+    the lease is released by the next call that reaches Redis)."""
+    adm: Admission | None = ctx.admission
+    if adm is None or not adm.leases:
+        return
+    leases, adm.leases = adm.leases, []
+    try:
+        await adm.backend.release(leases, adm.ident)
+    except Exception as exc:
+        if adm.failed is not None:
+            adm.failed(exc)
+    except BaseException:  # cut short (the client left): the settlement in the `finally` releases them
+        adm.leases = leases
+        raise
 
 
 class LocalWindows:
-    """In-process sliding window counters: `limits`' algorithm (two one-minute windows, the previous one weighted
-    by how much of it still overlaps the last minute), without its per-call overhead: about 1 us a hit against
-    some 40 us through `limits`' async memory storage (measured), which the hot path cannot afford.
+    """In-process sliding window counters: `limits`' algorithm (two one-minute windows on the epoch, the previous
+    one weighted by how much of it still overlaps the last minute), the same as the Redis script's
+    (app/gateway/shared.py), at about 1 us a hit.
     """
 
     __slots__ = ("_windows", "clock")
@@ -238,13 +301,27 @@ class LocalWindows:
     def _weighted(w: list[int], now: float) -> float:
         return w[1] * (1 - (now % WINDOW) / WINDOW) + w[2]
 
-    def hit(self, limit: int, key: str, cost: int) -> bool:
-        now = self.clock()
+    @staticmethod
+    def _frees(w: list[int], now: float) -> float:
+        """Seconds until the weighted count falls by one (`limits`' figure): the current minute's end, or the
+        previous minute's weight falling by one unit (every 60/previous s), whichever comes first."""
+        left = WINDOW - now % WINDOW
+        frees = left if w[2] > 0 else math.inf
+        if w[1] > 0:
+            frees = min(frees, left % (WINDOW / w[1]))
+        return 0.0 if frees == math.inf else frees
+
+    def take(self, limit: int, key: str, cost: int, now: float) -> int:
+        """What is left after taking `cost`, or -1 - what is left when it does not fit (nothing taken)."""
         w = self._roll(key, now)
-        if cost > limit or math.floor(self._weighted(w, now)) + cost > limit:
-            return False
+        used = math.floor(self._weighted(w, now))
+        if cost > limit or used + cost > limit:
+            return -1 - max(0, limit - used)
         w[2] += cost
-        return True
+        return max(0, limit - used - cost)
+
+    def hit(self, limit: int, key: str, cost: int) -> bool:
+        return self.take(limit, key, cost, self.clock()) >= 0
 
     def force(self, key: str, amount: int) -> None:
         self._roll(key, self.clock())[2] += amount
@@ -252,17 +329,14 @@ class LocalWindows:
     def stats(self, limit: int, key: str) -> tuple[int, float]:
         now = self.clock()
         w = self._roll(key, now)
-        remaining = max(0, limit - math.floor(self._weighted(w, now)))
-        frees = math.inf
-        if w[1] > 0:
-            frees = WINDOW / w[1]  # the previous window's weight falls by one unit every 60/previous s
-        if w[2] > 0:
-            frees = min(frees, WINDOW - now % WINDOW + WINDOW / w[2])
-        return remaining, 0.0 if frees == math.inf else frees
+        return max(0, limit - math.floor(self._weighted(w, now))), self._frees(w, now)
 
 
 class Backend:
-    """Where the counters live: windows, leases and budget counters; this one in the process's memory."""
+    """Where the counters live: windows, leases and budget counters; this one in the process's memory.
+
+    `admit` and `settle` are one call each (on Redis, one script each); here plain Python that never suspends.
+    """
 
     shared = False
 
@@ -273,31 +347,57 @@ class Backend:
         # budget counters seeded from the BudgetSource; cleared when Redis returns (shared) or a fallback starts (local)
         self.seeded: set[str] = set()
 
-    async def hit(self, limit: int, key: str, cost: int) -> bool:
-        """Take `cost` from the window if it fits (nothing recorded otherwise)."""
-        return self.windows.hit(limit, key, cost)
+    async def admit(self, plan: Plan) -> Verdict:
+        """All or nothing: the hits, then the budgets, then the leases; nothing is taken when one refuses."""
+        windows = self.windows
+        now = windows.clock()
+        window = int(now // WINDOW)
+        remaining = []
+        for i, (key, limit, cost) in enumerate(plan.hits):
+            left = windows.take(limit, key, cost, now)
+            if left < 0:
+                self._unhit(plan.hits[:i], now)
+                return Verdict(HIT, i, window, [-1 - left], windows._frees(windows._roll(key, now), now))
+            remaining.append(left)
+        for i, b in enumerate(plan.budgets):
+            spent = self._get(b.key)
+            if spent >= b.limit or spent + b.reserved > b.limit:
+                self._unhit(plan.hits, now)
+                return Verdict(BUDGET, i, window)
+        for i, (subject, limit) in enumerate(plan.leases):
+            if self._leases.get(subject, 0) >= limit:
+                self._unhit(plan.hits, now)
+                return Verdict(LEASE, i, window)
+        for b in plan.budgets:
+            self._add(b.key, b.reserved, b.expire_at)
+        for subject, _ in plan.leases:
+            self._leases[subject] = self._leases.get(subject, 0) + 1
+        return Verdict(0, 0, window, remaining)
 
-    async def force(self, limit: int, key: str, amount: int) -> None:
-        """Add `amount` (negative: refund) to the current window, whatever the limit."""
-        self.windows.force(key, amount)
+    def _unhit(self, hits: list[tuple[str, int, int]], now: float) -> None:
+        for key, _, cost in hits:
+            self.windows._roll(key, now)[2] -= cost
 
-    async def stats(self, limit: int, key: str) -> tuple[int, float]:
-        """(remaining, seconds until one more unit frees)."""
-        return self.windows.stats(limit, key)
+    async def release(self, subjects: list[str], ident: str) -> None:
+        """The admission's leases on these subjects are free."""
+        for subject in subjects:
+            held = self._leases.get(subject, 0) - 1
+            if held > 0:
+                self._leases[subject] = held
+            else:
+                self._leases.pop(subject, None)
 
-    async def lease(self, subject: str, limit: int, lease_id: str) -> bool:
-        held = self._leases.get(subject, 0)
-        if held >= limit:
-            return False
-        self._leases[subject] = held + 1
-        return True
-
-    async def release(self, subject: str, lease_id: str) -> None:
-        held = self._leases.get(subject, 0) - 1
-        if held > 0:
-            self._leases[subject] = held
-        else:
-            self._leases.pop(subject, None)
+    async def settle(self, s: Settlement) -> None:
+        """Leases released, the tpm difference forced in or refunded, the budget differences added."""
+        if s.leases:
+            await self.release(s.leases, s.ident)
+        if s.delta and s.tpm:
+            now = self.windows.clock()
+            if s.delta > 0 or int(now // WINDOW) == s.window:
+                for key in s.tpm:
+                    self.windows._roll(key, now)[2] += s.delta
+        for key, amount, expire_at in s.budgets:
+            self._add(key, amount, expire_at)
 
     def _get(self, key: str) -> int:
         value = self._counters.get(key)
@@ -305,17 +405,7 @@ class Backend:
             return 0
         return value[0]
 
-    async def reserve(self, budgets: list[Budget]) -> Budget | None:
-        """All or nothing: the first budget that cannot take its reservation, or None (all taken)."""
-        for b in budgets:
-            spent = self._get(b.key)
-            if spent >= b.limit or spent + b.reserved > b.limit:
-                return b
-        for b in budgets:
-            self._counters[b.key] = (self._get(b.key) + b.reserved, b.expire_at)
-        return None
-
-    async def add(self, key: str, amount: int, expire_at: int) -> None:
+    def _add(self, key: str, amount: int, expire_at: int) -> None:
         self._counters[key] = (self._get(key) + amount, expire_at)
 
     async def seed(self, key: str, value: int, expire_at: int) -> None:
@@ -389,58 +479,62 @@ class Limiter:
     async def _admit(
         self, ctx: RequestContext, backend: Backend, n: int, prompt_tokens: int, max_output: int | None
     ) -> Admission:
+        """One backend call (`Plan` -> `Verdict`): the windows, the budgets and the leases, all or nothing."""
         subjects = self._subjects(ctx, n)
         tpms = [s.limits.tpm for s in subjects if s.limits.tpm is not None]
         output = max_output if max_output is not None else min(DEFAULT_OUTPUT, min(tpms, default=4 * DEFAULT_OUTPUT) // 4)
         estimate = max(1, prompt_tokens + output)
-        budget_need = prompt_tokens + (max_output or 0)
-        adm = Admission(backend, subjects, estimate, int(time.time() // WINDOW))
         team = ctx.principal.team or ""
-        done: list[tuple[int, str, int]] = []  # window hits to undo if a later check refuses
-        try:
-            for s in subjects:  # requests first, then tokens
-                if s.limits.rpm is not None:
-                    key = s.ident + "/rpm"
-                    if not await backend.hit(s.limits.rpm, key, 1):
-                        remaining, frees = await backend.stats(s.limits.rpm, key)
-                        raise self._refuse(ctx, s, team, "rpm", s.limits.rpm, frees, requests=True,
-                                           used=s.limits.rpm - remaining)
-                    done.append((s.limits.rpm, key, 1))
-            for s in subjects:
-                if s.limits.tpm is not None:
-                    key = s.ident + "/tpm"
-                    if estimate > s.limits.tpm:
-                        raise self._too_large(ctx, s, team, s.limits.tpm, estimate)
-                    if not await backend.hit(s.limits.tpm, key, estimate):
-                        remaining, frees = await backend.stats(s.limits.tpm, key)
-                        wait = max(frees, WINDOW * (estimate - remaining) / s.limits.tpm)
-                        raise self._refuse(ctx, s, team, "tpm", s.limits.tpm, wait, requests=False,
-                                           used=s.limits.tpm - remaining, requested=estimate)
-                    done.append((s.limits.tpm, key, estimate))
-            await self._reserve_budgets(ctx, backend, adm, team, budget_need, n)
-            for s in subjects:
-                if s.limits.concurrency is not None:
-                    lease_id = f"{_process_tag}-{next(_lease_ids)}"
-                    if not await backend.lease(s.ident, s.limits.concurrency, lease_id):
-                        raise self._refuse(ctx, s, team, "concurrency", s.limits.concurrency, 1.0, requests=True,
-                                           what="concurrent requests")
-                    adm.leases.append((s.ident, lease_id))
-            adm.headers = await self._headers(backend, subjects)
-        except BaseException:
-            await self._undo(backend, done, adm)
-            raise
+        for s in subjects:  # more than a whole minute's tokens never fits: refused before anything is taken
+            if s.limits.tpm is not None and estimate > s.limits.tpm:
+                raise self._too_large(ctx, s, team, s.limits.tpm, estimate)
+        hits: list[tuple[str, int, int]] = []
+        kinds: list[tuple[Subject, str]] = []  # per hit: whose window, rpm or tpm
+        for s in subjects:  # requests first, then tokens
+            if s.limits.rpm is not None:
+                hits.append((s.ident + "/rpm", s.limits.rpm, 1))
+                kinds.append((s, "rpm"))
+        for s in subjects:
+            if s.limits.tpm is not None:
+                hits.append((s.ident + "/tpm", s.limits.tpm, estimate))
+                kinds.append((s, "tpm"))
+        leases = [(s.ident, s.limits.concurrency) for s in subjects if s.limits.concurrency is not None]
+        budgets = self._budgets(subjects, prompt_tokens + (max_output or 0))
+        found: dict[tuple[str, float], tuple[int, float] | None] = {}  # a month's tokens and USD: one query
+        if budgets:
+            await self._seed_budgets(backend, budgets, n, found)
+        plan = Plan(f"{_process_tag}-{next(_lease_ids)}", hits, budgets, leases)
+        verdict = await backend.admit(plan)
+        if verdict.refused == MISSING:  # evicted or flushed in Redis: seeded again, never counted from 0
+            log.warning("a shared budget counter was gone from Redis (%s): seeded again from the usage records",
+                        budgets[verdict.index].key)
+            backend.seeded.difference_update(b.key for b in budgets)
+            await self._seed_budgets(backend, budgets, n, found)
+            for b in budgets:
+                if b.key not in backend.seeded:  # the usage records are unreadable now: from 0, seeded again later
+                    await backend.seed(b.key, 0, b.expire_at)
+            verdict = await backend.admit(plan)
+            if verdict.refused == MISSING:
+                raise CounterMissing(budgets[verdict.index].key)
+        if verdict.refused:
+            raise self._refusal(ctx, team, subjects, plan, kinds, verdict, estimate)
+        adm = Admission(backend, subjects, estimate, verdict.window, plan.ident, [s for s, _ in leases], budgets,
+                        self._headers(hits, kinds, verdict.remaining))
+        if backend.shared:
+            adm.failed = self._shared_failed
         return adm
 
-    async def _reserve_budgets(
-        self, ctx: RequestContext, backend: Backend, adm: Admission, team: str, need: int, n: int
-    ) -> None:
-        minute = int(time.time() // WINDOW)  # UTC days and months begin on a minute: cache per minute
-        if self._periods[0] != minute:
-            self._periods = (minute, periods(minute * WINDOW))
-        day, day_start, day_end, month, month_start, month_end = self._periods[1]
-        budgets = []
-        for s in adm.subjects:
+    def _budgets(self, subjects: list[Subject], need: int) -> list[Budget]:
+        """The budget counters the subjects' token and USD budgets reserve from (`need` tokens; USD: 0 until settled)."""
+        budgets: list[Budget] = []
+        for s in subjects:
             lim = s.limits
+            if lim.tokens_per_day is None and lim.tokens_per_month is None and lim.usd_per_month is None:
+                continue
+            minute = int(time.time() // WINDOW)  # UTC days and months begin on a minute: cache per minute
+            if self._periods[0] != minute:
+                self._periods = (minute, periods(minute * WINDOW))
+            day, day_start, day_end, month, month_start, month_end = self._periods[1]
             if lim.tokens_per_day is not None:
                 budgets.append(Budget(f"{s.ident}:tokens:{day}", s.ident, "tokens_per_day", lim.tokens_per_day, need,
                                       int(day_end) + 86400, day_start))
@@ -450,33 +544,37 @@ class Limiter:
             if lim.usd_per_month is not None:
                 budgets.append(Budget(f"{s.ident}:usd:{month}", s.ident, "usd_per_month",
                                       round(lim.usd_per_month * 1_000_000), 0, int(month_end) + 86400, month_start))
-        if not budgets:
-            return
-        seeded = backend.seeded
-        found: dict[tuple[str, float], tuple[int, float] | None] = {}  # a month's tokens and USD: one query
-        await self._seed_budgets(backend, budgets, n, found)
-        try:
-            refused = await backend.reserve(budgets)
-        except CounterMissing as missing:  # evicted or flushed in Redis: seeded again, never counted from 0
-            log.warning("a shared budget counter was gone from Redis (%s): seeded again from the usage records",
-                        missing.key)
-            seeded.difference_update(b.key for b in budgets)
-            await self._seed_budgets(backend, budgets, n, found)
-            for b in budgets:
-                if b.key not in seeded:  # the usage records are unreadable now: from 0, seeded again later
-                    await backend.seed(b.key, 0, b.expire_at)
-            refused = await backend.reserve(budgets)
-        if refused is not None:
-            self._count(team, refused.kind)
-            what = "USD" if refused.kind == "usd_per_month" else "tokens"
-            period = refused.kind.rsplit("_", 1)[-1]
-            scope = f"key {ctx.principal.label}" if refused.subject.startswith("key:") else f"team {ctx.principal.team}"
-            raise QuotaExceeded(
-                "You exceeded your current quota, please check your plan and billing details. "
-                f"({scope}: {refused.kind}, {what} per calendar {period}, UTC)",
-                headers={"x-should-retry": "false"},
-            )
-        adm.budgets = budgets
+        return budgets
+
+    def _refusal(
+        self, ctx: RequestContext, team: str, subjects: list[Subject], plan: Plan, kinds: list[tuple[Subject, str]],
+        verdict: Verdict, estimate: int,
+    ) -> GatewayError:
+        """The 429 for what refused the plan (OpenAI's bodies and headers; docs/team.md#limits)."""
+        i = verdict.index
+        if verdict.refused == HIT:
+            s, kind = kinds[i]
+            limit = plan.hits[i][1]
+            remaining = verdict.remaining[0]
+            if kind == "rpm":
+                return self._refuse(ctx, s, team, "rpm", limit, verdict.frees, requests=True, used=limit - remaining)
+            wait = max(verdict.frees, WINDOW * (estimate - remaining) / limit)
+            return self._refuse(ctx, s, team, "tpm", limit, wait, requests=False, used=limit - remaining,
+                                requested=estimate)
+        if verdict.refused == LEASE:
+            subject, limit = plan.leases[i]
+            s = next(s for s in subjects if s.ident == subject)
+            return self._refuse(ctx, s, team, "concurrency", limit, 1.0, requests=True, what="concurrent requests")
+        refused = plan.budgets[i]
+        self._count(team, refused.kind)
+        what = "USD" if refused.kind == "usd_per_month" else "tokens"
+        period = refused.kind.rsplit("_", 1)[-1]
+        scope = f"key {ctx.principal.label}" if refused.subject.startswith("key:") else f"team {ctx.principal.team}"
+        return QuotaExceeded(
+            "You exceeded your current quota, please check your plan and billing details. "
+            f"({scope}: {refused.kind}, {what} per calendar {period}, UTC)",
+            headers={"x-should-retry": "false"},
+        )
 
     async def _seed_budgets(
         self, backend: Backend, budgets: list[Budget], n: int, found: dict[tuple[str, float], tuple[int, float] | None]
@@ -528,41 +626,22 @@ class Limiter:
             log.warning("the usage records can be read again: budgets are seeded from them")
         return spent
 
-    async def _undo(self, backend: Backend, done: list[tuple[int, str, int]], adm: Admission) -> None:
-        try:
-            for limit, key, cost in done:
-                await backend.force(limit, key, -cost)
-            for b in adm.budgets:
-                await backend.add(b.key, -b.reserved, b.expire_at)
-            for subject, lease_id in adm.leases:
-                await backend.release(subject, lease_id)
-        except Exception as exc:
-            if backend.shared:
-                self._shared_failed(exc)
-            else:
-                raise
-
-    async def _headers(self, backend: Backend, subjects: list[Subject]) -> dict[str, str]:
+    @staticmethod
+    def _headers(hits: list[tuple[str, int, int]], kinds: list[tuple[Subject, str]], remaining: list[int]) -> dict[str, str]:
         """The six `x-ratelimit-*` headers of the window that binds (fewest remaining) among key and team."""
+        best: dict[str, tuple[int, int]] = {}
+        for (_, limit, _), (_, kind), left in zip(hits, kinds, remaining, strict=True):
+            found = best.get(kind)
+            if found is None or left < found[1]:
+                best[kind] = (limit, left)
         headers: dict[str, str] = {}
         for kind, name in (("rpm", "requests"), ("tpm", "tokens")):
-            limited = [(limit, f"{s.ident}/{kind}") for s in subjects if (limit := getattr(s.limits, kind)) is not None]
-            if not limited:
-                continue
-            if len(limited) == 1:
-                found = [await backend.stats(*limited[0])]
-            else:  # key and team: at once (two Redis round trips in parallel)
-                found = list(await asyncio.gather(*(backend.stats(limit, key) for limit, key in limited)))
-            best: tuple[int, int] | None = None
-            for (limit, _), (remaining, _) in zip(limited, found, strict=True):
-                if best is None or remaining < best[1]:
-                    best = (limit, remaining)
-            if best is not None:
-                limit, remaining = best
+            if kind in best:
+                limit, left = best[kind]
                 headers[f"x-ratelimit-limit-{name}"] = str(limit)
-                headers[f"x-ratelimit-remaining-{name}"] = str(remaining)
+                headers[f"x-ratelimit-remaining-{name}"] = str(left)
                 # time until the window is back to full, replenished continuously
-                headers[f"x-ratelimit-reset-{name}"] = go_duration(WINDOW * (limit - remaining) / limit)
+                headers[f"x-ratelimit-reset-{name}"] = go_duration(WINDOW * (limit - left) / limit)
         return headers
 
     def _count(self, team: str, kind: str) -> None:
@@ -602,7 +681,7 @@ class Limiter:
         )
 
     async def settle(self, ctx: RequestContext) -> None:
-        """After the answer: real usage in place of the reservation, leases released. Never raises."""
+        """After the answer: real usage in place of the reservation, leases released (one backend call). Never raises."""
         adm: Admission | None = ctx.admission
         if adm is None:
             return
@@ -610,19 +689,16 @@ class Limiter:
         usage = ctx.usage
         actual = usage.prompt + usage.completion if usage is not None else 0
         cost = getattr(ctx, "cost_usd", None) or 0.0
+        budgets = []
+        for b in adm.budgets:
+            amount = round(cost * 1_000_000) if b.kind == "usd_per_month" else actual
+            if amount != b.reserved:
+                budgets.append((b.key, amount - b.reserved, b.expire_at))
+        tpm = [s.ident + "/tpm" for s in adm.subjects if s.limits.tpm is not None]
+        leases, adm.leases = adm.leases, []
         backend = adm.backend
         try:
-            for subject, lease_id in adm.leases:
-                await backend.release(subject, lease_id)
-            delta = actual - adm.reserved
-            if delta and (delta > 0 or int(time.time() // WINDOW) == adm.window):
-                for s in adm.subjects:
-                    if s.limits.tpm is not None:
-                        await backend.force(s.limits.tpm, s.ident + "/tpm", delta)
-            for b in adm.budgets:
-                amount = round(cost * 1_000_000) if b.kind == "usd_per_month" else actual
-                if amount != b.reserved:
-                    await backend.add(b.key, amount - b.reserved, b.expire_at)
+            await backend.settle(Settlement(adm.ident, leases, adm.window, tpm, actual - adm.reserved, budgets))
         except Exception as exc:
             if backend.shared:
                 self._shared_failed(exc)

@@ -113,6 +113,9 @@ class Router:
         targets = self.routes.get(name)
         if targets is not None:
             return self._ordered(targets)
+        cached = self._passthrough.get(name)  # by the name as asked: one lookup per request on the hot path
+        if cached is not None:
+            return cached
         if not self.passthrough or not self.order:
             raise ModelNotFound(name)
         model = gemini_model_id(name)
@@ -120,12 +123,10 @@ class Router:
             return self._ordered(self.routes[model])
         if MODEL_ID.fullmatch(model) is None:  # a client's text goes into the upstream URL: never a path
             raise InvalidRequest(f"Invalid model name '{name}'.", param="model", code="invalid_value")
-        cached = self._passthrough.get(model)
-        if cached is None:
-            if len(self._passthrough) >= _PASSTHROUGH_CACHE:
-                self._passthrough.clear()
-            caps = capabilities_for(model, self._patterns)
-            cached = self._passthrough[model] = [Target(u, model, caps) for u in self.order]
+        if len(self._passthrough) >= _PASSTHROUGH_CACHE:
+            self._passthrough.clear()
+        caps = capabilities_for(model, self._patterns)
+        cached = self._passthrough[name] = [Target(u, model, caps) for u in self.order]
         return cached
 
 

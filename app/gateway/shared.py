@@ -36,13 +36,10 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from limits import RateLimitItem, RateLimitItemPerMinute
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from limits.storage import storage_from_string
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from app.gateway.ratelimit import FORCE, LEASE_TTL, WINDOW, Backend, Budget, CounterMissing
+from app.gateway.ratelimit import HIT, LEASE_TTL, Backend, Plan, Settlement, Verdict
 from app.gateway.signatures import MemorySignatureStore
 from app.gateway.upstreams import Upstream
 
@@ -56,42 +53,153 @@ HEARTBEAT = 2.0  # seconds between heartbeats; a process unseen for 3 of them is
 SIGNATURE_TTL = 86400  # seconds a thought signature is kept in Redis
 RESTS_CHANNEL = PREFIX + "rests"
 REPLICAS = PREFIX + "replicas"
+WINDOWS = PREFIX + "win:"  # + "key:<id>/rpm" and the like: a rate window (see _CLOCK)
+BUDGETS = PREFIX + "budget:"
+LEASES = PREFIX + "leases:"
+RECORD = PREFIX + "adm:"  # + an admission's id: what it took, until settled (an undo reads it)
+RECORD_TTL = 600  # seconds an admission's record is kept: an undo after a lost reply must come within it
 
-_LEASE = """
+# The limiter's scripts (RedisBackend): one per admission, one per settlement, one to undo lost admissions.
+# A rate window is a hash {m: minute (Unix time // 60), p: previous minute's count, c: this minute's count}: the
+# sliding window counter of LocalWindows (app/gateway/ratelimit.py) on Redis's clock, the previous minute weighted
+# by how much of it still overlaps the last 60 s.
+_CLOCK = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local minute = math.floor(ms / 60000)
+local function roll(key)
+  local w = redis.call('HMGET', key, 'm', 'p', 'c')
+  local m, p, c = tonumber(w[1]), tonumber(w[2]) or 0, tonumber(w[3]) or 0
+  if m ~= minute then
+    if m == minute - 1 then p = c else p = 0 end
+    c = 0
+  end
+  return p, c
+end
+local function put(key, p, c)
+  redis.call('HSET', key, 'm', minute, 'p', p, 'c', c)
+  redis.call('EXPIRE', key, 121)
+end
 """
 
-# KEYS: budget counters; ARGV: limit, amount, expire-at per key. 0: all reserved; i: the i-th refused;
-# -i: the i-th counter is missing (evicted, flushed: it must be seeded again, never counted from 0).
-_RESERVE = """
-for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 0 then return -i end
+# KEYS: the admission's record, then a window per hit, a counter per budget, a lease set per lease.
+# ARGV: hits, budgets, leases, lease TTL (ms), record TTL (s), the lease member; then limit and cost per hit,
+# limit, amount and expire-at per budget, limit per lease.
+# Reply: {0, 0, minute, left in each window...}: all taken (and recorded, for an undo); {1, i, minute, left, ms until
+# one unit frees}: hit i refused; {2, i, minute}: budget i spent; {3, i, minute}: budget counter i is missing
+# (evicted, flushed: seed it again, never count from 0); {4, i, minute}: lease i refused. A refusal takes nothing.
+_ADMIT = _CLOCK + """
+local nh, nb, nl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local lease_ttl, member = tonumber(ARGV[4]), ARGV[6]
+for i = 1, nb do
+  if redis.call('EXISTS', KEYS[1 + nh + i]) == 0 then return {3, i, minute} end
 end
-for i, key in ipairs(KEYS) do
-  local spent = tonumber(redis.call('GET', key) or '0')
-  local limit = tonumber(ARGV[3 * i - 2])
-  if spent >= limit or spent + tonumber(ARGV[3 * i - 1]) > limit then return i end
+local function unhit()
+  for j = 1, nh do redis.call('HINCRBY', KEYS[1 + j], 'c', -tonumber(ARGV[6 + 2 * j])) end
 end
-for i, key in ipairs(KEYS) do
-  redis.call('INCRBY', key, ARGV[3 * i - 1])
-  redis.call('EXPIREAT', key, ARGV[3 * i])
+local weight = 1 - (ms % 60000) / 60000
+local remaining = {}
+for i = 1, nh do
+  local key, limit, cost = KEYS[1 + i], tonumber(ARGV[5 + 2 * i]), tonumber(ARGV[6 + 2 * i])
+  local p, c = roll(key)
+  local used = math.floor(p * weight + c)
+  if cost > limit or used + cost > limit then
+    nh = i - 1
+    unhit()
+    local left = 60000 - ms % 60000
+    local frees = 0
+    if c > 0 then frees = left end
+    if p > 0 then
+      local f = left % (60000 / p)
+      if frees == 0 or f < frees then frees = f end
+    end
+    return {1, i, minute, math.max(0, limit - used), math.ceil(frees)}
+  end
+  put(key, p, c + cost)
+  remaining[i] = math.max(0, limit - used - cost)
+end
+local b0 = 6 + 2 * nh
+for i = 1, nb do
+  local spent = tonumber(redis.call('GET', KEYS[1 + nh + i]) or '0')
+  local limit, amount = tonumber(ARGV[b0 + 3 * i - 2]), tonumber(ARGV[b0 + 3 * i - 1])
+  if spent >= limit or spent + amount > limit then
+    unhit()
+    return {2, i, minute}
+  end
+end
+local l0 = b0 + 3 * nb
+for i = 1, nl do
+  local key = KEYS[1 + nh + nb + i]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', ms)
+  if redis.call('ZCARD', key) >= tonumber(ARGV[l0 + i]) then
+    unhit()
+    for j = 1, i - 1 do redis.call('ZREM', KEYS[1 + nh + nb + j], member) end
+    return {4, i, minute}
+  end
+  redis.call('ZADD', key, ms + lease_ttl, member)
+  redis.call('PEXPIRE', key, lease_ttl)
+end
+for i = 1, nb do
+  redis.call('INCRBY', KEYS[1 + nh + i], ARGV[b0 + 3 * i - 1])
+  redis.call('EXPIREAT', KEYS[1 + nh + i], ARGV[b0 + 3 * i])
+end
+redis.call('SET', KEYS[1], cjson.encode({minute, KEYS, ARGV}), 'EX', ARGV[5])
+return {0, 0, minute, unpack(remaining)}
+"""
+
+# KEYS: the admission's record, the lease sets still held, the tpm windows, the budget counters.
+# ARGV: leases, windows, budgets, the lease member, the minute the reservation was taken in, the tokens to add to
+# each window (negative: a refund, only while that minute is the current one); then amount and expire-at per budget
+# (added to a counter that exists: a missing one is seeded again by the next admission, not restarted from this).
+_SETTLE = _CLOCK + """
+local nl, nw, nb = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('DEL', KEYS[1])
+for i = 1, nl do redis.call('ZREM', KEYS[1 + i], ARGV[4]) end
+local delta = tonumber(ARGV[6])
+if delta > 0 or (delta < 0 and minute == tonumber(ARGV[5])) then
+  for i = 1, nw do
+    local key = KEYS[1 + nl + i]
+    local p, c = roll(key)
+    put(key, p, c + delta)
+  end
+end
+for i = 1, nb do
+  local key = KEYS[1 + nl + nw + i]
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('INCRBY', key, ARGV[5 + 2 * i])
+    redis.call('EXPIREAT', key, ARGV[6 + 2 * i])
+  end
 end
 return 0
 """
 
-# KEYS: a budget counter; ARGV: an amount, expire-at. Adds to a counter that exists (a missing one is seeded again
-# by the next reservation, not restarted from this amount).
-_ADD = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('INCRBY', KEYS[1], ARGV[1])
-  redis.call('EXPIREAT', KEYS[1], ARGV[2])
+# KEYS: the records of admissions whose reply was lost (a timeout: taken or not, unknown), then lease sets whose
+# release was lost; ARGV: the number of records, then the member per lease set. A record still there is undone
+# (its hits while their minute is current, its budget reservations, its leases) and deleted; a record gone (the
+# admission never ran, or it expired) does nothing: undoing twice is undoing once.
+_UNDO = _CLOCK + """
+local nr = tonumber(ARGV[1])
+for r = 1, nr do
+  local raw = redis.call('GET', KEYS[r])
+  if raw then
+    redis.call('DEL', KEYS[r])
+    local rec = cjson.decode(raw)
+    local keys, args = rec[2], rec[3]
+    local nh, nb, nl = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
+    if rec[1] == minute then
+      for j = 1, nh do
+        local p, c = roll(keys[1 + j])
+        put(keys[1 + j], p, c - tonumber(args[6 + 2 * j]))
+      end
+    end
+    local b0 = 6 + 2 * nh
+    for i = 1, nb do
+      if redis.call('EXISTS', keys[1 + nh + i]) == 1 then redis.call('DECRBY', keys[1 + nh + i], args[b0 + 3 * i - 1]) end
+    end
+    for i = 1, nl do redis.call('ZREM', keys[1 + nh + nb + i], args[6]) end
+  end
 end
+for i = nr + 1, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1 + i - nr]) end
 return 0
 """
 
@@ -129,10 +237,7 @@ class SharedState:
         self.replicas = max(1, workers)
         self.replica_id = f"{os.uname().nodename}:{os.getpid()}:{time.time_ns() % 10**9}"
         self._on_health = on_health or (lambda up: None)
-        self._lease = self.redis.register_script(_LEASE)
-        self._reserve = self.redis.register_script(_RESERVE)
         self._seed = self.redis.register_script(_SEED)
-        self._add = self.redis.register_script(_ADD)
         self._heartbeat = self.redis.register_script(_HEARTBEAT)
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -307,65 +412,92 @@ def _shown(url: str) -> str:
 
 
 class RedisBackend(Backend):
-    """The limiter's counters in Redis: `limits`' sliding window counter (redis-py), leases and budgets (Lua)."""
+    """The limiter's counters in Redis: one script per admission, one per settlement (see `_ADMIT`, `_SETTLE`).
+
+    A call whose reply is lost (a timeout: it may have run) is made good by the next call that reaches Redis:
+    an admission's record (`adm:<id>`, kept `RECORD_TTL`) is undone, a lease's release done again.
+    """
 
     shared = True
 
     def __init__(self, state: SharedState) -> None:
-        url = state.url
-        scheme = "async+" + url.split("://", 1)[0]
-        # one pool (and its short timeouts) with the rest of the shared state; limits' hints say str|float|bool
-        options: dict[str, Any] = {"connection_pool": state.redis.connection_pool, "retry": Retry(NoBackoff(), 0)}
-        storage = storage_from_string(
-            scheme + "://" + url.split("://", 1)[1], implementation="redispy", wrap_exceptions=True,
-            key_prefix=PREFIX + "LIMITS", **options,
-        )
         super().__init__()
         state.on_return.append(self.seeded.clear)
-        self.storage: Any = storage
-        self.limiter = SlidingWindowCounterRateLimiter(storage)
         self.state = state
-        self._items: dict[int, RateLimitItem] = {}
+        self._admit = state.redis.register_script(_ADMIT)
+        self._settle = state.redis.register_script(_SETTLE)
+        self._undo = state.redis.register_script(_UNDO)
+        self.lost_admissions: list[str] = []  # records of admissions whose reply was lost
+        self.lost_releases: list[tuple[str, str]] = []  # (lease set, member) whose release was lost
 
-    def _item(self, amount: int) -> RateLimitItem:
-        item = self._items.get(amount)
-        if item is None:
-            item = self._items[amount] = RateLimitItemPerMinute(amount)
-        return item
+    async def admit(self, plan: Plan) -> Verdict:
+        if self.lost_admissions or self.lost_releases:
+            await self._make_good()
+        keys = [RECORD + plan.ident]
+        args: list[Any] = [len(plan.hits), len(plan.budgets), len(plan.leases), int(self.state.lease_ttl * 1000),
+                           RECORD_TTL, plan.ident]
+        for key, limit, cost in plan.hits:
+            keys.append(WINDOWS + key)
+            args += (limit, cost)
+        for b in plan.budgets:
+            keys.append(BUDGETS + b.key)
+            args += (b.limit, b.reserved, b.expire_at)
+        for subject, limit in plan.leases:
+            keys.append(f"{LEASES}{{{subject}}}")
+            args.append(limit)
+        try:
+            reply = await self._admit(keys=keys, args=args)
+        except Exception:
+            self.lost_admissions.append(keys[0])  # it may have run: undone once Redis answers again
+            raise
+        refused, index, window = int(reply[0]), int(reply[1]), int(reply[2])
+        if refused == HIT:
+            return Verdict(HIT, index - 1, window, [int(reply[3])], int(reply[4]) / 1000)
+        if refused:
+            return Verdict(refused, index - 1, window)
+        return Verdict(0, 0, window, [int(left) for left in reply[3:]])
 
-    async def hit(self, limit: int, key: str, cost: int) -> bool:
-        return await self.limiter.hit(self._item(limit), key, cost=cost)
+    async def release(self, subjects: list[str], ident: str) -> None:
+        keys = [f"{LEASES}{{{subject}}}" for subject in subjects]
+        try:
+            if len(keys) == 1:
+                await self.state.redis.zrem(keys[0], ident)
+            else:
+                async with self.state.redis.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.zrem(key, ident)
+                    await pipe.execute()
+        except Exception:
+            self.lost_releases += ((key, ident) for key in keys)
+            raise
 
-    async def force(self, limit: int, key: str, amount: int) -> None:
-        # the sliding counter's own script with a limit no count reaches: records real usage over the limit
-        await self.storage.acquire_sliding_window_entry(self._item(limit).key_for(key), FORCE, WINDOW, amount)
+    async def settle(self, s: Settlement) -> None:
+        if self.lost_admissions or self.lost_releases:
+            await self._make_good()
+        leases = [f"{LEASES}{{{subject}}}" for subject in s.leases]
+        keys = [RECORD + s.ident, *leases, *(WINDOWS + key for key in s.tpm), *(BUDGETS + b[0] for b in s.budgets)]
+        args: list[Any] = [len(leases), len(s.tpm), len(s.budgets), s.ident, s.window, s.delta]
+        for _, amount, expire_at in s.budgets:
+            args += (amount, expire_at)
+        try:
+            await self._settle(keys=keys, args=args)
+        except Exception:
+            self.lost_releases += ((key, s.ident) for key in leases)
+            raise
 
-    async def stats(self, limit: int, key: str) -> tuple[int, float]:
-        stats = await self.limiter.get_window_stats(self._item(limit), key)
-        return stats.remaining, max(0.0, stats.reset_time - time.time())
-
-    async def lease(self, subject: str, limit: int, lease_id: str) -> bool:
-        ttl_ms = int(self.state.lease_ttl * 1000)
-        granted = await self.state._lease(keys=[f"{PREFIX}leases:{{{subject}}}"], args=[limit, ttl_ms, lease_id])
-        return bool(granted)
-
-    async def release(self, subject: str, lease_id: str) -> None:
-        await self.state.redis.zrem(f"{PREFIX}leases:{{{subject}}}", lease_id)
-
-    async def reserve(self, budgets: list[Budget]) -> Budget | None:
-        args: list[int] = []
-        for b in budgets:
-            args += [b.limit, b.reserved, b.expire_at]
-        refused = int(await self.state._reserve(keys=[PREFIX + "budget:" + b.key for b in budgets], args=args))
-        if refused < 0:
-            raise CounterMissing(budgets[-refused - 1].key)
-        return budgets[refused - 1] if refused else None
-
-    async def add(self, key: str, amount: int, expire_at: int) -> None:
-        await self.state._add(keys=[PREFIX + "budget:" + key], args=[amount, expire_at])
+    async def _make_good(self) -> None:
+        """Undo the admissions whose reply was lost, release the leases whose release was lost (idempotent)."""
+        records, releases = self.lost_admissions, self.lost_releases
+        self.lost_admissions, self.lost_releases = [], []
+        try:
+            await self._undo(keys=[*records, *(key for key, _ in releases)],
+                             args=[len(records), *(member for _, member in releases)])
+        except Exception:
+            self.lost_admissions[:0], self.lost_releases[:0] = records, releases
+            raise
 
     async def seed(self, key: str, value: int, expire_at: int) -> None:
-        await self.state._seed(keys=[PREFIX + "budget:" + key], args=[value, expire_at])
+        await self.state._seed(keys=[BUDGETS + key], args=[value, expire_at])
 
 
 class RedisSignatureStore:

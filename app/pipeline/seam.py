@@ -47,6 +47,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from app.errors import GatewayError, InvalidRequest, PayloadTooLarge, internal_error
+from app.gateway.ratelimit import release_leases
 from app.observe.access_log import current_request_id
 from app.pipeline.auth import token_from_headers
 from app.pipeline.context import RequestContext, clean_request_id
@@ -428,6 +429,7 @@ class Pipeline:
         raw.extend(self.extra_headers)
         ctx.status = status
         await send({"type": "http.response.start", "status": status, "headers": raw})
+        await release_leases(ctx)  # before the last bytes: the client's next request finds its slot free
         await send({"type": "http.response.body", "body": body})
 
     async def _send_stream(
@@ -451,6 +453,7 @@ class Pipeline:
                 if ctx.first_token is None and data is not KEEPALIVE:
                     ctx.mark_first_token()
                 await send({"type": "http.response.body", "body": data, "more_body": True})
+            await release_leases(ctx)  # (the SSE pump released them before its last events already)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             ctx.error_code = ctx.error_code or "client_closed"  # the client's socket failed mid-write

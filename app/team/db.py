@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -66,6 +67,16 @@ def create_engine(url: str) -> AsyncEngine:
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise StorageError(f"storage.database_url: {shown(url)}: {exc}") from None
     return engine
+
+
+def sqlite_twin(engine: AsyncEngine) -> Engine | None:
+    """A synchronous engine (stdlib sqlite3) on the SQLite file of `engine`, with its settings: for work done wholly
+    in a worker thread (one trip there and back, where aiosqlite makes one per driver call). None: not a file."""
+    if engine.dialect.name != "sqlite" or sqlite_path(engine.url.render_as_string(hide_password=False)) is None:
+        return None
+    twin = sqlalchemy.create_engine(engine.url.set(drivername="sqlite"), connect_args={"timeout": 30})
+    event.listen(twin, "connect", _sqlite_pragmas)
+    return twin
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -37,12 +37,12 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import orjson
 from sqlalchemy.exc import DataError, IntegrityError
 
-from app.team.usage_store import RecordRefused, UsageStore, as_dict
+from app.team.usage_store import Record, RecordRefused, UsageStore, as_dict, from_dict
 
 log = logging.getLogger("gemini_proxy.usage")
 
@@ -89,8 +89,8 @@ class SpoolFile:
         spool.lines = spool.count()
         return spool
 
-    def append(self, records: list[dict[str, Any]]) -> None:
-        data = b"".join(orjson.dumps(r) + b"\n" for r in records)
+    def append(self, records: list[Record]) -> None:
+        data = b"".join(orjson.dumps(as_dict(r)) + b"\n" for r in records)
         os.write(self.fd, data)
         os.fsync(self.fd)
         self.lines += len(records)
@@ -104,17 +104,19 @@ class SpoolFile:
         return n
 
     @staticmethod
-    def read_some(f: BinaryIO, limit: int) -> list[dict[str, Any]] | None:
+    def read_some(f: BinaryIO, limit: int) -> list[Record] | None:
         """Up to `limit` records from an open spool file; None at its end."""
-        out: list[dict[str, Any]] = []
+        out: list[Record] = []
         for _ in range(limit):
             line = f.readline()
             if not line:
                 return out or None
             try:
-                out.append(orjson.loads(line))
+                fields = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue  # a line torn by a crash mid-write
+            if isinstance(fields, dict):  # else no record at all (a file edited by hand)
+                out.append(from_dict(fields))
         return out
 
     def remove(self) -> None:
@@ -141,7 +143,7 @@ class UsageWriter:
         self.prune_interval = prune_interval
         self.on_health = on_health
         self.on_pending = on_pending
-        self.queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.queue: collections.deque[Record] = collections.deque()
         self.healthy = True
         self._own: SpoolFile | None = None  # this process's spool (appended to)
         self._held: list[SpoolFile] = []  # spools to write back, oldest first (rotated own ones, adopted ones)
@@ -149,17 +151,17 @@ class UsageWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self.written = 0
         self.stop_timeout = 10.0  # seconds the database gets at shutdown before the queue goes to the spool
-        self._inflight: list[dict[str, Any]] = []  # taken off the queue, not yet in the database or the spool
+        self._inflight: list[Record] = []  # taken off the queue, not yet in the database or the spool
         self._stray: set[asyncio.Task[int]] = set()  # writes given up on (timeout) that have not ended yet
 
     # -- the request path ---------------------------------------------------------------------------------------
 
-    def add(self, record: tuple[Any, ...]) -> None:
+    def add(self, record: Record) -> None:
         """Queue one record (`usage_store.record_of`); no I/O unless the queue is full."""
         queue = self.queue
         if len(queue) >= self.queue_size:
             try:
-                self._spool_sync([as_dict(record)])
+                self._spool_sync([record])
             except OSError as exc:
                 log.error("usage record lost: the queue is full and the spool cannot be written (%s)", exc)
             return
@@ -204,7 +206,7 @@ class UsageWriter:
                         break
         except TimeoutError:
             log.warning("usage records: the database did not take them in %.0f s at shutdown; spooling them", self.stop_timeout)
-        batch = [*leftover, *self._inflight, *(as_dict(r) for r in self.queue)]
+        batch = [*leftover, *self._inflight, *self.queue]
         self._inflight = []
         self.queue.clear()
         if batch:
@@ -274,13 +276,13 @@ class UsageWriter:
 
     # -- internals --------------------------------------------------------------------------------------------
 
-    def _take(self, limit: int) -> list[dict[str, Any]]:
+    def _take(self, limit: int) -> list[Record]:
         queue = self.queue
-        batch = [as_dict(queue.popleft()) for _ in range(min(limit, len(queue)))]
+        batch = [queue.popleft() for _ in range(min(limit, len(queue)))]
         self._inflight = batch
         return batch
 
-    async def _write(self, records: list[dict[str, Any]]) -> int:
+    async def _write(self, records: list[Record]) -> int:
         """`store.write`, given `write_timeout` seconds; past that, TimeoutError (an outage).
 
         The write itself is left to end on its own (a driver blocked in its thread, SQLite waiting out
@@ -310,7 +312,7 @@ class UsageWriter:
         if not task.cancelled() and task.exception() is not None:
             log.debug("usage writer: an abandoned write ended with %s", type(task.exception()).__name__)
 
-    async def _write_each(self, records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], BaseException | None]:
+    async def _write_each(self, records: list[Record]) -> tuple[list[Record], BaseException | None]:
         """Write the records alone, dropping (and logging) those the database can never take.
 
         Returns the records not written when the database fails otherwise (an outage), from the first such one,
@@ -322,7 +324,7 @@ class UsageWriter:
             except Exception as exc:
                 if not refused(exc):
                     return records[i:], exc
-                log.error("usage record %s dropped: the database refuses it (%s)", record.get("id"), type(exc).__name__)
+                log.error("usage record %s dropped: the database refuses it (%s)", str(record[0])[:64], type(exc).__name__)
         return [], None
 
     async def _replay(self) -> bool:
@@ -361,7 +363,7 @@ class UsageWriter:
         self._health(True)
         return True
 
-    async def _to_spool(self, batch: list[dict[str, Any]]) -> None:
+    async def _to_spool(self, batch: list[Record]) -> None:
         if batch:
             try:
                 await asyncio.to_thread(self._spool_sync, batch)
@@ -370,7 +372,7 @@ class UsageWriter:
         self._inflight = []
         self._report()
 
-    def _spool_sync(self, batch: list[dict[str, Any]]) -> None:
+    def _spool_sync(self, batch: list[Record]) -> None:
         if self._own is None:
             self._own = SpoolFile.create(self.spool_dir)
         self._own.append(batch)

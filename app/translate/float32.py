@@ -10,11 +10,12 @@ signed zero, and a finite number beyond float32's range becomes +-inf (which `st
 * `float32_base64(vector)`: one parsed vector (a list of numbers);
 * `arrays_float32_base64(arrays)`: JSON number arrays as Google wrote them (`scan_batch` in
   translate/embeddings.py), one base64 string each. With the optional `speedups` extra
-  (pysimdjson + numpy) the numbers are read by simdjson straight into a buffer of doubles and
-  rounded to float32 by numpy, never becoming Python floats: about a third less CPU than orjson's list
-  of floats packed by `struct` (the pure-Python path, used when the extra is not installed; both
-  give the same bytes, tests/translate/test_tr_float32.py). A number the reader refuses raises
-  `ValueError`.
+  (pysimdjson + numpy + pybase64) each array is parsed by simdjson where it lies in Google's
+  answer, its numbers straight into a buffer of doubles, rounded to float32 by numpy, never
+  becoming Python floats, and the bytes are encoded by pybase64 (SIMD; the standard library's
+  encoder is a tenth as fast): less than half the CPU of orjson's list of floats packed by `struct`
+  and `base64` (the pure-Python path, used when the extra is not installed; both give the same
+  bytes, tests/translate/test_tr_float32.py). A number the reader refuses raises `ValueError`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
+
+
+def _base64_encoder() -> Callable[[Any], bytes]:
+    """pybase64's encoder when the `speedups` extra is installed (the same bytes, ten times faster)."""
+    try:
+        import pybase64
+    except ImportError:  # pragma: no cover - the tests install the extra
+        return base64.b64encode
+    return pybase64.b64encode
+
+
+b64encode = _base64_encoder()
 
 _FLOAT32 = struct.Struct("<f")
 _INF32 = {True: _FLOAT32.pack(-math.inf), False: _FLOAT32.pack(math.inf)}
@@ -53,7 +66,7 @@ def _pack(vector: Sequence[float]) -> bytes:
 
 def float32_base64(vector: Sequence[float]) -> bytes:
     """The vector as little-endian float32, base64: exactly what OpenAI sends for `encoding_format: base64`."""
-    return base64.b64encode(_pack(vector))
+    return b64encode(_pack(vector))
 
 
 def arrays_float32_base64_stdlib(arrays: Sequence[bytes | memoryview]) -> list[bytes]:
@@ -81,25 +94,20 @@ def _simdjson_reader() -> Callable[[Sequence[bytes | memoryview]], list[bytes]] 
     float64, float32 = np.dtype("<f8"), np.dtype("<f4")
 
     def read(arrays: Sequence[bytes | memoryview]) -> list[bytes]:
-        """JSON number arrays -> base64 float32 each: one simdjson document of all the arrays,
-        its numbers as one buffer of doubles (`as_buffer` flattens), rounded to float32 by numpy."""
-        if not arrays:
-            return []
-        try:
-            doc: Any = parser.parse(b"[" + b",".join(arrays) + b"]")
+        """JSON number arrays -> base64 float32 each: simdjson parses each array where it lies (no
+        copy of the answer), its numbers come out as one buffer of doubles, rounded to float32 by numpy."""
+        out = []
+        for array in arrays:
             try:
-                counts = [len(vector) for vector in doc]
-                doubles = doc.as_buffer(of_type="d")
-            finally:
-                del doc
-        except TypeError as exc:  # an element that is not a number
-            raise ValueError(str(exc)) from None
-        with np.errstate(over="ignore"):  # beyond float32's range: inf, as a C cast
-            packed = memoryview(np.frombuffer(doubles, dtype=float64).astype(float32).tobytes())
-        out, at = [], 0
-        for count in counts:
-            out.append(base64.b64encode(packed[at : at + 4 * count]))
-            at += 4 * count
+                doc: Any = parser.parse(array)
+                try:
+                    doubles = doc.as_buffer(of_type="d")
+                finally:
+                    del doc
+            except (TypeError, ValueError) as exc:  # an element that is not a number; not JSON
+                raise ValueError(str(exc)) from None
+            with np.errstate(over="ignore"):  # beyond float32's range: inf, as a C cast
+                out.append(b64encode(np.frombuffer(doubles, dtype=float64).astype(float32)))
         return out
 
     return read

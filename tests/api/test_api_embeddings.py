@@ -58,6 +58,7 @@ def test_default_base64_is_decoded_by_the_sdk_to_the_fakes_vectors(client, raw, 
             for t in ("The food was delicious.", "Der Kellner war nett.")
         ]
     }
+    assert call["query"] == {"prettyPrint": "false"}  # Google's answer without indentation: fewer bytes to read
     # On the wire: what the SDK asked for (base64), little-endian float32 strings
     body = raw.post("/v1/embeddings", json={"model": MODEL, "input": "x", "encoding_format": "base64"}).json()
     assert isinstance(body["data"][0]["embedding"], str) and len(body["data"][0]["embedding"]) == 4 * 3072 * 4 // 3

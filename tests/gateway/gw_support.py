@@ -3,15 +3,21 @@
 * `vertex(...)` / `gemini(...)`: upstream settings dicts pointing at the fake.
 * `FAST_RETRY`: retry settings with millisecond back-offs for fault tests.
 * `oai(server)`: an openai SDK client on a gateway (no SDK retries).
+* `vertex_gateway(...)`: a gateway whose one upstream is Vertex on the fake (a module fixture's body).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
+
+from app.testing.credentials import write_service_account_file
+from gateway_harness import GatewayServer, gateway_settings
 
 FAST_RETRY: dict[str, Any] = {
     "max_attempts": 3,
@@ -32,6 +38,16 @@ def vertex(name: str, fake_url: str, credentials_file: str | Path | None, projec
 
 def gemini(name: str, fake_url: str, *keys: Any) -> dict[str, Any]:
     return {"name": name, "type": "gemini", "base_url": fake_url, "api_keys": list(keys)}
+
+
+def vertex_gateway(fake_gemini: Any, tmp_path_factory: pytest.TempPathFactory, project: str) -> Iterator[GatewayServer]:
+    """A gateway on one Vertex upstream (a service account file on the fake's token endpoint), stopped after use."""
+    sa = write_service_account_file(tmp_path_factory.mktemp("vx") / "sa.json", fake_gemini.url + "/token")
+    server = GatewayServer(gateway_settings(fake_gemini.url, upstreams=[vertex("vx", fake_gemini.url, sa, project=project)]))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def oai(server: Any, key: str = "unused", timeout: float = 30) -> openai.OpenAI:

@@ -59,6 +59,7 @@ def test_one_input_is_embed_content_in_vertexs_shape(vclient, fake) -> None:
     assert result.usage.prompt_tokens == 2
     (call,) = vertex_calls(fake)
     assert verb(call) == "embedContent" and call["project"] == "emb-proj" and call["status"] == 200
+    assert call["query"] == {"prettyPrint": "false"}  # a system parameter of every Google API, Vertex's too
     assert call["path"].startswith("/v1/projects/emb-proj/locations/us-central1/publishers/google/models/")
     assert call["body"] == {
         "content": {"role": "user", "parts": [{"text": "alone"}]},
@@ -140,3 +141,29 @@ def test_a_route_falls_back_from_the_gemini_api_to_vertex_in_vertexs_shape(make_
     first, second = [r for r in fake.requests() if r["backend"] in ("gemini", "vertex") and r.get("model")]
     assert verb(first) == "batchEmbedContents" and first["status"] == 404
     assert verb(second) == "predict" and second["status"] == 200
+
+
+def test_an_upstream_that_refuses_prettyprint_is_asked_without_it(make_gateway, fake) -> None:
+    """Google takes `prettyPrint` on every REST API; something in between that refuses it (a strict proxy) costs
+    one retry, and the gateway asks without it from then on."""
+    gw = make_gateway(upstreams=[gemini("ai", fake.url, "test-key")])
+    refusal = 'Invalid JSON payload received. Unknown name "prettyPrint": Cannot bind query parameter.'
+    fake.script({"error": {"status": 400, "message": refusal, "status_name": "INVALID_ARGUMENT"}})
+    with oai(gw) as client:
+        first = client.embeddings.create(model=MODEL, input=["a", "b"], encoding_format="float")
+        second = client.embeddings.create(model=MODEL, input=["c", "d"], encoding_format="float")
+    assert [d.embedding for d in first.data] == [embedding_values(MODEL, t) for t in "ab"]
+    assert [d.embedding for d in second.data] == [embedding_values(MODEL, t) for t in "cd"]
+    calls = [r for r in fake.requests() if r["backend"] == "gemini" and r.get("model")]
+    assert [(c["query"], c["status"]) for c in calls] == [({"prettyPrint": "false"}, 400), ({}, 200), ({}, 200)]
+
+
+def test_another_400_is_not_taken_for_a_refused_prettyprint(make_gateway, fake) -> None:
+    gw = make_gateway(upstreams=[gemini("ai", fake.url, "test-key")])
+    fake.script({"error": {"status": 400, "message": "Request contains an invalid argument.", "status_name": "INVALID_ARGUMENT"}})
+    with oai(gw) as client:
+        with pytest.raises(openai.BadRequestError):
+            client.embeddings.create(model=MODEL, input=["a", "b"])
+        client.embeddings.create(model=MODEL, input=["a", "b"])
+    calls = [r for r in fake.requests() if r["backend"] == "gemini" and r.get("model")]
+    assert [c["query"] for c in calls] == [{"prettyPrint": "false"}] * 2

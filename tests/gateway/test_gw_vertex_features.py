@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from app.testing.credentials import write_service_account_file
-from gateway_harness import GatewayServer, gateway_settings
+from gateway_harness import GatewayServer
 
-from .gw_support import directive, msg, oai, vertex
+from .gw_support import directive, msg, oai, vertex_gateway
 
 WEATHER = {
     "type": "function",
@@ -37,12 +36,7 @@ WEATHER = {
 
 @pytest.fixture(scope="module")
 def vertex_gw(fake_gemini: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
-    sa = write_service_account_file(tmp_path_factory.mktemp("vx") / "sa.json", fake_gemini.url + "/token")
-    server = GatewayServer(gateway_settings(fake_gemini.url, upstreams=[vertex("vx", fake_gemini.url, sa, project="feat-proj")]))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from vertex_gateway(fake_gemini, tmp_path_factory, project="feat-proj")
 
 
 @pytest.fixture

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from app.testing.credentials import write_service_account_file
-from gateway_harness import GatewayServer, gateway_settings
+from gateway_harness import GatewayServer
 
-from .gw_support import oai, vertex
+from .gw_support import oai, vertex_gateway
 
 WEATHER = {
     "type": "function", "name": "get_weather", "description": "Weather in a city.", "strict": True,
@@ -21,12 +20,7 @@ WEATHER = {
 
 @pytest.fixture(scope="module")
 def vertex_gw(fake_gemini: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
-    sa = write_service_account_file(tmp_path_factory.mktemp("vx") / "sa.json", fake_gemini.url + "/token")
-    server = GatewayServer(gateway_settings(fake_gemini.url, upstreams=[vertex("vx", fake_gemini.url, sa, project="resp-proj")]))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from vertex_gateway(fake_gemini, tmp_path_factory, project="resp-proj")
 
 
 @pytest.fixture

@@ -8,9 +8,6 @@ named by `GEMINI_PROXY_STORAGE__DATABASE_URL`; gateway processes run
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,19 +17,12 @@ from typing import Any
 
 import httpx
 import openai
+from cli_gateway import CliGateway, clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "adm-0123456789-secret"
 MODEL = "gemini-2.5-flash"
 REVOCATION_BOUND = 5.0  # seconds: a revoked, rotated or expired key stops working within this, on every replica
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    drop = ("GEMINI_", "GOOGLE_", "VERTEX_", "OPENAI_", "CLOUDSDK_")
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(drop)}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
 
 
 def cli(database_url: str, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -73,45 +63,10 @@ def wait_until(predicate: Callable[[], bool], bound: float, step: float = 0.1) -
         time.sleep(step)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class GatewayProcess:
-    """`python -m app serve` on a free port; output to a file; stopped by `stop()` (by its own pid)."""
+class GatewayProcess(CliGateway):
+    """`python -m app serve` on a free port, stdout and stderr together in a file beside `log`; `stop()` by its pid."""
 
     def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
-        self.log = log
-        self._out = open(log, "wb")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(self.port), *args],
-            env=env, cwd=log.parent, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200 and "running on" in self.output():
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"gateway not ready:\n{self.output()}"
-            time.sleep(0.1)
+        super().__init__(log.parent, env, *args, name=log.stem)
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._out.close()

@@ -69,7 +69,7 @@ def test_limits_and_settlement_on_redis(redis_gateway, redis, fake):
     assert refused.status_code == 429 and refused.json()["error"]["type"] == "requests"
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     keys = redis.command("KEYS", "gemini-proxy:*")
-    assert b"LIMITS" in keys and b"budget:key:rl:tokens:" in keys
+    assert b"gemini-proxy:win:key:rl/rpm" in keys and b"budget:key:rl:tokens:" in keys
     assert KEY.encode() not in keys  # never the secret
 
 
@@ -83,7 +83,7 @@ def test_concurrency_leases_on_redis_expire_and_release(redis_gateway, redis, fa
     assert chat(gateway.url, KEY).status_code == 429
     slow.join()
     assert results == [200]
-    # released in the pipeline's `finally`, just after the answer went out
+    # released just before the answer's last bytes went out (release_leases)
     wait_until(lambda: redis.command("ZCARD", "gemini-proxy:leases:{key:rl}").strip() == b":0", 5)
     ttl = int(redis.command("PTTL", "gemini-proxy:leases:{key:rl}").strip()[1:])
     assert ttl < 0 or ttl <= 1800 * 1000  # a lease set never outlives its TTL (a crashed replica leaks nothing)
@@ -117,7 +117,7 @@ def test_redis_lost_under_traffic_degrades_to_local_limits_without_5xx(redis_gat
         stop.set()
         worker.join()
     assert set(statuses) == {200}, sorted(set(statuses))
-    assert b"LIMITS" in redis.command("KEYS", "gemini-proxy:*")  # counting in Redis again
+    assert b"gemini-proxy:win:key:rl/rpm" in redis.command("KEYS", "gemini-proxy:*")  # counting in Redis again
     logged = caplog.text
     assert "is unreachable" in logged and "serving with local limits" in logged and "answers: limits" in logged
 
@@ -317,3 +317,148 @@ def test_redis_down_at_start_divides_the_limits_by_the_workers(make_gateway, fak
     response = chat(gateway.url, KEY)
     assert response.status_code == 200
     assert response.headers["x-ratelimit-limit-requests"] == "2"  # 8 // 4 workers, not 8 in each
+
+
+# --- one script per admission and per settlement: lost replies, windows, early release ------------------------
+
+
+def test_a_concurrency_one_key_making_sequential_requests_is_never_refused(redis_gateway, redis, fake):
+    """The lease is released before the last bytes of the answer (not after, in the `finally`): a client that sends
+    its next request as soon as it has read an answer finds its slot free, streamed or not."""
+    import asyncio
+
+    gateway = redis_gateway({"concurrency": 1})
+    backend = gateway.state.limiter.shared
+    settle = backend._settle
+
+    async def slow_settle(**kwargs: Any) -> Any:  # a Redis farther away than this machine's
+        await asyncio.sleep(0.05)
+        return await settle(**kwargs)
+
+    backend._settle = slow_settle
+    statuses = [chat(gateway.url, KEY).status_code for _ in range(20)]
+    with httpx.Client(timeout=30) as client:
+        for _ in range(20):
+            with client.stream("POST", gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+                               json={"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
+                body = r.read()
+                statuses.append(r.status_code)
+                assert r.status_code != 200 or body.rstrip().endswith(b"data: [DONE]")
+    assert statuses == [200] * 40, statuses
+
+
+class Breaker:
+    def __init__(self) -> None:
+        self.failures: list[BaseException] = []
+
+    def __call__(self, exc: BaseException) -> None:
+        self.failures.append(exc)
+
+
+def limiter_on(redis: RedisServer, **key_limits: Any) -> tuple[Any, Any, Breaker, Callable[[str], Any]]:
+    from app.gateway.ratelimit import Limiter
+    from app.gateway.shared import SharedState
+    from app.pipeline.context import Limits, Principal, RequestContext
+
+    state = SharedState(redis.url)
+    backend = state.backend()
+    breaker = Breaker()
+    limiter = Limiter(shared=backend, shared_up=lambda: True, shared_failed=breaker, replicas=lambda: 1)
+    principal = Principal.of_key("k", "k", limits=Limits(**key_limits))
+    return state, limiter, breaker, lambda rid: RequestContext(rid, "POST", "/v1/chat/completions", principal=principal)
+
+
+def number(reply: bytes) -> int:
+    return int(reply.split(b"\r\n")[0][1:])
+
+
+@pytest.mark.anyio
+async def test_a_lost_settlement_releases_its_lease_at_the_next_call(redis):
+    """A settlement whose reply is lost opens the breaker; its lease does not wait for LEASE_TTL: the next call
+    that reaches Redis releases it (idempotent)."""
+    state, limiter, breaker, request = limiter_on(redis, concurrency=1)
+    backend = limiter.shared
+    try:
+        first = request("r1")
+        await limiter.admit(first, 10, 10)
+        assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 1
+        real = backend._settle
+
+        async def lost(**_: Any) -> None:
+            raise TimeoutError("reply lost")
+
+        backend._settle = lost
+        await limiter.settle(first)
+        backend._settle = real
+        assert len(breaker.failures) == 1 and number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 1
+        second = request("r2")
+        await limiter.admit(second, 10, 10)  # not refused: the lost release was done first
+        assert breaker.failures[1:] == [] and number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 1
+        await limiter.settle(second)
+        assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 0
+    finally:
+        await state.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_admission_whose_reply_was_lost_is_undone_once(redis):
+    """The script ran but its reply timed out: the request went on with local limits, and what the script took
+    in Redis (window hits, budget reservation, lease) is undone by the next call, once."""
+    state, limiter, breaker, request = limiter_on(redis, rpm=10, tpm=10_000, concurrency=1, tokens_per_month=10**6)
+    backend = limiter.shared
+    month = f"gemini-proxy:budget:key:k:tokens:{time.strftime('%Y-%m', time.gmtime())}"
+    try:
+        real = backend._admit
+
+        async def ran_then_lost(**kwargs: Any) -> Any:
+            await real(**kwargs)
+            raise TimeoutError("reply lost")
+
+        backend._admit = ran_then_lost
+        lost = request("r1")
+        await limiter.admit(lost, 100, 100)  # served by the local limits meanwhile
+        assert lost.admission.backend is limiter.local and len(breaker.failures) == 1
+        assert redis.command("HGET", "gemini-proxy:win:key:k/rpm", "c").endswith(b"1\r\n")
+        assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 1
+        assert int(redis.command("GET", month).split(b"\r\n")[1]) == 200
+        await limiter.settle(lost)
+        backend._admit = real
+        for rid, requests in (("r2", "9"), ("r3", "8")):  # the undo comes first, once (then no record is left)
+            ctx = request(rid)
+            await limiter.admit(ctx, 100, 100)
+            assert ctx.admission.backend is backend and ctx.admission.headers["x-ratelimit-remaining-requests"] == requests
+            assert int(ctx.admission.headers["x-ratelimit-remaining-tokens"]) == 10_000 - 200
+            assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 1
+            assert int(redis.command("GET", month).split(b"\r\n")[1]) == 200
+            ctx.usage = Usage(0, 0)
+            await limiter.settle(ctx)  # nothing used: the tokens reserved are given back (same minute)
+        assert breaker.failures[1:] == []
+    finally:
+        await state.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_redis_and_local_windows_are_the_same_epoch_minutes(redis):
+    """Both count in fixed 60 s buckets on the epoch; a refund applies only while the reservation's minute is
+    current, in Redis as locally."""
+    from app.gateway.ratelimit import Backend, Plan, Settlement
+
+    state, limiter, _, _ = limiter_on(redis)
+    backend = limiter.shared
+    local = Backend()
+    try:
+        plan = Plan("w1", [("key:k/tpm", 1000, 300)], [], [])
+        shared, here = await backend.admit(plan), await local.admit(plan)
+        now = int(redis.command("TIME").split(b"\r\n")[2])
+        assert shared.window == here.window == now // 60, (shared, here, now)
+        assert int(redis.command("HGET", "gemini-proxy:win:key:k/tpm", "m").split(b"\r\n")[1]) == shared.window
+        for target in (backend, local):  # a refund for another minute's reservation changes nothing
+            await target.settle(Settlement("w1", [], shared.window - 1, ["key:k/tpm"], -100, []))
+        assert (await backend.admit(Plan("w2", [("key:k/tpm", 1000, 0)], [], []))).remaining == [700]
+        assert (await local.admit(Plan("w2", [("key:k/tpm", 1000, 0)], [], []))).remaining == [700]
+        for target in (backend, local):  # the current minute's: refunded
+            await target.settle(Settlement("w1", [], shared.window, ["key:k/tpm"], -100, []))
+        assert (await backend.admit(Plan("w3", [("key:k/tpm", 1000, 0)], [], []))).remaining == [800]
+        assert (await local.admit(Plan("w3", [("key:k/tpm", 1000, 0)], [], []))).remaining == [800]
+    finally:
+        await state.redis.aclose()

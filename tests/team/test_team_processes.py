@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cli_gateway import free_port
 
 from gateway_harness import FakeGemini
 
@@ -25,7 +26,6 @@ from .team_support import (
     clean_env,
     cli,
     cli_json,
-    free_port,
     wait_until,
 )
 

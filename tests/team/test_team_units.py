@@ -299,3 +299,20 @@ def test_a_long_name_gives_an_id_that_fits_the_records():
     assert key.id == f"cfg-{name[:43]}-{hashlib.sha256(b'k9').hexdigest()[:16]}"
     (short,) = AuthSettings(client_keys=[{"name": "ci", "key": "k9"}]).config_keys()
     assert short.id == "cfg-ci"
+
+
+def test_database_health_is_down_while_any_watcher_last_saw_it_down():
+    """The key cache and the usage writer both report the database: one's success never hides the other's failure."""
+    from app.services import BackendHealth
+
+    seen: list[bool] = []
+    health = BackendHealth(seen.append)
+    keys, usage = health.watcher("keys"), health.watcher("usage")
+    keys(True)
+    usage(False)  # the writer's INSERT failed
+    keys(True)  # the next key refresh succeeds: still down
+    assert seen == [True, False, False]
+    usage(True)
+    assert seen[-1] is True
+    keys(False)
+    assert seen[-1] is False

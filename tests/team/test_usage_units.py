@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from app.pipeline.context import Usage
 from app.settings import PriceSettings, normalise_database_url
 from app.team.db import open_database
 from app.team.prices import DEFAULT_PRICES, PRICES_AS_OF, PriceTable
-from app.team.usage_store import RECORD_FIELDS, UsageQuery, UsageStore
+from app.team.usage_store import RecordRefused, UsageQuery, UsageStore, from_dict, sqlite_datetime
 from app.team.usage_writer import UsageWriter
 
 NOW = datetime(2026, 12, 6, 15, 30, tzinfo=UTC)
@@ -118,7 +119,7 @@ def test_the_widest_range_reads_the_database(database_url):
     async def main() -> None:
         store = await _store(database_url)
         try:
-            await store.write([record(1, NOW)])
+            await store.write([from_dict(record(1, NOW))])
             q = UsageQuery.parse("day", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", now=NOW)
             rows = await store.report(q.by, q.since, q.until)
             assert [(r["group"], r["requests"]) for r in rows] == [("2026-12-06", 1)]
@@ -144,8 +145,9 @@ def test_batches_count_once_and_totals_join_days_and_rows(backend_url):
             day3 = datetime(2026, 12, 6, 1, 0, tzinfo=UTC)  # partial last day
             batch = [record(1, day1), record(2, day2, team=None), record(3, day2, key="key_b", cost=None, status=503),
                      record(4, day3, model="gemini-3.8-flash"), record(5, day3 + timedelta(hours=5))]
-            assert await store.write(batch) == 5
-            assert await store.write(batch[:3]) == 0  # a replayed batch: nothing counted twice
+            rows = [from_dict(r) for r in batch]
+            assert await store.write(rows) == 5
+            assert await store.write(rows[:3]) == 0  # a replayed batch: nothing counted twice
             since, until = datetime(2026, 12, 4, 22, tzinfo=UTC), datetime(2026, 12, 6, 2, tzinfo=UTC)
             keys = {r["group"]: r for r in await store.report("key", since, until)}
             assert set(keys) == {"key_a", "key_b"}
@@ -177,13 +179,68 @@ def test_text_the_database_would_refuse_is_cut_to_fit(backend_url):
         try:
             odd = record(1, NOW, model="m\x00" + "x" * 1000)
             odd["error_code"] = "e" * 200
-            assert await store.write([odd]) == 1
+            assert await store.write([from_dict(odd)]) == 1
             rows = await store.report("model", NOW - timedelta(hours=1), NOW + timedelta(hours=1))
             assert rows[0]["group"] == "m" + "x" * 255
         finally:
             await store.engine.dispose()
 
     asyncio.run(main())
+
+
+def _with_store(url: str, body: Callable[[UsageStore], Awaitable[None]]) -> None:
+    async def main() -> None:
+        store = await _store(url)
+        try:
+            await body(store)
+        finally:
+            await store.engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_an_id_twice_in_a_batch_counts_once_in_rows_and_daily_sums(backend_url):
+    async def body(store: UsageStore) -> None:
+        day = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+        first = from_dict(record(1, day, prompt=10))
+        assert await store.write([first, from_dict(record(2, day, prompt=20)), first]) == 2
+        assert await store.write([from_dict(record(2, day, prompt=20)), from_dict(record(3, day, prompt=40))]) == 1
+        # the rows (a range inside the day) and the daily sums (the whole day) say the same
+        for since, until in ((day - timedelta(hours=1), day + timedelta(hours=1)),
+                             (datetime(2026, 12, 5, tzinfo=UTC), datetime(2026, 12, 6, tzinfo=UTC))):
+            (row,) = await store.report("key", since, until)
+            assert (row["requests"], row["prompt_tokens"], row["cost_usd"]) == (3, 70, 21e-6)
+
+    _with_store(backend_url, body)
+
+
+def test_a_record_no_driver_can_take_is_refused_and_the_others_are_written(backend_url):
+    async def body(store: UsageStore) -> None:
+        good = from_dict(record(1, NOW))
+        huge = from_dict(record(2, NOW, prompt=2**70))  # past 64 bits: no driver sends it
+        wrong_id = from_dict({**record(3, NOW), "id": 3})
+        for bad in (huge, wrong_id):
+            with pytest.raises(RecordRefused):
+                await store.write([good, bad])
+        assert await store.write([good]) == 1
+        (row,) = await store.report("key", NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+        assert row["requests"] == 1
+
+    _with_store(backend_url, body)
+
+
+def test_sqlite_times_are_written_as_sqlalchemy_writes_them():
+    """`write` formats SQLite's DATETIME itself (cheaper): what SQLAlchemy reads and compares must be the same text."""
+    from sqlalchemy.dialects.sqlite import aiosqlite
+
+    from app.team.schema import usage_records
+
+    dialect = aiosqlite.dialect()
+    process = usage_records.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    for when in (NOW, datetime(1970, 1, 1, tzinfo=UTC), datetime(2026, 12, 7, 3, 4, 5, 60, tzinfo=UTC),
+                 datetime.fromtimestamp(1796000000.123456, UTC)):
+        assert sqlite_datetime(when) == process(when)
 
 
 # -- the writer -------------------------------------------------------------------------------------------------------
@@ -199,7 +256,8 @@ def test_retention_prunes_old_rows_in_the_background(database_url, tmp_path: Pat
     async def main() -> None:
         store = await _store(database_url)
         now = datetime.now(UTC)
-        await store.write([record(1, now - timedelta(days=31)), record(2, now - timedelta(days=29)), record(3, now)])
+        await store.write([from_dict(record(1, now - timedelta(days=31))), from_dict(record(2, now - timedelta(days=29))),
+                           from_dict(record(3, now))])
         writer = UsageWriter(store, tmp_path / "spool", retention_days=30, prune_interval=0.1, interval=0.05)
         await writer.start()
         try:
@@ -225,15 +283,16 @@ def test_a_dead_process_spool_is_written_back_and_a_refused_record_is_dropped(da
         spool.mkdir()
         now = datetime.now(UTC)
         lines = [json.dumps(record(n, now)) for n in (1, 2, 3)]
-        (spool / "usage-99999-dead.jsonl").write_text("\n".join(lines) + "\n" + '{"torn": ')
+        # with a line that is no record (a file edited by hand) and a line torn by a crash
+        (spool / "usage-99999-dead.jsonl").write_text("\n".join(lines) + "\n[1, 2]\n" + '{"torn": ')
         writer = UsageWriter(store, spool, interval=0.05)
         try:
             await writer.start()
             assert writer.pending == 3
-            writer.add(tuple(record(4, now)[f] for f in RECORD_FIELDS))
+            writer.add(from_dict(record(4, now)))
             bad = record(5, now)
             bad["status"] = "not a number"
-            writer.add(tuple(bad[f] for f in RECORD_FIELDS))
+            writer.add(from_dict(bad))
             for _ in range(100):
                 if writer.pending == 0:
                     break
@@ -297,7 +356,7 @@ def test_stop_while_the_database_hangs_spools_the_batch_in_flight(database_url, 
         try:
             now = datetime.now(UTC)
             for n in range(3):
-                writer.add(tuple(record(n, now)[f] for f in RECORD_FIELDS))
+                writer.add(from_dict(record(n, now)))
             for _ in range(100):  # the writer has taken the batch and waits for the lock
                 if not writer.queue:
                     break
@@ -334,7 +393,7 @@ def test_a_full_queue_spills_to_the_spool(database_url, tmp_path: Path):
         try:
             now = datetime.now(UTC)
             for n in range(5):
-                writer.add(tuple(record(n, now)[f] for f in RECORD_FIELDS))
+                writer.add(from_dict(record(n, now)))
             assert len(writer.queue) == 2 and writer.spooled == 3 and writer.pending == 5
         finally:
             await writer.stop()  # the queue is written, then the spool on the next start
@@ -380,7 +439,7 @@ def test_a_read_only_postgresql_loses_no_record(postgres, tmp_path: Path):
             assert await store.ping()
             now = datetime.now(UTC)
             for n in range(3):
-                writer.add(tuple(record(n, now)[f] for f in RECORD_FIELDS))
+                writer.add(from_dict(record(n, now)))
             for _ in range(100):
                 if writer.spooled == 3:
                     break
@@ -418,7 +477,7 @@ def test_a_write_slower_than_the_timeout_is_spooled_not_waited_for(database_url,
         try:
             now = datetime.now(UTC)
             for n in range(3):
-                writer.add(tuple(record(n, now)[f] for f in RECORD_FIELDS))
+                writer.add(from_dict(record(n, now)))
             for _ in range(100):
                 if writer.spooled == 3:
                     break
@@ -471,7 +530,7 @@ def test_budget_seeds_find_the_records_of_a_long_named_config_key(database_url):
     async def main() -> None:
         store = await _store(database_url)
         try:
-            await store.write([record(1, NOW, key=key.id)])
+            await store.write([from_dict(record(1, NOW, key=key.id))])
             tokens, _ = await store.spent(key_id=key.id, since=NOW - timedelta(hours=1))
             assert tokens == 15
         finally:
