@@ -17,7 +17,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/gemini-proxy
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install . \
+# The speedups extra (pysimdjson, numpy, pybase64): half the CPU of base64 embeddings, openai-python's default.
+RUN pip install ".[speedups]" \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway \
     && mkdir -p /etc/gemini-proxy /data \
     && chown gateway /data
