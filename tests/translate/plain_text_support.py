@@ -34,6 +34,17 @@ def framed(payload: bytes) -> bytes:
     return b"data: " + payload + b"\r\n\r\n"
 
 
+def feed_both(fast: Any, slow: Any, payload: bytes) -> tuple[bytes, bool]:
+    """One upstream event through `fast`'s byte path (the parsed path where it declines) and `slow`'s parsed path:
+    (the SSE bytes, whether the byte path took it); asserts both send the same bytes."""
+    sse = fast.feed_read(framed(payload))
+    took = sse is not None
+    if sse is None:
+        sse = fast.feed_sse(json.loads(payload))
+    assert sse == slow.feed_sse(json.loads(payload)), payload
+    return sse, took
+
+
 # Texts with what a JSON literal must escape, what it may escape, and a piece of the event's own tail.
 texts = st.one_of(
     st.text(max_size=40),

@@ -27,7 +27,7 @@ from app.translate.responses_response import ResponsesContext
 from app.translate.responses_stream import ResponsesStreamTranslator
 from app.translate.transcoder import StreamTranscoder
 
-from .plain_text_support import SAMPLE_TEXTS, SPELLINGS, USAGE, dumps, framed, text_event, texts
+from .plain_text_support import SAMPLE_TEXTS, SPELLINGS, USAGE, dumps, feed_both, framed, text_event, texts
 
 
 def translator(**options: Any) -> ResponsesStreamTranslator:
@@ -45,12 +45,8 @@ def both_ways(first: dict[str, Any], payloads: list[bytes], **options: Any) -> t
     assert out[0] == slow.feed_sse(first)
     taken = 0
     for payload in payloads:
-        sse = fast.feed_read(framed(payload))
-        if sse is None:
-            sse = fast.feed_sse(json.loads(payload))
-        else:
-            taken += 1
-        assert sse == slow.feed_sse(json.loads(payload)), payload
+        sse, took = feed_both(fast, slow, payload)
+        taken += took
         out.append(sse)
     out.append(fast.finish_sse())
     assert out[-1] == slow.finish_sse()

@@ -22,7 +22,7 @@ from app.translate.chat_request import ResponseOptions
 from app.translate.chat_response import ResponseContext
 from app.translate.chat_stream import ChatStreamTranscoder, ChatStreamTranslator
 
-from .plain_text_support import SAMPLE_TEXTS, SPELLINGS, USAGE, dumps, framed, text_event, texts
+from .plain_text_support import SAMPLE_TEXTS, SPELLINGS, USAGE, dumps, feed_both, text_event, texts
 
 
 def ctx(**options: Any) -> ResponseContext:
@@ -56,15 +56,10 @@ def both_ways(events: list[bytes], **options: Any) -> tuple[list[Any], list[Any]
     out_slow: list[Any] = []
     taken = 0
     for payload in events:
-        sse = fast.feed_read(framed(payload))
-        if sse is None:
-            sse = fast.feed_sse(json.loads(payload))
-        else:
-            taken += 1
-        parsed = slow.feed_sse(json.loads(payload))
-        assert sse == parsed
+        sse, took = feed_both(fast, slow, payload)
+        taken += took
         out_fast.extend(parse_sse(sse))
-        out_slow.extend(parse_sse(parsed))
+        out_slow.extend(parse_sse(sse))  # the same bytes (asserted)
     out_fast.extend(fast.finish())
     out_slow.extend(slow.finish())
     assert fast.ctx.signatures == slow.ctx.signatures
