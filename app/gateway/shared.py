@@ -57,7 +57,8 @@ WINDOWS = PREFIX + "win:"  # + "key:<id>/rpm" and the like: a rate window (see _
 BUDGETS = PREFIX + "budget:"
 LEASES = PREFIX + "leases:"
 RECORD = PREFIX + "adm:"  # + an admission's id: what it took, until settled (an undo reads it)
-RECORD_TTL = 600  # seconds an admission's record is kept: an undo after a lost reply must come within it
+RECORD_TTL = 600  # at least, seconds an admission's record is kept (and as long as its leases): an undo after a lost
+# reply must come within it
 
 # The limiter's scripts (RedisBackend): one per admission, one per settlement, one to undo lost admissions.
 # A rate window is a hash {m: minute (Unix time // 60), p: previous minute's count, c: this minute's count}: the
@@ -434,8 +435,9 @@ class RedisBackend(Backend):
         if self.lost_admissions or self.lost_releases:
             await self._make_good()
         keys = [RECORD + plan.ident]
-        args: list[Any] = [len(plan.hits), len(plan.budgets), len(plan.leases), int(self.state.lease_ttl * 1000),
-                           RECORD_TTL, plan.ident]
+        lease_ms = int(self.state.lease_ttl * 1000)
+        args: list[Any] = [len(plan.hits), len(plan.budgets), len(plan.leases), lease_ms,
+                           max(RECORD_TTL, lease_ms // 1000 + 60), plan.ident]
         for key, limit, cost in plan.hits:
             keys.append(WINDOWS + key)
             args += (limit, cost)
@@ -447,8 +449,8 @@ class RedisBackend(Backend):
             args.append(limit)
         try:
             reply = await self._admit(keys=keys, args=args)
-        except Exception:
-            self.lost_admissions.append(keys[0])  # it may have run: undone once Redis answers again
+        except BaseException:  # a timeout, or the client left (cancelled): it may have run
+            self.lost_admissions.append(keys[0])  # undone once Redis answers again (undoing nothing costs nothing)
             raise
         refused, index, window = int(reply[0]), int(reply[1]), int(reply[2])
         if refused == HIT:
@@ -472,9 +474,13 @@ class RedisBackend(Backend):
             raise
 
     async def settle(self, s: Settlement) -> None:
-        if self.lost_admissions or self.lost_releases:
-            await self._make_good()
         leases = [f"{LEASES}{{{subject}}}" for subject in s.leases]
+        if self.lost_admissions or self.lost_releases:
+            try:
+                await self._make_good()
+            except BaseException:
+                self.lost_releases += ((key, s.ident) for key in leases)  # this one's too, with the others
+                raise
         keys = [RECORD + s.ident, *leases, *(WINDOWS + key for key in s.tpm), *(BUDGETS + b[0] for b in s.budgets)]
         args: list[Any] = [len(leases), len(s.tpm), len(s.budgets), s.ident, s.window, s.delta]
         for _, amount, expire_at in s.budgets:
@@ -492,7 +498,7 @@ class RedisBackend(Backend):
         try:
             await self._undo(keys=[*records, *(key for key, _ in releases)],
                              args=[len(records), *(member for _, member in releases)])
-        except Exception:
+        except BaseException:  # failed, or cut short by a cancellation: kept for the next call (idempotent)
             self.lost_admissions[:0], self.lost_releases[:0] = records, releases
             raise
 

@@ -9,6 +9,7 @@ the other.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -433,6 +434,43 @@ async def test_an_admission_whose_reply_was_lost_is_undone_once(redis):
             ctx.usage = Usage(0, 0)
             await limiter.settle(ctx)  # nothing used: the tokens reserved are given back (same minute)
         assert breaker.failures[1:] == []
+    finally:
+        await state.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_admission_cut_short_by_a_cancellation_is_undone(redis):
+    """The client left while the admission script ran: the request is gone (no settlement will come), so what the
+    script took is undone by the next call; and a cancellation of that undo keeps it pending, never drops it."""
+    state, limiter, breaker, request = limiter_on(redis, rpm=10, concurrency=1)
+    backend = limiter.shared
+    try:
+        real_admit, real_undo = backend._admit, backend._undo
+
+        async def ran_then_cancelled(**kwargs: Any) -> Any:
+            await real_admit(**kwargs)
+            raise asyncio.CancelledError
+
+        backend._admit = ran_then_cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await limiter.admit(request("r1"), 10, 10)
+        assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 1
+        backend._admit = real_admit
+
+        async def undo_cancelled(**_: Any) -> Any:
+            raise asyncio.CancelledError
+
+        backend._undo = undo_cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await limiter.admit(request("r2"), 10, 10)
+        assert backend.lost_admissions  # still pending
+        backend._undo = real_undo
+        ctx = request("r3")
+        await limiter.admit(ctx, 10, 10)  # the lease of r1 was released first: not refused
+        assert ctx.admission.backend is backend and ctx.admission.headers["x-ratelimit-remaining-requests"] == "9"
+        assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 1
+        await limiter.settle(ctx)
+        assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 0 and breaker.failures == []
     finally:
         await state.redis.aclose()
 
