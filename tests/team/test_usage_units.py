@@ -136,6 +136,14 @@ async def _store(url: str) -> UsageStore:
     return UsageStore(await open_database(normalise_database_url(url)))
 
 
+async def until(condition: Callable[[], object], tries: int = 100, step: float = 0.05) -> None:
+    """Wait, at most `tries` x `step` seconds, until `condition()` holds (the test asserts what it needs after)."""
+    for _ in range(tries):
+        if condition():
+            return
+        await asyncio.sleep(step)
+
+
 def test_batches_count_once_and_totals_join_days_and_rows(backend_url):
     async def main() -> None:
         store = await _store(backend_url)
@@ -261,10 +269,7 @@ def test_retention_prunes_old_rows_in_the_background(database_url, tmp_path: Pat
         writer = UsageWriter(store, tmp_path / "spool", retention_days=30, prune_interval=0.1, interval=0.05)
         await writer.start()
         try:
-            for _ in range(100):
-                if len(ids()) == 2:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: len(ids()) == 2)
             assert ids() == ["u00000002", "u00000003"]
             # the pruned request's day still adds up, from the daily sums
             days = await store.report("day", now - timedelta(days=40), now + timedelta(minutes=1))
@@ -293,10 +298,7 @@ def test_a_dead_process_spool_is_written_back_and_a_refused_record_is_dropped(da
             bad = record(5, now)
             bad["status"] = "not a number"
             writer.add(from_dict(bad))
-            for _ in range(100):
-                if writer.pending == 0:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: writer.pending == 0)
             assert writer.pending == 0
             rows = await store.report("key", now - timedelta(minutes=1), now + timedelta(minutes=1))
             assert rows[0]["requests"] == 4
@@ -357,10 +359,7 @@ def test_stop_while_the_database_hangs_spools_the_batch_in_flight(database_url, 
             now = datetime.now(UTC)
             for n in range(3):
                 writer.add(from_dict(record(n, now)))
-            for _ in range(100):  # the writer has taken the batch and waits for the lock
-                if not writer.queue:
-                    break
-                await asyncio.sleep(0.02)
+            await until(lambda: not writer.queue, step=0.02)  # the writer has taken the batch and waits for the lock
             assert not writer.queue and writer._inflight
             await writer.stop()
         finally:
@@ -371,10 +370,7 @@ def test_stop_while_the_database_hangs_spools_the_batch_in_flight(database_url, 
         following = UsageWriter(store, spool, interval=0.05)
         await following.start()
         try:
-            for _ in range(400):
-                if following.pending == 0:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: following.pending == 0, tries=400)
             assert following.pending == 0
             rows = await store.report("key", datetime.now(UTC) - timedelta(minutes=5), datetime.now(UTC) + timedelta(minutes=1))
             assert rows[0]["requests"] == 3
@@ -400,10 +396,7 @@ def test_a_full_queue_spills_to_the_spool(database_url, tmp_path: Path):
         following = UsageWriter(store, tmp_path / "spool", interval=0.05)
         await following.start()
         try:
-            for _ in range(100):
-                if following.pending == 0:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: following.pending == 0)
             rows = await store.report("key", now - timedelta(minutes=1), now + timedelta(minutes=1))
             assert rows[0]["requests"] == 5
         finally:
@@ -440,18 +433,12 @@ def test_a_read_only_postgresql_loses_no_record(postgres, tmp_path: Path):
             now = datetime.now(UTC)
             for n in range(3):
                 writer.add(from_dict(record(n, now)))
-            for _ in range(100):
-                if writer.spooled == 3:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: writer.spooled == 3)
             assert writer.spooled == 3 and health == [False]
             assert await store.report("key", now - timedelta(minutes=1), now + timedelta(minutes=1)) == []
             await read_only(False)
             await store.engine.dispose()
-            for _ in range(100):
-                if writer.pending == 0:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: writer.pending == 0)
             assert writer.pending == 0 and health == [False, True]
             rows = await store.report("key", now - timedelta(minutes=1), now + timedelta(minutes=1))
             assert rows[0]["requests"] == 3
@@ -478,19 +465,13 @@ def test_a_write_slower_than_the_timeout_is_spooled_not_waited_for(database_url,
             now = datetime.now(UTC)
             for n in range(3):
                 writer.add(from_dict(record(n, now)))
-            for _ in range(100):
-                if writer.spooled == 3:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: writer.spooled == 3)
             assert writer.spooled == 3 and not writer.healthy
         finally:
             blocker.rollback()
             blocker.close()
         try:
-            for _ in range(200):
-                if writer.pending == 0:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: writer.pending == 0, tries=200)
             assert writer.pending == 0
             rows = await store.report("key", now - timedelta(minutes=1), now + timedelta(minutes=1))
             assert rows[0]["requests"] == 3
