@@ -227,62 +227,59 @@ def test_a_process_started_later_learns_the_rests_in_force(pair, redis, fake, fa
         late.stop()
 
 
+class SpentSource:
+    """A budget source that says the same spend every time, and counts how often it was asked."""
+
+    def __init__(self, tokens: int, usd: float) -> None:
+        self.tokens, self.usd, self.asked = tokens, usd, 0
+
+    async def spent(self, subject: str, since: float) -> tuple[int, float]:
+        self.asked += 1
+        return self.tokens, self.usd
+
+
 def test_budgets_are_seeded_again_when_redis_comes_back(redis_gateway, redis, fake):
     gateway = redis_gateway({"tokens_per_month": 10**6, "usd_per_month": 100})
 
-    class Spent:
-        asked = 0
-
-        async def spent(self, subject: str, since: float) -> tuple[int, float]:
-            Spent.asked += 1
-            return 1000, 1.5
-
-    gateway.state.limiter.budget_source = Spent()
+    source = gateway.state.limiter.budget_source = SpentSource(1000, 1.5)
     answer = chat(gateway.url, KEY)
     assert answer.status_code == 200
-    assert Spent.asked == 1  # the month's tokens and USD: one query
+    assert source.asked == 1  # the month's tokens and USD: one query
     # the seed, then this request's own cost (priced before the settlement)
     usage = answer.json()["usage"]
     cost = gateway.state.recorder.prices.cost_micro(Usage(usage["prompt_tokens"], usage["completion_tokens"]), MODEL)
     assert cost and cost > 0
     usd_key = f"gemini-proxy:budget:key:rl:usd:{time.strftime('%Y-%m', time.gmtime())}"
-    # settled in the pipeline's `finally`, just after the answer went out
+    # settled just before the answer's last bytes (the whole settlement, on Redis)
     wait_until(lambda: int(redis.command("GET", usd_key).split(b"\r\n")[1]) == 1_500_000 + cost, 5)
-    assert chat(gateway.url, KEY).status_code == 200 and Spent.asked == 1  # counted in Redis from then on
+    assert chat(gateway.url, KEY).status_code == 200 and source.asked == 1  # counted in Redis from then on
     redis.kill()
     assert chat(gateway.url, KEY).status_code == 200
-    assert Spent.asked == 2  # the local counters start from what was spent, not from zero
+    assert source.asked == 2  # the local counters start from what was spent, not from zero
     redis.start()  # empty: it lost the counters
     wait_until(lambda: metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 1, 10)
     assert chat(gateway.url, KEY).status_code == 200
-    assert Spent.asked == 3
+    assert source.asked == 3
 
 
 def test_a_budget_counter_gone_from_redis_is_seeded_again_not_restarted(redis_gateway, redis, fake, caplog):
     """Eviction or FLUSHDB while Redis stays up: the next reservation notices, and the counter is seeded again."""
     gateway = redis_gateway({"tokens_per_month": 10**6})
 
-    class Spent:
-        asked = 0
-
-        async def spent(self, subject: str, since: float) -> tuple[int, float]:
-            Spent.asked += 1
-            return 5000, 0.0
-
-    gateway.state.limiter.budget_source = Spent()
+    source = gateway.state.limiter.budget_source = SpentSource(5000, 0.0)
     tokens_key = f"gemini-proxy:budget:key:rl:tokens:{time.strftime('%Y-%m', time.gmtime())}"
 
     def counter() -> int | None:
         reply = redis.command("GET", tokens_key)
         return None if reply.startswith(b"$-1") else int(reply.split(b"\r\n")[1])
 
-    assert chat(gateway.url, KEY).status_code == 200 and Spent.asked == 1
+    assert chat(gateway.url, KEY).status_code == 200 and source.asked == 1
     wait_until(lambda: (counter() or 0) > 5000, 5)
     redis.command("DEL", tokens_key)  # gone, while this process still holds it as seeded
     assert counter() is None
     settled = chat(gateway.url, KEY)
     assert settled.status_code == 200
-    assert Spent.asked == 2  # seeded again from the usage records
+    assert source.asked == 2  # seeded again from the usage records
     value = counter()
     assert value is not None and value >= 5000, value  # not restarted from this request's tokens
     assert metric_value(gateway, "gemini_proxy_storage_up", backend="redis") == 1  # not read as a Redis failure
