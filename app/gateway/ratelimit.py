@@ -323,11 +323,13 @@ class LocalWindows:
     def hit(self, limit: int, key: str, cost: int) -> bool:
         return self.take(limit, key, cost, self.clock()) >= 0
 
-    def force(self, key: str, amount: int) -> None:
-        self._roll(key, self.clock())[2] += amount
+    def force(self, key: str, amount: int, now: float | None = None) -> None:
+        """Add `amount` (negative: give back) to the current minute, whatever the limit."""
+        self._roll(key, self.clock() if now is None else now)[2] += amount
 
-    def stats(self, limit: int, key: str) -> tuple[int, float]:
-        now = self.clock()
+    def stats(self, limit: int, key: str, now: float | None = None) -> tuple[int, float]:
+        """(what is left, seconds until one more unit frees)."""
+        now = self.clock() if now is None else now
         w = self._roll(key, now)
         return max(0, limit - math.floor(self._weighted(w, now))), self._frees(w, now)
 
@@ -357,7 +359,7 @@ class Backend:
             left = windows.take(limit, key, cost, now)
             if left < 0:
                 self._unhit(plan.hits[:i], now)
-                return Verdict(HIT, i, window, [-1 - left], windows._frees(windows._roll(key, now), now))
+                return Verdict(HIT, i, window, [-1 - left], windows.stats(limit, key, now)[1])
             remaining.append(left)
         for i, b in enumerate(plan.budgets):
             spent = self._get(b.key)
@@ -376,7 +378,7 @@ class Backend:
 
     def _unhit(self, hits: list[tuple[str, int, int]], now: float) -> None:
         for key, _, cost in hits:
-            self.windows._roll(key, now)[2] -= cost
+            self.windows.force(key, -cost, now)
 
     async def release(self, subjects: list[str], ident: str) -> None:
         """The admission's leases on these subjects are free."""
@@ -395,7 +397,7 @@ class Backend:
             now = self.windows.clock()
             if s.delta > 0 or int(now // WINDOW) == s.window:
                 for key in s.tpm:
-                    self.windows._roll(key, now)[2] += s.delta
+                    self.windows.force(key, s.delta, now)
         for key, amount, expire_at in s.budgets:
             self._add(key, amount, expire_at)
 
@@ -688,7 +690,7 @@ class Limiter:
         ctx.admission = None
         usage = ctx.usage
         actual = usage.prompt + usage.completion if usage is not None else 0
-        cost = getattr(ctx, "cost_usd", None) or 0.0
+        cost = ctx.cost_usd or 0.0
         budgets = []
         for b in adm.budgets:
             amount = round(cost * 1_000_000) if b.kind == "usd_per_month" else actual

@@ -324,18 +324,23 @@ class Pipeline:
                 await self._send_error(send, ctx, error, {"allow": allowed}, endpoint)
         finally:
             try:
-                self.recorder.price(ctx)  # ctx.cost_usd: read by the settlement (usd budgets) and the record
-                admission = ctx.admission
-                if admission is not None and self.settle is not None:
-                    if admission.backend.shared:
-                        await self._settle(ctx)  # Redis round trips: they must survive a cancellation
-                    else:
-                        # In-process counters: the settlement never suspends, so no cancellation can cut it
-                        # short, and a task per request (~10 us) would buy nothing.
-                        await self.settle(ctx)
+                await self._price_and_settle(ctx)
             finally:
                 self.recorder.record(ctx)
                 current_request_id.reset(reset)
+
+    async def _price_and_settle(self, ctx: RequestContext) -> None:
+        """`ctx.cost_usd` (read by the settlement's usd budgets and by the record), then the limits settled, if any."""
+        self.recorder.price(ctx)
+        admission = ctx.admission
+        if admission is None or self.settle is None:
+            return
+        if admission.backend.shared:
+            await self._settle(ctx)  # Redis round trips: they must survive a cancellation
+        else:
+            # In-process counters: the settlement never suspends, so no cancellation can cut it
+            # short, and a task per request (~10 us) would buy nothing.
+            await self.settle(ctx)
 
     async def _settle(self, ctx: RequestContext) -> None:
         """A limited key's reservations settled with the real usage, leases released; survives a cancellation."""
@@ -439,9 +444,8 @@ class Pipeline:
         admission = ctx.admission
         if admission is None:
             return
-        if admission.backend.shared and self.settle is not None:
-            self.recorder.price(ctx)
-            await self._settle(ctx)
+        if admission.backend.shared:
+            await self._price_and_settle(ctx)
         else:
             await release_leases(ctx)
 

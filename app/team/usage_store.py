@@ -198,6 +198,13 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 
 
+def _out_of_range(text: str, param: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"`{param}` is out of range: {text[:100]!r}; give a time between {rfc3339(EARLIEST)} and {rfc3339(LATEST)}.",
+        param=param,
+    )
+
+
 def parse_when(text: str, param: str, now: datetime) -> datetime:
     """`since` / `until`: RFC 3339 / ISO-8601 (a date is its UTC midnight; no zone = UTC), or `7d`, `24h` = that long ago.
 
@@ -209,10 +216,7 @@ def parse_when(text: str, param: str, now: datetime) -> datetime:
     try:
         return max(now - parse_duration(value), EARLIEST)
     except OverflowError:  # a span longer than the calendar
-        raise InvalidRequest(
-            f"`{param}` is out of range: {text[:100]!r}; give a time between {rfc3339(EARLIEST)} and {rfc3339(LATEST)}.",
-            param=param,
-        ) from None
+        raise _out_of_range(text, param) from None
     except ValueError:
         pass
     try:
@@ -225,10 +229,7 @@ def parse_when(text: str, param: str, now: datetime) -> datetime:
     try:
         when = as_utc(when)
     except OverflowError:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
-        raise InvalidRequest(
-            f"`{param}` is out of range: {text[:100]!r}; give a time between {rfc3339(EARLIEST)} and {rfc3339(LATEST)}.",
-            param=param,
-        ) from None
+        raise _out_of_range(text, param) from None
     return min(max(when, EARLIEST), LATEST)
 
 
