@@ -349,6 +349,10 @@ class Backend:
         # budget counters seeded from the BudgetSource; cleared when Redis returns (shared) or a fallback starts (local)
         self.seeded: set[str] = set()
 
+    def suspends(self, ident: str) -> bool:
+        """Whether settling this admission waits on a remote store (then it runs as a task a cancellation spares)."""
+        return False
+
     async def admit(self, plan: Plan) -> Verdict:
         """All or nothing: the hits, then the budgets, then the leases; nothing is taken when one refuses."""
         windows = self.windows

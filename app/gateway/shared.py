@@ -31,7 +31,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -57,6 +58,10 @@ WINDOWS = PREFIX + "win:"  # + "key:<id>/rpm" and the like: a rate window (see _
 BUDGETS = PREFIX + "budget:"
 LEASES = PREFIX + "leases:"
 RECORD = PREFIX + "adm:"  # + an admission's id: what it took, until settled (an undo reads it)
+GRANT_REQUESTS = 64  # a grant: units (slots) taken ahead for this many requests of the cost of the one asking
+GRANT_FLOOR = 1024  # granted only while this many more such requests fit in the window (lease set): exact near limits
+GRANT_TTL = 10.0  # seconds a granted concurrency slot lives unless the heartbeat renews it (a crashed replica's expire)
+GRANT_FLUSH = 0.05  # seconds before a grant's overrun (real usage past the units taken ahead) is forced into Redis
 RECORD_TTL = 600  # at least, seconds an admission's record is kept (and as long as its leases): an undo after a lost
 # reply must come within it
 
@@ -84,29 +89,36 @@ end
 """
 
 # KEYS: the admission's record, then a window per hit, a counter per budget, a lease set per lease.
-# ARGV: hits, budgets, leases, lease TTL (ms), record TTL (s), the lease member; then limit and cost per hit,
-# limit, amount and expire-at per budget, limit per lease.
-# Reply: {0, 0, minute, left in each window...}: all taken (and recorded, for an undo); {1, i, minute, left, ms until
-# one unit frees}: hit i refused; {2, i, minute}: budget i spent; {3, i, minute}: budget counter i is missing
-# (evicted, flushed: seed it again, never count from 0); {4, i, minute}: lease i refused. A refusal takes nothing.
+# ARGV: hits, budgets, leases, lease TTL (ms), record TTL (s), the lease member, replicas, grant TTL (ms); then limit,
+# cost and units wanted ahead per hit, limit, amount and expire-at per budget, limit and slots wanted ahead per lease.
+# Units ahead (a grant, see RedisBackend): taken only while the window (lease set) stays far from its limit: at most
+# a quarter of what is left divided by the replicas, and only when `GRANT_FLOOR` more requests of this cost fit.
+# Reply: {0, 0, minute, Redis time (ms), left in each window after its hit and grant..., units granted per hit...,
+# slots granted per lease...}: all taken (and recorded, for an undo); {1, i, minute, left, ms until one unit frees}:
+# hit i refused; {2, i, minute}: budget i spent; {3, i, minute}: budget counter i is missing (evicted, flushed: seed
+# it again, never count from 0); {4, i, minute}: lease i refused. A refusal takes nothing.
 _ADMIT = _CLOCK + """
 local nh, nb, nl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local lease_ttl, member = tonumber(ARGV[4]), ARGV[6]
+local replicas, grant_ttl, floor = tonumber(ARGV[7]), tonumber(ARGV[8]), """ + str(GRANT_FLOOR) + """
+local h0, b0 = 8, 8 + 3 * nh
+local l0 = b0 + 3 * nb
 for i = 1, nb do
   if redis.call('EXISTS', KEYS[1 + nh + i]) == 0 then return {3, i, minute} end
 end
-local function unhit()
-  for j = 1, nh do redis.call('HINCRBY', KEYS[1 + j], 'c', -tonumber(ARGV[6 + 2 * j])) end
+local grants, slots = {}, {}
+local function unhit(n)
+  for j = 1, n do redis.call('HINCRBY', KEYS[1 + j], 'c', -(tonumber(ARGV[h0 + 3 * j - 1]) + grants[j])) end
 end
 local weight = 1 - (ms % 60000) / 60000
 local remaining = {}
 for i = 1, nh do
-  local key, limit, cost = KEYS[1 + i], tonumber(ARGV[5 + 2 * i]), tonumber(ARGV[6 + 2 * i])
+  local key, limit = KEYS[1 + i], tonumber(ARGV[h0 + 3 * i - 2])
+  local cost, want = tonumber(ARGV[h0 + 3 * i - 1]), tonumber(ARGV[h0 + 3 * i])
   local p, c = roll(key)
   local used = math.floor(p * weight + c)
   if cost > limit or used + cost > limit then
-    nh = i - 1
-    unhit()
+    unhit(i - 1)
     local left = 60000 - ms % 60000
     local frees = 0
     if c > 0 then frees = left end
@@ -116,36 +128,51 @@ for i = 1, nh do
     end
     return {1, i, minute, math.max(0, limit - used), math.ceil(frees)}
   end
-  put(key, p, c + cost)
-  remaining[i] = math.max(0, limit - used - cost)
+  local left = limit - used - cost
+  local g = 0
+  if want > 0 and left >= floor * math.max(1, cost) then g = math.min(want, math.floor(left / (4 * replicas))) end
+  put(key, p, c + cost + g)
+  remaining[i] = left - g
+  grants[i] = g
 end
-local b0 = 6 + 2 * nh
 for i = 1, nb do
   local spent = tonumber(redis.call('GET', KEYS[1 + nh + i]) or '0')
   local limit, amount = tonumber(ARGV[b0 + 3 * i - 2]), tonumber(ARGV[b0 + 3 * i - 1])
   if spent >= limit or spent + amount > limit then
-    unhit()
+    unhit(nh)
     return {2, i, minute}
   end
 end
-local l0 = b0 + 3 * nb
 for i = 1, nl do
-  local key = KEYS[1 + nh + nb + i]
+  local key, limit, want = KEYS[1 + nh + nb + i], tonumber(ARGV[l0 + 2 * i - 1]), tonumber(ARGV[l0 + 2 * i])
   redis.call('ZREMRANGEBYSCORE', key, '-inf', ms)
-  if redis.call('ZCARD', key) >= tonumber(ARGV[l0 + i]) then
-    unhit()
-    for j = 1, i - 1 do redis.call('ZREM', KEYS[1 + nh + nb + j], member) end
+  local held = redis.call('ZCARD', key)
+  if held >= limit then
+    unhit(nh)
+    for j = 1, i - 1 do
+      local k = KEYS[1 + nh + nb + j]
+      redis.call('ZREM', k, member)
+      for s = 1, slots[j] do redis.call('ZREM', k, member .. ':' .. s) end
+    end
     return {4, i, minute}
   end
   redis.call('ZADD', key, ms + lease_ttl, member)
-  redis.call('PEXPIRE', key, lease_ttl)
+  local free, s = limit - held - 1, 0
+  if want > 0 and free >= floor then s = math.min(want, math.floor(free / (4 * replicas))) end
+  for j = 1, s do redis.call('ZADD', key, ms + grant_ttl, member .. ':' .. j) end
+  slots[i] = s
+  redis.call('PEXPIRE', key, math.max(lease_ttl, grant_ttl))
 end
 for i = 1, nb do
   redis.call('INCRBY', KEYS[1 + nh + i], ARGV[b0 + 3 * i - 1])
   redis.call('EXPIREAT', KEYS[1 + nh + i], ARGV[b0 + 3 * i])
 end
-redis.call('SET', KEYS[1], cjson.encode({minute, KEYS, ARGV}), 'EX', ARGV[5])
-return {0, 0, minute, unpack(remaining)}
+redis.call('SET', KEYS[1], cjson.encode({minute, KEYS, ARGV, grants, slots}), 'EX', ARGV[5])
+local reply = {0, 0, minute, ms}
+for i = 1, nh do reply[4 + i] = remaining[i] end
+for i = 1, nh do reply[4 + nh + i] = grants[i] end
+for i = 1, nl do reply[4 + 2 * nh + i] = slots[i] end
+return reply
 """
 
 # KEYS: the admission's record, the lease sets still held, the tpm windows, the budget counters.
@@ -185,22 +212,36 @@ for r = 1, nr do
   if raw then
     redis.call('DEL', KEYS[r])
     local rec = cjson.decode(raw)
-    local keys, args = rec[2], rec[3]
+    local keys, args, grants, slots = rec[2], rec[3], rec[4], rec[5]
     local nh, nb, nl = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
     if rec[1] == minute then
       for j = 1, nh do
         local p, c = roll(keys[1 + j])
-        put(keys[1 + j], p, c - tonumber(args[6 + 2 * j]))
+        put(keys[1 + j], p, c - tonumber(args[8 + 3 * j - 1]) - (grants[j] or 0))
       end
     end
-    local b0 = 6 + 2 * nh
+    local b0 = 8 + 3 * nh
     for i = 1, nb do
       if redis.call('EXISTS', keys[1 + nh + i]) == 1 then redis.call('DECRBY', keys[1 + nh + i], args[b0 + 3 * i - 1]) end
     end
-    for i = 1, nl do redis.call('ZREM', keys[1 + nh + nb + i], args[6]) end
+    for i = 1, nl do
+      local key = keys[1 + nh + nb + i]
+      redis.call('ZREM', key, args[6])
+      for s = 1, (slots[i] or 0) do redis.call('ZREM', key, args[6] .. ':' .. s) end
+    end
   end
 end
 for i = nr + 1, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1 + i - nr]) end
+return 0
+"""
+
+# KEYS: windows; ARGV: the units to add to each, in this minute, whatever the limit (a grant overrun by the real
+# usage of requests admitted from it).
+_FORCE = _CLOCK + """
+for i = 1, #KEYS do
+  local p, c = roll(KEYS[i])
+  put(KEYS[i], p, c + tonumber(ARGV[i]))
+end
 return 0
 """
 
@@ -245,6 +286,7 @@ class SharedState:
         self._wake = asyncio.Event()
         self._upstreams: dict[str, Upstream] = {}
         self.on_return: list[Callable[[], None]] = []  # called when Redis answers again after a loss
+        self.on_beat: list[Callable[[], Awaitable[None]]] = []  # called with each heartbeat while Redis answers
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def backend(self) -> RedisBackend:
@@ -312,6 +354,8 @@ class SharedState:
     async def _beat(self) -> None:
         count = await self._heartbeat(keys=[REPLICAS], args=[int(HEARTBEAT * 3000), self.replica_id])
         self.replicas = max(1, int(count))
+        for renew in self.on_beat:
+            await renew()
 
     async def _run(self) -> None:
         pause = PROBE_MIN
@@ -412,41 +456,105 @@ def _shown(url: str) -> str:
     return head + sep + _QUERY_PASSWORD.sub(r"\1***", rest)
 
 
+@dataclass(slots=True)
+class Grant:
+    """Units of one window this replica took ahead in Redis (they count there already) for Redis's minute `minute`."""
+
+    minute: int
+    left: int  # units not used yet
+    seen: int  # what Redis said was left in the window after the grant (for the x-ratelimit-remaining-* figures)
+
+
 class RedisBackend(Backend):
     """The limiter's counters in Redis: one script per admission, one per settlement (see `_ADMIT`, `_SETTLE`).
 
     A call whose reply is lost (a timeout: it may have run) is made good by the next call that reaches Redis:
     an admission's record (`adm:<id>`, kept `RECORD_TTL`) is undone, a lease's release done again.
+
+    Grants (docs/team.md#replicas): while a window or a lease set is far from its limit (`GRANT_FLOOR` more requests
+    fit), the admission script also takes units ahead for the next `GRANT_REQUESTS` requests (at most a quarter of
+    what is left over the replicas) and concurrency slots (lease members `<id>:<n>`, `GRANT_TTL`, renewed by the
+    heartbeat). Later admissions of keys without budgets are served from them without a round trip, and settled in
+    the process (a refund goes back to the grant; an overrun is taken from it, or forced into Redis within
+    `GRANT_FLUSH`). Near a limit nothing is granted: every admission is one exact script call. Units taken ahead
+    and not used are counted as used in their minute; slots held free count as held until released or expired.
     """
 
     shared = True
 
     def __init__(self, state: SharedState) -> None:
         super().__init__()
-        state.on_return.append(self.seeded.clear)
+        state.on_return.append(self._returned)
+        state.on_beat.append(self._renew)
         self.state = state
         self._admit = state.redis.register_script(_ADMIT)
         self._settle = state.redis.register_script(_SETTLE)
         self._undo = state.redis.register_script(_UNDO)
+        self._force = state.redis.register_script(_FORCE)
         self.lost_admissions: list[str] = []  # records of admissions whose reply was lost
         self.lost_releases: list[tuple[str, str]] = []  # (lease set, member) whose release was lost
+        self.grants: dict[str, Grant] = {}  # window -> the units taken ahead
+        self.slots: dict[str, list[str]] = {}  # lease subject -> granted members free to use
+        self.held: dict[str, set[str]] = {}  # lease subject -> every granted member (free or in use): renewed
+        self.served: dict[str, list[tuple[str, str]]] = {}  # admissions served from grants -> (subject, member) in use
+        self._offset_ms = 0.0  # Redis's clock minus this process's
+        self._forced: dict[str, int] = {}  # window -> overrun units waiting to be forced into Redis
+        self._flusher: asyncio.Task[None] | None = None
+
+    def suspends(self, ident: str) -> bool:
+        return ident not in self.served
+
+    def _returned(self) -> None:
+        """Redis answers again: what was taken ahead may be gone (expired, a restarted Redis), so start afresh."""
+        self.seeded.clear()
+        self.grants.clear()
+        self.slots.clear()
+        self.held.clear()
+
+    def _minute(self) -> int:
+        return int((time.time() * 1000 + self._offset_ms) // 60000)
+
+    def _from_grants(self, plan: Plan) -> Verdict | None:
+        """The admission served from the units and slots taken ahead, or None when they do not cover it."""
+        minute = self._minute()
+        grants, slots = self.grants, self.slots
+        for key, _, cost in plan.hits:
+            g = grants.get(key)
+            if g is None or g.minute != minute or g.left < cost:
+                return None
+        for subject, _ in plan.leases:
+            if not slots.get(subject):
+                return None
+        remaining = []
+        for key, _, cost in plan.hits:
+            g = grants[key]
+            g.left -= cost
+            remaining.append(g.seen + g.left)
+        self.served[plan.ident] = [(subject, slots[subject].pop()) for subject, _ in plan.leases]
+        return Verdict(0, 0, minute, remaining)
 
     async def admit(self, plan: Plan) -> Verdict:
+        if not plan.budgets:
+            verdict = self._from_grants(plan)
+            if verdict is not None:
+                return verdict
         if self.lost_admissions or self.lost_releases:
             await self._make_good()
         keys = [RECORD + plan.ident]
         lease_ms = int(self.state.lease_ttl * 1000)
+        ahead = 0 if plan.budgets else GRANT_REQUESTS  # a budget is settled in Redis by every request
         args: list[Any] = [len(plan.hits), len(plan.budgets), len(plan.leases), lease_ms,
-                           max(RECORD_TTL, lease_ms // 1000 + 60), plan.ident]
+                           max(RECORD_TTL, lease_ms // 1000 + 60), plan.ident, self.state.replicas,
+                           int(GRANT_TTL * 1000)]
         for key, limit, cost in plan.hits:
             keys.append(WINDOWS + key)
-            args += (limit, cost)
+            args += (limit, cost, ahead * max(1, cost))
         for b in plan.budgets:
             keys.append(BUDGETS + b.key)
             args += (b.limit, b.reserved, b.expire_at)
         for subject, limit in plan.leases:
             keys.append(f"{LEASES}{{{subject}}}")
-            args.append(limit)
+            args += (limit, max(0, ahead - len(self.slots.get(subject, ()))))
         try:
             reply = await self._admit(keys=keys, args=args)
         except BaseException:  # a timeout, or the client left (cancelled): it may have run
@@ -457,9 +565,38 @@ class RedisBackend(Backend):
             return Verdict(HIT, index - 1, window, [int(reply[3])], int(reply[4]) / 1000)
         if refused:
             return Verdict(refused, index - 1, window)
-        return Verdict(0, 0, window, [int(left) for left in reply[3:]])
+        self._offset_ms = int(reply[3]) - time.time() * 1000
+        nh = len(plan.hits)
+        remaining = []  # as the headers count it: what Redis has left, and what this process holds ahead
+        for (key, _, _), left, granted in zip(plan.hits, reply[4:4 + nh], reply[4 + nh:4 + 2 * nh], strict=True):
+            left, granted = int(left), int(granted)
+            g = self.grants.get(key)
+            if granted:
+                if g is not None and g.minute == window:
+                    g.left += granted
+                    g.seen = left
+                else:
+                    g = self.grants[key] = Grant(window, granted, left)
+            remaining.append(left + g.left if g is not None and g.minute == window else left)
+        for (subject, _), granted in zip(plan.leases, reply[4 + 2 * nh:], strict=True):
+            members = [f"{plan.ident}:{n}" for n in range(1, int(granted) + 1)]
+            if members:
+                self.slots.setdefault(subject, []).extend(members)
+                self.held.setdefault(subject, set()).update(members)
+        return Verdict(0, 0, window, remaining)
+
+    def _put_back(self, members: list[tuple[str, str]]) -> None:
+        """Granted slots free again (unless the grants were dropped meanwhile)."""
+        for subject, member in members:
+            if member in self.held.get(subject, ()):
+                self.slots.setdefault(subject, []).append(member)
 
     async def release(self, subjects: list[str], ident: str) -> None:
+        served = self.served.get(ident)
+        if served is not None:
+            self._put_back([m for m in served if m[0] in subjects])
+            served[:] = [m for m in served if m[0] not in subjects]
+            return
         keys = [f"{LEASES}{{{subject}}}" for subject in subjects]
         try:
             if len(keys) == 1:
@@ -473,7 +610,53 @@ class RedisBackend(Backend):
             self.lost_releases += ((key, ident) for key in keys)
             raise
 
+    def _settle_served(self, s: Settlement, served: list[tuple[str, str]]) -> None:
+        """A settlement of an admission served from grants, in the process: slots back, tokens to or from the grant."""
+        self._put_back(served)
+        if not s.delta:
+            return
+        minute = self._minute()
+        for key in s.tpm:
+            g = self.grants.get(key)
+            if g is not None and g.minute != minute:
+                g = None  # a past minute's grant: its units are spent there
+            if s.delta < 0:  # a refund, only while the reservation's minute is the current one (as in Redis)
+                if g is not None and s.window == minute:
+                    g.left -= s.delta
+            elif g is not None and g.left >= s.delta:
+                g.left -= s.delta
+            else:
+                self._forced[key] = self._forced.get(key, 0) + s.delta
+        if self._forced and self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Force the grants' overruns into Redis, a moment later, together."""
+        try:
+            await asyncio.sleep(GRANT_FLUSH)
+            forced, self._forced = self._forced, {}
+            await self._force(keys=[WINDOWS + key for key in forced], args=list(forced.values()))
+        except Exception as exc:
+            self.state.failed(exc)
+        finally:
+            self._flusher = None
+
+    async def _renew(self) -> None:
+        """The heartbeat: the granted slots this process holds live another `GRANT_TTL`."""
+        if not any(self.held.values()):
+            return
+        expire = int(time.time() * 1000 + self._offset_ms + GRANT_TTL * 1000)
+        async with self.state.redis.pipeline(transaction=False) as pipe:
+            for subject, members in self.held.items():
+                if members:
+                    pipe.zadd(f"{LEASES}{{{subject}}}", dict.fromkeys(members, expire), xx=True)
+            await pipe.execute()
+
     async def settle(self, s: Settlement) -> None:
+        served = self.served.pop(s.ident, None)
+        if served is not None:
+            self._settle_served(s, served)
+            return
         leases = [f"{LEASES}{{{subject}}}" for subject in s.leases]
         if self.lost_admissions or self.lost_releases:
             try:

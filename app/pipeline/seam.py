@@ -335,7 +335,7 @@ class Pipeline:
         admission = ctx.admission
         if admission is None or self.settle is None:
             return
-        if admission.backend.shared:
+        if admission.backend.suspends(admission.ident):
             await self._settle(ctx)  # Redis round trips: they must survive a cancellation
         else:
             # In-process counters: the settlement never suspends, so no cancellation can cut it

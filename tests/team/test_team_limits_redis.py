@@ -497,3 +497,189 @@ async def test_redis_and_local_windows_are_the_same_epoch_minutes(redis):
         assert (await local.admit(Plan("w3", [("key:k/tpm", 1000, 0)], [], []))).remaining == [800]
     finally:
         await state.redis.aclose()
+
+
+def script_calls(redis: RedisServer) -> int:
+    """EVAL and EVALSHA calls Redis has run so far (INFO commandstats)."""
+    stats = redis.command("INFO", "commandstats").decode()
+    return sum(int(part.split("calls=")[1].split(",")[0]) for part in stats.split("\r\n")
+               if part.startswith(("cmdstat_evalsha:", "cmdstat_eval:")))
+
+
+def window_count(redis: RedisServer, window: str) -> int:
+    reply = redis.command("HGET", f"gemini-proxy:win:{window}", "c")
+    return 0 if reply.startswith(b"$-1") else int(reply.split(b"\r\n")[1])
+
+
+def away_from_a_minute_boundary() -> None:
+    """Wait while the minute is about to roll (a window's count would move to its weighted previous minute)."""
+    while time.time() % 60 > 50:
+        time.sleep(0.5)
+
+
+@pytest.mark.anyio
+async def test_far_from_its_limits_a_key_is_admitted_from_grants(redis):
+    """A key far from every limit takes units and slots ahead: most admissions and settlements never reach Redis,
+    what was taken is counted there (used or not), and the headers count down."""
+    from app.gateway.ratelimit import Plan, Settlement
+    from app.gateway.shared import GRANT_REQUESTS
+
+    away_from_a_minute_boundary()
+    state, limiter, breaker, request = limiter_on(redis, rpm=1_000_000, tpm=10**9, concurrency=10_000)
+    backend = limiter.shared
+    try:
+        await backend.admit(Plan("warm", [("key:warm/rpm", 10, 1)], [], []))  # redis-py loads the scripts first
+        await backend.settle(Settlement("warm", [], 0, [], 0, []))
+        before = script_calls(redis)
+        seen = []
+        for i in range(200):
+            ctx = request(f"g{i}")
+            await limiter.admit(ctx, 10, 10)
+            seen.append(int(ctx.admission.headers["x-ratelimit-remaining-requests"]))
+            ctx.usage = Usage(10, 10)  # as estimated: nothing to settle but the lease
+            await limiter.settle(ctx)
+        calls = script_calls(redis) - before
+        # per grant: the admission script, and the settlement of that one request (its own lease); none for the rest
+        assert calls <= 2 * (200 // GRANT_REQUESTS + 1), calls
+        assert seen == sorted(seen, reverse=True) and seen[-1] < seen[0]
+        rpm = window_count(redis, "key:k/rpm")
+        assert rpm == 200 + backend.grants["key:k/rpm"].left  # what was used, and what is held ahead
+        assert window_count(redis, "key:k/tpm") == 20 * 200 + backend.grants["key:k/tpm"].left
+        held = number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}"))
+        assert held == len(backend.held["key:k"]) == len(backend.slots["key:k"])  # every slot free again
+        assert breaker.failures == [] and backend.served == {}
+    finally:
+        await state.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_grants_never_loosen_a_shared_limit(redis):
+    """Two replicas drawing grants from one rpm window: together they never admit more than the limit, and near
+    the limit they stop taking ahead, so at most what the other holds unused is lost."""
+    from app.gateway.ratelimit import Plan
+    from app.gateway.shared import GRANT_FLOOR, GRANT_REQUESTS, SharedState
+
+    away_from_a_minute_boundary()
+    states = [SharedState(redis.url) for _ in range(2)]
+    for state in states:
+        state.replicas = 2
+    backends = [state.backend() for state in states]
+    limit = GRANT_FLOOR + 600
+    try:
+        admitted = [0, 0]
+        refused = 0
+        for i in range(limit + 200):
+            verdict = await backends[i % 2].admit(Plan(f"r{i}", [("key:s/rpm", limit, 1)], [], []))
+            if verdict.refused:
+                refused += 1
+            else:
+                admitted[i % 2] += 1
+        held = sum(b.grants["key:s/rpm"].left for b in backends if "key:s/rpm" in b.grants)
+        assert sum(admitted) + held == limit == window_count(redis, "key:s/rpm")
+        assert held <= 2 * GRANT_REQUESTS and refused == 200 + held
+        assert script_calls(redis) < limit  # grants served some of them
+    finally:
+        for state in states:
+            await state.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_near_a_limit_every_admission_is_one_exact_script(redis):
+    from app.gateway.shared import GRANT_FLOOR
+
+    state, limiter, _, request = limiter_on(redis, rpm=GRANT_FLOOR, concurrency=GRANT_FLOOR)
+    backend = limiter.shared
+    try:
+        await limiter.admit(request("n"), 10, 10)  # redis-py loads the script: not counted below
+        before = script_calls(redis)
+        for i in range(5):
+            await limiter.admit(request(f"n{i}"), 10, 10)
+        assert script_calls(redis) - before == 5 and backend.grants == {} and backend.slots == {}
+        assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 6
+    finally:
+        await state.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_grant_refunds_and_overruns_settle_in_the_process_then_in_redis(redis):
+    """Real usage below the estimate goes back to the grant; above what the grant holds it is forced into Redis
+    a moment later (GRANT_FLUSH), as a Redis settlement would."""
+    from app.gateway.shared import GRANT_FLUSH
+
+    away_from_a_minute_boundary()
+    state, limiter, breaker, request = limiter_on(redis, tpm=10**9)
+    backend = limiter.shared
+    try:
+        first = request("t1")
+        await limiter.admit(first, 100, 100)  # the script: 200 tokens and 64 requests' worth ahead
+        grant = backend.grants["key:k/tpm"]
+        in_redis = window_count(redis, "key:k/tpm")
+        assert in_redis == 200 + grant.left
+        ctx = request("t2")
+        await limiter.admit(ctx, 100, 100)
+        assert grant.left == in_redis - 400
+        ctx.usage = Usage(50, 0)  # 150 tokens back, to the grant
+        await limiter.settle(ctx)
+        assert grant.left == in_redis - 250 and window_count(redis, "key:k/tpm") == in_redis
+        first.usage = Usage(100, grant.left + 1000)  # more than the grant holds: forced into Redis
+        over = 100 + grant.left + 1000 - 200
+        await limiter.settle(first)
+        await asyncio.sleep(GRANT_FLUSH * 4)
+        assert window_count(redis, "key:k/tpm") == in_redis + over and breaker.failures == []
+    finally:
+        await state.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_granted_slots_live_by_the_heartbeat_and_expire_without_it(redis, monkeypatch):
+    """A replica's free slots count as held in Redis only while its heartbeat renews them: a crashed replica's
+    expire after GRANT_TTL; a Redis that comes back finds the process starting afresh."""
+    from app.gateway import shared
+
+    monkeypatch.setattr(shared, "GRANT_TTL", 0.5)
+    state, limiter, _, request = limiter_on(redis, concurrency=10_000)
+    backend = limiter.shared
+    try:
+        ctx = request("c1")
+        await limiter.admit(ctx, 10, 10)
+        granted = len(backend.slots["key:k"])
+        assert granted > 0 and number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == granted + 1
+        for _ in range(3):
+            await asyncio.sleep(0.3)
+            await state._beat()  # renews them
+        await limiter.admit(request("c2"), 10, 10)  # from a slot; nothing expired meanwhile
+        assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == granted + 1
+        await asyncio.sleep(0.7)  # no heartbeat: the granted slots expire; the request's own lease lives on
+        redis.command("ZREMRANGEBYSCORE", "gemini-proxy:leases:{key:k}", "-inf", str(int(time.time() * 1000)))
+        assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 1
+        backend._returned()  # as when Redis answers after a loss: nothing taken ahead is trusted any more
+        assert backend.slots == {} and backend.grants == {}
+        await limiter.settle(ctx)
+        assert backend.slots == {}  # a slot of the old grant is not put back
+    finally:
+        await state.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_lost_admission_with_grants_is_undone_whole(redis):
+    """The admission that took units and slots ahead lost its reply: the undo gives back the hit, the units ahead
+    and every slot it added."""
+    state, limiter, breaker, request = limiter_on(redis, rpm=1_000_000, concurrency=10_000)
+    backend = limiter.shared
+    try:
+        real = backend._admit
+
+        async def ran_then_lost(**kwargs: Any) -> Any:
+            await real(**kwargs)
+            raise TimeoutError("reply lost")
+
+        backend._admit = ran_then_lost
+        await limiter.admit(request("u1"), 10, 10)
+        assert len(breaker.failures) == 1 and backend.grants == {}
+        assert window_count(redis, "key:k/rpm") > 1 and number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) > 1
+        backend._admit = real
+        await backend._make_good()
+        assert window_count(redis, "key:k/rpm") == 0
+        assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 0
+    finally:
+        await state.redis.aclose()
