@@ -17,6 +17,7 @@ varies is how often the process is disturbed, not the work).
     .venv/bin/python bench/inprocess.py --responses                         # POST /v1/responses
     .venv/bin/python bench/inprocess.py --responses-stream                  # POST /v1/responses, streamed
     .venv/bin/python bench/inprocess.py --chat-stream --events-per-read 10  # chat streamed, reads of 10 events
+    .venv/bin/python bench/inprocess.py --native                            # the native route, passed through
 
 `--responses` sends the bench's Responses request instead of the chat one.
 The stream modes (`--chat-stream`, `--responses-stream`) send the bench's
@@ -143,7 +144,9 @@ def add_stream_args(ap: argparse.ArgumentParser) -> None:
     kind = ap.add_mutually_exclusive_group()
     for flag, help in (("--chat-stream", "a streamed chat request against the canned stream (CPU per stream)"),
                        ("--responses", "the bench's Responses request (POST /v1/responses), not streamed"),
-                       ("--responses-stream", "the Responses request streamed (typed response.* events)")):
+                       ("--responses-stream", "the Responses request streamed (typed response.* events)"),
+                       ("--native", "the native route (POST /v1beta/models/...:generateContent), passed through"),
+                       ("--native-stream", "the native streamed route (:streamGenerateContent?alt=sse)")):
         kind.add_argument(flag, dest="kind", action="store_const", const=flag[2:], help=help)
     ap.add_argument("--chunks", type=int, default=100, help="upstream chunks per stream (stream modes)")
     ap.add_argument("--events-per-read", type=int, default=1, help="upstream events per read (stream modes)")
@@ -183,6 +186,15 @@ def bench_request(kind: str, chunks: int, per_read: int) -> tuple[str, bytes]:
         return CannedStream(reads)
 
     upstream_client.UpstreamClient.open_stream = open_stream  # type: ignore[method-assign]
+    if kind.startswith("native"):
+        answer = orjson.dumps(fake_upstream.generate_content())
+
+        async def request(self: Any, method: str, url: str, headers: dict[str, str], body: bytes | None = None) -> Any:
+            return answer, "application/json; charset=UTF-8"
+
+        upstream_client.UpstreamClient.request = request  # type: ignore[method-assign]
+        verb = "streamGenerateContent?alt=sse" if kind.endswith("stream") else "generateContent"
+        return f"/v1beta/models/{fake_upstream.MODEL}:{verb}", loadgen.body_bytes(False, native=True)
     responses = kind.startswith("responses")
     path = "/v1/responses" if responses else "/v1/chat/completions"
     return path, loadgen.body_bytes(kind.endswith("stream"), responses=responses)
@@ -227,8 +239,9 @@ async def measure(blocks: int, per_block: int, team: bool = False,
 
     upstream_client.UpstreamClient._json = canned  # type: ignore[method-assign]
     app = create_app(load_settings())
+    path, _, query = path.partition("?")
     scope = {
-        "type": "http", "method": "POST", "path": path, "query_string": b"", "root_path": "",
+        "type": "http", "method": "POST", "path": path, "query_string": query.encode(), "root_path": "",
         "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
         "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode())],
@@ -274,13 +287,14 @@ async def check_stream(app: Any, scope: dict[str, Any], receive: Any) -> None:
     await app(scope, receive, send)
     body = b"".join(sent)
     stream = body.startswith((b"data: ", b"event: "))
-    if stream and not (body.endswith(b"data: [DONE]\n\n") or b"event: response.completed\n" in body):
+    ends = (b"data: [DONE]\n\n", b"event: response.completed\n", b'"finishReason"')  # chat, Responses, native
+    if stream and not (body.endswith(ends[0]) or ends[1] in body or ends[2] in body[-2000:]):
         raise SystemExit(f"the stream did not complete: ...{body[-300:]!r}")
 
 
 def kind_case(args: argparse.Namespace) -> tuple[tuple[str, bytes], str]:
     """The request case of `--responses` / a stream mode and its name in the report line; streams take 50 a block."""
-    name = "Responses" if args.kind.startswith("responses") else "chat"
+    name = {"responses": "Responses", "native": "native"}.get(args.kind.split("-")[0], "chat")
     case = bench_request(args.kind, args.chunks, args.events_per_read)
     if not args.kind.endswith("stream"):
         args.per_block = args.per_block or 1000
