@@ -37,6 +37,7 @@ from app.settings import AdminKey, Settings
 from app.team.cache import KeyCache
 from app.team.db import open_database
 from app.team.prices import PriceTable
+from app.team.responses_db import DatabaseResponseStore
 from app.team.store import KeyStore
 from app.team.usage_store import UsageStore
 from app.team.usage_writer import UsageWriter
@@ -133,7 +134,9 @@ class Services:
             RedisSignatureStore(self.shared, local_signatures) if self.shared is not None else local_signatures
         )
         r = settings.responses
+        self._response_store_given = response_store is not None
         self.responses: ResponseStore = response_store or MemoryResponseStore(r.store_size, r.store_max_bytes)
+        self._responses_db: DatabaseResponseStore | None = None
         m = settings.media
         self.fetcher = FetchGuard(m.fetch_max_bytes, m.fetch_timeout, m.allow_hosts) if m.fetch_urls else None
         self.recorder = Recorder(settings.server.access_log, settings.server.metrics, PriceTable(settings.pricing))
@@ -193,6 +196,12 @@ class Services:
             await self.key_cache.start()
             if self.settings.storage.usage_records:
                 await self._start_usage()
+            r = self.settings.responses
+            if r.store == "database" and not self._response_store_given:
+                assert isinstance(self.responses, MemoryResponseStore)
+                self._responses_db = DatabaseResponseStore(engine, self.responses, r.store_days)
+                await self._responses_db.start()
+                self.responses = self._responses_db
         except BaseException:
             await engine.dispose()
             raise
@@ -244,6 +253,8 @@ class Services:
             self.recorder.usage = None
             await self.usage_writer.stop()
         self.recorder.flush()
+        if self._responses_db is not None:
+            await self._responses_db.stop()
         if self.shared is not None:
             await self.shared.stop()
         if self.key_cache is not None:

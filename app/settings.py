@@ -340,9 +340,12 @@ class SignatureSettings(_Section):
 
 
 class ResponsesSettings(_Section):
-    """The in-process store of the Responses API (`store`, `previous_response_id`); 0 keeps none."""
+    """Where the Responses API keeps stored responses (`store`, `previous_response_id`; docs/responses.md)."""
 
-    store_size: int = Field(10_000, ge=0)  # responses kept per process, least recently used out first
+    store: Literal["database", "memory"] = "database"  # database: shared by every replica; memory: this process only
+    store_days: float = Field(30.0, gt=0)  # database: responses kept this long (OpenAI keeps them 30 days)
+    # memory (and the database's fallback while it is away): least recently used out first; 0 keeps none
+    store_size: int = Field(10_000, ge=0)
     store_max_bytes: ByteSize = 256 * 1024 * 1024  # their JSON, in total
 
 

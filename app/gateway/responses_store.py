@@ -1,9 +1,9 @@
 """Stored responses of the Responses API (`store`, `previous_response_id`, GET / DELETE / input_items).
 
-`ResponseStore` is the interface a shared store implements (a table in the
-team gateway's database, app/team/, is the intended one; not written yet);
-`MemoryResponseStore` is the bounded
-in-process default: least recently used first out, bounded both in number of
+`ResponseStore` is the interface a store implements: the team gateway's
+database (app/team/responses_db.py, `responses.store: database`, the default)
+or `MemoryResponseStore`, the bounded in-process store (`responses.store:
+memory`, and the database store's fallback while the database is away): least recently used first out, bounded both in number of
 responses (`responses.store_size`) and in bytes (`responses.store_max_bytes`),
 each record kept as one JSON document (as a database would keep it), so what
 comes back is a copy. Nothing else keeps responses: `store: false` keeps

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 log = logging.getLogger("gemini_proxy.storage")
 
 MIGRATIONS = "app.team:migrations"
-HEAD = "0002"  # the newest revision in migrations/versions (a test checks it): at HEAD, Alembic is not even imported
+HEAD = "0003"  # the newest revision in migrations/versions (a test checks it): at HEAD, Alembic is not even imported
 _ADVISORY_LOCK = 0x67656D70  # "gemp": one number the gateway's replicas agree on
 
 

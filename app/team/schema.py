@@ -7,6 +7,8 @@
   transaction; replicas poll it (app/team/cache.py) and re-read the keys when it moved;
 * `usage_records`: one row per request of a client key (app/team/usage_store.py), pruned after
   `storage.usage_retention_days`;
+* `responses`: the Responses API's stored responses (app/team/responses_db.py), each one JSON document
+  (`record`, as `StoredResponse.to_json` writes it) with its owner; pruned after `responses.store_days`;
 * `usage_daily`: the records' sums per UTC day, key, team and served model, updated in the
   same transaction as the rows they sum; kept when the rows are pruned. Its grouping columns
   are NOT NULL ('' for none): PostgreSQL's ON CONFLICT never matches NULLs.
@@ -16,7 +18,19 @@ Money is integer micro-USD (`usd_per_month_micro`); times are UTC.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+)
 
 metadata = MetaData()
 
@@ -115,4 +129,14 @@ usage_daily = Table(
     Column("errors", BigInteger, nullable=False),
     *_sum_columns(),
     Column("cost_micro_usd", BigInteger, nullable=False),
+)
+
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("owner", String(320), nullable=False),  # owner_of(principal): key:<id>, byok:<digest>, name:<name>, anonymous
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("record", LargeBinary, nullable=False),
+    Index("ix_responses_created_at", "created_at"),
 )

@@ -1,0 +1,125 @@
+"""Stored responses in the database (app/team/responses_db.py), on a real SQLite file and a real PostgreSQL.
+
+The store itself: owners, replace, delete, retention, concurrent puts in one transaction, and a database that
+cannot take a row (kept in memory, the request never fails). Then two gateway processes sharing one database,
+driven with the openai SDK: a response made on one is retrieved, continued with `previous_response_id`, listed and
+deleted through the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from app.gateway.responses_store import MemoryResponseStore, StoredResponse
+from app.settings import normalise_database_url
+from app.team.db import open_database
+from app.team.responses_db import DatabaseResponseStore
+from gateway_harness import FakeGemini
+
+from .team_support import MODEL, GatewayProcess, clean_env, sdk
+
+KEY_A = "sk-responses-db-a-0123456789"
+KEY_B = "sk-responses-db-b-0123456789"
+
+
+def record(rid: str, owner: str = "key:a", text: str = "hello", previous: str | None = None) -> StoredResponse:
+    answer = {"id": rid, "object": "response", "status": "completed",
+              "output": [{"type": "message", "id": "msg_" + rid, "role": "assistant",
+                          "content": [{"type": "output_text", "text": text, "annotations": []}]}]}
+    return StoredResponse(rid, owner, answer, [{"type": "message", "id": "in_" + rid, "role": "user",
+                                                 "content": [{"type": "input_text", "text": "q"}]}], previous)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.mark.anyio
+async def test_the_store_on_a_real_database(backend_url):
+    clock = Clock()
+    engine = await open_database(normalise_database_url(backend_url))
+    store = DatabaseResponseStore(engine, MemoryResponseStore(), days=30, clock=clock)
+    await store.start()
+    try:
+        await store.put(record("resp_1"))
+        got = await store.get("resp_1", "key:a")
+        assert got == record("resp_1")  # the whole record, as put
+        assert await store.get("resp_1", "key:b") is None  # another key's: unknown
+        assert await store.get("resp_none", "key:a") is None
+        await store.put(record("resp_1", text="again"))  # the same id: replaced
+        assert (await store.get("resp_1", "key:a")).response["output"][0]["content"][0]["text"] == "again"
+        await asyncio.gather(*(store.put(record(f"resp_c{i}")) for i in range(20)))  # one transaction or a few
+        assert all([await store.get(f"resp_c{i}", "key:a") for i in range(20)])
+        assert not await store.delete("resp_1", "key:b") and await store.get("resp_1", "key:a") is not None
+        assert await store.delete("resp_1", "key:a") and await store.get("resp_1", "key:a") is None
+        assert not await store.delete("resp_1", "key:a")
+        assert len(store.fallback) == 0  # nothing fell back to memory
+        clock.now += timedelta(days=31)  # past store_days: never served, then pruned
+        await store.put(record("resp_new"))
+        assert await store.get("resp_c0", "key:a") is None
+        assert await store.prune() == 20
+        assert await store.get("resp_new", "key:a") is not None
+    finally:
+        await store.stop()
+        await engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_a_database_that_cannot_take_a_row_keeps_it_in_memory(database_url, caplog):
+    engine = await open_database(database_url)
+    store = DatabaseResponseStore(engine, MemoryResponseStore(), days=30)
+    try:
+        async with engine.begin() as conn:  # the table is gone: every write and read fails
+            await conn.exec_driver_sql("DROP TABLE responses")
+        await store.put(record("resp_kept"))  # no exception: the request goes on
+        assert len(store.fallback) == 1
+        assert await store.get("resp_kept", "key:a") == record("resp_kept")
+        assert await store.get("resp_kept", "key:b") is None
+        assert await store.delete("resp_kept", "key:a") and await store.get("resp_kept", "key:a") is None
+        assert sum("cannot take or read stored responses" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        await store.stop()
+        await engine.dispose()
+
+
+@pytest.fixture
+def two_gateways(tmp_path: Path, fake_gemini: FakeGemini, backend_url: str) -> Iterator[list[GatewayProcess]]:
+    keys = f'[{{"name": "a", "key": "{KEY_A}"}}, {{"name": "b", "key": "{KEY_B}"}}]'
+    env = clean_env(GEMINI_API_KEY="test-key", GEMINI_BASE_URL=fake_gemini.url,
+                    GEMINI_PROXY_STORAGE__DATABASE_URL=backend_url, GEMINI_PROXY_AUTH__CLIENT_KEYS=keys)
+    started = [GatewayProcess(env, tmp_path / f"gateway-{n}.log") for n in range(2)]
+    yield started
+    for process in started:
+        process.stop()
+
+
+def test_a_response_made_on_one_replica_is_continued_on_the_other(two_gateways, fake):
+    one, two = (sdk(g.url, KEY_A) for g in two_gateways)
+    first = one.responses.create(model=MODEL, input="Remember the word: tangerine.")
+    assert two.responses.retrieve(first.id).output_text == first.output_text
+    items = two.responses.input_items.list(first.id)
+    assert [i.content[0].text for i in items.data] == ["Remember the word: tangerine."]
+    second = two.responses.create(model=MODEL, input="Which word?", previous_response_id=first.id)
+    sent = fake.last_body()["contents"]  # the whole conversation reached Google from the other replica
+    assert [c["role"] for c in sent] == ["user", "model", "user"]
+    assert sent[0]["parts"][0]["text"] == "Remember the word: tangerine."
+    assert one.responses.retrieve(second.id).previous_response_id == first.id
+    other_key = sdk(two_gateways[0].url, KEY_B)
+    with pytest.raises(Exception) as refused:
+        other_key.responses.retrieve(first.id)
+    assert getattr(refused.value, "status_code", None) == 404
+    one.responses.delete(first.id)
+    for client in (one, two):
+        with pytest.raises(Exception) as gone:
+            client.responses.retrieve(first.id)
+        assert getattr(gone.value, "status_code", None) == 404
+
