@@ -32,7 +32,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -243,6 +243,39 @@ for i = 1, #KEYS do
   put(KEYS[i], p, c + tonumber(ARGV[i]))
 end
 return 0
+"""
+
+# KEYS: lease sets holding granted slots; ARGV: grant TTL (ms), the sets' TTL (ms), then per set: how many members
+# in use, free, and free to give back, and those members. In-use members live another grant TTL (added again if they
+# had expired: they are requests running); free ones only if still there; the ones given back are removed.
+# Reply: per set, the free members that were gone (expired, or the set lost): the replica drops them.
+_RENEW = _CLOCK + """
+local expire, set_ttl = ms + tonumber(ARGV[1]), tonumber(ARGV[2])
+local pos, gone = 3, {}
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local nu, nf, nd = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1]), tonumber(ARGV[pos + 2])
+  pos = pos + 3
+  gone[i] = {}
+  for j = 1, nu do
+    redis.call('ZADD', key, expire, ARGV[pos])
+    pos = pos + 1
+  end
+  for j = 1, nf do
+    if redis.call('ZSCORE', key, ARGV[pos]) then
+      redis.call('ZADD', key, expire, ARGV[pos])
+    else
+      table.insert(gone[i], ARGV[pos])
+    end
+    pos = pos + 1
+  end
+  for j = 1, nd do
+    redis.call('ZREM', key, ARGV[pos])
+    pos = pos + 1
+  end
+  if redis.call('PTTL', key) < set_ttl then redis.call('PEXPIRE', key, set_ttl) end
+end
+return gone
 """
 
 # KEYS: a budget counter; ARGV: what was spent, expire-at. Raises the counter to at least that (never lowers it).
@@ -461,8 +494,18 @@ class Grant:
     """Units of one window this replica took ahead in Redis (they count there already) for Redis's minute `minute`."""
 
     minute: int
+    limit: int  # the limit they were granted under: a changed limit is not served from them
     left: int  # units not used yet
     seen: int  # what Redis said was left in the window after the grant (for the x-ratelimit-remaining-* figures)
+
+
+@dataclass(slots=True)
+class Slots:
+    """Concurrency slots of one lease set this replica took ahead (members `<admission id>:<n>` in Redis)."""
+
+    limit: int  # the limit they were granted under
+    free: list[str] = field(default_factory=list)
+    held: set[str] = field(default_factory=set)  # free or in use: renewed by the heartbeat
 
 
 class RedisBackend(Backend):
@@ -474,10 +517,11 @@ class RedisBackend(Backend):
     Grants (docs/team.md#replicas): while a window or a lease set is far from its limit (`GRANT_FLOOR` more requests
     fit), the admission script also takes units ahead for the next `GRANT_REQUESTS` requests (at most a quarter of
     what is left over the replicas) and concurrency slots (lease members `<id>:<n>`, `GRANT_TTL`, renewed by the
-    heartbeat). Later admissions of keys without budgets are served from them without a round trip, and settled in
-    the process (a refund goes back to the grant; an overrun is taken from it, or forced into Redis within
-    `GRANT_FLUSH`). Near a limit nothing is granted: every admission is one exact script call. Units taken ahead
-    and not used are counted as used in their minute; slots held free count as held until released or expired.
+    heartbeat, which also gives back free slots beyond `GRANT_REQUESTS`). Later admissions of keys without budgets
+    are served from them without a round trip (only under the limit they were granted with), and settled in the
+    process (a refund goes back to the grant; an overrun is taken from it, or forced into Redis within
+    `GRANT_FLUSH`). One admission at a time asks ahead for a window or lease set. Near a limit nothing is granted:
+    every admission is one exact script call.
     """
 
     shared = True
@@ -491,13 +535,14 @@ class RedisBackend(Backend):
         self._settle = state.redis.register_script(_SETTLE)
         self._undo = state.redis.register_script(_UNDO)
         self._force = state.redis.register_script(_FORCE)
+        self._renew_script = state.redis.register_script(_RENEW)
         self.lost_admissions: list[str] = []  # records of admissions whose reply was lost
         self.lost_releases: list[tuple[str, str]] = []  # (lease set, member) whose release was lost
         self.grants: dict[str, Grant] = {}  # window -> the units taken ahead
-        self.slots: dict[str, list[str]] = {}  # lease subject -> granted members free to use
-        self.held: dict[str, set[str]] = {}  # lease subject -> every granted member (free or in use): renewed
+        self.slots: dict[str, Slots] = {}  # lease subject -> the slots taken ahead
         self.served: dict[str, list[tuple[str, str]]] = {}  # admissions served from grants -> (subject, member) in use
-        self._offset_ms = 0.0  # Redis's clock minus this process's
+        self._asking: set[str] = set()  # windows and lease subjects an admission in flight asks ahead for
+        self._offset_ms = 0.0  # Redis's clock minus this process's monotonic clock
         self._forced: dict[str, int] = {}  # window -> overrun units waiting to be forced into Redis
         self._flusher: asyncio.Task[None] | None = None
 
@@ -505,32 +550,39 @@ class RedisBackend(Backend):
         return ident not in self.served
 
     def _returned(self) -> None:
-        """Redis answers again: what was taken ahead may be gone (expired, a restarted Redis), so start afresh."""
+        """Redis answers again: what was taken ahead may be gone (expired, a restarted Redis): free units and slots
+        are dropped; slots of requests still running stay held (the next heartbeat adds them again if need be)."""
         self.seeded.clear()
         self.grants.clear()
-        self.slots.clear()
-        self.held.clear()
+        for pool in self.slots.values():
+            pool.held.difference_update(pool.free)
+            pool.free.clear()
 
     def _minute(self) -> int:
-        return int((time.time() * 1000 + self._offset_ms) // 60000)
+        return int((time.monotonic() * 1000 + self._offset_ms) // 60000)
 
     def _from_grants(self, plan: Plan) -> Verdict | None:
         """The admission served from the units and slots taken ahead, or None when they do not cover it."""
         minute = self._minute()
         grants, slots = self.grants, self.slots
-        for key, _, cost in plan.hits:
+        for key, limit, cost in plan.hits:
             g = grants.get(key)
-            if g is None or g.minute != minute or g.left < cost:
+            if g is None or g.minute != minute or g.left < cost or g.limit != limit:
                 return None
-        for subject, _ in plan.leases:
-            if not slots.get(subject):
+        for subject, limit in plan.leases:
+            pool = slots.get(subject)
+            if pool is None or not pool.free:
+                return None
+            if pool.limit != limit:  # the limit changed: these are not given out any more (they expire)
+                pool.held.difference_update(pool.free)
+                pool.free.clear()
                 return None
         remaining = []
         for key, _, cost in plan.hits:
             g = grants[key]
             g.left -= cost
             remaining.append(g.seen + g.left)
-        self.served[plan.ident] = [(subject, slots[subject].pop()) for subject, _ in plan.leases]
+        self.served[plan.ident] = [(subject, slots[subject].free.pop()) for subject, _ in plan.leases]
         return Verdict(0, 0, minute, remaining)
 
     async def admit(self, plan: Plan) -> Verdict:
@@ -546,50 +598,73 @@ class RedisBackend(Backend):
         args: list[Any] = [len(plan.hits), len(plan.budgets), len(plan.leases), lease_ms,
                            max(RECORD_TTL, lease_ms // 1000 + 60), plan.ident, self.state.replicas,
                            int(GRANT_TTL * 1000)]
+        asking = []
+        minute = self._minute()
         for key, limit, cost in plan.hits:
             keys.append(WINDOWS + key)
-            args += (limit, cost, ahead * max(1, cost))
+            g = self.grants.get(key)
+            held = g.left if g is not None and g.minute == minute and g.limit == limit else 0
+            want = 0 if key in self._asking else max(0, ahead * max(1, cost) - held)
+            if want:
+                asking.append(key)
+            args += (limit, cost, want)
         for b in plan.budgets:
             keys.append(BUDGETS + b.key)
             args += (b.limit, b.reserved, b.expire_at)
         for subject, limit in plan.leases:
             keys.append(f"{LEASES}{{{subject}}}")
-            args += (limit, max(0, ahead - len(self.slots.get(subject, ()))))
+            pool = self.slots.get(subject)
+            free = len(pool.free) if pool is not None and pool.limit == limit else 0
+            want = 0 if subject in self._asking else max(0, ahead - free)
+            if want:
+                asking.append(subject)
+            args += (limit, want)
+        self._asking.update(asking)
         try:
             reply = await self._admit(keys=keys, args=args)
         except BaseException:  # a timeout, or the client left (cancelled): it may have run
             self.lost_admissions.append(keys[0])  # undone once Redis answers again (undoing nothing costs nothing)
             raise
+        finally:
+            self._asking.difference_update(asking)
         refused, index, window = int(reply[0]), int(reply[1]), int(reply[2])
         if refused == HIT:
             return Verdict(HIT, index - 1, window, [int(reply[3])], int(reply[4]) / 1000)
         if refused:
             return Verdict(refused, index - 1, window)
-        self._offset_ms = int(reply[3]) - time.time() * 1000
+        self._offset_ms = int(reply[3]) - time.monotonic() * 1000
         nh = len(plan.hits)
         remaining = []  # as the headers count it: what Redis has left, and what this process holds ahead
-        for (key, _, _), left, granted in zip(plan.hits, reply[4:4 + nh], reply[4 + nh:4 + 2 * nh], strict=True):
+        for (key, limit, _), left, granted in zip(plan.hits, reply[4:4 + nh], reply[4 + nh:4 + 2 * nh], strict=True):
             left, granted = int(left), int(granted)
             g = self.grants.get(key)
+            if g is not None and (g.minute != window or g.limit != limit):
+                g = None
             if granted:
-                if g is not None and g.minute == window:
+                if g is None:
+                    g = self.grants[key] = Grant(window, limit, granted, left)
+                else:
                     g.left += granted
                     g.seen = left
-                else:
-                    g = self.grants[key] = Grant(window, granted, left)
-            remaining.append(left + g.left if g is not None and g.minute == window else left)
-        for (subject, _), granted in zip(plan.leases, reply[4 + 2 * nh:], strict=True):
+            remaining.append(left + g.left if g is not None else left)
+        for (subject, limit), granted in zip(plan.leases, reply[4 + 2 * nh:], strict=True):
             members = [f"{plan.ident}:{n}" for n in range(1, int(granted) + 1)]
             if members:
-                self.slots.setdefault(subject, []).extend(members)
-                self.held.setdefault(subject, set()).update(members)
+                pool = self.slots.get(subject)
+                if pool is None or pool.limit != limit:
+                    if pool is not None:  # granted under another limit: its free slots are not given out (expire)
+                        pool.held.difference_update(pool.free)
+                    pool = self.slots[subject] = Slots(limit, [], pool.held if pool is not None else set())
+                pool.free += members
+                pool.held.update(members)
         return Verdict(0, 0, window, remaining)
 
     def _put_back(self, members: list[tuple[str, str]]) -> None:
-        """Granted slots free again (unless the grants were dropped meanwhile)."""
+        """Granted slots free again (unless they were dropped meanwhile: expired, or a changed limit)."""
         for subject, member in members:
-            if member in self.held.get(subject, ()):
-                self.slots.setdefault(subject, []).append(member)
+            pool = self.slots.get(subject)
+            if pool is not None and member in pool.held:
+                pool.free.append(member)
 
     async def release(self, subjects: list[str], ident: str) -> None:
         served = self.served.get(ident)
@@ -627,30 +702,56 @@ class RedisBackend(Backend):
                 g.left -= s.delta
             else:
                 self._forced[key] = self._forced.get(key, 0) + s.delta
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
         if self._forced and self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
-        """Force the grants' overruns into Redis, a moment later, together."""
+        """Force the grants' overruns into Redis, a moment later, together (kept for the next try if it fails)."""
+        forced: dict[str, int] = {}
         try:
             await asyncio.sleep(GRANT_FLUSH)
             forced, self._forced = self._forced, {}
             await self._force(keys=[WINDOWS + key for key in forced], args=list(forced.values()))
+            forced = {}
         except Exception as exc:
             self.state.failed(exc)
         finally:
+            for key, units in forced.items():  # not applied: tried again by the next flush
+                self._forced[key] = self._forced.get(key, 0) + units
             self._flusher = None
+        if self.state.up:
+            self._flush_soon()  # overruns settled while this one was in flight (a Redis away: the heartbeat's turn)
 
     async def _renew(self) -> None:
-        """The heartbeat: the granted slots this process holds live another `GRANT_TTL`."""
-        if not any(self.held.values()):
+        """The heartbeat: the granted slots live another `GRANT_TTL` (on Redis's clock), free ones beyond
+        `GRANT_REQUESTS` are given back, and free ones Redis no longer has are dropped (they count nowhere)."""
+        self._flush_soon()
+        keys: list[str] = []
+        args: list[Any] = [int(GRANT_TTL * 1000), int(max(self.state.lease_ttl, GRANT_TTL) * 1000)]
+        renewed: list[Slots] = []
+        for subject, pool in self.slots.items():
+            if not pool.held:
+                continue
+            back = pool.free[GRANT_REQUESTS:]
+            del pool.free[GRANT_REQUESTS:]
+            pool.held.difference_update(back)
+            free = set(pool.free)
+            in_use = [m for m in pool.held if m not in free]
+            keys.append(f"{LEASES}{{{subject}}}")
+            args += (len(in_use), len(pool.free), len(back), *in_use, *pool.free, *back)
+            renewed.append(pool)
+        if not keys:
             return
-        expire = int(time.time() * 1000 + self._offset_ms + GRANT_TTL * 1000)
-        async with self.state.redis.pipeline(transaction=False) as pipe:
-            for subject, members in self.held.items():
-                if members:
-                    pipe.zadd(f"{LEASES}{{{subject}}}", dict.fromkeys(members, expire), xx=True)
-            await pipe.execute()
+        reply = await self._renew_script(keys=keys, args=args)
+        for pool, gone in zip(renewed, reply, strict=True):
+            for member in gone:
+                member = member.decode() if isinstance(member, bytes) else str(member)
+                pool.held.discard(member)
+                if member in pool.free:
+                    pool.free.remove(member)
 
     async def settle(self, s: Settlement) -> None:
         served = self.served.pop(s.ident, None)

@@ -499,11 +499,21 @@ async def test_redis_and_local_windows_are_the_same_epoch_minutes(redis):
         await state.redis.aclose()
 
 
-def script_calls(redis: RedisServer) -> int:
-    """EVAL and EVALSHA calls Redis has run so far (INFO commandstats)."""
-    stats = redis.command("INFO", "commandstats").decode()
-    return sum(int(part.split("calls=")[1].split(",")[0]) for part in stats.split("\r\n")
-               if part.startswith(("cmdstat_evalsha:", "cmdstat_eval:")))
+class ScriptCalls:
+    """Counts the scripts one RedisBackend runs (other processes on the same Redis, e.g. a module's gateways
+    heartbeating, do not count)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.count = 0
+        for name in ("_admit", "_settle", "_undo", "_force"):
+            setattr(backend, name, self._counting(getattr(backend, name)))
+
+    def _counting(self, script: Any) -> Any:
+        async def call(**kwargs: Any) -> Any:
+            self.count += 1
+            return await script(**kwargs)
+
+        return call
 
 
 def window_count(redis: RedisServer, window: str) -> int:
@@ -521,16 +531,13 @@ def away_from_a_minute_boundary() -> None:
 async def test_far_from_its_limits_a_key_is_admitted_from_grants(redis):
     """A key far from every limit takes units and slots ahead: most admissions and settlements never reach Redis,
     what was taken is counted there (used or not), and the headers count down."""
-    from app.gateway.ratelimit import Plan, Settlement
     from app.gateway.shared import GRANT_REQUESTS
 
     away_from_a_minute_boundary()
     state, limiter, breaker, request = limiter_on(redis, rpm=1_000_000, tpm=10**9, concurrency=10_000)
     backend = limiter.shared
     try:
-        await backend.admit(Plan("warm", [("key:warm/rpm", 10, 1)], [], []))  # redis-py loads the scripts first
-        await backend.settle(Settlement("warm", [], 0, [], 0, []))
-        before = script_calls(redis)
+        scripts = ScriptCalls(backend)
         seen = []
         for i in range(200):
             ctx = request(f"g{i}")
@@ -538,15 +545,15 @@ async def test_far_from_its_limits_a_key_is_admitted_from_grants(redis):
             seen.append(int(ctx.admission.headers["x-ratelimit-remaining-requests"]))
             ctx.usage = Usage(10, 10)  # as estimated: nothing to settle but the lease
             await limiter.settle(ctx)
-        calls = script_calls(redis) - before
+        calls = scripts.count
         # per grant: the admission script, and the settlement of that one request (its own lease); none for the rest
         assert calls <= 2 * (200 // GRANT_REQUESTS + 1), calls
         assert seen == sorted(seen, reverse=True) and seen[-1] < seen[0]
         rpm = window_count(redis, "key:k/rpm")
         assert rpm == 200 + backend.grants["key:k/rpm"].left  # what was used, and what is held ahead
         assert window_count(redis, "key:k/tpm") == 20 * 200 + backend.grants["key:k/tpm"].left
-        held = number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}"))
-        assert held == len(backend.held["key:k"]) == len(backend.slots["key:k"])  # every slot free again
+        pool = backend.slots["key:k"]
+        assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == len(pool.held) == len(pool.free)
         assert breaker.failures == [] and backend.served == {}
     finally:
         await state.redis.aclose()
@@ -564,6 +571,7 @@ async def test_grants_never_loosen_a_shared_limit(redis):
     for state in states:
         state.replicas = 2
     backends = [state.backend() for state in states]
+    scripts = [ScriptCalls(b) for b in backends]
     limit = GRANT_FLOOR + 600
     try:
         admitted = [0, 0]
@@ -577,7 +585,7 @@ async def test_grants_never_loosen_a_shared_limit(redis):
         held = sum(b.grants["key:s/rpm"].left for b in backends if "key:s/rpm" in b.grants)
         assert sum(admitted) + held == limit == window_count(redis, "key:s/rpm")
         assert held <= 2 * GRANT_REQUESTS and refused == 200 + held
-        assert script_calls(redis) < limit  # grants served some of them
+        assert sum(c.count for c in scripts) < limit  # grants served some of them
     finally:
         for state in states:
             await state.redis.aclose()
@@ -590,11 +598,11 @@ async def test_near_a_limit_every_admission_is_one_exact_script(redis):
     state, limiter, _, request = limiter_on(redis, rpm=GRANT_FLOOR, concurrency=GRANT_FLOOR)
     backend = limiter.shared
     try:
-        await limiter.admit(request("n"), 10, 10)  # redis-py loads the script: not counted below
-        before = script_calls(redis)
+        await limiter.admit(request("n"), 10, 10)
+        scripts = ScriptCalls(backend)
         for i in range(5):
             await limiter.admit(request(f"n{i}"), 10, 10)
-        assert script_calls(redis) - before == 5 and backend.grants == {} and backend.slots == {}
+        assert scripts.count == 5 and backend.grants == {} and backend.slots == {}
         assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 6
     finally:
         await state.redis.aclose()
@@ -630,10 +638,17 @@ async def test_a_grant_refunds_and_overruns_settle_in_the_process_then_in_redis(
         await state.redis.aclose()
 
 
+def lease_count(redis: RedisServer) -> int:
+    """Members of the key's lease set, after removing the expired ones (as the next admission script would)."""
+    redis.command("ZREMRANGEBYSCORE", "gemini-proxy:leases:{key:k}", "-inf", str(int(time.time() * 1000)))
+    return number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}"))
+
+
 @pytest.mark.anyio
 async def test_granted_slots_live_by_the_heartbeat_and_expire_without_it(redis, monkeypatch):
-    """A replica's free slots count as held in Redis only while its heartbeat renews them: a crashed replica's
-    expire after GRANT_TTL; a Redis that comes back finds the process starting afresh."""
+    """A replica's granted slots count in Redis only while its heartbeat renews them (a crashed replica's expire
+    after GRANT_TTL). A heartbeat after a gap adds again the slots of requests still running and drops the free
+    ones Redis lost; a Redis that answers again drops the free ones and keeps those in use."""
     from app.gateway import shared
 
     monkeypatch.setattr(shared, "GRANT_TTL", 0.5)
@@ -642,20 +657,87 @@ async def test_granted_slots_live_by_the_heartbeat_and_expire_without_it(redis, 
     try:
         ctx = request("c1")
         await limiter.admit(ctx, 10, 10)
-        granted = len(backend.slots["key:k"])
-        assert granted > 0 and number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == granted + 1
+        pool = backend.slots["key:k"]
+        granted = len(pool.free)
+        assert granted > 0 and lease_count(redis) == granted + 1
+        running = request("c2")
+        await limiter.admit(running, 10, 10)  # from a slot
         for _ in range(3):
             await asyncio.sleep(0.3)
             await state._beat()  # renews them
-        await limiter.admit(request("c2"), 10, 10)  # from a slot; nothing expired meanwhile
-        assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == granted + 1
-        await asyncio.sleep(0.7)  # no heartbeat: the granted slots expire; the request's own lease lives on
-        redis.command("ZREMRANGEBYSCORE", "gemini-proxy:leases:{key:k}", "-inf", str(int(time.time() * 1000)))
-        assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 1
-        backend._returned()  # as when Redis answers after a loss: nothing taken ahead is trusted any more
-        assert backend.slots == {} and backend.grants == {}
+        assert lease_count(redis) == granted + 1
+        await asyncio.sleep(0.7)  # no heartbeat: every granted slot expires; the first request's own lease lives on
+        assert lease_count(redis) == 1
+        await state._beat()
+        assert pool.free == [] and len(pool.held) == 1  # the free ones are gone; the running request's is back
+        assert lease_count(redis) == 2
+        await limiter.settle(running)
+        assert len(pool.free) == 1
+        backend._returned()  # as when Redis answers after a loss
+        assert backend.grants == {} and pool.free == [] and pool.held == set()
         await limiter.settle(ctx)
-        assert backend.slots == {}  # a slot of the old grant is not put back
+    finally:
+        await state.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_heartbeat_gives_back_free_slots_beyond_one_grant(redis):
+    """After a burst, an idle replica keeps at most GRANT_REQUESTS free slots: the rest go back to the others."""
+    from app.gateway.shared import GRANT_REQUESTS
+
+    state, limiter, _, request = limiter_on(redis, concurrency=10_000)
+    backend = limiter.shared
+    try:
+        burst = [request(f"b{i}") for i in range(3 * GRANT_REQUESTS)]
+        for ctx in burst:
+            await limiter.admit(ctx, 10, 10)
+        for ctx in burst:
+            await limiter.settle(ctx)
+        pool = backend.slots["key:k"]
+        assert len(pool.free) > GRANT_REQUESTS and lease_count(redis) == len(pool.held)
+        await state._beat()
+        assert len(pool.free) == len(pool.held) == GRANT_REQUESTS == lease_count(redis)
+    finally:
+        await state.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_changed_limit_is_not_served_from_what_was_granted(redis):
+    """Units and slots taken ahead under one limit serve nothing once the key's limit changes (PATCH): the next
+    admission is the script under the new limit; near it, nothing is taken ahead."""
+    from app.gateway.ratelimit import Plan
+
+    state, limiter, _, _ = limiter_on(redis)
+    backend = limiter.shared
+    try:
+        verdict = await backend.admit(Plan("l1", [("key:c/rpm", 1_000_000, 1)], [], [("key:c", 5000)]))
+        assert not verdict.refused and backend.grants["key:c/rpm"].left > 0 and backend.slots["key:c"].free
+        scripts = ScriptCalls(backend)
+        verdict = await backend.admit(Plan("l2", [("key:c/rpm", 1_000_000, 1)], [], [("key:c", 5000)]))
+        assert not verdict.refused and scripts.count == 0  # served from the grants
+        verdict = await backend.admit(Plan("l3", [("key:c/rpm", 1_000_000, 1)], [], [("key:c", 10)]))
+        assert verdict.refused  # 65 held (the free slots count until they expire) against 10: refused by Redis
+        assert scripts.count == 1 and backend.slots["key:c"].free == []
+        verdict = await backend.admit(Plan("l4", [("key:c/rpm", 10, 1)], [], []))
+        assert verdict.refused and scripts.count == 2  # the rpm grant was for 1,000,000
+    finally:
+        await state.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_admissions_missing_the_grant_together_ask_ahead_once(redis):
+    from app.gateway.ratelimit import Plan
+    from app.gateway.shared import GRANT_REQUESTS
+
+    away_from_a_minute_boundary()
+    state, limiter, _, _ = limiter_on(redis)
+    backend = limiter.shared
+    try:
+        plans = [Plan(f"m{i}", [("key:m/rpm", 1_000_000, 1)], [], []) for i in range(8)]
+        verdicts = await asyncio.gather(*(backend.admit(p) for p in plans))
+        assert not any(v.refused for v in verdicts)
+        taken = window_count(redis, "key:m/rpm")
+        assert taken - 8 == backend.grants["key:m/rpm"].left <= GRANT_REQUESTS  # one grant, not eight
     finally:
         await state.redis.aclose()
 
