@@ -31,6 +31,7 @@ from app.pipeline.seam import Answer, Call, Endpoint
 from app.schemas.openai import EmbeddingRequest
 from app.services import Services
 from app.translate.embeddings import (
+    PREDICT_TOKENS,
     BatchResult,
     EmbedCall,
     EmbeddingPlan,
@@ -121,7 +122,8 @@ class Embeddings(Endpoint):
     async def _run(
         self, ctx: RequestContext, plan: EmbeddingPlan, targets: list[Target], completed: list[int]
     ) -> list[tuple[BatchResult, Outcome]]:
-        chunks = batches(plan)
+        predict = any(t.upstream.kind == "vertex" and t.capabilities.embeddings_api == "predict" for t in targets)
+        chunks = batches(plan, PREDICT_TOKENS if predict else None)
         if len(chunks) == 1:
             return [await self._batch(ctx, plan, chunks[0], targets, completed)]
         gate = asyncio.Semaphore(PARALLEL_BATCHES)

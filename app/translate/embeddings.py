@@ -48,6 +48,7 @@ from app.translate.float32 import arrays_float32_base64, float32_base64
 # Google: "at most 100 requests can be in one batch" (batchEmbedContents). Vertex's `:predict` takes up
 # to 250 instances; one size for every backend keeps the batches the same whichever target serves them.
 BATCH_LIMIT = 100
+PREDICT_TOKENS = 20_000  # Vertex :predict (text-embedding-*): input tokens a call (docs/gemini-facts.md)
 # OpenAI: an `input` array holds at most 2048 items.
 MAX_INPUTS = 2048
 ESTIMATED = "estimated"
@@ -154,9 +155,31 @@ def plan_embeddings(req: EmbeddingRequest) -> EmbeddingPlan:
     return EmbeddingPlan(req.model, texts, encoding, req.dimensions, task_type, title)
 
 
-def batches(plan: EmbeddingPlan) -> list[list[str]]:
+def batches(plan: EmbeddingPlan, token_limit: int | None = None) -> list[list[str]]:
+    """The inputs in order, cut every `BATCH_LIMIT` texts and, with `token_limit` (Vertex's `:predict` takes at most
+    `PREDICT_TOKENS` input tokens a call), before a text whose `upper_tokens` would take a batch over it (a text
+    over it alone is a batch of its own: Google's answer about it is the client's)."""
     texts = plan.texts
-    return [texts[i : i + BATCH_LIMIT] for i in range(0, len(texts), BATCH_LIMIT)]
+    if token_limit is None:
+        return [texts[i : i + BATCH_LIMIT] for i in range(0, len(texts), BATCH_LIMIT)]
+    out: list[list[str]] = []
+    batch: list[str] = []
+    tokens = 0
+    for text in texts:
+        size = upper_tokens(text)
+        if batch and (len(batch) == BATCH_LIMIT or tokens + size > token_limit):
+            out.append(batch)
+            batch, tokens = [], 0
+        batch.append(text)
+        tokens += size
+    if batch:
+        out.append(batch)
+    return out
+
+
+def upper_tokens(text: str) -> int:
+    """More tokens than any tokenizer makes of `text` (UTF-8 bytes / 2: English runs ~4 bytes a token, CJK ~2-3)."""
+    return max(1, -(-len(text.encode()) // 2))
 
 
 def _content(text: str) -> dict[str, Any]:

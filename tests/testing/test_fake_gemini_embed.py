@@ -176,6 +176,10 @@ def test_vertex_shapes_and_refusals(fake: Harness) -> None:
     assert "at most 1 instance" in message(vertex(fake, token, MODEL, "predict", {"instances": [{"content": "a"}] * 2}))
     instances = {"instances": [{"content": "a"}] * 251}
     assert "at most 250 instance" in message(vertex(fake, token, "text-embedding-005", "predict", instances))
+    heavy = {"instances": [{"content": "word " * 800}] * 21}  # 21 x 1000 tokens: over :predict's 20,000 a call
+    assert "up to 20000 input tokens" in message(vertex(fake, token, "text-embedding-005", "predict", heavy))
+    heavy["instances"].pop()
+    assert vertex(fake, token, "text-embedding-005", "predict", heavy).status_code == 200
     assert "use predict" in message(vertex(fake, token, "text-embedding-005", "embedContent", {"content": content}))
     assert vertex(fake, token, "gemini-2.5-flash", "embedContent", {"content": content}).status_code == 404
     assert vertex(fake, token, MODEL, "embedContent", {"content": content}).status_code == 200

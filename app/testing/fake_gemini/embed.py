@@ -16,8 +16,9 @@ enum values, then the embedding rules below), deterministic vectors
   `embedContentConfig`, for the Gemini embedding models; `:predict` with
   `instances` (`content`, snake_case `task_type`, `title`) and `parameters`
   (`outputDimensionality`, `autoTruncate`) for the older text-embedding models
-  (at most 250 instances; a Gemini embedding model takes one). A text over the
-  limit is truncated unless `autoTruncate` is false, and then a 400.
+  (at most 250 instances and 20,000 input tokens a call, `PREDICT_TOKENS`; a Gemini
+  embedding model takes one instance). A text over the model's limit is truncated
+  unless `autoTruncate` is false, and then a 400.
 * Everywhere: an empty text, a dimensionality outside 1..the model's size, a
   model that does not embed (404) are refused.
 
@@ -54,6 +55,7 @@ GEMINI_METHODS = ("embedContent", "batchEmbedContents")
 VERTEX_METHODS = ("embedContent", "batchEmbedContents", "predict")
 BATCH_LIMIT = 100
 PREDICT_LIMIT = 250
+PREDICT_TOKENS = 20_000  # input tokens of one :predict call, counted before truncation (over: a 400)
 RETRIEVAL_DOCUMENT = "RETRIEVAL_DOCUMENT"
 
 
@@ -212,6 +214,10 @@ def _predict_items(spec: ModelSpec, payload: Any) -> list[Item]:
         if task_type is not None and task_type not in _TASK_TYPES:
             raise invalid_argument(f"instances[{index}].task_type: unknown task type {task_type!r}.")
         items.append(Item(text, task_type, instance.get("title"), dims, auto_truncate))
+    tokens = sum(text_tokens(item.text) for item in items)
+    if tokens > PREDICT_TOKENS:
+        raise invalid_argument(f"The input token count is {tokens} but the model supports up to {PREDICT_TOKENS} "
+                               "input tokens per request. Reduce the number of instances or their length.")
     return items
 
 
