@@ -208,15 +208,23 @@ class Responses(Endpoint):
     def _body(self, ctx: RequestContext, started: Started, outcome: Outcome, keep: Keep | None) -> AsyncIterator[bytes]:
         transcoder = started.transcoder
 
-        async def close() -> None:
-            ctx.usage = usage_of(transcoder.usage())
+        kept = False
+
+        async def finishing() -> None:  # before response.completed: the client's next request finds it stored
+            nonlocal kept
+            kept = True
             if transcoder.ctx.signatures and keep is not None:
                 await self.services.signatures.put_many(transcoder.ctx.signatures)
             await self._keep(keep, transcoder.translator.builder.final)
 
+        async def close() -> None:
+            ctx.usage = usage_of(transcoder.usage())
+            if not kept and transcoder.ctx.signatures and keep is not None:  # a stream cut short: its signatures
+                await self.services.signatures.put_many(transcoder.ctx.signatures)
+
         keepalive = self.services.settings.server.keepalive_seconds
         error_sse = transcoder.translator.error_sse
-        return pump(ctx, started.stream, transcoder, started.first, keepalive, error_sse, close)
+        return pump(ctx, started.stream, transcoder, started.first, keepalive, error_sse, close, finishing)
 
 
 class InputTokens(Responses):

@@ -104,12 +104,15 @@ def stream_failed(ctx: RequestContext, exc: GatewayError) -> None:
 async def pump(
     ctx: RequestContext, stream: Any, transcoder: Any, first: bytes, keepalive: float,
     error_sse: Callable[[GatewayError], bytes], close: Callable[[], Awaitable[None]],
+    finishing: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
     """A started stream's SSE bytes: its first events, then each upstream read transcoded, keep-alives while
     Google is silent, the closing events; a failure ends it with one error event (`error_sse`).
 
-    `close` runs when the body ends, however it ends (the endpoint's accounting: usage, signatures). The
-    endpoint returns this generator itself: one more generator around it would cost a hop per event.
+    `close` runs when the body ends, however it ends (the endpoint's accounting: usage, signatures); `finishing`,
+    when given, once the upstream stream has ended well, before the closing events go out (what the client's next
+    request must find, e.g. a stored response). The endpoint returns this generator itself: one more generator
+    around it would cost a hop per event.
     """
     stream.keepalive = keepalive
     try:
@@ -130,6 +133,8 @@ async def pump(
         if out.error is not None:
             stream_failed(ctx, out.error)
         await release_leases(ctx)  # before the closing events: the client's next request finds its slot free
+        if finishing is not None and out.error is None:
+            await finishing()
         yield out.data
     except GatewayError as exc:
         stream_failed(ctx, exc)

@@ -123,3 +123,15 @@ def test_a_response_made_on_one_replica_is_continued_on_the_other(two_gateways, 
             client.responses.retrieve(first.id)
         assert getattr(gone.value, "status_code", None) == 404
 
+
+
+def test_a_streamed_response_is_stored_before_its_completed_event(two_gateways, fake):
+    """The row is committed before `response.completed` goes out: a client that reads that event and at once asks
+    another replica for the response (or continues it) finds it."""
+    one, two = (sdk(g.url, KEY_A) for g in two_gateways)
+    for _ in range(3):
+        with one.responses.stream(model=MODEL, input="Say something.") as stream:
+            for event in stream:
+                if event.type == "response.completed":
+                    found = two.responses.retrieve(event.response.id)  # the stream is still open here
+                    assert found.output_text == event.response.output_text

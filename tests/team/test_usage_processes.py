@@ -14,7 +14,7 @@ import pytest
 
 from gateway_harness import FakeGemini, metric_value
 
-from .team_support import ADMIN_KEY, GatewayProcess, chat, clean_env, cli
+from .team_support import ADMIN_KEY, GatewayProcess, chat, clean_env, cli, wait_until
 from .usage_support import usage, wait_for_requests
 
 
@@ -62,7 +62,8 @@ def test_a_database_outage_loses_no_record(make_gateway, postgres, tmp_path: Pat
         while metric_value(gateway, "gemini_proxy_usage_records_pending") > 0:
             assert time.monotonic() < deadline, "the spool was not written back"
             time.sleep(0.2)
-        assert metric_value(gateway, "gemini_proxy_storage_up", backend="database") == 1
+        # up again once both the usage writer and the key cache (it polls every 2 s) have seen it answer
+        wait_until(lambda: metric_value(gateway, "gemini_proxy_storage_up", backend="database") == 1, 10)
         data = wait_for_requests(admin, len(served))
         assert data["rows"][0]["requests"] == len(served) > 20
         assert all(p.stat().st_size == 0 or not p.exists() for p in (tmp_path / "spool").glob("usage-*.jsonl"))
