@@ -61,7 +61,7 @@ def create_engine(url: str) -> AsyncEngine:
     try:
         if backend == "sqlite":
             engine = create_async_engine(url, connect_args={"timeout": 30})
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         else:
             engine = create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
@@ -75,11 +75,11 @@ def sqlite_twin(engine: AsyncEngine) -> Engine | None:
     if engine.dialect.name != "sqlite" or sqlite_path(engine.url.render_as_string(hide_password=False)) is None:
         return None
     twin = sqlalchemy.create_engine(engine.url.set(drivername="sqlite"), connect_args={"timeout": 30})
-    event.listen(twin, "connect", _sqlite_pragmas)
+    event.listen(twin, "connect", sqlite_pragmas)
     return twin
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer; kept in the file
     cursor.execute("PRAGMA synchronous=NORMAL")  # consistent in WAL; the last commits may go on power loss

@@ -10,8 +10,8 @@ replica or worker the next request lands on.
 * `put` returns once the row is committed: an answer never reaches its client
   before another replica can read it. Concurrent puts share one transaction (a
   writer task takes every row queued meanwhile); on SQLite the transaction runs
-  wholly in a worker thread on a synchronous engine over the same file (one trip
-  there and back).
+  in a worker thread on the store's own sqlite3 connection (one trip there and
+  back, the driver's own SQL).
 * A database that cannot take the row does not fail the request: the record is
   kept in the bounded in-process store (`MemoryResponseStore`, the `memory`
   mode's store) and the log says so once; reads look there when the database has
@@ -24,31 +24,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.gateway.responses_store import MemoryResponseStore, StoredResponse
-from app.team.db import sqlite_twin
-from app.team.schema import responses
+from app.team.db import sqlite_path, sqlite_pragmas
+from app.team.usage_store import sqlite_datetime
 
 log = logging.getLogger("gemini_proxy.storage")
 
 PRUNE_INTERVAL = 3600.0  # seconds between two prunes of responses past `responses.store_days`
 PRUNE_BATCH = 5000  # rows deleted per statement (a long delete never holds SQLite's write lock for long)
-
-_Row = dict[str, Any]
+CHECKPOINT_INTERVAL = 5.0  # seconds between two checkpoints of SQLite's write-ahead log (`_checkpoint`)
+BUSY_TIMEOUT_MS = 10_000  # a statement in a worker thread waits this long for another writer
 
 
 class DatabaseResponseStore:
-    """`ResponseStore` on the `responses` table, the bounded in-process store as its fallback (see the module docstring)."""
+    """`ResponseStore` on the `responses` table, the bounded in-process store as its fallback (see the module docstring).
+
+    The statements are the driver's own SQL (SQLAlchemy's statement building cost ~250 us an operation): on SQLite
+    one sqlite3 connection of the store's own, used in a worker thread at a time; on PostgreSQL the engine's.
+    """
 
     def __init__(self, engine: AsyncEngine, fallback: MemoryResponseStore, days: float,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -56,13 +59,23 @@ class DatabaseResponseStore:
         self.fallback = fallback
         self.days = days
         self._clock = clock
-        self._twin = sqlite_twin(engine)
-        upsert = (postgresql_insert if engine.dialect.name == "postgresql" else sqlite_insert)(responses)
-        self._upsert = upsert.on_conflict_do_update(  # the same id again (a retried put) replaces the record
-            index_elements=["id"], set_={"owner": upsert.excluded.owner, "created_at": upsert.excluded.created_at,
-                                         "record": upsert.excluded.record},
-        )
-        self._queue: list[tuple[_Row, asyncio.Future[None]]] = []
+        path = sqlite_path(engine.url.render_as_string(hide_password=False)) if engine.dialect.name == "sqlite" else None
+        self._sqlite: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # the sqlite3 connection: one thread at a time
+        if path is not None:
+            self._sqlite = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            sqlite_pragmas(self._sqlite, None)
+            self._sqlite.execute("PRAGMA busy_timeout=0")  # see `_run`
+            self._sqlite.execute("PRAGMA wal_autocheckpoint=0")  # see `_checkpoint`
+        a, b, c, d = ("?",) * 4 if self._sqlite is not None else ("$1", "$2", "$3", "$4")  # the driver's parameters
+        self._sql_put = (f"INSERT INTO responses (id, owner, created_at, record) VALUES ({a}, {b}, {c}, {d}) "
+                         "ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, created_at = excluded.created_at, "
+                         "record = excluded.record")
+        self._sql_get = f"SELECT owner, created_at, record FROM responses WHERE id = {a}"
+        self._sql_delete = f"DELETE FROM responses WHERE id = {a} AND owner = {b}"
+        self._sql_prune = (f"DELETE FROM responses WHERE id IN (SELECT id FROM responses WHERE created_at < {a} "
+                           f"LIMIT {PRUNE_BATCH})")
+        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self._failing = False  # the log said the database cannot take responses (said once, until it can)
@@ -77,13 +90,24 @@ class DatabaseResponseStore:
             await asyncio.wait([self._pruner])
         if self._writer is not None:
             await asyncio.wait([self._writer])
-        if self._twin is not None:
-            self._twin.dispose()
+        if self._sqlite is not None:
+            with self._lock:
+                self._sqlite.close()
 
     # --- the interface -------------------------------------------------------------------------
 
     async def put(self, record: StoredResponse) -> None:
-        row = {"id": record.id, "owner": record.owner, "created_at": self._clock(), "record": record.to_json()}
+        row = (record.id, record.owner, self._when(self._clock()), record.to_json())
+        if self._writer is None:  # nothing queued: SQLite may take it at once (`_run`)
+            try:
+                written, _ = self._at_once(self._sql_put, (row,), "many")
+            except Exception as exc:
+                self._failed(exc)
+                await self.fallback.put(record)
+                return
+            if written:
+                self._recovered()
+                return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((row, done))
         if self._writer is None:
@@ -94,59 +118,119 @@ class DatabaseResponseStore:
             self._failed(exc)
             await self.fallback.put(record)
             return
+        self._recovered()
+
+    def _recovered(self) -> None:
         if self._failing:
             self._failing = False
             log.warning("the database takes stored responses again")
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:
         try:
-            found = await self._run(self._select, response_id)
+            found = await self._run(self._sql_get, (response_id,), "one")
         except Exception as exc:
             self._failed(exc)
             found = None
         if found is None:  # not there (or unreadable): one this process kept while the database was away?
             return await self.fallback.get(response_id, owner)
-        if found[0] != owner or found[1] < self._clock() - timedelta(days=self.days):
+        stored_owner, created, data = found
+        if stored_owner != owner or self._datetime(created) < self._clock() - timedelta(days=self.days):
             return None
-        return StoredResponse(**orjson.loads(found[2]))
+        return StoredResponse(**orjson.loads(data))
 
     async def delete(self, response_id: str, owner: str) -> bool:
         kept = await self.fallback.delete(response_id, owner)
         try:
-            deleted = await self._run(self._delete, response_id, owner)
+            deleted = bool(await self._run(self._sql_delete, (response_id, owner), "count"))
         except Exception as exc:
             self._failed(exc)
             deleted = False
         return kept or deleted
 
+    async def prune(self) -> int:
+        """Delete the responses past `responses.store_days`; how many."""
+        cutoff = self._when(self._clock() - timedelta(days=self.days))
+        total = 0
+        while True:
+            count: int = await self._run(self._sql_prune, (cutoff,), "count")
+            total += count
+            if count < PRUNE_BATCH:
+                return total
+
     # --- the database ----------------------------------------------------------------------------
 
-    async def _run(self, work: Callable[..., Any], *args: Any) -> Any:
-        """`work(conn, *args)` in one transaction: on SQLite wholly in a worker thread, else on the async engine."""
-        twin = self._twin
-        if twin is not None:
-            def in_thread() -> Any:
-                with twin.begin() as conn:
-                    return work(conn, *args)
+    def _when(self, when: datetime) -> Any:
+        """A time as the column takes it: SQLAlchemy's SQLite DATETIME text, or the datetime (PostgreSQL)."""
+        return sqlite_datetime(when.astimezone(UTC)) if self._sqlite is not None else when
 
-            return await asyncio.to_thread(in_thread)
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(work, *args)
+    @staticmethod
+    def _datetime(value: Any) -> datetime:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return when if when.tzinfo is not None else when.replace(tzinfo=UTC)  # SQLite keeps no zone
 
-    def _select(self, conn: Connection, response_id: str) -> tuple[str, datetime, bytes] | None:
-        row = conn.execute(select(responses.c.owner, responses.c.created_at, responses.c.record)
-                           .where(responses.c.id == response_id)).first()
-        if row is None:
+    async def _run(self, sql: str, parameters: Any, want: str) -> Any:
+        """One statement in its own transaction: `want` "one" (the first row or None), "count" (rows changed) or
+        "many" (`parameters` is a list of rows, inserted together).
+
+        SQLite: tried at once on the event loop's thread with no wait for a lock (an insert and its commit, or a
+        read, take ~20-75 us, where a trip to a worker thread costs ~150 us); when another writer holds the
+        database (SQLITE_BUSY), or the connection is busy in a thread, the statement runs in a worker thread with
+        the usual busy timeout. The loop's thread never waits for a lock, and never checkpoints (`_checkpoint`)."""
+        connection = self._sqlite
+        if connection is None:
+            async with self.engine.begin() as conn:
+                result = await conn.exec_driver_sql(sql, parameters)
+                return None if want == "many" else result.first() if want == "one" else result.rowcount
+        done, result = self._at_once(sql, parameters, want)
+        if done:
+            return result
+
+        def in_thread() -> Any:
+            with self._lock:
+                connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                try:
+                    return self._execute(connection, sql, parameters, want)
+                finally:
+                    connection.execute("PRAGMA busy_timeout=0")
+
+        return await asyncio.to_thread(in_thread)
+
+    def _at_once(self, sql: str, parameters: Any, want: str) -> tuple[bool, Any]:
+        """(True, the result) when SQLite ran the statement at once on this thread; (False, None) when another writer
+        holds the database or the connection is busy in a worker thread."""
+        connection = self._sqlite
+        if connection is None or not self._lock.acquire(blocking=False):
+            return False, None
+        try:
+            return True, self._execute(connection, sql, parameters, want)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            return False, None
+        finally:
+            self._lock.release()
+
+    @staticmethod
+    def _execute(connection: sqlite3.Connection, sql: str, parameters: Any, want: str) -> Any:
+        if want == "many":
+            with connection:  # BEGIN ... COMMIT (ROLLBACK on an error)
+                connection.executemany(sql, parameters)
             return None
-        created = row[1] if row[1].tzinfo is not None else row[1].replace(tzinfo=UTC)  # SQLite keeps no zone
-        return row[0], created, row[2]
+        cursor = connection.execute(sql, parameters)
+        return cursor.fetchone() if want == "one" else cursor.rowcount
 
-    def _delete(self, conn: Connection, response_id: str, owner: str) -> bool:
-        result = conn.execute(delete(responses).where(responses.c.id == response_id, responses.c.owner == owner))
-        return bool(result.rowcount)
+    async def _checkpoint(self) -> None:
+        """Move the write-ahead log into the database file, in a worker thread (the store's connection does not
+        checkpoint as it commits: that would be milliseconds on the loop's thread now and then)."""
+        connection = self._sqlite
+        if connection is None:
+            return
 
-    def _insert(self, conn: Connection, rows: list[_Row]) -> None:
-        conn.execute(self._upsert, rows)
+        def in_thread() -> None:
+            with self._lock:
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+        await asyncio.to_thread(in_thread)
 
     async def _write_queued(self) -> None:
         """Commit every row queued, in one transaction per turn, until none is left."""
@@ -154,7 +238,7 @@ class DatabaseResponseStore:
             while self._queue:
                 batch, self._queue = self._queue, []
                 try:
-                    await self._run(self._insert, [row for row, _ in batch])
+                    await self._run(self._sql_put, [row for row, _ in batch], "many")
                 except Exception as exc:
                     for _, done in batch:
                         if not done.done():
@@ -172,28 +256,16 @@ class DatabaseResponseStore:
             log.warning("the database cannot take or read stored responses (%s): this process keeps them in "
                         "memory meanwhile (other replicas will not find those)", type(exc).__name__)
 
-    async def prune(self) -> int:
-        """Delete the responses past `responses.store_days`; how many."""
-        cutoff = self._clock() - timedelta(days=self.days)
-        total = 0
-        while True:
-            count: int = await self._run(self._prune_batch, cutoff)
-            total += count
-            if count < PRUNE_BATCH:
-                return total
-
-    @staticmethod
-    def _prune_batch(conn: Connection, cutoff: datetime) -> int:
-        old = select(responses.c.id).where(responses.c.created_at < cutoff).limit(PRUNE_BATCH).scalar_subquery()
-        return int(conn.execute(delete(responses).where(responses.c.id.in_(old))).rowcount or 0)
-
     async def _prune_forever(self) -> None:
+        next_prune = 0.0
         while True:
             try:
-                pruned = await self.prune()
-                if pruned:
-                    log.info("pruned %d stored responses older than %g days", pruned, self.days)
+                await self._checkpoint()
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_INTERVAL
+                    pruned = await self.prune()
+                    if pruned:
+                        log.info("pruned %d stored responses older than %g days", pruned, self.days)
             except Exception as exc:
-                log.warning("pruning stored responses failed (%s); tried again in %g s", type(exc).__name__,
-                            PRUNE_INTERVAL)
-            await asyncio.sleep(PRUNE_INTERVAL)
+                log.warning("pruning stored responses failed (%s); tried again later", type(exc).__name__)
+            await asyncio.sleep(CHECKPOINT_INTERVAL if self._sqlite is not None else PRUNE_INTERVAL)

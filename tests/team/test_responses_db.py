@@ -91,6 +91,32 @@ async def test_a_database_that_cannot_take_a_row_keeps_it_in_memory(database_url
         await engine.dispose()
 
 
+@pytest.mark.anyio
+async def test_on_sqlite_a_writer_holding_the_file_never_blocks_the_event_loop(database_url, tmp_path):
+    """Statements run at once on the loop's thread only when SQLite takes them without waiting; while another
+    process writes (holds the lock), the put waits in a worker thread and the loop goes on."""
+    import sqlite3
+
+    engine = await open_database(database_url)
+    store = DatabaseResponseStore(engine, MemoryResponseStore(), days=30)
+    other = sqlite3.connect(tmp_path / "gemini-proxy.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        put = asyncio.ensure_future(store.put(record("resp_w")))
+        ticks = 0
+        for _ in range(20):  # the loop keeps turning while the put waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not put.done() and ticks == 20
+        other.execute("COMMIT")
+        await asyncio.wait_for(put, 10)
+        assert await store.get("resp_w", "key:a") == record("resp_w") and len(store.fallback) == 0
+    finally:
+        other.close()
+        await store.stop()
+        await engine.dispose()
+
+
 @pytest.fixture
 def two_gateways(tmp_path: Path, fake_gemini: FakeGemini, backend_url: str) -> Iterator[list[GatewayProcess]]:
     keys = f'[{{"name": "a", "key": "{KEY_A}"}}, {{"name": "b", "key": "{KEY_B}"}}]'
