@@ -235,12 +235,17 @@ for i = nr + 1, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1 + i - nr]) end
 return 0
 """
 
-# KEYS: windows; ARGV: the units to add to each, in this minute, whatever the limit (a grant overrun by the real
-# usage of requests admitted from it).
+# KEYS: windows; ARGV: per window, the units to add (negative: give back) and the minute they belong to, whatever
+# the limit: a grant overrun by the real usage of requests admitted from it (this minute), or a grant's unused units
+# given back (its minute: this one, or the previous one while it still weighs). An older minute is left alone.
 _FORCE = _CLOCK + """
 for i = 1, #KEYS do
-  local p, c = roll(KEYS[i])
-  put(KEYS[i], p, c + tonumber(ARGV[i]))
+  local delta, at = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  if at == minute or at == minute - 1 then
+    local p, c = roll(KEYS[i])
+    if at == minute then c = math.max(0, c + delta) else p = math.max(0, p + delta) end
+    put(KEYS[i], p, c)
+  end
 end
 return 0
 """
@@ -543,7 +548,8 @@ class RedisBackend(Backend):
         self.served: dict[str, list[tuple[str, str]]] = {}  # admissions served from grants -> (subject, member) in use
         self._asking: set[str] = set()  # windows and lease subjects an admission in flight asks ahead for
         self._offset_ms = 0.0  # Redis's clock minus this process's monotonic clock
-        self._forced: dict[str, int] = {}  # window -> overrun units waiting to be forced into Redis
+        # (window, minute) -> units to force into Redis (overruns) or to give back (unused grants), together, soon
+        self._forced: dict[tuple[str, int], int] = {}
         self._flusher: asyncio.Task[None] | None = None
 
     def suspends(self, ident: str) -> bool:
@@ -590,6 +596,18 @@ class RedisBackend(Backend):
             verdict = self._from_grants(plan)
             if verdict is not None:
                 return verdict
+        verdict = await self._scripted(plan)
+        if verdict.refused == HIT:
+            key = plan.hits[verdict.index][0]
+            g = self.grants.get(key)
+            if g is not None and g.left > 0:  # this process's own unused units may be what fills the window:
+                units, g.left = g.left, 0  # given back, and the admission tried once more
+                await self._force(keys=[WINDOWS + key], args=[-units, g.minute])
+                verdict = await self._scripted(plan)
+        return verdict
+
+    async def _scripted(self, plan: Plan) -> Verdict:
+        """The admission script (see `_ADMIT`), asking ahead where it may."""
         if self.lost_admissions or self.lost_releases:
             await self._make_good()
         keys = [RECORD + plan.ident]
@@ -639,6 +657,9 @@ class RedisBackend(Backend):
             left, granted = int(left), int(granted)
             g = self.grants.get(key)
             if g is not None and (g.minute != window or g.limit != limit):
+                if g.left > 0:  # its unused units, given back to their minute (while it still weighs)
+                    self._force_soon(key, g.minute, -g.left)
+                del self.grants[key]
                 g = None
             if granted:
                 if g is None:
@@ -701,20 +722,27 @@ class RedisBackend(Backend):
             elif g is not None and g.left >= s.delta:
                 g.left -= s.delta
             else:
-                self._forced[key] = self._forced.get(key, 0) + s.delta
-        self._flush_soon()
+                self._force_soon(key, minute, s.delta)
 
     def _flush_soon(self) -> None:
         if self._forced and self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
+    def _force_soon(self, key: str, minute: int, units: int) -> None:
+        self._forced[key, minute] = self._forced.get((key, minute), 0) + units
+        self._flush_soon()
+
     async def _flush(self) -> None:
-        """Force the grants' overruns into Redis, a moment later, together (kept for the next try if it fails)."""
-        forced: dict[str, int] = {}
+        """Force the grants' overruns and give back their unused units, a moment later, together (kept for the next
+        try if it fails)."""
+        forced: dict[tuple[str, int], int] = {}
         try:
             await asyncio.sleep(GRANT_FLUSH)
             forced, self._forced = self._forced, {}
-            await self._force(keys=[WINDOWS + key for key in forced], args=list(forced.values()))
+            args: list[int] = []
+            for (_, minute), units in forced.items():
+                args += (units, minute)
+            await self._force(keys=[WINDOWS + key for key, _ in forced], args=args)
             forced = {}
         except Exception as exc:
             self.state.failed(exc)
@@ -727,8 +755,11 @@ class RedisBackend(Backend):
 
     async def _renew(self) -> None:
         """The heartbeat: the granted slots live another `GRANT_TTL` (on Redis's clock), free ones beyond
-        `GRANT_REQUESTS` are given back, and free ones Redis no longer has are dropped (they count nowhere)."""
+        `GRANT_REQUESTS` are given back, and free ones Redis no longer has are dropped (they count nowhere); lost
+        replies are made good (a process serving from grants may make no other call for a while)."""
         self._flush_soon()
+        if self.lost_admissions or self.lost_releases:
+            await self._make_good()
         keys: list[str] = []
         args: list[Any] = [int(GRANT_TTL * 1000), int(max(self.state.lease_ttl, GRANT_TTL) * 1000)]
         renewed: list[Slots] = []

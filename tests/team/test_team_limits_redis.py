@@ -707,6 +707,7 @@ async def test_a_changed_limit_is_not_served_from_what_was_granted(redis):
     admission is the script under the new limit; near it, nothing is taken ahead."""
     from app.gateway.ratelimit import Plan
 
+    away_from_a_minute_boundary()
     state, limiter, _, _ = limiter_on(redis)
     backend = limiter.shared
     try:
@@ -718,8 +719,9 @@ async def test_a_changed_limit_is_not_served_from_what_was_granted(redis):
         verdict = await backend.admit(Plan("l3", [("key:c/rpm", 1_000_000, 1)], [], [("key:c", 10)]))
         assert verdict.refused  # 65 held (the free slots count until they expire) against 10: refused by Redis
         assert scripts.count == 1 and backend.slots["key:c"].free == []
-        verdict = await backend.admit(Plan("l4", [("key:c/rpm", 10, 1)], [], []))
-        assert verdict.refused and scripts.count == 2  # the rpm grant was for 1,000,000
+        verdict = await backend.admit(Plan("l4", [("key:c/rpm", 10, 1)], [], []))  # the grant was for 1,000,000:
+        # the script refuses (65 counted), the grant's unused units go back, the script admits (3 counted)
+        assert not verdict.refused and scripts.count == 4 and window_count(redis, "key:c/rpm") == 3
     finally:
         await state.redis.aclose()
 
@@ -763,5 +765,55 @@ async def test_a_lost_admission_with_grants_is_undone_whole(redis):
         await backend._make_good()
         assert window_count(redis, "key:k/rpm") == 0
         assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 0
+    finally:
+        await state.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_window_that_refuses_gets_this_replicas_unused_units_back_first(redis):
+    """Near the limit, a replica refused by a window in which it holds unused units gives them back and tries once
+    more: together the replicas admit exactly the limit."""
+    from app.gateway.ratelimit import Plan
+    from app.gateway.shared import GRANT_FLOOR, SharedState
+
+    away_from_a_minute_boundary()
+    states = [SharedState(redis.url) for _ in range(2)]
+    one, two = (state.backend() for state in states)
+    limit = GRANT_FLOOR + 200
+    try:
+        assert not (await one.admit(Plan("a0", [("key:s/rpm", limit, 1)], [], []))).refused
+        held = one.grants["key:s/rpm"].left
+        assert held > 0
+        admitted = 1
+        for i in range(limit):  # the other replica takes everything it can
+            if (await two.admit(Plan(f"b{i}", [("key:s/rpm", limit, 1)], [], []))).refused:
+                break
+            admitted += 1
+        assert admitted + held + two.grants["key:s/rpm"].left == limit == window_count(redis, "key:s/rpm")
+        # a plan the grants do not cover (a second window) goes to the script, which finds the window full
+        for i in range(held):
+            verdict = await one.admit(Plan(f"a{i + 1}", [("key:s/rpm", limit, 1), ("key:t/rpm", 10**6, 1)], [], []))
+            assert not verdict.refused  # served by units this replica gave back
+        assert one.grants["key:s/rpm"].left == 0 and window_count(redis, "key:s/rpm") == limit
+        assert (await one.admit(Plan("a-last", [("key:s/rpm", limit, 1), ("key:t/rpm", 10**6, 1)], [], []))).refused
+    finally:
+        for state in states:
+            await state.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_units_given_back_go_to_their_minute(redis):
+    """_FORCE adds (or gives back) units in the minute they belong to: this one, or the previous one (its weighted
+    count), never an older one."""
+    state, limiter, _, _ = limiter_on(redis)
+    backend = limiter.shared
+    try:
+        now = int(redis.command("TIME").split(b"\r\n")[2]) // 60
+        key = "gemini-proxy:win:key:f/tpm"
+        redis.command("HSET", key, "m", str(now - 1), "p", "0", "c", "100")  # last minute's 100, not rolled yet
+        await backend._force(keys=[key], args=[-30, now - 1])
+        assert redis.command("HMGET", key, "m", "p", "c").split(b"\r\n")[2::2] == [str(now).encode(), b"70", b"0"]
+        await backend._force(keys=[key], args=[25, now, -70, now - 2])  # an older minute: left alone
+        assert redis.command("HMGET", key, "m", "p", "c").split(b"\r\n")[2::2] == [str(now).encode(), b"70", b"25"]
     finally:
         await state.redis.aclose()
