@@ -212,9 +212,9 @@ class Responses(Endpoint):
 
         async def finishing() -> None:  # before response.completed: the client's next request finds it stored
             nonlocal kept
-            kept = True
             if transcoder.ctx.signatures and keep is not None:
                 await self.services.signatures.put_many(transcoder.ctx.signatures)
+            kept = True
             await self._keep(keep, transcoder.translator.builder.final)
 
         async def close() -> None:

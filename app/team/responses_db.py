@@ -41,16 +41,19 @@ from app.team.usage_store import sqlite_datetime
 log = logging.getLogger("gemini_proxy.storage")
 
 PRUNE_INTERVAL = 3600.0  # seconds between two prunes of responses past `responses.store_days`
-PRUNE_BATCH = 5000  # rows deleted per statement (a long delete never holds SQLite's write lock for long)
+PRUNE_BATCH = 1000  # rows deleted per statement (a long delete never holds SQLite's write lock for long)
 CHECKPOINT_INTERVAL = 5.0  # seconds between two checkpoints of SQLite's write-ahead log (`_checkpoint`)
-BUSY_TIMEOUT_MS = 10_000  # a statement in a worker thread waits this long for another writer
+BUSY_TIMEOUT = 10.0  # seconds a statement in a worker thread keeps trying while another writer holds SQLite
+AT_ONCE_ROWS = 16  # at most this many rows (and `AT_ONCE_BYTES`) are written on the loop's thread; more: a worker's
+AT_ONCE_BYTES = 256 * 1024
+_PARAMETERS = {"qmark": "?", "numeric_dollar": "${}", "format": "%s", "pyformat": "%s", "numeric": ":{}"}
 
 
 class DatabaseResponseStore:
     """`ResponseStore` on the `responses` table, the bounded in-process store as its fallback (see the module docstring).
 
-    The statements are the driver's own SQL (SQLAlchemy's statement building cost ~250 us an operation): on SQLite
-    one sqlite3 connection of the store's own, used in a worker thread at a time; on PostgreSQL the engine's.
+    The statements are the driver's own SQL (SQLAlchemy's statement building cost ~250 us an operation): on an
+    SQLite file one sqlite3 connection of the store's own (`_run`); else the engine's.
     """
 
     def __init__(self, engine: AsyncEngine, fallback: MemoryResponseStore, days: float,
@@ -59,15 +62,17 @@ class DatabaseResponseStore:
         self.fallback = fallback
         self.days = days
         self._clock = clock
-        path = sqlite_path(engine.url.render_as_string(hide_password=False)) if engine.dialect.name == "sqlite" else None
+        self._sqlite_text = engine.dialect.name == "sqlite"  # times as SQLAlchemy's SQLite DATETIME text
+        path = sqlite_path(engine.url.render_as_string(hide_password=False)) if self._sqlite_text else None
         self._sqlite: sqlite3.Connection | None = None
-        self._lock = threading.Lock()  # the sqlite3 connection: one thread at a time
+        self._lock = threading.Lock()  # the sqlite3 connection: one thread at a time, never waited for on the loop
         if path is not None:
             self._sqlite = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             sqlite_pragmas(self._sqlite, None)
             self._sqlite.execute("PRAGMA busy_timeout=0")  # see `_run`
             self._sqlite.execute("PRAGMA wal_autocheckpoint=0")  # see `_checkpoint`
-        a, b, c, d = ("?",) * 4 if self._sqlite is not None else ("$1", "$2", "$3", "$4")  # the driver's parameters
+        style = "qmark" if self._sqlite is not None else engine.dialect.paramstyle
+        a, b, c, d = (_PARAMETERS.get(style, "?").format(n) for n in range(1, 5))
         self._sql_put = (f"INSERT INTO responses (id, owner, created_at, record) VALUES ({a}, {b}, {c}, {d}) "
                          "ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, created_at = excluded.created_at, "
                          "record = excluded.record")
@@ -75,7 +80,7 @@ class DatabaseResponseStore:
         self._sql_delete = f"DELETE FROM responses WHERE id = {a} AND owner = {b}"
         self._sql_prune = (f"DELETE FROM responses WHERE id IN (SELECT id FROM responses WHERE created_at < {a} "
                            f"LIMIT {PRUNE_BATCH})")
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
+        self._queue: list[tuple[StoredResponse, tuple[Any, ...], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self._failing = False  # the log said the database cannot take responses (said once, until it can)
@@ -84,23 +89,28 @@ class DatabaseResponseStore:
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
 
     async def stop(self) -> None:
-        """The pruner stopped; the rows queued committed (or kept in memory) first."""
+        """The pruner stopped; the rows queued committed (or kept in memory) first; the connection closed once
+        no worker thread uses it."""
         if self._pruner is not None:
             self._pruner.cancel()
             await asyncio.wait([self._pruner])
         if self._writer is not None:
             await asyncio.wait([self._writer])
-        if self._sqlite is not None:
-            with self._lock:
-                self._sqlite.close()
+        connection = self._sqlite
+        if connection is not None:
+            def close() -> None:
+                with self._lock:
+                    connection.close()
+
+            await asyncio.to_thread(close)
 
     # --- the interface -------------------------------------------------------------------------
 
     async def put(self, record: StoredResponse) -> None:
         row = (record.id, record.owner, self._when(self._clock()), record.to_json())
-        if self._writer is None:  # nothing queued: SQLite may take it at once (`_run`)
+        if self._writer is None and len(row[3]) <= AT_ONCE_BYTES:  # nothing queued: SQLite may take it at once
             try:
-                written, _ = self._at_once(self._sql_put, (row,), "many")
+                written, _ = self._at_once(self._sql_put, [row], "many")
             except Exception as exc:
                 self._failed(exc)
                 await self.fallback.put(record)
@@ -109,16 +119,10 @@ class DatabaseResponseStore:
                 self._recovered()
                 return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((row, done))
+        self._queue.append((record, row, done))
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_queued())
-        try:
-            await asyncio.shield(done)  # a client that leaves does not take the row out of the batch
-        except Exception as exc:
-            self._failed(exc)
-            await self.fallback.put(record)
-            return
-        self._recovered()
+        await asyncio.shield(done)  # a client that leaves does not take the row out of the batch
 
     def _recovered(self) -> None:
         if self._failing:
@@ -148,63 +152,74 @@ class DatabaseResponseStore:
         return kept or deleted
 
     async def prune(self) -> int:
-        """Delete the responses past `responses.store_days`; how many."""
+        """Delete the responses past `responses.store_days` (a batch at a time, in a worker thread on SQLite: a
+        large delete walks every record's pages); how many."""
         cutoff = self._when(self._clock() - timedelta(days=self.days))
         total = 0
         while True:
-            count: int = await self._run(self._sql_prune, (cutoff,), "count")
+            count: int = await self._run(self._sql_prune, (cutoff,), "count", at_once=False)
             total += count
             if count < PRUNE_BATCH:
                 return total
+            await asyncio.sleep(0)
 
     # --- the database ----------------------------------------------------------------------------
 
     def _when(self, when: datetime) -> Any:
         """A time as the column takes it: SQLAlchemy's SQLite DATETIME text, or the datetime (PostgreSQL)."""
-        return sqlite_datetime(when.astimezone(UTC)) if self._sqlite is not None else when
+        return sqlite_datetime(when.astimezone(UTC)) if self._sqlite_text else when
 
     @staticmethod
     def _datetime(value: Any) -> datetime:
         when = datetime.fromisoformat(value) if isinstance(value, str) else value
         return when if when.tzinfo is not None else when.replace(tzinfo=UTC)  # SQLite keeps no zone
 
-    async def _run(self, sql: str, parameters: Any, want: str) -> Any:
+    async def _run(self, sql: str, parameters: Any, want: str, at_once: bool = True) -> Any:
         """One statement in its own transaction: `want` "one" (the first row or None), "count" (rows changed) or
         "many" (`parameters` is a list of rows, inserted together).
 
-        SQLite: tried at once on the event loop's thread with no wait for a lock (an insert and its commit, or a
+        SQLite: tried at once on the event loop's thread, never waiting for a lock (an insert and its commit, or a
         read, take ~20-75 us, where a trip to a worker thread costs ~150 us); when another writer holds the
-        database (SQLITE_BUSY), or the connection is busy in a thread, the statement runs in a worker thread with
-        the usual busy timeout. The loop's thread never waits for a lock, and never checkpoints (`_checkpoint`)."""
+        database (SQLITE_BUSY) or a worker thread holds the connection, in a worker thread, which tries again every
+        few milliseconds for up to `BUSY_TIMEOUT` and lets the connection go between tries (a read is never held up
+        by a write waiting for another process). The loop's thread never checkpoints (`_checkpoint`)."""
         connection = self._sqlite
         if connection is None:
             async with self.engine.begin() as conn:
                 result = await conn.exec_driver_sql(sql, parameters)
                 return None if want == "many" else result.first() if want == "one" else result.rowcount
-        done, result = self._at_once(sql, parameters, want)
-        if done:
-            return result
+        if at_once:
+            done, result = self._at_once(sql, parameters, want)
+            if done:
+                return result
 
         def in_thread() -> Any:
-            with self._lock:
-                connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-                try:
-                    return self._execute(connection, sql, parameters, want)
-                finally:
-                    connection.execute("PRAGMA busy_timeout=0")
+            deadline = time.monotonic() + BUSY_TIMEOUT
+            pause = 0.002
+            while True:
+                with self._lock:
+                    try:
+                        return self._execute(connection, sql, parameters, want)
+                    except sqlite3.OperationalError as exc:
+                        if not _busy(exc) or time.monotonic() > deadline:
+                            raise
+                time.sleep(pause)
+                pause = min(0.05, pause * 2)
 
         return await asyncio.to_thread(in_thread)
 
     def _at_once(self, sql: str, parameters: Any, want: str) -> tuple[bool, Any]:
         """(True, the result) when SQLite ran the statement at once on this thread; (False, None) when another writer
-        holds the database or the connection is busy in a worker thread."""
+        holds the database, a worker thread holds the connection, or the rows are many (a worker's job)."""
         connection = self._sqlite
+        if want == "many" and len(parameters) > AT_ONCE_ROWS:
+            return False, None
         if connection is None or not self._lock.acquire(blocking=False):
             return False, None
         try:
             return True, self._execute(connection, sql, parameters, want)
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not _busy(exc):
                 raise
             return False, None
         finally:
@@ -212,9 +227,14 @@ class DatabaseResponseStore:
 
     @staticmethod
     def _execute(connection: sqlite3.Connection, sql: str, parameters: Any, want: str) -> Any:
-        if want == "many":
-            with connection:  # BEGIN ... COMMIT (ROLLBACK on an error)
+        if want == "many":  # one transaction; BEGIN IMMEDIATE meets a busy database before any row is written
+            connection.execute("BEGIN IMMEDIATE")
+            try:
                 connection.executemany(sql, parameters)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
             return None
         cursor = connection.execute(sql, parameters)
         return cursor.fetchone() if want == "one" else cursor.rowcount
@@ -233,18 +253,21 @@ class DatabaseResponseStore:
         await asyncio.to_thread(in_thread)
 
     async def _write_queued(self) -> None:
-        """Commit every row queued, in one transaction per turn, until none is left."""
+        """Commit every row queued, in one transaction per turn, until none is left; a batch the database does
+        not take is kept in memory (the puts waiting for it return as if it had)."""
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
                 try:
-                    await self._run(self._sql_put, [row for row, _ in batch], "many")
+                    await self._run(self._sql_put, [row for _, row, _ in batch], "many",
+                                    at_once=sum(len(row[3]) for _, row, _ in batch) <= AT_ONCE_BYTES)
                 except Exception as exc:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
-                    continue
-                for _, done in batch:
+                    self._failed(exc)
+                    for record, _, _ in batch:
+                        await self.fallback.put(record)
+                else:
+                    self._recovered()
+                for _, _, done in batch:
                     if not done.done():
                         done.set_result(None)
         finally:
@@ -269,3 +292,9 @@ class DatabaseResponseStore:
             except Exception as exc:
                 log.warning("pruning stored responses failed (%s); tried again later", type(exc).__name__)
             await asyncio.sleep(CHECKPOINT_INTERVAL if self._sqlite is not None else PRUNE_INTERVAL)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLite's "database is locked" / "busy": another writer holds the file."""
+    text = str(exc)
+    return "locked" in text or "busy" in text

@@ -157,16 +157,18 @@ def plan_embeddings(req: EmbeddingRequest) -> EmbeddingPlan:
 
 def batches(plan: EmbeddingPlan, token_limit: int | None = None) -> list[list[str]]:
     """The inputs in order, cut every `BATCH_LIMIT` texts and, with `token_limit` (Vertex's `:predict` takes at most
-    `PREDICT_TOKENS` input tokens a call), before a text whose `upper_tokens` would take a batch over it (a text
-    over it alone is a batch of its own: Google's answer about it is the client's)."""
+    `PREDICT_TOKENS` input tokens a call), before a text whose `upper_tokens` (and the title's, sent with each)
+    would take a batch over it (a text over it alone is a batch of its own: Google's answer about it is the
+    client's)."""
     texts = plan.texts
     if token_limit is None:
         return [texts[i : i + BATCH_LIMIT] for i in range(0, len(texts), BATCH_LIMIT)]
+    title = upper_tokens(plan.title) if plan.title else 0  # sent with every instance
     out: list[list[str]] = []
     batch: list[str] = []
     tokens = 0
     for text in texts:
-        size = upper_tokens(text)
+        size = upper_tokens(text) + title
         if batch and (len(batch) == BATCH_LIMIT or tokens + size > token_limit):
             out.append(batch)
             batch, tokens = [], 0
@@ -178,8 +180,9 @@ def batches(plan: EmbeddingPlan, token_limit: int | None = None) -> list[list[st
 
 
 def upper_tokens(text: str) -> int:
-    """More tokens than any tokenizer makes of `text` (UTF-8 bytes / 2: English runs ~4 bytes a token, CJK ~2-3)."""
-    return max(1, -(-len(text.encode()) // 2))
+    """At least as many tokens as Google's tokenizer makes of `text`: one per UTF-8 byte (its byte fallback's worst
+    case: digits, emoji, rare characters; English text runs ~4 bytes a token)."""
+    return max(1, len(text.encode()))
 
 
 def _content(text: str) -> dict[str, Any]:

@@ -117,6 +117,75 @@ async def test_on_sqlite_a_writer_holding_the_file_never_blocks_the_event_loop(d
         await engine.dispose()
 
 
+@pytest.mark.anyio
+async def test_on_sqlite_reads_are_not_held_up_by_a_write_waiting_for_the_file(database_url, tmp_path):
+    """A put waiting for another process's write lock lets the connection go between tries: a read of a stored
+    response answers meanwhile. The put goes in once the lock is free."""
+    import sqlite3
+
+    engine = await open_database(database_url)
+    store = DatabaseResponseStore(engine, MemoryResponseStore(), days=30)
+    other = sqlite3.connect(tmp_path / "gemini-proxy.db", isolation_level=None)
+    try:
+        await store.put(record("resp_old"))
+        other.execute("BEGIN IMMEDIATE")
+        put = asyncio.ensure_future(store.put(record("resp_new")))
+        await asyncio.sleep(0.05)
+        assert await store.get("resp_old", "key:a") == record("resp_old")
+        assert not put.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(put, 10)
+        assert await store.get("resp_new", "key:a") == record("resp_new") and len(store.fallback) == 0
+    finally:
+        other.close()
+        await store.stop()
+        await engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_a_batch_the_database_refuses_is_kept_in_memory_even_when_its_client_left(database_url, tmp_path):
+    import sqlite3
+
+    engine = await open_database(database_url)
+    store = DatabaseResponseStore(engine, MemoryResponseStore(), days=30)
+    other = sqlite3.connect(tmp_path / "gemini-proxy.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        put = asyncio.ensure_future(store.put(record("resp_left")))
+        await asyncio.sleep(0.05)
+        put.cancel()  # the client went away while its row waited
+        other.execute("DROP TABLE responses")  # and the database will not take it
+        other.execute("COMMIT")
+        for _ in range(200):
+            if len(store.fallback):
+                break
+            await asyncio.sleep(0.02)
+        assert await store.get("resp_left", "key:a") == record("resp_left")
+    finally:
+        other.close()
+        await store.stop()
+        await engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_the_store_on_an_in_memory_sqlite_engine():
+    """No file: the engine's own connection, with its driver's parameter style."""
+    from app.team.db import create_engine
+    from app.team.schema import metadata
+
+    engine = create_engine("sqlite+aiosqlite://")
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    store = DatabaseResponseStore(engine, MemoryResponseStore(), days=30)
+    try:
+        await store.put(record("resp_m"))
+        assert await store.get("resp_m", "key:a") == record("resp_m") and len(store.fallback) == 0
+        assert await store.delete("resp_m", "key:a")
+    finally:
+        await store.stop()
+        await engine.dispose()
+
+
 @pytest.fixture
 def two_gateways(tmp_path: Path, fake_gemini: FakeGemini, backend_url: str) -> Iterator[list[GatewayProcess]]:
     keys = f'[{{"name": "a", "key": "{KEY_A}"}}, {{"name": "b", "key": "{KEY_B}"}}]'
