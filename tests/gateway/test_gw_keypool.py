@@ -54,8 +54,12 @@ def test_keys_of_one_project_cool_down_together(make_gateway, fake) -> None:
     assert _keys(fake) == [("p1-a", 429), ("solo", 200), ("solo", 200), ("solo", 200), ("solo", 200)]
 
 
+NOON_PACIFIC = 1796673600.0  # 2026-12-07 12:00 in Los Angeles: 12 hours before Google's daily reset
+
+
 def test_a_daily_quota_parks_the_key_until_the_reset(make_gateway, fake) -> None:
     gw = make_gateway(upstreams=[gemini("ai", fake.url, "test-key", "second-key")], retry=FAST_RETRY)
+    gw.state.upstreams[0].wall_clock = lambda: NOON_PACIFIC
     daily = directive(fail_api_keys={"test-key": {"status": 429, "quota_id": DAILY}})
     with oai(gw) as client:
         first = _ask(client, "x\n" + daily)
@@ -64,11 +68,12 @@ def test_a_daily_quota_parks_the_key_until_the_reset(make_gateway, fake) -> None
     assert _keys(fake) == [("test-key", 429), ("second-key", 200), ("second-key", 200)]
     upstream = gw.state.upstreams[0]
     parked_for = upstream._cooling[("key:ai#1", "gemini-2.5-flash")] - upstream.clock()
-    assert 60 <= parked_for <= 25 * 3600 and parked_for > 30, "until midnight Pacific, not a 10 s cool-down"
+    assert parked_for == pytest.approx(12 * 3600, abs=5), "until midnight Pacific, not a 10 s cool-down"
 
 
 def test_every_key_on_daily_quota_is_a_429_the_sdk_will_not_retry(make_gateway, fake) -> None:
     gw = make_gateway(upstreams=[gemini("ai", fake.url, "test-key")], retry=FAST_RETRY)
+    gw.state.upstreams[0].wall_clock = lambda: NOON_PACIFIC  # hours from the reset, whatever the time of the run
     daily = directive(error={"status": 429, "quota_id": DAILY})
     started = time.monotonic()
     with oai(gw) as client:

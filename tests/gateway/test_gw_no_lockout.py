@@ -150,6 +150,7 @@ def test_a_403_about_a_resource_is_the_clients_and_leaves_the_key_alone(make_gat
 
 def test_a_daily_429_on_one_model_does_not_stop_another_model(make_gateway, fake) -> None:
     gw = make_gateway(upstreams=[gemini("ai", fake.url, "test-key")], retry=FAST_RETRY)
+    gw.state.upstreams[0].wall_clock = lambda: 1796673600.0  # noon in Los Angeles: hours from the daily reset
     daily = directive(error={"status": 429, "quota_id": DAILY})
     with oai(gw) as client:
         with pytest.raises(openai.RateLimitError):

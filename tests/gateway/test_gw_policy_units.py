@@ -28,6 +28,9 @@ from app.upstream.client import Endpoint
 DAILY = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
 
 
+NOON_PACIFIC = 1796673600.0  # 2026-12-07 12:00 in Los Angeles
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -230,6 +233,7 @@ async def test_daily_quota_is_not_retried_and_parks_the_key() -> None:
     clock = Clock()
     a, b = _cred("a"), _cred("b")
     up = _upstream(clock, a, b)
+    up.wall_clock = lambda: NOON_PACIFIC  # 12 hours before Google's daily reset, whatever the time of the run
     script = Script(_google(429, quota=DAILY), "b serves", "b again")
     dispatcher = _dispatcher(clock)
     await _run(dispatcher, [_target(up)], script)
