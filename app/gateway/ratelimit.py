@@ -62,7 +62,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from app.errors import GatewayError
-from app.pipeline.context import Limits, RequestContext
+from app.pipeline.context import Limits, Principal, RequestContext
 
 log = logging.getLogger("gemini_proxy.limits")
 
@@ -249,10 +249,48 @@ class Admission:
     reserved: int  # tokens reserved in each tpm window
     window: int  # the minute the reservation was taken in
     ident: str = ""
+    tpm: list[str] = field(default_factory=list)  # the tpm windows (the settlement's)
     leases: list[str] = field(default_factory=list)  # subjects whose lease is held (emptied once released)
     budgets: list[Budget] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     failed: Callable[[BaseException], None] | None = None  # a shared backend's failure (the breaker)
+
+
+@dataclass(slots=True, eq=False)
+class _Shape:
+    """What every admission of one principal (at one process share) takes alike, built once (`Limiter._shape`):
+    a request then computes only its costs and its headers' figures."""
+
+    principal: Principal  # held: the cache is keyed by its id, which must not be reused while the entry lives
+    subjects: list[Subject]
+    rpm: list[tuple[str, int, int]]  # the rpm hits (window, limit, cost 1), one per subject with an rpm
+    tpm: list[tuple[Subject, str, int]]  # (subject, window, limit), one per subject with a tpm
+    kinds: list[tuple[Subject, str]]  # per hit (rpm ones, then tpm ones): whose window, rpm or tpm
+    leases: list[tuple[str, int]]  # (subject, concurrency limit)
+    output: int  # tokens reserved for the answer when the request names no maximum
+    budgeted: bool  # a subject has a token or USD budget
+    # per header kind (requests, tokens): the three names and, per hit of that kind, (hit index, limit, limit text)
+    headers: list[tuple[str, str, str, list[tuple[int, int, str]]]]
+
+
+def _shape_of(principal: Principal, subjects: list[Subject]) -> _Shape:
+    rpm = [(s.ident + "/rpm", s.limits.rpm, 1) for s in subjects if s.limits.rpm is not None]
+    tpm = [(s, s.ident + "/tpm", s.limits.tpm) for s in subjects if s.limits.tpm is not None]
+    kinds = [*((s, "rpm") for s in subjects if s.limits.rpm is not None), *((s, "tpm") for s, _, _ in tpm)]
+    headers = []
+    for name, hits in (("requests", [(i, limit) for i, (_, limit, _) in enumerate(rpm)]),
+                       ("tokens", [(len(rpm) + i, limit) for i, (_, _, limit) in enumerate(tpm)])):
+        if hits:
+            names = (f"x-ratelimit-limit-{name}", f"x-ratelimit-remaining-{name}", f"x-ratelimit-reset-{name}")
+            headers.append((*names, [(i, limit, str(limit)) for i, limit in hits]))
+    return _Shape(
+        principal, subjects, rpm, tpm, kinds,
+        [(s.ident, s.limits.concurrency) for s in subjects if s.limits.concurrency is not None],
+        min(DEFAULT_OUTPUT, min((limit for _, _, limit in tpm), default=4 * DEFAULT_OUTPUT) // 4),
+        any(s.limits.tokens_per_day is not None or s.limits.tokens_per_month is not None
+            or s.limits.usd_per_month is not None for s in subjects),
+        headers,
+    )
 
 
 async def release_leases(ctx: RequestContext) -> None:
@@ -313,12 +351,14 @@ class LocalWindows:
 
     def take(self, limit: int, key: str, cost: int, now: float) -> int:
         """What is left after taking `cost`, or -1 - what is left when it does not fit (nothing taken)."""
-        w = self._roll(key, now)
-        used = math.floor(self._weighted(w, now))
+        w = self._windows.get(key)
+        if w is None or w[0] != int(now // WINDOW):  # not rolled into this minute yet
+            w = self._roll(key, now)
+        used = math.floor(self._weighted(w, now)) if w[1] else w[2]
         if cost > limit or used + cost > limit:
             return -1 - max(0, limit - used)
         w[2] += cost
-        return max(0, limit - used - cost)
+        return limit - used - cost
 
     def hit(self, limit: int, key: str, cost: int) -> bool:
         return self.take(limit, key, cost, self.clock()) >= 0
@@ -358,10 +398,11 @@ class Backend:
         windows = self.windows
         now = windows.clock()
         window = int(now // WINDOW)
-        remaining = []
-        for i, (key, limit, cost) in enumerate(plan.hits):
+        remaining: list[int] = []
+        for key, limit, cost in plan.hits:
             left = windows.take(limit, key, cost, now)
             if left < 0:
+                i = len(remaining)
                 self._unhit(plan.hits[:i], now)
                 return Verdict(HIT, i, window, [-1 - left], windows.stats(limit, key, now)[1])
             remaining.append(left)
@@ -370,14 +411,15 @@ class Backend:
             if spent >= b.limit or spent + b.reserved > b.limit:
                 self._unhit(plan.hits, now)
                 return Verdict(BUDGET, i, window)
+        held = self._leases
         for i, (subject, limit) in enumerate(plan.leases):
-            if self._leases.get(subject, 0) >= limit:
+            if held.get(subject, 0) >= limit:
                 self._unhit(plan.hits, now)
                 return Verdict(LEASE, i, window)
         for b in plan.budgets:
             self._add(b.key, b.reserved, b.expire_at)
         for subject, _ in plan.leases:
-            self._leases[subject] = self._leases.get(subject, 0) + 1
+            held[subject] = held.get(subject, 0) + 1
         return Verdict(0, 0, window, remaining)
 
     def _unhit(self, hits: list[tuple[str, int, int]], now: float) -> None:
@@ -442,6 +484,7 @@ class Limiter:
         self._shared_failed = shared_failed or (lambda exc: None)
         self._replicas = replicas or (lambda: self.local_share)
         self._shares: dict[tuple[Limits, int], Limits] = {}
+        self._shapes: dict[tuple[int, int], _Shape] = {}  # (id of the principal, share) -> its admissions' shape
         self._periods: tuple[int, tuple[str, float, float, str, float, float]] = (-1, periods(0))
         self._on_shared = True  # the last admission used the shared backend (a fallback starts when this flips)
         self._seeding: dict[tuple[str, float], asyncio.Future[tuple[int, float] | None]] = {}  # queries in flight
@@ -455,14 +498,24 @@ class Limiter:
             found = self._shares[key] = share(limits, n)
         return found
 
-    def _subjects(self, ctx: RequestContext, n: int) -> list[Subject]:
-        p = ctx.principal
+    def _subjects(self, p: Principal, n: int) -> list[Subject]:
         out = []
         if p.limits.any():
             out.append(Subject(f"key:{p.key_id}", self._share(p.limits, n)))
         if p.team is not None and p.team_limits.any():
             out.append(Subject(f"team:{p.team}", self._share(p.team_limits, n)))
         return out
+
+    def _shape(self, p: Principal, n: int) -> _Shape:
+        """The principal's `_Shape` at share `n`, built on its first admission (principals live as long as their
+        key's entry in the auth's tables: the cache is emptied when it grows past what keys explain)."""
+        key = (id(p), n)
+        shape = self._shapes.get(key)
+        if shape is None or shape.principal is not p:
+            if len(self._shapes) >= 10_000:
+                self._shapes.clear()
+            shape = self._shapes[key] = _shape_of(p, self._subjects(p, n))
+        return shape
 
     async def admit(self, ctx: RequestContext, prompt_tokens: int, max_output: int | None) -> None:
         """Reserve what the request may use, or raise 429; on success `ctx.admission` holds it."""
@@ -486,30 +539,19 @@ class Limiter:
         self, ctx: RequestContext, backend: Backend, n: int, prompt_tokens: int, max_output: int | None
     ) -> Admission:
         """One backend call (`Plan` -> `Verdict`): the windows, the budgets and the leases, all or nothing."""
-        subjects = self._subjects(ctx, n)
-        tpms = [s.limits.tpm for s in subjects if s.limits.tpm is not None]
-        output = max_output if max_output is not None else min(DEFAULT_OUTPUT, min(tpms, default=4 * DEFAULT_OUTPUT) // 4)
-        estimate = max(1, prompt_tokens + output)
+        shape = self._shape(ctx.principal, n)
+        estimate = max(1, prompt_tokens + (max_output if max_output is not None else shape.output))
         team = ctx.principal.team or ""
-        for s in subjects:  # more than a whole minute's tokens never fits: refused before anything is taken
-            if s.limits.tpm is not None and estimate > s.limits.tpm:
-                raise self._too_large(ctx, s, team, s.limits.tpm, estimate)
-        hits: list[tuple[str, int, int]] = []
-        kinds: list[tuple[Subject, str]] = []  # per hit: whose window, rpm or tpm
-        for s in subjects:  # requests first, then tokens
-            if s.limits.rpm is not None:
-                hits.append((s.ident + "/rpm", s.limits.rpm, 1))
-                kinds.append((s, "rpm"))
-        for s in subjects:
-            if s.limits.tpm is not None:
-                hits.append((s.ident + "/tpm", s.limits.tpm, estimate))
-                kinds.append((s, "tpm"))
-        leases = [(s.ident, s.limits.concurrency) for s in subjects if s.limits.concurrency is not None]
-        budgets = self._budgets(subjects, prompt_tokens + (max_output or 0))
+        for s, _, tpm in shape.tpm:  # more than a whole minute's tokens never fits: refused before anything is taken
+            if estimate > tpm:
+                raise self._too_large(ctx, s, team, tpm, estimate)
+        # requests first, then tokens
+        hits = [*shape.rpm, *[(window, limit, estimate) for _, window, limit in shape.tpm]]
+        budgets = self._budgets(shape.subjects, prompt_tokens + (max_output or 0)) if shape.budgeted else []
         found: dict[tuple[str, float], tuple[int, float] | None] = {}  # a month's tokens and USD: one query
         if budgets:
             await self._seed_budgets(backend, budgets, n, found)
-        plan = Plan(f"{_process_tag}-{next(_lease_ids)}", hits, budgets, leases)
+        plan = Plan(f"{_process_tag}-{next(_lease_ids)}", hits, budgets, shape.leases)
         verdict = await backend.admit(plan)
         if verdict.refused == MISSING:  # evicted or flushed in Redis: seeded again, never counted from 0
             log.warning("a shared budget counter was gone from Redis (%s): seeded again from the usage records",
@@ -523,9 +565,10 @@ class Limiter:
             if verdict.refused == MISSING:
                 raise CounterMissing(budgets[verdict.index].key)
         if verdict.refused:
-            raise self._refusal(ctx, team, subjects, plan, kinds, verdict, estimate)
-        adm = Admission(backend, subjects, estimate, verdict.window, plan.ident, [s for s, _ in leases], budgets,
-                        self._headers(hits, kinds, verdict.remaining))
+            raise self._refusal(ctx, team, shape.subjects, plan, shape.kinds, verdict, estimate)
+        adm = Admission(backend, shape.subjects, estimate, verdict.window, plan.ident,
+                        [t[1] for t in shape.tpm], [s for s, _ in shape.leases], budgets,
+                        self._headers(shape, verdict.remaining))
         if backend.shared:
             adm.failed = self._shared_failed
         return adm
@@ -633,21 +676,19 @@ class Limiter:
         return spent
 
     @staticmethod
-    def _headers(hits: list[tuple[str, int, int]], kinds: list[tuple[Subject, str]], remaining: list[int]) -> dict[str, str]:
+    def _headers(shape: _Shape, remaining: list[int]) -> dict[str, str]:
         """The six `x-ratelimit-*` headers of the window that binds (fewest remaining) among key and team."""
-        best: dict[str, tuple[int, int]] = {}
-        for (_, limit, _), (_, kind), left in zip(hits, kinds, remaining, strict=True):
-            found = best.get(kind)
-            if found is None or left < found[1]:
-                best[kind] = (limit, left)
         headers: dict[str, str] = {}
-        for kind, name in (("rpm", "requests"), ("tpm", "tokens")):
-            if kind in best:
-                limit, left = best[kind]
-                headers[f"x-ratelimit-limit-{name}"] = str(limit)
-                headers[f"x-ratelimit-remaining-{name}"] = str(left)
-                # time until the window is back to full, replenished continuously
-                headers[f"x-ratelimit-reset-{name}"] = go_duration(WINDOW * (limit - left) / limit)
+        for limit_name, remaining_name, reset_name, hits in shape.headers:
+            i, limit, limit_text = hits[0]
+            left = remaining[i]
+            for j, other_limit, other_text in hits[1:]:  # the team's window, when the key has the same kind
+                if remaining[j] < left:
+                    limit, limit_text, left = other_limit, other_text, remaining[j]
+            headers[limit_name] = limit_text
+            headers[remaining_name] = str(left)
+            # time until the window is back to full, replenished continuously
+            headers[reset_name] = go_duration(WINDOW * (limit - left) / limit)
         return headers
 
     def _count(self, team: str, kind: str) -> None:
@@ -700,11 +741,10 @@ class Limiter:
             amount = round(cost * 1_000_000) if b.kind == "usd_per_month" else actual
             if amount != b.reserved:
                 budgets.append((b.key, amount - b.reserved, b.expire_at))
-        tpm = [s.ident + "/tpm" for s in adm.subjects if s.limits.tpm is not None]
         leases, adm.leases = adm.leases, []
         backend = adm.backend
         try:
-            await backend.settle(Settlement(adm.ident, leases, adm.window, tpm, actual - adm.reserved, budgets))
+            await backend.settle(Settlement(adm.ident, leases, adm.window, adm.tpm, actual - adm.reserved, budgets))
         except Exception as exc:
             if backend.shared:
                 self._shared_failed(exc)
