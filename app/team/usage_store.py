@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -292,11 +293,11 @@ class _RowsInsert:
             if self.postgresql:
                 statement, parameters = self.json, (orjson.dumps(rows).decode(),)
             else:
-                statement, parameters = self.values(len(rows)), tuple(v for row in rows for v in row)
+                statement, parameters = self.values(len(rows)), tuple(itertools.chain.from_iterable(rows))
             result = conn.exec_driver_sql(statement, parameters)
         except (TypeError, OverflowError) as exc:  # a value no driver can send (an integer past 64 bits, a surrogate)
             raise RecordRefused(f"a usage record in this batch cannot be sent: {type(exc).__name__}") from None
-        return {r[0] for r in result.all()}
+        return set(result.scalars())
 
 
 class UsageStore:
