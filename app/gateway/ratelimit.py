@@ -252,8 +252,12 @@ class Admission:
     tpm: list[str] = field(default_factory=list)  # the tpm windows (the settlement's)
     leases: list[str] = field(default_factory=list)  # subjects whose lease is held (emptied once released)
     budgets: list[Budget] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)
+    raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # x-ratelimit-*, as the answer sends them
     failed: Callable[[BaseException], None] | None = None  # a shared backend's failure (the breaker)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {name.decode(): value.decode() for name, value in self.raw_headers}
 
 
 @dataclass(slots=True, eq=False)
@@ -270,7 +274,7 @@ class _Shape:
     output: int  # tokens reserved for the answer when the request names no maximum
     budgeted: bool  # a subject has a token or USD budget
     # per header kind (requests, tokens): the three names and, per hit of that kind, (hit index, limit, limit text)
-    headers: list[tuple[str, str, str, list[tuple[int, int, str]]]]
+    headers: list[tuple[bytes, bytes, bytes, list[tuple[int, int, bytes]]]]
 
 
 def _shape_of(principal: Principal, subjects: list[Subject]) -> _Shape:
@@ -278,11 +282,11 @@ def _shape_of(principal: Principal, subjects: list[Subject]) -> _Shape:
     tpm = [(s, s.ident + "/tpm", s.limits.tpm) for s in subjects if s.limits.tpm is not None]
     kinds = [*((s, "rpm") for s in subjects if s.limits.rpm is not None), *((s, "tpm") for s, _, _ in tpm)]
     headers = []
-    for name, hits in (("requests", [(i, limit) for i, (_, limit, _) in enumerate(rpm)]),
-                       ("tokens", [(len(rpm) + i, limit) for i, (_, _, limit) in enumerate(tpm)])):
+    for name, hits in ((b"requests", [(i, limit) for i, (_, limit, _) in enumerate(rpm)]),
+                       (b"tokens", [(len(rpm) + i, limit) for i, (_, _, limit) in enumerate(tpm)])):
         if hits:
-            names = (f"x-ratelimit-limit-{name}", f"x-ratelimit-remaining-{name}", f"x-ratelimit-reset-{name}")
-            headers.append((*names, [(i, limit, str(limit)) for i, limit in hits]))
+            names = (b"x-ratelimit-limit-" + name, b"x-ratelimit-remaining-" + name, b"x-ratelimit-reset-" + name)
+            headers.append((*names, [(i, limit, str(limit).encode()) for i, limit in hits]))
     return _Shape(
         principal, subjects, rpm, tpm, kinds,
         [(s.ident, s.limits.concurrency) for s in subjects if s.limits.concurrency is not None],
@@ -676,19 +680,19 @@ class Limiter:
         return spent
 
     @staticmethod
-    def _headers(shape: _Shape, remaining: list[int]) -> dict[str, str]:
+    def _headers(shape: _Shape, remaining: list[int]) -> list[tuple[bytes, bytes]]:
         """The six `x-ratelimit-*` headers of the window that binds (fewest remaining) among key and team."""
-        headers: dict[str, str] = {}
+        headers: list[tuple[bytes, bytes]] = []
         for limit_name, remaining_name, reset_name, hits in shape.headers:
             i, limit, limit_text = hits[0]
             left = remaining[i]
             for j, other_limit, other_text in hits[1:]:  # the team's window, when the key has the same kind
                 if remaining[j] < left:
                     limit, limit_text, left = other_limit, other_text, remaining[j]
-            headers[limit_name] = limit_text
-            headers[remaining_name] = str(left)
+            headers.append((limit_name, limit_text))
+            headers.append((remaining_name, str(left).encode()))
             # time until the window is back to full, replenished continuously
-            headers[reset_name] = go_duration(WINDOW * (limit - left) / limit)
+            headers.append((reset_name, go_duration(WINDOW * (limit - left) / limit).encode()))
         return headers
 
     def _count(self, team: str, kind: str) -> None:

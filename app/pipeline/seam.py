@@ -430,7 +430,7 @@ class Pipeline:
                (b"x-request-id", ctx.request_id.encode())]
         raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
         if ctx.admission is not None:
-            raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in ctx.admission.headers.items())
+            raw.extend(ctx.admission.raw_headers)
         raw.extend(self.extra_headers)
         ctx.status = status
         await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -459,7 +459,7 @@ class Pipeline:
             raw[0] = (b"content-type", answer.content_type)
         raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items())
         if ctx.admission is not None:
-            raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in ctx.admission.headers.items())
+            raw.extend(ctx.admission.raw_headers)
         raw.extend(self.extra_headers)
         body = answer.stream
         ctx.status = 200
