@@ -361,6 +361,41 @@ async def test_local_share_when_redis_is_down_uses_the_processes_last_seen():
     assert passed == 2
 
 
+@pytest.mark.anyio
+async def test_admissions_follow_the_principal_and_share_they_are_given():
+    """What every admission of a principal takes alike is built once per principal and share: a key given new
+    limits (a new principal) and a share that changes (Redis down, replicas seen) apply at once; the headers show
+    the binding window, key or team, per kind."""
+    from app.pipeline.context import Principal, RequestContext
+
+    up, replicas = [True], [3]
+    limiter = Limiter(shared=Backend(), shared_up=lambda: up[0], replicas=lambda: replicas[0])
+
+    async def headers(principal: Principal) -> dict[str, str]:
+        ctx = RequestContext("r", "POST", "/v1/chat/completions", principal=principal)
+        await limiter.admit(ctx, 10, 10)
+        found = ctx.admission.headers
+        await limiter.settle(ctx)
+        return found
+
+    old = Principal.of_key("k", "k", limits=Limits(rpm=70))
+    assert (await headers(old))["x-ratelimit-limit-requests"] == "70"
+    new = Principal.of_key("k", "k", limits=Limits(rpm=90))
+    assert (await headers(new))["x-ratelimit-limit-requests"] == "90"
+    up[0] = False
+    assert (await headers(new))["x-ratelimit-limit-requests"] == "30"  # 90 // 3 processes
+    replicas[0] = 2
+    assert (await headers(new))["x-ratelimit-limit-requests"] == "45"
+    up[0] = True
+    assert (await headers(old))["x-ratelimit-limit-requests"] == "70"
+
+    teamed = Principal.of_key("t1", "t1", "data", limits=Limits(rpm=10, tpm=1000), team_limits=Limits(rpm=3))
+    assert await headers(teamed) == {  # requests: the team's window binds (2 left of 3); tokens: the key's only
+        "x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "2", "x-ratelimit-reset-requests": "20s",
+        "x-ratelimit-limit-tokens": "1000", "x-ratelimit-remaining-tokens": "980", "x-ratelimit-reset-tokens": "1.2s",
+    }
+
+
 def test_the_sdk_retry_waits_for_retry_after(limited, fake):
     """A default client (2 retries) sleeps what Retry-After / retry-after-ms say, then gets in."""
     gateway = limited({"concurrency": 1})
