@@ -4,7 +4,7 @@ A record is a tuple in `RECORD_FIELDS` order (`record_of`) from the request
 to the database; only the spool file holds dicts, one JSON object a line
 (`as_dict`, `from_dict`). `write` inserts a batch in one transaction, `ON
 CONFLICT DO NOTHING` on the record's own id, and adds to `usage_daily` only the
-rows actually inserted (`RETURNING id`), so a batch written twice (a spool
+rows actually inserted (`_RowsInsert.new_ids`), so a batch written twice (a spool
 replayed after a crash) counts once. The rows go in the driver's own SQL
 (`_RowsInsert`), not through SQLAlchemy's compiled insert, and on an SQLite
 file the whole transaction runs in one worker thread (docs/team.md#how-records-are-written).
@@ -263,13 +263,15 @@ def _day_start(when: datetime, up: bool) -> datetime:
 
 
 class _RowsInsert:
-    """The insert of `write` in the driver's own SQL, one statement per chunk, `ON CONFLICT (id) DO NOTHING RETURNING
-    id` (the ids of the rows that were new).
+    """The insert of `write` in the driver's own SQL, one statement per chunk, `ON CONFLICT (id) DO NOTHING`, and the
+    ids of the rows that were new (`new_ids`).
 
     SQLAlchemy's compiled insert spent ~30 us per row handling parameters; here a row costs `_prepare` and the
-    driver's own work. SQLite: one multi-row VALUES (at most `CHUNK` rows: its parameter limit). PostgreSQL: the rows
-    as one JSON array (orjson), taken apart by the server (`json_array_elements`): ~2 us per row in the gateway,
-    where asyncpg binding them (`executemany`, or one array per column) costs 6-13 us.
+    driver's own work. SQLite: one multi-row VALUES (at most `CHUNK` rows: its parameter limit); the rows it counts
+    as inserted are all of them unless the batch is a replay, and only then are the new ones read back (`RETURNING
+    id` cost ~2.5 us a row, every time). PostgreSQL: the rows as one JSON array (orjson), taken apart by the server
+    (`json_array_elements`), `RETURNING id`: ~2 us per row in the gateway, where asyncpg binding them
+    (`executemany`, or one array per column) costs 6-13 us.
     """
 
     def __init__(self, dialect: Dialect) -> None:
@@ -277,11 +279,14 @@ class _RowsInsert:
         self.postgresql = dialect.name == "postgresql"
         names = ", ".join(dialect.identifier_preparer.quote(c.name) for c in columns)
         self.head = f"INSERT INTO {usage_records.name} ({names}) "
-        self.tail = " ON CONFLICT (id) DO NOTHING RETURNING id"
+        self.tail = " ON CONFLICT (id) DO NOTHING"
         # TEXT, not VARCHAR(n): an explicit cast would cut a long value where the column refuses it (DataError)
         types = (("TEXT" if isinstance(c.type, String) else c.type.compile(dialect)) for c in columns)
         casts = ", ".join(f"(r->>{i})::{t}" for i, t in enumerate(types))
-        self.json = f"{self.head}SELECT {casts} FROM json_array_elements($1::json) AS r{self.tail}"
+        self.json = f"{self.head}SELECT {casts} FROM json_array_elements($1::json) AS r{self.tail} RETURNING id"
+        # SQLite: a statement's rows get the next rowids in order (one above the largest), and the transaction holds
+        # the file's write lock: the rows one insert added are the table's last ones
+        self.last = f"SELECT id FROM {usage_records.name} ORDER BY rowid DESC LIMIT ?"
         self.placeholders = "(" + ", ".join("?" * len(columns)) + ")"
 
     @functools.lru_cache(maxsize=8)  # noqa: B019 (one instance per store; the sizes of the last chunks)
@@ -289,6 +294,7 @@ class _RowsInsert:
         return f"{self.head}VALUES {', '.join([self.placeholders] * rows)}{self.tail}"
 
     def new_ids(self, conn: Connection, rows: list[Record]) -> set[str]:
+        """Insert `rows`; the ids of those that were not there already."""
         try:
             if self.postgresql:
                 statement, parameters = self.json, (orjson.dumps(rows).decode(),)
@@ -297,7 +303,12 @@ class _RowsInsert:
             result = conn.exec_driver_sql(statement, parameters)
         except (TypeError, OverflowError) as exc:  # a value no driver can send (an integer past 64 bits, a surrogate)
             raise RecordRefused(f"a usage record in this batch cannot be sent: {type(exc).__name__}") from None
-        return set(result.scalars())
+        if self.postgresql:
+            return set(result.scalars())
+        added = result.rowcount
+        if added == len(rows):
+            return {row[_ID] for row in rows}
+        return set(conn.exec_driver_sql(self.last, (added,)).scalars()) if added > 0 else set()
 
 
 class UsageStore:

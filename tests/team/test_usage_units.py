@@ -20,7 +20,7 @@ from app.pipeline.context import Usage
 from app.settings import PriceSettings, normalise_database_url
 from app.team.db import open_database
 from app.team.prices import DEFAULT_PRICES, PRICES_AS_OF, PriceTable
-from app.team.usage_store import RecordRefused, UsageQuery, UsageStore, from_dict, sqlite_datetime
+from app.team.usage_store import CHUNK, RecordRefused, UsageQuery, UsageStore, from_dict, sqlite_datetime
 from app.team.usage_writer import UsageWriter
 
 NOW = datetime(2026, 12, 6, 15, 30, tzinfo=UTC)
@@ -218,6 +218,24 @@ def test_an_id_twice_in_a_batch_counts_once_in_rows_and_daily_sums(backend_url):
                              (datetime(2026, 12, 5, tzinfo=UTC), datetime(2026, 12, 6, tzinfo=UTC))):
             (row,) = await store.report("key", since, until)
             assert (row["requests"], row["prompt_tokens"], row["cost_usd"]) == (3, 70, 21e-6)
+
+    _with_store(backend_url, body)
+
+
+def test_a_partly_replayed_batch_counts_only_its_new_rows_in_every_chunk(backend_url):
+    """A replay that mixes rows already written with new ones, across insert chunks: the daily sums count the new
+    rows once each, whichever chunk and place they are in."""
+    async def body(store: UsageStore) -> None:
+        day = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+        assert await store.write([from_dict(record(n, day, prompt=n)) for n in range(0, 900, 2)]) == 450
+        mixed = [from_dict(record(n, day, prompt=n)) for n in range(500)]  # chunk 1: half new; chunk 2: half new
+        assert await store.write(mixed) == 250
+        assert await store.write(mixed[:CHUNK] + [from_dict(record(n, day, prompt=n)) for n in range(900, 903)]) == 3
+        for since, until in ((day - timedelta(hours=1), day + timedelta(hours=1)),  # rows, and daily sums
+                             (datetime(2026, 12, 5, tzinfo=UTC), datetime(2026, 12, 6, tzinfo=UTC))):
+            (row,) = await store.report("key", since, until)
+            expected = sum(range(0, 900, 2)) + sum(range(1, 500, 2)) + 900 + 901 + 902
+            assert (row["requests"], row["prompt_tokens"]) == (703, expected)
 
     _with_store(backend_url, body)
 
