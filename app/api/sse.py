@@ -124,18 +124,18 @@ async def pump(
                 yield KEEPALIVE
                 continue
             out = transcoder.feed(data)
-            if out.data:
-                yield out.data
-            if out.error is not None:
-                stream_failed(ctx, out.error)
+            if out:
+                yield out
+            if transcoder.error is not None:
+                stream_failed(ctx, transcoder.error)
                 return
         out = transcoder.finish()
-        if out.error is not None:
-            stream_failed(ctx, out.error)
+        if transcoder.error is not None:
+            stream_failed(ctx, transcoder.error)
         await release_leases(ctx)  # before the closing events: the client's next request finds its slot free
-        if finishing is not None and out.error is None:
+        if finishing is not None and transcoder.error is None:
             await finishing()
-        yield out.data
+        yield out
     except GatewayError as exc:
         stream_failed(ctx, exc)
         yield error_sse(exc)

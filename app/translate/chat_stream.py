@@ -39,9 +39,9 @@ from app.translate.chat_response import (
     usage_to_openai,
 )
 from app.translate.partial_args import ArgumentsWriter
-from app.translate.plain_text import EVENT_END, PlainText
+from app.translate.plain_text import PlainText
 from app.translate.tables import BROKEN_TOOL_CALL_FINISHES, gemini_finish_reason_to_openai
-from app.translate.transcoder import StreamTranscoder, Transcoded
+from app.translate.transcoder import StreamTranscoder
 
 
 @dataclass
@@ -150,23 +150,12 @@ class ChatStreamTranslator:
         """
         return b"".join([sse_data(chunk) for chunk in self.feed(event)])
 
-    def feed_read(self, data: bytes) -> bytes | None:
-        """`feed_payload` for one whole upstream read holding exactly one event in Google's framing.
-
-        `data: <json>\\r\\n\\r\\n` and no other line break; None for anything else.
-        (A read is usually one event once the model paces its output: this is the
-        gateway's path for most of a stream.)
-        """
-        n = len(data) - 4  # `data: <json>\r\n\r\n` and no other break
-        if data.find(b"\n") != n + 1 or data.find(b"\r") != n or not data.startswith(b"data: "):
-            return None
-        return self.feed_payload(data, 6, EVENT_END)
-
     def feed_payload(self, data: bytes, at: int = 0, last: bytes = b"}") -> bytes | None:
         """`feed_sse` of the unparsed JSON of one event, when it is a plain text delta; else None.
 
-        The JSON starts at `data[at]` and `data` ends with `last` (`feed_read`
-        passes a whole `data:` line with its separator).
+        The JSON starts at `data[at]` and `data` ends with `last` (the transcoder
+        passes a whole read, a `data:` line with its separator, when it holds
+        exactly one event).
 
         Most events of a stream are one more piece of text for candidate 0: such an
         event is recognised in its bytes (`PlainText.match`, app/translate/plain_text.py)
@@ -357,4 +346,4 @@ class ChatStreamTranscoder(StreamTranscoder[ChatStreamTranslator]):
     __slots__ = ()
 
 
-__all__ = ["DONE", "ChatStreamTranscoder", "ChatStreamTranslator", "Transcoded", "error_event", "sse_data"]
+__all__ = ["DONE", "ChatStreamTranscoder", "ChatStreamTranslator", "error_event", "sse_data"]

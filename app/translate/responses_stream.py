@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from app.errors import GatewayError
-from app.translate.plain_text import EVENT_END, PlainText
+from app.translate.plain_text import PlainText
 from app.translate.responses_response import TEXT_DELTA, OutputBuilder, ResponsesContext, stream_event, text_delta
 
 
@@ -68,13 +68,6 @@ class ResponsesStreamTranslator:
             self._plain.usage_payload = None  # (this event's usage is the newest)
         self.builder.feed(event)
         return self._drain()
-
-    def feed_read(self, data: bytes) -> bytes | None:
-        """`feed_payload` for one whole upstream read holding exactly one event in Google's framing."""
-        n = len(data) - 4  # `data: <json>\r\n\r\n` and no other break
-        if data.find(b"\n") != n + 1 or data.find(b"\r") != n or not data.startswith(b"data: "):
-            return None
-        return self.feed_payload(data, 6, EVENT_END)
 
     def feed_payload(self, data: bytes, at: int = 0, last: bytes = b"}") -> bytes | None:
         """The SSE bytes of a plain text event from its unparsed JSON (`data[at:]`), once a message is open; else None."""

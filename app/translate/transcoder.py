@@ -2,14 +2,16 @@
 
 `StreamTranscoder` takes the upstream's SSE bytes as they are read and gives
 the SSE bytes to send: `open` for the reads before the stream started, `feed`
-after, `finish` at the end, `usage()` at any time, also after the client left.
+after, `finish` at the end (`error`: the error that ended the stream, its
+event sent), `usage()` at any time, also after the client left.
 It owns SSE decoding (`upstream/sse.py`) and the order of the fast paths; the
 translator it drives owns translation and framing (chat:
 `ChatStreamTranslator`, Responses: `ResponsesStreamTranslator`):
 
-* `feed_read(data)`: one whole read holding one plain text event, translated
-  from its bytes (None if it is anything else);
-* `feed_payload(payload)`: the same for one event's unparsed JSON;
+* `feed_payload(data, at, last)`: one plain text event translated from its
+  unparsed JSON (None if it is anything else): a whole read holding exactly
+  one event in Google's framing (the transcoder checks the framing), or one
+  payload the SSE decoder cut out;
 * `feed_sse(event)`: a parsed event;
 * `finish_sse()`: the closing events; `error_sse(exc)`: the event(s) of an
   error that ends the stream.
@@ -22,10 +24,10 @@ nothing was sent yet (`open` raises them).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from app.errors import GatewayError
+from app.translate.plain_text import EVENT_END
 from app.upstream.errors import error_from_google
 from app.upstream.sse import SSEDecoder, parse_payload
 
@@ -36,8 +38,6 @@ class StreamTranslator(Protocol):
 
     @property
     def usage(self) -> Mapping[str, Any] | None: ...
-
-    def feed_read(self, data: bytes) -> bytes | None: ...
 
     def feed_payload(self, data: bytes, at: int = 0, last: bytes = b"}") -> bytes | None: ...
 
@@ -53,22 +53,16 @@ class StreamTranslator(Protocol):
 T = TypeVar("T", bound=StreamTranslator)
 
 
-@dataclass(slots=True)
-class Transcoded:
-    """The SSE bytes to send for one upstream read, and the error that ended the stream (its event included)."""
-
-    data: bytes
-    error: GatewayError | None = None
-
-
 class StreamTranscoder(Generic[T]):
     """Gemini `streamGenerateContent?alt=sse` bytes -> the SSE bytes of one client API."""
 
-    __slots__ = ("translator", "decoder")
+    __slots__ = ("translator", "decoder", "error", "_idle")
 
     def __init__(self, translator: T) -> None:
         self.translator = translator
         self.decoder = SSEDecoder()
+        self.error: GatewayError | None = None  # the error that ended the stream (its event was sent)
+        self._idle = True  # `decoder.idle()`, kept up to date: the next read starts a new event
 
     @property
     def ctx(self) -> Any:
@@ -82,22 +76,30 @@ class StreamTranscoder(Generic[T]):
         HTTP error.
         """
         items = self.decoder.feed_payloads(data) if data else self.decoder.flush()
+        self._idle = self.decoder.idle()
         if not items and data:
             return None
         out = self._events(items)
-        if out.error is not None:
-            raise out.error
-        return out.data
+        if self.error is not None:
+            raise self.error
+        return out
 
-    def feed(self, data: bytes) -> Transcoded:
-        """One upstream read (b"": the body ended) -> what to send; an error ends the stream."""
-        if data and self.decoder.idle():  # the common read: one whole event, often a plain text delta
-            sse = self.translator.feed_read(data)
-            if sse is not None:
-                return Transcoded(sse)
-        return self._events(self.decoder.feed_payloads(data) if data else self.decoder.flush())
+    def feed(self, data: bytes) -> bytes:
+        """One upstream read (b"": the body ended) -> what to send; an error ends the stream (`error` is set).
 
-    def _events(self, items: Sequence[bytes | dict[str, Any]]) -> Transcoded:
+        (No result object per read: a stream makes one call per upstream event.)
+        """
+        if self._idle and data.startswith(b"data: "):  # the common read: one whole event, often a plain text delta
+            n = len(data) - 4  # `data: <json>\r\n\r\n` and no other line break (a read is usually one event
+            if data.find(b"\n") == n + 1 and data.find(b"\r") == n:  # once the model paces its output)
+                sse = self.translator.feed_payload(data, 6, EVENT_END)
+                if sse is not None:
+                    return sse
+        out = self._events(self.decoder.feed_payloads(data) if data else self.decoder.flush())
+        self._idle = self.decoder.idle()
+        return out
+
+    def _events(self, items: Sequence[bytes | dict[str, Any]]) -> bytes:
         out: list[bytes] = []
         translator = self.translator
         plain = translator.feed_payload
@@ -119,15 +121,16 @@ class StreamTranscoder(Generic[T]):
                 out.append(translator.feed_sse(event))
         except GatewayError as exc:
             out.append(translator.error_sse(exc))
-            return Transcoded(b"".join(out), exc)
-        return Transcoded(b"".join(out))
+            self.error = exc
+        return b"".join(out)
 
-    def finish(self) -> Transcoded:
-        """The closing events (or the error event, if the last usage is malformed)."""
+    def finish(self) -> bytes:
+        """The closing events (or the error event, if the last usage is malformed: `error` is set)."""
         try:
-            return Transcoded(self.translator.finish_sse())
+            return self.translator.finish_sse()
         except GatewayError as exc:
-            return Transcoded(self.translator.error_sse(exc), exc)
+            self.error = exc
+            return self.translator.error_sse(exc)
 
     def usage(self) -> Mapping[str, Any] | None:
         """Gemini's usage as far as the stream got (also after the client left)."""

@@ -9,6 +9,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from app.translate.plain_text import EVENT_END
+
 # (item separator, key separator) of Google (`": "`, `,"`), orjson / our fakes, Python's json.
 SPELLINGS = {"google": (",", ": "), "compact": (",", ":"), "python": (", ", ": ")}
 USAGE = {"promptTokenCount": 8, "totalTokenCount": 12, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 8}]}
@@ -34,10 +36,17 @@ def framed(payload: bytes) -> bytes:
     return b"data: " + payload + b"\r\n\r\n"
 
 
+def read_whole(translator: Any, data: bytes) -> bytes | None:
+    """The byte path's answer for one upstream read holding exactly one framed event, as `StreamTranscoder.feed`
+    asks it (the transcoder checks the framing first)."""
+    sse: bytes | None = translator.feed_payload(data, 6, EVENT_END)
+    return sse
+
+
 def feed_both(fast: Any, slow: Any, payload: bytes) -> tuple[bytes, bool]:
     """One upstream event through `fast`'s byte path (the parsed path where it declines) and `slow`'s parsed path:
     (the SSE bytes, whether the byte path took it); asserts both send the same bytes."""
-    sse = fast.feed_read(framed(payload))
+    sse = read_whole(fast, framed(payload))
     took = sse is not None
     if sse is None:
         sse = fast.feed_sse(json.loads(payload))

@@ -143,12 +143,10 @@ def gateway_stream(pieces: Iterable[bytes], options: ResponseOptions) -> tuple[l
     transcoder = ChatStreamTranscoder(ChatStreamTranslator(ctx))
     out: list[Any] = []
     for piece in [*pieces, b""]:  # b"": the end of the body
-        result = transcoder.feed(piece)
-        out.extend(parse_sse_text(result.data.decode()))
-        if result.error is not None:
+        out.extend(parse_sse_text(transcoder.feed(piece).decode()))
+        if transcoder.error is not None:
             return out, ctx.signatures
-    result = transcoder.finish()
-    out.extend(parse_sse_text(result.data.decode()))
+    out.extend(parse_sse_text(transcoder.finish().decode()))
     return out, ctx.signatures
 
 

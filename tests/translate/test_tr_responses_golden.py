@@ -144,11 +144,10 @@ def gateway_bytes(pieces: Iterable[bytes], options: ResponsesOptions) -> tuple[b
     transcoder = StreamTranscoder(ResponsesStreamTranslator(ctx))
     out: list[bytes] = []
     for piece in [*pieces, b""]:
-        result = transcoder.feed(piece)
-        out.append(result.data)
-        if result.error is not None:
+        out.append(transcoder.feed(piece))
+        if transcoder.error is not None:
             return b"".join(out), ctx.signatures
-    out.append(transcoder.finish().data)
+    out.append(transcoder.finish())
     return b"".join(out), ctx.signatures
 
 

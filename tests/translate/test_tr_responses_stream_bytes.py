@@ -1,4 +1,4 @@
-"""The Responses stream translator's byte path for plain text deltas (`feed_read`, `feed_payload`).
+"""The Responses stream translator's byte path for plain text deltas (`feed_payload`).
 
 Most events of a stream are one more piece of text: `ResponsesStreamTranslator`
 recognises them in their bytes (`PlainText.match`, shared with chat) and copies
@@ -27,7 +27,7 @@ from app.translate.responses_response import ResponsesContext
 from app.translate.responses_stream import ResponsesStreamTranslator
 from app.translate.transcoder import StreamTranscoder
 
-from .plain_text_support import SAMPLE_TEXTS, SPELLINGS, USAGE, dumps, feed_both, framed, text_event, texts
+from .plain_text_support import SAMPLE_TEXTS, SPELLINGS, USAGE, dumps, feed_both, framed, read_whole, text_event, texts
 
 
 def translator(**options: Any) -> ResponsesStreamTranslator:
@@ -85,7 +85,7 @@ def test_plain_deltas_take_the_byte_path_in_every_spelling(spelling: str, index:
 
 def test_the_first_delta_opens_the_message_on_the_parsed_path() -> None:
     fresh = translator()
-    assert fresh.feed_read(framed(dumps(text_event("Hi")))) is None  # (response.created, the message item: parsed)
+    assert read_whole(fresh, framed(dumps(text_event("Hi")))) is None  # (response.created, the message item: parsed)
 
 
 def call_event(name: str) -> dict[str, Any]:
@@ -123,11 +123,10 @@ def test_a_mixed_stream_read_in_any_grouping_sends_the_parsed_paths_bytes(per_re
     transcoder.translator.feed_payload = counted  # type: ignore[method-assign]
     out = []
     for i in range(0, len(events), per_read):
-        result = transcoder.feed(b"".join(events[i : i + per_read]))
-        assert result.error is None
-        out.append(result.data)
-    out.append(transcoder.feed(b"").data)
-    out.append(transcoder.finish().data)
+        out.append(transcoder.feed(b"".join(events[i : i + per_read])))
+        assert transcoder.error is None
+    out.append(transcoder.feed(b""))
+    out.append(transcoder.finish())
     parsed = translator(**options)
     expected = b"".join([parsed.feed_sse(e) for e in MIXED]) + parsed.finish_sse()
     assert b"".join(out) == expected

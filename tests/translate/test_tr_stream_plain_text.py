@@ -1,4 +1,4 @@
-"""The stream translator's byte-level path for plain text deltas (`feed_read`, `feed_payload`).
+"""The stream translator's byte-level path for plain text deltas (`feed_payload`, whole reads and decoded payloads).
 
 Most events of a stream are one more piece of text; the gateway recognises them in
 their bytes and copies the JSON string literal into the chunk without parsing the
@@ -22,7 +22,7 @@ from app.translate.chat_request import ResponseOptions
 from app.translate.chat_response import ResponseContext
 from app.translate.chat_stream import ChatStreamTranscoder, ChatStreamTranslator
 
-from .plain_text_support import SAMPLE_TEXTS, SPELLINGS, USAGE, dumps, feed_both, text_event, texts
+from .plain_text_support import SAMPLE_TEXTS, SPELLINGS, USAGE, dumps, feed_both, read_whole, text_event, texts
 
 
 def ctx(**options: Any) -> ResponseContext:
@@ -36,7 +36,7 @@ def parse_sse(data: bytes) -> list[Any]:
 def translate_read(transcoder: ChatStreamTranscoder, data: bytes) -> tuple[bytes, Any]:
     """What the gateway sends for one upstream read, and the error that ended the stream."""
     out = transcoder.feed(data)
-    return out.data, out.error
+    return out, transcoder.error
 
 
 def started(**options: Any) -> ChatStreamTranslator:
@@ -125,7 +125,7 @@ def test_everything_else_is_left_to_the_parsed_path(payload: bytes) -> None:
     json.loads(payload)  # each is a valid event
     translator = started()
     assert translator.feed_payload(payload) is None
-    assert translator.feed_read(b"data: " + payload + b"\r\n\r\n") is None
+    assert read_whole(translator, b"data: " + payload + b"\r\n\r\n") is None
 
 
 NOT_JSON = {
@@ -144,7 +144,7 @@ def test_a_text_that_is_not_a_valid_json_string_is_never_copied(text: bytes) -> 
     payload = b'{"candidates": [{"content": {"parts": [{"text": "' + text + b'"}],"role": "model"},"index": 0}]}'
     translator = started()
     assert translator.feed_payload(payload) is None
-    assert translator.feed_read(b"data: " + payload + b"\r\n\r\n") is None
+    assert read_whole(translator, b"data: " + payload + b"\r\n\r\n") is None
     out, error = translate_read(ChatStreamTranscoder(translator), b"data: " + payload + b"\r\n\r\n")
     assert error is not None and error.status == 502 and "Malformed event" in parse_sse(out)[-1]["error"]["message"]
 
@@ -152,7 +152,7 @@ def test_a_text_that_is_not_a_valid_json_string_is_never_copied(text: bytes) -> 
 def test_an_unfinished_event_is_not_copied() -> None:
     whole = b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}]}'
     assert started().feed_payload(whole[:-1]) is None
-    assert started().feed_read(b"data: " + whole[:-1] + b"\r\n\r\n") is None
+    assert read_whole(started(), b"data: " + whole[:-1] + b"\r\n\r\n") is None
 
 
 def test_a_null_usage_keeps_the_last_one_in_either_path() -> None:
@@ -162,16 +162,32 @@ def test_a_null_usage_keeps_the_last_one_in_either_path() -> None:
     assert fast[-1]["usage"]["prompt_tokens"] == USAGE["promptTokenCount"]
 
 
+def whole_reads_taken(data: bytes) -> int:
+    """How many times the transcoder gave `data` to the byte path as one whole read (`at` 6), and it answered."""
+    transcoder = ChatStreamTranscoder(started())
+    byte_path = transcoder.translator.feed_payload
+    taken = []
+
+    def counted(data: bytes, at: int = 0, last: bytes = b"}") -> bytes | None:
+        sse = byte_path(data, at, last)
+        taken.append(at == 6 and sse is not None)
+        return sse
+
+    transcoder.translator.feed_payload = counted  # type: ignore[method-assign]
+    transcoder.feed(data)
+    return sum(taken)
+
+
 def test_only_a_read_of_exactly_one_framed_event_is_taken_whole() -> None:
     one = dumps(text_event("a"))
-    translator = started()
     for data in (b"data: " + one + b"\r\n\r\n" + b"data: " + one + b"\r\n\r\n",  # two events
                  b"data: " + one + b"\r\n",  # unfinished
                  b"data: " + one + b"\n\n",  # other framing
                  b"data:" + one + b"\r\n\r\n",  # no space
-                 b": keep-alive\r\n\r\ndata: " + one + b"\r\n\r\n"):
-        assert translator.feed_read(data) is None
-    assert translator.feed_read(b"data: " + one + b"\r\n\r\n") is not None
+                 b": keep-alive\r\n\r\ndata: " + one + b"\r\n\r\n",
+                 b"data: " + one[:-1] + b"\r\n}\r\n\r\n"):  # a line break inside
+        assert whole_reads_taken(data) == 0, data
+    assert whole_reads_taken(b"data: " + one + b"\r\n\r\n") == 1
 
 
 def test_before_the_first_delta_and_after_the_finish_the_parsed_path_decides() -> None:
