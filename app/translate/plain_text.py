@@ -35,8 +35,8 @@ def _plain_text_shapes() -> tuple[tuple[bytes, bytes, bytes], ...]:
     """How a plain text delta of candidate 0 looks as JSON text, in the spacings met on the wire.
 
     Each shape: the bytes up to the opening quote of the text, the bytes from
-    its closing quote to the end of the candidates array, and the key that
-    starts the usage right after that. Google writes `": "` after keys and `,"`
+    its closing quote to the end of the candidates array, and the key and
+    opening brace of a usage object right after that. Google writes `": "` after keys and `,"`
     between members; orjson and the fakes write no spaces; Python's json module
     writes `": "` and `, "`. Each with and without the candidate's `"index": 0`.
     """
@@ -44,7 +44,7 @@ def _plain_text_shapes() -> tuple[tuple[bytes, bytes, bytes], ...]:
     for colon, comma in ((b": ", b","), (b":", b","), (b": ", b", ")):
         head = b'{"candidates"%s[{"content"%s{"parts"%s[{"text"%s"' % (colon, colon, colon, colon)
         role = b'"}]%s"role"%s"model"}' % (comma, colon)
-        usage = b'%s"usageMetadata"%s' % (comma, colon)
+        usage = b'%s"usageMetadata"%s{' % (comma, colon)
         shapes.append((head, role + b'%s"index"%s0}]' % (comma, colon), usage))
         shapes.append((head, role + b"}]", usage))
     return tuple(shapes)
@@ -71,16 +71,16 @@ class PlainText:
         """
         if not data.endswith(last):
             return None
-        head, tail, usage_key = self.shape  # the shape of the stream's last plain event first
+        head, tail, usage_open = self.shape  # the shape of the stream's last plain event first
         start = at + len(head) - 1  # the opening quote
         end = data.find(tail, start + 1) if data.startswith(head, at) else -1
         if end < 0:
-            for head, tail, usage_key in PLAIN_TEXT_SHAPES:
+            for head, tail, usage_open in PLAIN_TEXT_SHAPES:
                 if data.startswith(head, at):
                     start = at + len(head) - 1
                     end = data.find(tail, start + 1)
                     if end > 0:
-                        self.shape = (head, tail, usage_key)
+                        self.shape = (head, tail, usage_open)
                         break
             else:
                 return None
@@ -96,12 +96,10 @@ class PlainText:
             escape = data.find(b"\\", rest)
         if escape >= 0 or data.find(b'"error"', rest) >= 0 or data.find(b'"promptFeedback"', rest) >= 0:
             return None  # (without escapes, a member name can only be spelled one way)
-        if data.startswith(usage_key, rest):
-            if data[rest + len(usage_key)] != 0x7B:  # `null`: the parsed path keeps the previous usage
-                return None
+        if data.startswith(usage_open, rest):
             self.usage_payload = (data, rest)
         elif data.find(b'"usageMetadata"', rest) >= 0:
-            return None  # members in an unusual order: let the parser find it
+            return None  # `null` (the parsed path keeps the previous usage), or members in an unusual order
         return literal, text
 
     def usage(self, parsed: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
