@@ -494,6 +494,11 @@ def _shown(url: str) -> str:
     return head + sep + _QUERY_PASSWORD.sub(r"\1***", rest)
 
 
+def _lease_set(subject: str) -> str:
+    """The sorted set of a key's or team's concurrency leases."""
+    return f"{LEASES}{{{subject}}}"
+
+
 @dataclass(slots=True)
 class Grant:
     """Units of one window this replica took ahead in Redis (they count there already) for Redis's minute `minute`."""
@@ -511,6 +516,11 @@ class Slots:
     limit: int  # the limit they were granted under
     free: list[str] = field(default_factory=list)
     held: set[str] = field(default_factory=set)  # free or in use: renewed by the heartbeat
+
+    def drop_free(self) -> None:
+        """The free slots are not given out any more (nor renewed: they expire); those in use stay held."""
+        self.held.difference_update(self.free)
+        self.free.clear()
 
 
 class RedisBackend(Backend):
@@ -561,8 +571,7 @@ class RedisBackend(Backend):
         self.seeded.clear()
         self.grants.clear()
         for pool in self.slots.values():
-            pool.held.difference_update(pool.free)
-            pool.free.clear()
+            pool.drop_free()
 
     def _minute(self) -> int:
         return int((time.monotonic() * 1000 + self._offset_ms) // 60000)
@@ -579,9 +588,8 @@ class RedisBackend(Backend):
             pool = slots.get(subject)
             if pool is None or not pool.free:
                 return None
-            if pool.limit != limit:  # the limit changed: these are not given out any more (they expire)
-                pool.held.difference_update(pool.free)
-                pool.free.clear()
+            if pool.limit != limit:  # the limit changed
+                pool.drop_free()
                 return None
         remaining = []
         for key, _, cost in plan.hits:
@@ -630,7 +638,7 @@ class RedisBackend(Backend):
             keys.append(BUDGETS + b.key)
             args += (b.limit, b.reserved, b.expire_at)
         for subject, limit in plan.leases:
-            keys.append(f"{LEASES}{{{subject}}}")
+            keys.append(_lease_set(subject))
             pool = self.slots.get(subject)
             free = len(pool.free) if pool is not None and pool.limit == limit else 0
             want = 0 if subject in self._asking else max(0, ahead - free)
@@ -672,10 +680,11 @@ class RedisBackend(Backend):
             members = [f"{plan.ident}:{n}" for n in range(1, int(granted) + 1)]
             if members:
                 pool = self.slots.get(subject)
-                if pool is None or pool.limit != limit:
-                    if pool is not None:  # granted under another limit: its free slots are not given out (expire)
-                        pool.held.difference_update(pool.free)
-                    pool = self.slots[subject] = Slots(limit, [], pool.held if pool is not None else set())
+                if pool is None:
+                    pool = self.slots[subject] = Slots(limit)
+                elif pool.limit != limit:  # the free slots granted under another limit are not given out
+                    pool.drop_free()
+                    pool.limit = limit
                 pool.free += members
                 pool.held.update(members)
         return Verdict(0, 0, window, remaining)
@@ -693,7 +702,7 @@ class RedisBackend(Backend):
             self._put_back([m for m in served if m[0] in subjects])
             served[:] = [m for m in served if m[0] not in subjects]
             return
-        keys = [f"{LEASES}{{{subject}}}" for subject in subjects]
+        keys = [_lease_set(subject) for subject in subjects]
         try:
             if len(keys) == 1:
                 await self.state.redis.zrem(keys[0], ident)
@@ -771,7 +780,7 @@ class RedisBackend(Backend):
             pool.held.difference_update(back)
             free = set(pool.free)
             in_use = [m for m in pool.held if m not in free]
-            keys.append(f"{LEASES}{{{subject}}}")
+            keys.append(_lease_set(subject))
             args += (len(in_use), len(pool.free), len(back), *in_use, *pool.free, *back)
             renewed.append(pool)
         if not keys:
@@ -789,7 +798,7 @@ class RedisBackend(Backend):
         if served is not None:
             self._settle_served(s, served)
             return
-        leases = [f"{LEASES}{{{subject}}}" for subject in s.leases]
+        leases = [_lease_set(subject) for subject in s.leases]
         if self.lost_admissions or self.lost_releases:
             try:
                 await self._make_good()

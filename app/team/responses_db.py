@@ -242,15 +242,8 @@ class DatabaseResponseStore:
     async def _checkpoint(self) -> None:
         """Move the write-ahead log into the database file, in a worker thread (the store's connection does not
         checkpoint as it commits: that would be milliseconds on the loop's thread now and then)."""
-        connection = self._sqlite
-        if connection is None:
-            return
-
-        def in_thread() -> None:
-            with self._lock:
-                connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-        await asyncio.to_thread(in_thread)
+        if self._sqlite is not None:
+            await self._run("PRAGMA wal_checkpoint(PASSIVE)", (), "one", at_once=False)
 
     async def _write_queued(self) -> None:
         """Commit every row queued, in one transaction per turn, until none is left; a batch the database does
