@@ -9,9 +9,12 @@ deleted through the other.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,13 +46,28 @@ class Clock:
         return self.now
 
 
+@contextlib.asynccontextmanager
+async def opened_store(url: str, **options: Any) -> AsyncIterator[DatabaseResponseStore]:
+    """A store on the database at `url` (migrated), stopped and its engine disposed afterwards."""
+    engine = await open_database(normalise_database_url(url))
+    store = DatabaseResponseStore(engine, MemoryResponseStore(), days=30, **options)
+    try:
+        yield store
+    finally:
+        await store.stop()
+        await engine.dispose()
+
+
+def other_writer(tmp_path: Path) -> contextlib.closing[sqlite3.Connection]:
+    """Another process's connection to the test's SQLite file (to hold its write lock)."""
+    return contextlib.closing(sqlite3.connect(tmp_path / "gemini-proxy.db", isolation_level=None))
+
+
 @pytest.mark.anyio
 async def test_the_store_on_a_real_database(backend_url):
     clock = Clock()
-    engine = await open_database(normalise_database_url(backend_url))
-    store = DatabaseResponseStore(engine, MemoryResponseStore(), days=30, clock=clock)
-    await store.start()
-    try:
+    async with opened_store(backend_url, clock=clock) as store:
+        await store.start()
         await store.put(record("resp_1"))
         got = await store.get("resp_1", "key:a")
         assert got == record("resp_1")  # the whole record, as put
@@ -68,17 +86,12 @@ async def test_the_store_on_a_real_database(backend_url):
         assert await store.get("resp_c0", "key:a") is None
         assert await store.prune() == 20
         assert await store.get("resp_new", "key:a") is not None
-    finally:
-        await store.stop()
-        await engine.dispose()
 
 
 @pytest.mark.anyio
 async def test_a_database_that_cannot_take_a_row_keeps_it_in_memory(database_url, caplog):
-    engine = await open_database(database_url)
-    store = DatabaseResponseStore(engine, MemoryResponseStore(), days=30)
-    try:
-        async with engine.begin() as conn:  # the table is gone: every write and read fails
+    async with opened_store(database_url) as store:
+        async with store.engine.begin() as conn:  # the table is gone: every write and read fails
             await conn.exec_driver_sql("DROP TABLE responses")
         await store.put(record("resp_kept"))  # no exception: the request goes on
         assert len(store.fallback) == 1
@@ -86,85 +99,58 @@ async def test_a_database_that_cannot_take_a_row_keeps_it_in_memory(database_url
         assert await store.get("resp_kept", "key:b") is None
         assert await store.delete("resp_kept", "key:a") and await store.get("resp_kept", "key:a") is None
         assert sum("cannot take or read stored responses" in r.getMessage() for r in caplog.records) == 1
-    finally:
-        await store.stop()
-        await engine.dispose()
 
 
 @pytest.mark.anyio
 async def test_on_sqlite_a_writer_holding_the_file_never_blocks_the_event_loop(database_url, tmp_path):
     """Statements run at once on the loop's thread only when SQLite takes them without waiting; while another
     process writes (holds the lock), the put waits in a worker thread and the loop goes on."""
-    import sqlite3
-
-    engine = await open_database(database_url)
-    store = DatabaseResponseStore(engine, MemoryResponseStore(), days=30)
-    other = sqlite3.connect(tmp_path / "gemini-proxy.db", isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")  # another writer holds the database
-        put = asyncio.ensure_future(store.put(record("resp_w")))
-        ticks = 0
-        for _ in range(20):  # the loop keeps turning while the put waits
-            await asyncio.sleep(0.01)
-            ticks += 1
-        assert not put.done() and ticks == 20
-        other.execute("COMMIT")
-        await asyncio.wait_for(put, 10)
+    async with opened_store(database_url) as store:
+        with other_writer(tmp_path) as other:
+            other.execute("BEGIN IMMEDIATE")  # another writer holds the database
+            put = asyncio.ensure_future(store.put(record("resp_w")))
+            ticks = 0
+            for _ in range(20):  # the loop keeps turning while the put waits
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert not put.done() and ticks == 20
+            other.execute("COMMIT")
+            await asyncio.wait_for(put, 10)
         assert await store.get("resp_w", "key:a") == record("resp_w") and len(store.fallback) == 0
-    finally:
-        other.close()
-        await store.stop()
-        await engine.dispose()
 
 
 @pytest.mark.anyio
 async def test_on_sqlite_reads_are_not_held_up_by_a_write_waiting_for_the_file(database_url, tmp_path):
     """A put waiting for another process's write lock lets the connection go between tries: a read of a stored
     response answers meanwhile. The put goes in once the lock is free."""
-    import sqlite3
-
-    engine = await open_database(database_url)
-    store = DatabaseResponseStore(engine, MemoryResponseStore(), days=30)
-    other = sqlite3.connect(tmp_path / "gemini-proxy.db", isolation_level=None)
-    try:
-        await store.put(record("resp_old"))
-        other.execute("BEGIN IMMEDIATE")
-        put = asyncio.ensure_future(store.put(record("resp_new")))
-        await asyncio.sleep(0.05)
-        assert await store.get("resp_old", "key:a") == record("resp_old")
-        assert not put.done()
-        other.execute("COMMIT")
-        await asyncio.wait_for(put, 10)
+    async with opened_store(database_url) as store:
+        with other_writer(tmp_path) as other:
+            await store.put(record("resp_old"))
+            other.execute("BEGIN IMMEDIATE")
+            put = asyncio.ensure_future(store.put(record("resp_new")))
+            await asyncio.sleep(0.05)
+            assert await store.get("resp_old", "key:a") == record("resp_old")
+            assert not put.done()
+            other.execute("COMMIT")
+            await asyncio.wait_for(put, 10)
         assert await store.get("resp_new", "key:a") == record("resp_new") and len(store.fallback) == 0
-    finally:
-        other.close()
-        await store.stop()
-        await engine.dispose()
 
 
 @pytest.mark.anyio
 async def test_a_batch_the_database_refuses_is_kept_in_memory_even_when_its_client_left(database_url, tmp_path):
-    import sqlite3
-
-    engine = await open_database(database_url)
-    store = DatabaseResponseStore(engine, MemoryResponseStore(), days=30)
-    other = sqlite3.connect(tmp_path / "gemini-proxy.db", isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-        put = asyncio.ensure_future(store.put(record("resp_left")))
-        await asyncio.sleep(0.05)
-        put.cancel()  # the client went away while its row waited
-        other.execute("DROP TABLE responses")  # and the database will not take it
-        other.execute("COMMIT")
+    async with opened_store(database_url) as store:
+        with other_writer(tmp_path) as other:
+            other.execute("BEGIN IMMEDIATE")
+            put = asyncio.ensure_future(store.put(record("resp_left")))
+            await asyncio.sleep(0.05)
+            put.cancel()  # the client went away while its row waited
+            other.execute("DROP TABLE responses")  # and the database will not take it
+            other.execute("COMMIT")
         for _ in range(200):
             if len(store.fallback):
                 break
             await asyncio.sleep(0.02)
         assert await store.get("resp_left", "key:a") == record("resp_left")
-    finally:
-        other.close()
-        await store.stop()
-        await engine.dispose()
 
 
 @pytest.mark.anyio

@@ -366,6 +366,18 @@ def limiter_on(redis: RedisServer, **key_limits: Any) -> tuple[Any, Any, Breaker
     return state, limiter, breaker, lambda rid: RequestContext(rid, "POST", "/v1/chat/completions", principal=principal)
 
 
+def lose_admission_replies(backend: Any, exc: type[BaseException]) -> Any:
+    """From now on the admission script runs but its reply is lost (`exc` raised instead); returns the real script."""
+    real = backend._admit
+
+    async def ran_then_lost(**kwargs: Any) -> Any:
+        await real(**kwargs)
+        raise exc("reply lost")
+
+    backend._admit = ran_then_lost
+    return real
+
+
 def number(reply: bytes) -> int:
     return int(reply.split(b"\r\n")[0][1:])
 
@@ -406,13 +418,7 @@ async def test_an_admission_whose_reply_was_lost_is_undone_once(redis):
     backend = limiter.shared
     month = f"gemini-proxy:budget:key:k:tokens:{time.strftime('%Y-%m', time.gmtime())}"
     try:
-        real = backend._admit
-
-        async def ran_then_lost(**kwargs: Any) -> Any:
-            await real(**kwargs)
-            raise TimeoutError("reply lost")
-
-        backend._admit = ran_then_lost
+        real = lose_admission_replies(backend, TimeoutError)
         lost = request("r1")
         await limiter.admit(lost, 100, 100)  # served by the local limits meanwhile
         assert lost.admission.backend is limiter.local and len(breaker.failures) == 1
@@ -442,13 +448,8 @@ async def test_an_admission_cut_short_by_a_cancellation_is_undone(redis):
     state, limiter, breaker, request = limiter_on(redis, rpm=10, concurrency=1)
     backend = limiter.shared
     try:
-        real_admit, real_undo = backend._admit, backend._undo
-
-        async def ran_then_cancelled(**kwargs: Any) -> Any:
-            await real_admit(**kwargs)
-            raise asyncio.CancelledError
-
-        backend._admit = ran_then_cancelled
+        real_undo = backend._undo
+        real_admit = lose_admission_replies(backend, asyncio.CancelledError)
         with pytest.raises(asyncio.CancelledError):
             await limiter.admit(request("r1"), 10, 10)
         assert number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) == 1
@@ -751,13 +752,7 @@ async def test_a_lost_admission_with_grants_is_undone_whole(redis):
     state, limiter, breaker, request = limiter_on(redis, rpm=1_000_000, concurrency=10_000)
     backend = limiter.shared
     try:
-        real = backend._admit
-
-        async def ran_then_lost(**kwargs: Any) -> Any:
-            await real(**kwargs)
-            raise TimeoutError("reply lost")
-
-        backend._admit = ran_then_lost
+        real = lose_admission_replies(backend, TimeoutError)
         await limiter.admit(request("u1"), 10, 10)
         assert len(breaker.failures) == 1 and backend.grants == {}
         assert window_count(redis, "key:k/rpm") > 1 and number(redis.command("ZCARD", "gemini-proxy:leases:{key:k}")) > 1
