@@ -188,3 +188,47 @@ def test_requests_still_waiting_for_google_get_a_503_at_the_end_of_the_grace(gat
     gateway_proc.proc.wait(10)
     output = gateway_proc.output()
     assert "Traceback" not in output and "Exception in ASGI application" not in output, output
+
+
+def test_streams_answered_early_and_still_waiting_for_google_end_with_an_error_event(tmp_path: Path, fake: Any) -> None:
+    """Google holds its headers past the keep-alive interval: the answer is a 200 with keep-alives, and at the end of
+    the grace an error event closes it cleanly (the task that sent the keep-alives stops with it)."""
+    config = (
+        f"server:\n  shutdown_grace: {GRACE}\n  keepalive_seconds: 0.4\n"
+        f"upstreams:\n  - name: fk\n    base_url: {fake.url}\n    api_keys: [test-key]\n"
+    )
+    gateway = CliGateway(tmp_path, clean_env(), config=config)
+    try:
+        directive = json.dumps({"reply": "late", "first_byte_delay_ms": 12000})
+        body = {"model": "gemini-2.0-flash", "stream": True, "messages": [{"role": "user", "content": f"x\n#fake {directive}"}]}
+        raw: list[bytes] = []
+        started = threading.Event()
+
+        def ask() -> None:
+            with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, timeout=30) as r:
+                assert r.status_code == 200
+                for piece in r.iter_raw():
+                    raw.append(piece)
+                    started.set()
+
+        asker = threading.Thread(target=ask, daemon=True)
+        asker.start()
+        assert started.wait(10), "no keep-alive came"
+        sigterm = time.monotonic()
+        gateway.proc.send_signal(signal.SIGTERM)
+        asker.join(GRACE + 10)
+        assert not asker.is_alive()
+        assert time.monotonic() - sigterm < GRACE + 3
+        payload = b"".join(raw)
+        events = payload.split(b"\n\n")
+        assert events[0] == b": keep-alive" and payload.endswith(b"\n\n"), payload
+        last = json.loads(events[-2][len(b"data: "):])
+        assert last["error"]["code"] == "server_shutting_down", last
+        assert payload.count(b"data: ") == 1  # keep-alives, then only the error event
+        gateway.proc.wait(10)
+        output = gateway.output()
+        assert "Traceback" not in output and "Exception in ASGI application" not in output, output
+        access = [json.loads(line) for line in output.splitlines() if line.startswith("{") and '"POST"' in line]
+        assert [a["error_code"] for a in access] == ["server_shutting_down"], access
+    finally:
+        gateway.kill()

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from app.errors import GatewayError
 from app.gateway.ratelimit import release_leases
 from app.pipeline.context import RequestContext
-from app.pipeline.seam import KEEPALIVE, Answer
+from app.pipeline.seam import KEEPALIVE, Answer, EarlyAnswer, start_early
 from app.translate.chat_stream import error_event
 
 log = logging.getLogger("gemini_proxy.sse")
@@ -47,53 +47,74 @@ async def stream_answer(
     body_of: Callable[[T], AsyncIterator[bytes]],
     headers_of: Callable[[T], dict[str, str]],
 ) -> Answer:
-    """The answer of a stream being opened: its body at once if it opens in time, else keep-alives first."""
-    task: asyncio.Task[T] = asyncio.ensure_future(opening)
-    begin = time.monotonic()
-    wake = begin + keepalive
+    """The answer of a stream being opened: its body at once if it opens in time, else keep-alives first.
+
+    The opening is awaited in the request's own task (a task of its own, and the loop turns to switch to it and
+    back, cost more than the rest of a stream's start; bench/README.md). A timer looks at it after each keep-alive
+    interval; when the answer must start, the pipeline starts it (app/pipeline/seam.py `start_early`: 200 and keep-alive
+    comments from a task of its own) and this task takes it over once the stream
+    opens, or ends it with one error event.
+    """
+    watch = _Opening(ctx, keepalive)
     try:
-        while True:
-            await asyncio.wait((task,), timeout=max(0.0, wake - time.monotonic()))
-            now = time.monotonic()
-            since = ctx.in_flight_since
-            if task.done() or now - begin >= MAX_SILENT_INTERVALS * keepalive:
-                break
-            if since is not None and now - since >= keepalive / 2:
-                break  # a call has been in flight for a while: Google is working on it
-            # between attempts, or an attempt just sent (it may fail fast): look again soon
-            wake = since + keepalive / 2 if since is not None else now + keepalive / 10
+        result = await opening
+    except GatewayError as exc:
+        early = await watch.done()
+        if early is None:
+            raise  # a failure before the first byte: an HTTP error
+        log.warning("stream failed before its first event: %s %s", exc.status, exc.message[:200])
+        ctx.error_code, ctx.error_type = exc.code or exc.type, exc.type
+        return Answer(stream=_one(error_event(exc)))
     except BaseException:
-        task.cancel()
+        watch.abandon()
         raise
-    if task.done():
-        result = task.result()  # a failure before the first byte: an HTTP error
+    if await watch.done() is None:
         return Answer(stream=body_of(result), headers=headers_of(result))
-    return Answer(stream=_late(task, ctx, keepalive, body_of))
+    return Answer(stream=body_of(result))  # (its headers went out with the 200 already)
 
 
-async def _late(
-    task: asyncio.Task[T], ctx: RequestContext, keepalive: float, body_of: Callable[[T], AsyncIterator[bytes]]
-) -> AsyncIterator[bytes]:
-    body: AsyncIterator[bytes] | None = None
-    try:
-        while not task.done():
-            yield KEEPALIVE
-            await asyncio.wait((task,), timeout=keepalive)
-        try:
-            result = task.result()
-        except GatewayError as exc:
-            log.warning("stream failed before its first event: %s %s", exc.status, exc.message[:200])
-            ctx.error_code, ctx.error_type = exc.code or exc.type, exc.type
-            yield error_event(exc)
+class _Opening:
+    """The timer of one stream's opening: when its answer must start (the module's docstring), the pipeline starts it."""
+
+    __slots__ = ("ctx", "keepalive", "begin", "timer", "early")
+
+    def __init__(self, ctx: RequestContext, keepalive: float) -> None:
+        self.ctx = ctx
+        self.keepalive = keepalive
+        self.begin = time.monotonic()
+        self.early: EarlyAnswer | None = None  # the answer begun early
+        self.timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(keepalive, self._look)
+
+    def _look(self) -> None:
+        now = time.monotonic()
+        since = self.ctx.in_flight_since
+        keepalive = self.keepalive
+        if now - self.begin >= MAX_SILENT_INTERVALS * keepalive or (since is not None and now - since >= keepalive / 2):
+            self.timer = None  # a call has been in flight for a while (Google is working on it), or waited long enough
+            self.early = start_early(self.ctx, keepalive)
             return
-        body = body_of(result)
-        async for data in body:
-            yield data
-    finally:
-        if not task.done():
-            task.cancel()  # the client left while Google was still silent
-        if body is not None:
-            await body.aclose()  # type: ignore[attr-defined]
+        # between attempts, or an attempt just sent (it may fail fast): look again soon
+        wake = since + keepalive / 2 if since is not None else now + keepalive / 10
+        self.timer = asyncio.get_running_loop().call_later(max(0.0, wake - now), self._look)
+
+    async def done(self) -> EarlyAnswer | None:
+        """The stream opened or failed: the answer begun early (its keep-alives stopped), or None."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.early is not None:
+            await self.early.stop()
+        return self.early
+
+    def abandon(self) -> None:
+        """The opening was cancelled (the client left, the server stops) or broke: no more keep-alives."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.early is not None:
+            self.early.cancel()
+
+
+async def _one(event: bytes) -> AsyncIterator[bytes]:
+    yield event
 
 
 def stream_failed(ctx: RequestContext, exc: GatewayError) -> None:

@@ -155,6 +155,8 @@ class RequestContext:
     request_bytes: int = 0  # size of the request body
     body: bytes = b""  # the request body as read, until `Services.admit` takes it (the limiter's prompt estimate)
     admission: Any = None  # a limited key's reservations (app/gateway/ratelimit.py Admission), settled in the finally
+    answering: Any = None  # (pipeline, ASGI send) while the pipeline serves it: how a stream's answer starts early
+    early: Any = None  # a stream's answer begun before its stream opened (app/pipeline/seam.py EarlyAnswer)
 
     def attempt(self, upstream: str, outcome: str) -> None:
         self.attempts += 1

@@ -273,6 +273,50 @@ class Watches:
             self._timer = loop.call_later(self.after / 2, self._sweep)
 
 
+class EarlyAnswer:
+    """A stream's answer begun before its stream opened (app/api/sse.py): 200 and keep-alive comments, sent by a task
+    of its own while the request's task still waits for Google.
+
+    The request's task takes the answer over once the stream opens (`stop`; `_send_stream` then goes on without a
+    second start) or, if it never does, the pipeline ends it (`cancel`, and an error event at shutdown).
+    """
+
+    __slots__ = ("_wake", "_task", "taken")
+
+    def __init__(self, send: Any, raw_headers: list[tuple[bytes, bytes]], keepalive: float, ctx: RequestContext) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake: asyncio.Future[None] = loop.create_future()
+        self.taken = False  # the request's task sends the rest of the answer
+        self._task = loop.create_task(self._run(send, raw_headers, keepalive, ctx))
+
+    async def _run(self, send: Any, raw_headers: list[tuple[bytes, bytes]], keepalive: float, ctx: RequestContext) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
+            while not self._wake.done():
+                await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+                await asyncio.wait((self._wake,), timeout=keepalive)
+        except OSError:
+            ctx.error_code = ctx.error_code or "client_closed"  # the client's socket failed mid-write
+
+    async def stop(self) -> None:
+        """No more keep-alives: returns once the last one is written."""
+        if not self._wake.done():
+            self._wake.set_result(None)
+        await self._task
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+
+def start_early(ctx: RequestContext, keepalive: float) -> EarlyAnswer:
+    """Begin a stream's answer now (`200 text/event-stream`, keep-alives every `keepalive` seconds): app/api/sse.py."""
+    pipeline, send = ctx.answering
+    ctx.status = 200
+    pipeline.recorder.stream_started()
+    ctx.early = early = EarlyAnswer(send, pipeline.stream_headers(ctx, {}, None), keepalive, ctx)
+    return early
+
+
 class Pipeline:
     def __init__(
         self,
@@ -380,6 +424,7 @@ class Pipeline:
             body = await read_body(receive, declared, self.max_request_bytes)
             ctx.request_bytes = len(body)
             ctx.body = body
+            ctx.answering = (self, send)
             watch = ClientWatch(receive, self.watches)
             answer = await endpoint(Call(ctx, body, headers, query))
             if answer.stream is None:
@@ -397,6 +442,13 @@ class Pipeline:
                 log.info("client closed the connection; upstream call cancelled (%s %s)", ctx.method, ctx.path)
                 return
             task = asyncio.current_task()
+            early = ctx.early
+            if early is not None and not early.taken and task is not None:
+                # The server is shutting down while a stream answered early still waited for Google.
+                ctx.error_code = "server_shutting_down"
+                await self._end_stream(send, endpoint, ctx.request_id)
+                task.uncancel()
+                return
             if ctx.status or task is None:  # a stream already ended itself (_send_stream)
                 raise
             # Not the client: the server is shutting down and the grace is over, before any answer.
@@ -412,6 +464,11 @@ class Pipeline:
         finally:
             if watch is not None:
                 watch.close()
+            early = ctx.early
+            if early is not None and not early.taken:  # the stream never opened
+                early.cancel()
+                self.recorder.stream_ended()
+            ctx.answering = None
 
     async def _send_error(
         self, send: Any, ctx: RequestContext, exc: GatewayError, headers: dict[str, str], endpoint: Endpoint
@@ -449,23 +506,35 @@ class Pipeline:
         else:
             await release_leases(ctx)
 
+    def stream_headers(
+        self, ctx: RequestContext, headers: dict[str, str], content_type: bytes | None
+    ) -> list[tuple[bytes, bytes]]:
+        """The headers of a streamed answer (SSE unless `content_type` says otherwise)."""
+        raw = [*SSE_HEADERS, (b"x-request-id", ctx.request_id.encode())]
+        if content_type is not None:
+            raw[0] = (b"content-type", content_type)
+        raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+        if ctx.admission is not None:
+            raw.extend(ctx.admission.raw_headers)
+        raw.extend(self.extra_headers)
+        return raw
+
     async def _send_stream(
         self, send: Any, ctx: RequestContext, answer: Answer, watch: ClientWatch, endpoint: Endpoint
     ) -> None:
         """`200 text/event-stream` (or the answer's type), one `send` per piece the body yields; the body is always closed."""
         assert answer.stream is not None
-        raw = [*SSE_HEADERS, (b"x-request-id", ctx.request_id.encode())]
-        if answer.content_type is not None:
-            raw[0] = (b"content-type", answer.content_type)
-        raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items())
-        if ctx.admission is not None:
-            raw.extend(ctx.admission.raw_headers)
-        raw.extend(self.extra_headers)
         body = answer.stream
-        ctx.status = 200
-        self.recorder.stream_started()
+        early = ctx.early
+        if early is not None:  # 200 and keep-alives went out while the stream opened
+            early.taken = True
+        else:
+            ctx.status = 200
+            self.recorder.stream_started()
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": raw})
+            if early is None:
+                raw = self.stream_headers(ctx, answer.headers, answer.content_type)
+                await send({"type": "http.response.start", "status": 200, "headers": raw})
             async for data in body:
                 if ctx.first_token is None and data is not KEEPALIVE:
                     ctx.mark_first_token()

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -283,6 +284,32 @@ def test_metrics_count_a_known_mix_of_requests_exactly(make_gateway, fake) -> No
     assert m.value("gen_ai_client_token_usage_sum", gen_ai_token_type="input") == prompt
     assert m.value("gen_ai_client_token_usage_sum", gen_ai_token_type="output") == completion
     assert m.value("gen_ai_client_token_usage_count", gen_ai_token_type="input") == 5
+
+
+def test_a_stream_answered_early_is_active_until_it_ends_however_it_ends(make_gateway, fake) -> None:
+    """A stream whose 200 and keep-alives went out before Google answered counts in active_streams from its first
+    keep-alive, and stops counting when it completes, and when its client leaves before Google ever answered."""
+    gw = make_gateway(server={"keepalive_seconds": 0.2})
+
+    def active(expected: float) -> float:
+        deadline = time.monotonic() + 5
+        while (seen := Scrape(gw.url).value("gemini_proxy_active_streams")) != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return seen
+
+    def late(delay_ms: int) -> dict[str, Any]:
+        return {"model": "gemini-2.5-flash", "stream": True, "messages": say("late", first_byte_delay_ms=delay_ms)}
+
+    with httpx.Client(base_url=gw.url, timeout=30) as client:
+        with client.stream("POST", "/v1/chat/completions", json=late(3000)) as r:
+            pieces = r.iter_raw()
+            assert next(pieces).startswith(b": keep-alive")
+            assert active(1) == 1
+        assert fake.wait_for(lambda s: s["active_requests"] == 0, timeout=5)["active_requests"] == 0
+        assert active(0) == 0  # the client left before Google answered
+        r = client.post("/v1/chat/completions", json=late(600))
+        assert r.content.startswith(b": keep-alive") and r.content.endswith(b"data: [DONE]\n\n")
+        assert active(0) == 0
 
 
 def test_metrics_off_is_a_404(make_gateway, fake) -> None:
