@@ -61,7 +61,7 @@ class Embeddings(Endpoint):
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.compact_json = COMPACT_JSON  # "" once an upstream refused the parameter (a strict proxy, a look-alike)
+        self.verbose: set[str] = set()  # upstreams that refused the parameter (a strict proxy, a look-alike)
 
     async def __call__(self, call: Call) -> Answer:
         req = parse_body(call.body, EmbeddingRequest)
@@ -91,11 +91,12 @@ class Embeddings(Endpoint):
     async def _batch(
         self, ctx: RequestContext, plan: EmbeddingPlan, texts: list[str], targets: list[Target], completed: list[int]
     ) -> tuple[BatchResult, Outcome]:
-        compact = self.compact_json
+        verbose = self.verbose
 
         def prepare(target: Target) -> UpstreamCall[EmbedCall]:
             vertex = target.upstream.kind == "vertex"
             embed = embed_call(plan, texts, target.model, target.capabilities, vertex)
+            compact = "" if target.upstream.name in verbose else COMPACT_JSON
             return UpstreamCall(embed.verb + compact, orjson.dumps(embed.body), embed)
 
         try:
@@ -103,13 +104,15 @@ class Embeddings(Endpoint):
                 targets, prepare, byok_key=ctx.principal.google_key, ctx=ctx
             )
         except UpstreamError as exc:
-            if not (compact and exc.status == 400 and "prettyprint" in exc.message.lower()):
+            # A 400 is not retried: the last attempt's upstream is the one that answered it.
+            refused = ctx.attempt_outcomes[-1][0] if ctx.attempt_outcomes else None
+            if refused is None or refused in verbose or exc.status != 400 or "prettyprint" not in exc.message.lower():
                 raise
-            # Google takes its system parameter everywhere; something in between did not: ask without it from now on.
-            if self.compact_json:
-                self.compact_json = ""
-                log.warning("the upstream refused the prettyPrint parameter (%s); embeddings are asked without it",
-                            exc.message[:200])
+            # Google takes its system parameter everywhere; something in between did not: ask that upstream
+            # without it from now on.
+            verbose.add(refused)
+            log.warning("upstream %s refused the prettyPrint parameter (%s); embeddings are asked there without it",
+                        refused, exc.message[:200])
             return await self._batch(ctx, plan, texts, targets, completed)
         try:
             result = read_batch(outcome.call.meta, data)

@@ -51,6 +51,7 @@ TIMEOUT = 0.25  # seconds: socket connect and read timeouts
 PROBE_MIN = 0.25
 PROBE_MAX = 2.0
 HEARTBEAT = 2.0  # seconds between heartbeats; a process unseen for 3 of them is gone
+LISTEN_POLL = 0.25  # seconds: the rests listener's longest wait for a message (it stops within it)
 SIGNATURE_TTL = 86400  # seconds a thought signature is kept in Redis
 RESTS_CHANNEL = PREFIX + "rests"
 REPLICAS = PREFIX + "replicas"
@@ -322,9 +323,11 @@ class SharedState:
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
         self._upstreams: dict[str, Upstream] = {}
         self.on_return: list[Callable[[], None]] = []  # called when Redis answers again after a loss
         self.on_beat: list[Callable[[], Awaitable[None]]] = []  # called with each heartbeat while Redis answers
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []  # called at shutdown while Redis answers
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def backend(self) -> RedisBackend:
@@ -346,20 +349,24 @@ class SharedState:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        for task in (self._task, self._listener, *self._tasks):
-            if task is not None:
-                task.cancel()
-        for task in (self._task, self._listener, *self._tasks):
-            if task is not None:
-                try:
-                    await task
-                except BaseException:
-                    pass
+        # The listener is not cancelled: redis-py's pub/sub read can swallow a cancellation and then wait forever.
+        # It sees `_stopping` within one `LISTEN_POLL`.
+        self._stopping = True
+        tasks = [task for task in (self._task, *self._tasks) if task is not None]
+        for task in tasks:
+            task.cancel()
+        if self._listener is not None:
+            tasks.append(self._listener)
+        if tasks:
+            await asyncio.wait(tasks, timeout=4 * LISTEN_POLL)
         try:
             if self.up:
+                for give_back in self.on_stop:
+                    await give_back()
                 await self.redis.zrem(REPLICAS, self.replica_id)
-        except Exception:
-            pass
+        except Exception as exc:
+            log.warning("Redis at %s: could not give back what this process held at shutdown (%s); it expires",
+                        _shown(self.url), type(exc).__name__)
         await self.redis.aclose()
 
     def _set(self, up: bool) -> None:
@@ -460,8 +467,8 @@ class SharedState:
         pubsub = self.redis.pubsub()
         try:
             await pubsub.subscribe(RESTS_CHANNEL)
-            while self.up:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            while self.up and not self._stopping:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=LISTEN_POLL)
                 if message is None or message.get("type") != "message":
                     continue
                 try:
@@ -545,6 +552,7 @@ class RedisBackend(Backend):
         super().__init__()
         state.on_return.append(self._returned)
         state.on_beat.append(self._renew)
+        state.on_stop.append(self._give_back)
         self.state = state
         self._admit = state.redis.register_script(_ADMIT)
         self._settle = state.redis.register_script(_SETTLE)
@@ -748,10 +756,7 @@ class RedisBackend(Backend):
         try:
             await asyncio.sleep(GRANT_FLUSH)
             forced, self._forced = self._forced, {}
-            args: list[int] = []
-            for (_, minute), units in forced.items():
-                args += (units, minute)
-            await self._force(keys=[WINDOWS + key for key, _ in forced], args=args)
+            await self._force_all(forced)
             forced = {}
         except Exception as exc:
             self.state.failed(exc)
@@ -761,6 +766,13 @@ class RedisBackend(Backend):
             self._flusher = None
         if self.state.up:
             self._flush_soon()  # overruns settled while this one was in flight (a Redis away: the heartbeat's turn)
+
+    async def _force_all(self, forced: dict[tuple[str, int], int]) -> None:
+        """(window, minute) -> units forced into (negative: given back to) that window's minute, in one script."""
+        args: list[int] = []
+        for (_, minute), units in forced.items():
+            args += (units, minute)
+        await self._force(keys=[WINDOWS + key for key, _ in forced], args=args)
 
     async def _renew(self) -> None:
         """The heartbeat: the granted slots live another `GRANT_TTL` (on Redis's clock), free ones beyond
@@ -792,6 +804,35 @@ class RedisBackend(Backend):
                 pool.held.discard(member)
                 if member in pool.free:
                     pool.free.remove(member)
+
+    async def _give_back(self) -> None:
+        """At shutdown: the units and free slots taken ahead go back to Redis now, for the other replicas, rather
+        than count until their minute ends (their `GRANT_TTL`), and the overruns still pending are forced."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except BaseException:
+                pass
+        for key, g in self.grants.items():
+            if g.left > 0:
+                self._forced[key, g.minute] = self._forced.get((key, g.minute), 0) - g.left
+                g.left = 0
+        self.grants.clear()
+        if self._forced:
+            forced, self._forced = self._forced, {}
+            await self._force_all(forced)
+        keys: list[str] = []
+        back: list[Any] = [0, 0]
+        for subject, pool in self.slots.items():
+            if pool.free:
+                keys.append(_lease_set(subject))
+                back += (0, 0, len(pool.free), *pool.free)
+                pool.drop_free()
+        if keys:
+            await self._renew_script(keys=keys, args=back)
+        if self.lost_admissions or self.lost_releases:
+            await self._make_good()
 
     async def settle(self, s: Settlement) -> None:
         served = self.served.pop(s.ident, None)

@@ -173,6 +173,24 @@ def test_an_upstream_that_refuses_prettyprint_is_asked_without_it(make_gateway, 
     assert [(c["query"], c["status"]) for c in calls] == [({"prettyPrint": "false"}, 400), ({}, 200), ({}, 200)]
 
 
+def test_only_the_upstream_that_refused_prettyprint_is_asked_without_it(make_gateway, fake) -> None:
+    """Two upstreams: the one behind a strict proxy loses the parameter, the other keeps its compact answers."""
+    gw = make_gateway(
+        upstreams=[gemini("strict", fake.url, "test-key"), gemini("plain", fake.url, "test-key")],
+        models=[{"name": "via-strict", "targets": [{"upstream": "strict", "model": MODEL}]},
+                {"name": "via-plain", "targets": [{"upstream": "plain", "model": MODEL}]}],
+    )  # fmt: skip
+    refusal = 'Invalid JSON payload received. Unknown name "prettyPrint": Cannot bind query parameter.'
+    fake.script({"error": {"status": 400, "message": refusal, "status_name": "INVALID_ARGUMENT"}})
+    with oai(gw) as client:
+        for model in ("via-strict", "via-plain", "via-strict", "via-plain"):
+            result = client.embeddings.create(model=model, input=["a"], encoding_format="float")
+            assert result.data[0].embedding == embedding_values(MODEL, "a")
+    calls = [(c["query"], c["status"]) for c in fake.requests() if c["backend"] == "gemini" and c.get("model")]
+    compact, plain = {"prettyPrint": "false"}, {}
+    assert calls == [(compact, 400), (plain, 200), (compact, 200), (plain, 200), (compact, 200)]
+
+
 def test_another_400_is_not_taken_for_a_refused_prettyprint(make_gateway, fake) -> None:
     gw = make_gateway(upstreams=[gemini("ai", fake.url, "test-key")])
     fake.script({"error": {"status": 400, "message": "Request contains an invalid argument.", "status_name": "INVALID_ARGUMENT"}})

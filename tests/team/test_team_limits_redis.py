@@ -812,3 +812,28 @@ async def test_units_given_back_go_to_their_minute(redis):
         assert redis.command("HMGET", key, "m", "p", "c").split(b"\r\n")[2::2] == [str(now).encode(), b"70", b"25"]
     finally:
         await state.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_stopping_replica_gives_back_what_it_took_ahead(redis):
+    """At shutdown the units and free slots taken ahead go back to Redis at once (the other replicas may use them),
+    overruns still waiting for their flush are forced, and only what was really used stays counted."""
+    away_from_a_minute_boundary()
+    state, limiter, breaker, request = limiter_on(redis, rpm=1_000_000, tpm=10**9, concurrency=10_000)
+    backend = limiter.shared
+    try:
+        await state.start()
+        for i in range(3):
+            ctx = request(f"s{i}")
+            await limiter.admit(ctx, 10, 10)
+            ctx.usage = Usage(10, 10 + 5 * i)  # the third overruns its estimate by 10, the second by 5: from the grant
+            await limiter.settle(ctx)
+        assert backend.grants["key:k/rpm"].left > 0 and backend.slots["key:k"].free
+        assert window_count(redis, "key:k/rpm") > 3 and lease_count(redis) > 0
+        backend._force_soon("key:k/tpm", backend._minute(), 7)  # an overrun not flushed yet
+        await state.stop()
+        assert window_count(redis, "key:k/rpm") == 3
+        assert window_count(redis, "key:k/tpm") == 3 * 20 + 5 + 10 + 7
+        assert lease_count(redis) == 0 and breaker.failures == []
+    finally:
+        await state.redis.aclose()
