@@ -81,7 +81,10 @@ _process_tag = f"{os.getpid()}-{time.time_ns() % 10**9}"
 
 def go_duration(seconds: float) -> str:
     """OpenAI's reset format (Go's `time.Duration` text, milliseconds): 20ms, 1s, 1.428s, 6m0s, 1h0m0s."""
-    ms = max(0, round(seconds * 1000))
+    return _go_ms(max(0, round(seconds * 1000)))
+
+
+def _go_ms(ms: int) -> str:
     if ms < 1000:
         return f"{ms}ms"
     hours, rest = divmod(ms, 3_600_000)
@@ -90,6 +93,18 @@ def go_duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes}m{secs}s"
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+_RESETS: dict[int, bytes] = {}  # milliseconds -> the `x-ratelimit-reset-*` value (a window's reset: 0 to 60 s)
+
+
+def _reset_value(ms: int) -> bytes:
+    value = _RESETS.get(ms)
+    if value is None:
+        value = _go_ms(ms).encode()
+        if len(_RESETS) < 100_000:
+            _RESETS[ms] = value
+    return value
 
 
 # where inline media begins: a data URL's payload, or a `"data": "` field (Gemini's inlineData, OpenAI's input_audio)
@@ -271,10 +286,15 @@ class _Shape:
     tpm: list[tuple[Subject, str, int]]  # (subject, window, limit), one per subject with a tpm
     kinds: list[tuple[Subject, str]]  # per hit (rpm ones, then tpm ones): whose window, rpm or tpm
     leases: list[tuple[str, int]]  # (subject, concurrency limit)
+    # an admission's `tpm` and `leases`: shared by every admission of the shape (an admission rebinds its
+    # `leases` once released, never changes the list)
+    tpm_windows: list[str]
+    lease_subjects: list[str]
     output: int  # tokens reserved for the answer when the request names no maximum
     budgeted: bool  # a subject has a token or USD budget
-    # per header kind (requests, tokens): the three names and, per hit of that kind, (hit index, limit, limit text)
-    headers: list[tuple[bytes, bytes, bytes, list[tuple[int, int, bytes]]]]
+    # per header kind (requests, tokens): the three names, then (hit index, limit, limit text) of its first hit and
+    # of the others (the team's, when the key has the same kind)
+    headers: list[tuple[bytes, bytes, bytes, tuple[int, int, bytes], list[tuple[int, int, bytes]]]]
 
 
 def _shape_of(principal: Principal, subjects: list[Subject]) -> _Shape:
@@ -286,10 +306,11 @@ def _shape_of(principal: Principal, subjects: list[Subject]) -> _Shape:
                        (b"tokens", [(len(rpm) + i, limit) for i, (_, _, limit) in enumerate(tpm)])):
         if hits:
             names = (b"x-ratelimit-limit-" + name, b"x-ratelimit-remaining-" + name, b"x-ratelimit-reset-" + name)
-            headers.append((*names, [(i, limit, str(limit).encode()) for i, limit in hits]))
+            windows = [(i, limit, str(limit).encode()) for i, limit in hits]
+            headers.append((*names, windows[0], windows[1:]))
+    leases = [(s.ident, s.limits.concurrency) for s in subjects if s.limits.concurrency is not None]
     return _Shape(
-        principal, subjects, rpm, tpm, kinds,
-        [(s.ident, s.limits.concurrency) for s in subjects if s.limits.concurrency is not None],
+        principal, subjects, rpm, tpm, kinds, leases, [window for _, window, _ in tpm], [s for s, _ in leases],
         min(DEFAULT_OUTPUT, min((limit for _, _, limit in tpm), default=4 * DEFAULT_OUTPUT) // 4),
         any(s.limits.tokens_per_day is not None or s.limits.tokens_per_month is not None
             or s.limits.usd_per_month is not None for s in subjects),
@@ -550,7 +571,7 @@ class Limiter:
             if estimate > tpm:
                 raise self._too_large(ctx, s, team, tpm, estimate)
         # requests first, then tokens
-        hits = [*shape.rpm, *[(window, limit, estimate) for _, window, limit in shape.tpm]]
+        hits = shape.rpm + [(window, limit, estimate) for _, window, limit in shape.tpm]
         budgets = self._budgets(shape.subjects, prompt_tokens + (max_output or 0)) if shape.budgeted else []
         found: dict[tuple[str, float], tuple[int, float] | None] = {}  # a month's tokens and USD: one query
         if budgets:
@@ -570,9 +591,8 @@ class Limiter:
                 raise CounterMissing(budgets[verdict.index].key)
         if verdict.refused:
             raise self._refusal(ctx, team, shape.subjects, plan, shape.kinds, verdict, estimate)
-        adm = Admission(backend, shape.subjects, estimate, verdict.window, plan.ident,
-                        [t[1] for t in shape.tpm], [s for s, _ in shape.leases], budgets,
-                        self._headers(shape, verdict.remaining))
+        adm = Admission(backend, shape.subjects, estimate, verdict.window, plan.ident, shape.tpm_windows,
+                        shape.lease_subjects, budgets, self._headers(shape, verdict.remaining))
         if backend.shared:
             adm.failed = self._shared_failed
         return adm
@@ -683,16 +703,14 @@ class Limiter:
     def _headers(shape: _Shape, remaining: list[int]) -> list[tuple[bytes, bytes]]:
         """The six `x-ratelimit-*` headers of the window that binds (fewest remaining) among key and team."""
         headers: list[tuple[bytes, bytes]] = []
-        for limit_name, remaining_name, reset_name, hits in shape.headers:
-            i, limit, limit_text = hits[0]
+        for limit_name, remaining_name, reset_name, (i, limit, limit_text), others in shape.headers:
             left = remaining[i]
-            for j, other_limit, other_text in hits[1:]:  # the team's window, when the key has the same kind
+            for j, other_limit, other_text in others:
                 if remaining[j] < left:
                     limit, limit_text, left = other_limit, other_text, remaining[j]
-            headers.append((limit_name, limit_text))
-            headers.append((remaining_name, str(left).encode()))
-            # time until the window is back to full, replenished continuously
-            headers.append((reset_name, go_duration(WINDOW * (limit - left) / limit).encode()))
+            # time until the window is back to full, replenished continuously (`go_duration` of it)
+            reset = _reset_value(max(0, round(WINDOW * (limit - left) / limit * 1000)))
+            headers += ((limit_name, limit_text), (remaining_name, str(left).encode()), (reset_name, reset))
         return headers
 
     def _count(self, team: str, kind: str) -> None:

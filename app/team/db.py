@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ def create_engine(url: str) -> AsyncEngine:
         raise StorageError(f"storage.database_url: {shown(url)}: only SQLite and PostgreSQL are supported")
     try:
         if backend == "sqlite":
+            bind_none_directly()
             engine = create_async_engine(url, connect_args={"timeout": 30})
             event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         else:
@@ -74,9 +76,22 @@ def sqlite_twin(engine: AsyncEngine) -> Engine | None:
     in a worker thread (one trip there and back, where aiosqlite makes one per driver call). None: not a file."""
     if engine.dialect.name != "sqlite" or sqlite_path(engine.url.render_as_string(hide_password=False)) is None:
         return None
+    bind_none_directly()
     twin = sqlalchemy.create_engine(engine.url.set(drivername="sqlite"), connect_args={"timeout": 30})
     event.listen(twin, "connect", sqlite_pragmas)
     return twin
+
+
+def bind_none_directly() -> None:
+    """Let the sqlite3 module bind None (NULL) from its adapter table. Without an adapter for NoneType, every None
+    parameter goes through its whole adapter search, an AttributeError formatted and dropped included (~2,000
+    instructions, 0.5 us; a usage record has 2-4 of them). The adapter returns None, bound as NULL as before. The
+    table is the module's (every sqlite3 connection of the process, aiosqlite's too): set when an SQLite engine is
+    made, never by import; setting it again changes nothing."""
+    sqlite3.register_adapter(type(None), _NONE.get)
+
+
+_NONE: dict[Any, Any] = {}  # `_NONE.get(None)` is None: the cheapest callable that returns its argument when it is None
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -20,7 +20,16 @@ from app.pipeline.context import Usage
 from app.settings import PriceSettings, normalise_database_url
 from app.team.db import open_database
 from app.team.prices import DEFAULT_PRICES, PRICES_AS_OF, PriceTable
-from app.team.usage_store import CHUNK, RecordRefused, UsageQuery, UsageStore, from_dict, sqlite_datetime
+from app.team.schema import usage_records
+from app.team.usage_store import (
+    CHUNK,
+    RecordRefused,
+    UsageQuery,
+    UsageStore,
+    from_dict,
+    sqlite_datetime,
+    sqlite_stamp,
+)
 from app.team.usage_writer import UsageWriter
 
 NOW = datetime(2026, 12, 6, 15, 30, tzinfo=UTC)
@@ -267,6 +276,41 @@ def test_sqlite_times_are_written_as_sqlalchemy_writes_them():
     for when in (NOW, datetime(1970, 1, 1, tzinfo=UTC), datetime(2026, 12, 7, 3, 4, 5, 60, tzinfo=UTC),
                  datetime.fromtimestamp(1796000000.123456, UTC)):
         assert sqlite_datetime(when) == process(when)
+
+
+def test_sqlite_stamps_round_microseconds_as_fromtimestamp_does():
+    """`sqlite_stamp` (a record's time, formatted once a second) says what `fromtimestamp` + `sqlite_datetime` say,
+    halfway microseconds (rounded half to even), a carry into the next second and times before 1970 included."""
+    whole = 1796000000
+    stamps = [whole + (m + 0.5) / 1e6 for m in range(0, 1_000_000, 997)]  # halfway cases, one second after another
+    stamps += [whole + 0.9999996, whole + 1.0000004, float(whole), 0.0, -0.5, -1.0000004, 1e-7, 4102444799.9999995]
+    stamps += [whole + n * 0.123457 for n in range(100)]
+    for ts in stamps:
+        assert sqlite_stamp(ts) == sqlite_datetime(datetime.fromtimestamp(ts, UTC)), ts
+    for bad in (float("nan"), float("inf"), 1e20):  # refused as `fromtimestamp` refuses them: the record is malformed
+        with pytest.raises((ValueError, OverflowError)):
+            sqlite_stamp(bad)
+
+
+def test_a_record_reads_back_with_its_nulls_booleans_and_time(backend_url):
+    """A row as SQLAlchemy reads it back: NULLs, booleans and the time to the microsecond as the record had them."""
+    from sqlalchemy import select
+
+    async def body(store: UsageStore) -> None:
+        when = datetime(2026, 12, 5, 12, 0, 1, 500001, tzinfo=UTC)
+        streamed = {**record(1, when, team=None, cost=None), "stream": True, "ttft_ms": 4}
+        closed = {**record(2, when, status=499), "client_disconnected": True, "error_code": "client_closed"}
+        assert await store.write([from_dict(streamed), from_dict(closed)]) == 2
+        async with store.engine.connect() as conn:
+            rows = {r.id: r for r in (await conn.execute(select(usage_records))).all()}
+        first, second = rows["u00000001"], rows["u00000002"]
+        assert (first.team, first.cost_micro_usd, first.error_code, first.ttft_ms) == (None, None, None, 4)
+        assert (first.stream, first.client_disconnected, second.stream, second.client_disconnected) == (
+            True, False, False, True)
+        assert (second.team, second.error_code, second.ttft_ms, second.day) == ("t", "client_closed", None, "2026-12-05")
+        assert first.created_at.replace(tzinfo=UTC) == when
+
+    _with_store(backend_url, body)
 
 
 # -- the writer -------------------------------------------------------------------------------------------------------
