@@ -4,7 +4,7 @@ Starts the fake upstream, the baseline forwarder and the gateway on free ports,
 waits for ``GET /healthz`` on each, then for every round and every scenario
 runs ``loadgen.py`` against the baseline, the upstream directly and the gateway
 (order alternates between rounds so drift hits both servers alike). Figures
-are medians over rounds; "added" latency is proxied minus direct latency from
+are medians over rounds, a ratio the median of the rounds' ratios; "added" latency is proxied minus direct latency from
 the same round. Prints a markdown report and dumps everything as JSON into
 ``bench/results/`` (git-ignored). Every started process is killed at the end,
 also on error or Ctrl-C.
@@ -238,7 +238,8 @@ def ratio(g: float | None, b: float | None) -> float | None:
 
 
 def summarize(raw: list[dict], scenarios: list[tuple[str, int]]) -> dict:
-    """Median of every figure over rounds, plus the min/max of the per-round gateway/baseline ratio."""
+    """Median of every figure over rounds; the gateway/baseline ratio: the median of the rounds' ratios, and their
+    min/max."""
     out: dict = {}
     for kind, conc in scenarios:
         key = f"{kind}-c{conc}"
@@ -255,9 +256,11 @@ def summarize(raw: list[dict], scenarios: list[tuple[str, int]]) -> dict:
             s[server]["errors"] = sum(f["errors"] for f in figs)
         s["ratio"], s["ratio_range"] = {}, {}
         for k in s["baseline"]:
-            s["ratio"][k] = ratio(s["gateway"].get(k), s["baseline"][k])
+            # The ratio of one round compares two measurements made one after the other: load that comes and goes
+            # between rounds cancels out of it, not out of a ratio of medians taken over different rounds.
             per_round = [ratio(r["gateway"]["figures"].get(k), r["baseline"]["figures"].get(k)) for r in rounds]
             per_round = [x for x in per_round if x is not None]
+            s["ratio"][k] = statistics.median(per_round) if per_round else None
             s["ratio_range"][k] = [min(per_round), max(per_round)] if per_round else None
         out[key] = s
     return out
@@ -295,7 +298,7 @@ def report(meta: dict, summary: dict, flags: list[str]) -> str:
         "",
         f"- host: {meta['host']['nproc']} CPUs, Python {meta['host']['python']}, "
         f"load avg before/after: {meta['host']['loadavg_before']} / {meta['host']['loadavg_after']}",
-        f"- rounds: {a['rounds']} (medians shown), {a['requests']} requests per non-streamed cell, "
+        f"- rounds: {a['rounds']} (medians shown; a ratio is the median of the rounds' ratios), {a['requests']} requests per non-streamed cell, "
         f"{a['stream_requests']} streams per streamed cell ({a['chunks']} chunks, "
         f"{a['chunk_delay_ms']} ms apart), {a['embed_requests']} requests per embeddings cell "
         f"({a['embed_inputs']} inputs each, {a['embed_dims']} values per vector)",
