@@ -42,7 +42,7 @@ from app.pipeline.seam import Answer, Call, Endpoint
 from app.schemas.responses import InputItem, ResponsesRequest
 from app.services import Services
 from app.translate.chat_request import TranslationEnv
-from app.translate.responses_items import input_items, stored_items
+from app.translate.responses_items import input_items, stored_input
 from app.translate.responses_request import (
     HISTORY,
     ResponsesCall,
@@ -149,7 +149,7 @@ class Responses(Endpoint):
         given = input_items(req)
         history, env = await self._looked_up(ctx, req, given)
         owner = owner_of(ctx.principal)
-        keep = Keep(owner, stored_items(given, new_item_id), req.previous_response_id) if req.store is not False else None
+        keep = Keep(owner, stored_input(req, given, new_item_id), req.previous_response_id) if req.store is not False else None
 
         def prepare(target: Target) -> UpstreamCall[ResponsesCall]:
             target_env = env if target.upstream.kind != "vertex" else replace(env, vertex=True)
