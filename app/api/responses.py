@@ -136,7 +136,7 @@ class Responses(Endpoint):
         self, ctx: RequestContext, req: ResponsesRequest, given: list[InputItem]
     ) -> tuple[list[InputItem], TranslationEnv]:
         """The stored conversation of `previous_response_id`, and what the translator needs looked up for all items
-        (`given`: the request's own, `input_items(req)`)."""
+        (`given`: the request's own, `input_items(req)`; a string input, one user text, needs none)."""
         history = await self._history(req, owner_of(ctx.principal))
         named = [(item, HISTORY) for item in history]
         named += [(item, "input" if isinstance(req.input, str) else f"input[{i}]") for i, item in enumerate(given)]
@@ -146,7 +146,7 @@ class Responses(Endpoint):
         services = self.services
         await services.admit(ctx, req.model, req.max_output_tokens)  # 403 model_not_allowed, limits: before Google
         targets = for_endpoint(services.router.resolve(req.model), "chat", req.model, "/v1/responses")
-        given = input_items(req)
+        given = [] if isinstance(req.input, str) else input_items(req)  # (a string: nothing to look up, stored as data)
         history, env = await self._looked_up(ctx, req, given)
         owner = owner_of(ctx.principal)
         keep = Keep(owner, stored_input(req, given, new_item_id), req.previous_response_id) if req.store is not False else None

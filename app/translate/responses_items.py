@@ -352,7 +352,7 @@ _ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "
 
 def stored_input(req: ResponsesRequest, items: list[InputItem], new_id: Callable[[str], str]) -> list[dict[str, Any]]:
     """`stored_items(items, new_id)` of the request's own items (`input_items(req)`); a string input's one message as
-    data, the same dict without dumping its model (~5 us)."""
+    data (`items` unused): the same dict, without making its model (~6 us) and dumping it (~5 us)."""
     if isinstance(req.input, str):
         return [{**text_message(req.input), "status": "completed", "id": new_id("msg")}]
     return stored_items(items, new_id)

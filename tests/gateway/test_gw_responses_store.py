@@ -133,7 +133,7 @@ def test_stored_items_are_typed_with_ids_and_parts() -> None:
 def test_a_string_input_is_stored_as_the_generic_path_stores_its_message(given: Any) -> None:
     req = ResponsesRequest.model_validate({"model": "m", "input": given})
     items = input_items(req)
-    fast = stored_input(req, items, lambda prefix: f"{prefix}_1")
+    fast = stored_input(req, [] if isinstance(given, str) else items, lambda prefix: f"{prefix}_1")  # (as `_answer`)
     assert orjson.dumps(fast) == orjson.dumps(stored_items(items, lambda prefix: f"{prefix}_1"))  # the same bytes, in order
 
 
