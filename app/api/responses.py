@@ -42,7 +42,7 @@ from app.pipeline.seam import Answer, Call, Endpoint
 from app.schemas.responses import InputItem, ResponsesRequest
 from app.services import Services
 from app.translate.chat_request import TranslationEnv
-from app.translate.responses_items import input_items, stored_items
+from app.translate.responses_items import input_items, stored_input
 from app.translate.responses_request import (
     HISTORY,
     ResponsesCall,
@@ -136,7 +136,7 @@ class Responses(Endpoint):
         self, ctx: RequestContext, req: ResponsesRequest, given: list[InputItem]
     ) -> tuple[list[InputItem], TranslationEnv]:
         """The stored conversation of `previous_response_id`, and what the translator needs looked up for all items
-        (`given`: the request's own, `input_items(req)`)."""
+        (`given`: the request's own, `input_items(req)`; a string input, one user text, needs none)."""
         history = await self._history(req, owner_of(ctx.principal))
         named = [(item, HISTORY) for item in history]
         named += [(item, "input" if isinstance(req.input, str) else f"input[{i}]") for i, item in enumerate(given)]
@@ -146,10 +146,10 @@ class Responses(Endpoint):
         services = self.services
         await services.admit(ctx, req.model, req.max_output_tokens)  # 403 model_not_allowed, limits: before Google
         targets = for_endpoint(services.router.resolve(req.model), "chat", req.model, "/v1/responses")
-        given = input_items(req)
+        given = [] if isinstance(req.input, str) else input_items(req)  # (a string: nothing to look up, stored as data)
         history, env = await self._looked_up(ctx, req, given)
         owner = owner_of(ctx.principal)
-        keep = Keep(owner, stored_items(given, new_item_id), req.previous_response_id) if req.store is not False else None
+        keep = Keep(owner, stored_input(req, given, new_item_id), req.previous_response_id) if req.store is not False else None
 
         def prepare(target: Target) -> UpstreamCall[ResponsesCall]:
             target_env = env if target.upstream.kind != "vertex" else replace(env, vertex=True)

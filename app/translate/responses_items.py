@@ -314,12 +314,17 @@ class ItemsBuilder:
         self._append("user", parts)
 
 
+def text_message(text: str) -> dict[str, Any]:
+    """The one user message a string `input` stands for, as plain data."""
+    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+
+
 def input_items(req: ResponsesRequest) -> list[InputItem]:
     """`input` as items (a string is one user message)."""
     if req.input is None:
         return []
     if isinstance(req.input, str):
-        return [InputItem(type="message", role="user", content=[ContentPart(type="input_text", text=req.input)])]
+        return [InputItem.model_validate(text_message(req.input))]  # (half the cost of building the models one by one)
     return list(req.input)
 
 
@@ -343,6 +348,14 @@ def wanted_keys(items: Iterable[InputItem]) -> list[str]:
 
 
 _ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+
+
+def stored_input(req: ResponsesRequest, items: list[InputItem], new_id: Callable[[str], str]) -> list[dict[str, Any]]:
+    """`stored_items(items, new_id)` of the request's own items (`input_items(req)`); a string input's one message as
+    data (`items` unused): the same dict, without making its model (~6 us) and dumping it (~5 us)."""
+    if isinstance(req.input, str):
+        return [{**text_message(req.input), "status": "completed", "id": new_id("msg")}]
+    return stored_items(items, new_id)
 
 
 def stored_items(items: Iterable[InputItem], new_id: Callable[[str], str]) -> list[dict[str, Any]]:

@@ -54,6 +54,16 @@ RESPONSES_PARAM_KEYS = {
 
 
 @dataclass(frozen=True)
+class Echo:
+    """The request fields the Response object repeats (`_echo`), in its order, in the three runs
+    `responses_response.response_object` places whole: before `model`, between `output` and `usage`, after `usage`."""
+
+    head: Mapping[str, Any]
+    middle: Mapping[str, Any]
+    tail: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class ResponsesOptions:
     """How to encode the answer; decided by the request."""
 
@@ -63,7 +73,7 @@ class ResponsesOptions:
     encrypted_reasoning: bool = False  # include reasoning.encrypted_content: signatures on reasoning items
     logprobs: bool = False  # include message.output_text.logprobs / top_logprobs
     search_sources: bool = False  # include web_search_call.action.sources
-    echo: Mapping[str, Any] = field(default_factory=dict)  # request fields the Response object repeats
+    echo: Echo = field(default_factory=lambda: _echo(ResponsesRequest(model="-")))  # (default: OpenAI's defaults)
 
 
 @dataclass
@@ -207,15 +217,16 @@ def _thinking(req: ResponsesRequest, caps: ModelCapabilities) -> tuple[dict[str,
     return config, False
 
 
-def _echo(req: ResponsesRequest) -> dict[str, Any]:
+def _echo(req: ResponsesRequest) -> Echo:
     """The request fields the Response object repeats (OpenAI's defaults where the client sent none)."""
     fmt = req.text.format if req.text and req.text.format else None
     choice = req.tool_choice
-    return {
+    head = {
         "instructions": req.instructions,
         "max_output_tokens": req.max_output_tokens,
         "max_tool_calls": req.max_tool_calls,
-        "metadata": dict(req.metadata or {}),
+    }
+    middle = {
         "parallel_tool_calls": True if req.parallel_tool_calls is None else req.parallel_tool_calls,
         "previous_response_id": req.previous_response_id,
         "reasoning": {"effort": req.reasoning.effort if req.reasoning else None, "summary": _summary(req)},
@@ -232,8 +243,8 @@ def _echo(req: ResponsesRequest) -> dict[str, Any]:
         "top_logprobs": req.top_logprobs or 0,
         "top_p": 1.0 if req.top_p is None else req.top_p,
         "truncation": req.truncation or "disabled",
-        "user": req.user,
     }
+    return Echo(head, middle, {"user": req.user, "metadata": dict(req.metadata or {})})
 
 
 def _refuse_unsupported(req: ResponsesRequest) -> None:

@@ -38,6 +38,7 @@ from app.translate.responses_request import ResponsesOptions
 from app.translate.tables import BROKEN_TOOL_CALL_FINISHES, gemini_finish_reason_to_openai
 
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+FINISHED = frozenset({"completed", "incomplete", "failed"})  # statuses whose Response object carries its usage
 
 
 @dataclass
@@ -94,9 +95,9 @@ def response_object(
     incomplete: dict[str, str] | None = None,
     error: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The Response object: lifecycle fields, the request fields it repeats, output and usage."""
+    """The Response object: lifecycle fields, the request fields it repeats (`options.echo`, in three runs), output
+    and usage."""
     echo = ctx.options.echo
-    finished = status in ("completed", "incomplete", "failed")
     return {
         "id": ctx.id,
         "object": "response",
@@ -106,27 +107,12 @@ def response_object(
         "completed_at": ctx.now() if status == "completed" else None,
         "error": error,
         "incomplete_details": incomplete,
-        "instructions": echo.get("instructions"),
-        "max_output_tokens": echo.get("max_output_tokens"),
-        "max_tool_calls": echo.get("max_tool_calls"),
+        **echo.head,
         "model": ctx.options.model,
         "output": output,
-        "parallel_tool_calls": echo.get("parallel_tool_calls", True),
-        "previous_response_id": echo.get("previous_response_id"),
-        "reasoning": echo.get("reasoning", {"effort": None, "summary": None}),
-        "safety_identifier": echo.get("safety_identifier"),
-        "service_tier": echo.get("service_tier", "default"),
-        "store": echo.get("store", True),
-        "temperature": echo.get("temperature", 1.0),
-        "text": echo.get("text", {"format": {"type": "text"}, "verbosity": "medium"}),
-        "tool_choice": echo.get("tool_choice", "auto"),
-        "tools": echo.get("tools", []),
-        "top_logprobs": echo.get("top_logprobs", 0),
-        "top_p": echo.get("top_p", 1.0),
-        "truncation": echo.get("truncation", "disabled"),
-        "usage": usage if finished else None,
-        "user": echo.get("user"),
-        "metadata": echo.get("metadata", {}),
+        **echo.middle,
+        "usage": usage if status in FINISHED else None,
+        **echo.tail,
     }
 
 

@@ -13,7 +13,7 @@ import pytest
 from app.gateway.responses_store import MemoryResponseStore, StoredResponse, conversation, owner_of
 from app.pipeline.context import ANONYMOUS, Principal
 from app.schemas.responses import ResponsesRequest
-from app.translate.responses_items import input_items, stored_items, wanted_keys
+from app.translate.responses_items import input_items, stored_input, stored_items, wanted_keys
 from app.translate.signatures import text_key
 
 
@@ -127,6 +127,14 @@ def test_stored_items_are_typed_with_ids_and_parts() -> None:
     string = stored_items(input_items(ResponsesRequest.model_validate({"model": "m", "input": "Just text"})), lambda p: p + "_1")
     assert string == [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Just text"}],
                        "status": "completed", "id": "msg_1"}]  # fmt: skip
+
+
+@pytest.mark.parametrize("given", ["Just text", "", "quote \" and \u00e9", [{"role": "user", "content": "Hi"}]])
+def test_a_string_input_is_stored_as_the_generic_path_stores_its_message(given: Any) -> None:
+    req = ResponsesRequest.model_validate({"model": "m", "input": given})
+    items = input_items(req)
+    fast = stored_input(req, [] if isinstance(given, str) else items, lambda prefix: f"{prefix}_1")  # (as `_answer`)
+    assert orjson.dumps(fast) == orjson.dumps(stored_items(items, lambda prefix: f"{prefix}_1"))  # the same bytes, in order
 
 
 def test_wanted_keys_ask_only_for_what_the_client_did_not_keep() -> None:
