@@ -298,7 +298,8 @@ def report(meta: dict, summary: dict, flags: list[str]) -> str:
         "",
         f"- host: {meta['host']['nproc']} CPUs, Python {meta['host']['python']}, "
         f"load avg before/after: {meta['host']['loadavg_before']} / {meta['host']['loadavg_after']}",
-        f"- rounds: {a['rounds']} (medians shown; a ratio is the median of the rounds' ratios), {a['requests']} requests per non-streamed cell, "
+        f"- rounds: {a['rounds']} (medians shown; a ratio is the median of the rounds' ratios), "
+        f"{a['requests']} requests per non-streamed cell, "
         f"{a['stream_requests']} streams per streamed cell ({a['chunks']} chunks, "
         f"{a['chunk_delay_ms']} ms apart), {a['embed_requests']} requests per embeddings cell "
         f"({a['embed_inputs']} inputs each, {a['embed_dims']} values per vector)",
