@@ -51,9 +51,9 @@ async def stream_answer(
 
     The opening is awaited in the request's own task (a task of its own, and the loop turns to switch to it and
     back, cost more than the rest of a stream's start; bench/README.md). A timer looks at it after each keep-alive
-    interval; when the answer must start, the pipeline starts it (app/pipeline/seam.py `start_early`: 200 and keep-alive
-    comments from a task of its own) and this task takes it over once the stream
-    opens, or ends it with one error event.
+    interval; when the answer must start, the pipeline starts it (app/pipeline/seam.py `start_early`: 200 and
+    keep-alive comments from a task of its own), and this task takes it over once the stream opens, or ends it with
+    one error event.
     """
     watch = _Opening(ctx, keepalive)
     try:

@@ -468,7 +468,7 @@ class Pipeline:
             if early is not None and not early.taken:  # the stream never opened
                 early.cancel()
                 self.recorder.stream_ended()
-            ctx.answering = None
+            ctx.answering = ctx.early = None  # (its task holds the context: no cycle left to the collector)
 
     async def _send_error(
         self, send: Any, ctx: RequestContext, exc: GatewayError, headers: dict[str, str], endpoint: Endpoint
