@@ -53,7 +53,7 @@ def _error_response(exc: GatewayError, request: Request) -> Response:
     ctx = request.scope.get(CTX_KEY)
     if ctx is None:
         return json_response(exc.body(), exc.status, exc.headers)
-    ctx.error_code, ctx.error_type = exc.code or exc.type, exc.type
+    ctx.failed(exc)
     return Response(error_body(exc, ctx.request_id), exc.status, dict(exc.headers), media_type="application/json")
 
 

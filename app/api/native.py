@@ -154,7 +154,7 @@ def _note_usage(ctx: RequestContext, data: bytes) -> None:
 def _passed_on(ctx: RequestContext, exc: UpstreamError, answer: tuple[int, str, bytes]) -> Answer:
     """Google's own error answer, as it came (with the dispatcher's headers: attempts, Retry-After)."""
     status, content_type, body = answer
-    ctx.error_code, ctx.error_type = exc.code or exc.type, exc.type
+    ctx.failed(exc)
     return Answer(status=status, body=body, headers=exc.headers, content_type=content_type.encode("latin-1"))
 
 
@@ -265,7 +265,7 @@ class NativeGemini(Endpoint):
                     previous, last = last, data
                     yield data
         except GatewayError as exc:  # stalled or broken after the answer started
-            ctx.error_code, ctx.error_type = exc.code or exc.type, exc.type
+            ctx.failed(exc)
             log.warning("native stream ended with an error: %s %s", exc.status, exc.message[:200])
             if sse:  # google-genai raises on an event whose first key is "error"
                 yield b"data: " + self.error_body(exc, ctx.request_id) + b"\r\n\r\n"

@@ -62,8 +62,7 @@ async def stream_answer(
         early = await watch.done()
         if early is None:
             raise  # a failure before the first byte: an HTTP error
-        log.warning("stream failed before its first event: %s %s", exc.status, exc.message[:200])
-        ctx.error_code, ctx.error_type = exc.code or exc.type, exc.type
+        stream_failed(ctx, exc, "failed before its first event")
         return Answer(stream=_one(error_event(exc)))
     except BaseException:
         watch.abandon()
@@ -117,9 +116,9 @@ async def _one(event: bytes) -> AsyncIterator[bytes]:
     yield event
 
 
-def stream_failed(ctx: RequestContext, exc: GatewayError) -> None:
-    ctx.error_code, ctx.error_type = exc.code or exc.type, exc.type
-    log.warning("stream ended with an error: %s %s", exc.status, exc.message[:200])
+def stream_failed(ctx: RequestContext, exc: GatewayError, what: str = "ended with an error") -> None:
+    ctx.failed(exc)
+    log.warning("stream %s: %s %s", what, exc.status, exc.message[:200])
 
 
 async def pump(

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.errors import ModelNotAllowed
+from app.errors import GatewayError, ModelNotAllowed
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
@@ -157,6 +157,10 @@ class RequestContext:
     admission: Any = None  # a limited key's reservations (app/gateway/ratelimit.py Admission), settled in the finally
     answering: Any = None  # (pipeline, ASGI send) while the pipeline serves it: how a stream's answer starts early
     early: Any = None  # a stream's answer begun before its stream opened (app/pipeline/seam.py EarlyAnswer)
+
+    def failed(self, exc: GatewayError) -> None:
+        """The error the request ended with (its code, else its type, and its type), for the log and the metrics."""
+        self.error_code, self.error_type = exc.code or exc.type, exc.type
 
     def attempt(self, upstream: str, outcome: str) -> None:
         self.attempts += 1

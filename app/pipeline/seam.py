@@ -441,14 +441,12 @@ class Pipeline:
                 ctx.error_code = ctx.error_code or "client_closed"
                 log.info("client closed the connection; upstream call cancelled (%s %s)", ctx.method, ctx.path)
                 return
-            task = asyncio.current_task()
             early = ctx.early
-            if early is not None and not early.taken and task is not None:
+            if early is not None and not early.taken:
                 # The server is shutting down while a stream answered early still waited for Google.
-                ctx.error_code = "server_shutting_down"
-                await self._end_stream(send, endpoint, ctx.request_id)
-                task.uncancel()
+                await self._end_stream(send, endpoint, ctx)
                 return
+            task = asyncio.current_task()
             if ctx.status or task is None:  # a stream already ended itself (_send_stream)
                 raise
             # Not the client: the server is shutting down and the grace is over, before any answer.
@@ -473,8 +471,7 @@ class Pipeline:
     async def _send_error(
         self, send: Any, ctx: RequestContext, exc: GatewayError, headers: dict[str, str], endpoint: Endpoint
     ) -> None:
-        ctx.error_code = exc.code or exc.type
-        ctx.error_type = exc.type
+        ctx.failed(exc)
         if ctx.status:  # the answer has started: nothing more can be said
             return
         await self._send_json(send, ctx, exc.status, endpoint.error_body(exc, ctx.request_id), headers)
@@ -545,23 +542,24 @@ class Pipeline:
             ctx.error_code = ctx.error_code or "client_closed"  # the client's socket failed mid-write
         except asyncio.CancelledError:
             if not watch.gone:  # not the client: the server is shutting down (grace over)
-                ctx.error_code = "server_shutting_down"
-                await self._end_stream(send, endpoint, ctx.request_id)
-                # The answer is complete: end the task normally, or the server logs a traceback per stream.
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
+                await self._end_stream(send, endpoint, ctx)
                 return
             raise
         finally:
             self.recorder.stream_ended()
             await body.aclose()  # type: ignore[attr-defined]
 
-    async def _end_stream(self, send: Any, endpoint: Endpoint, request_id: str) -> None:
+    async def _end_stream(self, send: Any, endpoint: Endpoint, ctx: RequestContext) -> None:
+        """A started stream cut by the shutdown (grace over): one error event ends it, and the request's task ends
+        normally (a cancelled one would have the server log a traceback per stream)."""
+        ctx.error_code = "server_shutting_down"
         error = GatewayError(self.shutdown_message, status=503, code="server_shutting_down")
-        event = b"data: " + endpoint.error_body(error, request_id) + b"\n\n"
+        event = b"data: " + endpoint.error_body(error, ctx.request_id) + b"\n\n"
         try:
             await send({"type": "http.response.body", "body": event, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except Exception:
             pass
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
