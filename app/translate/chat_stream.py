@@ -163,7 +163,7 @@ class ChatStreamTranslator:
         else (the first and last events, thoughts, signatures, tool calls, other
         candidates) returns None and goes through `parse_payload` and `feed_sse`,
         which give the same chunks. The usage is kept as bytes and parsed once, by
-        `finish`.
+        `finish`. (`feed_run` does the same for the plain events a read starts with.)
         """
         choice = self.choices.get(0)
         if choice is None or choice.text_head is None or choice.finished or choice.thought_tag_open:
@@ -176,6 +176,19 @@ class ChatStreamTranslator:
             return b""
         choice.text.append(text)
         return b"".join((choice.text_head, literal, self._text_tail))
+
+    def feed_run(self, data: bytes) -> tuple[bytes, int]:
+        """The chunks of the plain text events at the start of one read of whole events in Google's framing, and
+        where they end (0: none taken; `PlainText.run`). The same bytes as `feed_payload` per event."""
+        choice = self.choices.get(0)
+        if choice is None or choice.text_head is None or choice.finished or choice.thought_tag_open:
+            return b"", 0
+        literals, texts, end = self._plain.run(data)
+        if not literals:
+            return b"", end
+        choice.text += texts
+        head, tail = choice.text_head, self._text_tail
+        return b"".join((head, (tail + head).join(literals), tail)), end
 
     def _delta(self, choice: _Choice, parts: Any) -> dict[str, Any]:
         opts = self.ctx.options

@@ -9,20 +9,23 @@ literal is the one the parsed path would write: without escapes a JSON string
 is spelled one way only, and a literal holding one is written again from its
 text by orjson, so either path sends the same bytes.
 
-`PlainText.match` is that recognition, exact: the event must be
+The recognition is one regular expression, exact: the event must be
 `{"candidates": [{"content": {"parts": [{"text": <string>}], "role": "model"}(, "index": 0)}]`
-in one of the spellings met on the wire, the literal must be exactly one valid
+in one of the spacings met on the wire, the literal must be exactly one valid
 JSON string (checked by decoding it, which also gives the visible text), and
-what follows the candidates must hold no escape, no `error` or
+what follows the candidates must hold no escape, no line break, no `error` or
 `promptFeedback` member and, if any usage, an object as the first member.
-Callers pass only payloads without line breaks. Anything else returns None
-and goes through the parser, which gives the same result for every event that
-is valid JSON without repeated member names. The usage is kept as bytes and
-parsed once, when asked for (`usage`).
+`PlainText.match` recognises one payload; `PlainText.run` the plain events at
+the start of a read of several (streams sent back to back arrive so: one
+regex match per event, the other checks and the decoding once per read).
+Anything else is declined and goes through the parser, which gives the same
+result for every event that is valid JSON without repeated member names. The
+usage is kept as bytes and parsed once, when asked for (`usage`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,13 +57,33 @@ PLAIN_TEXT_SHAPES = _plain_text_shapes()
 EVENT_END = b"}\r\n\r\n"  # the end of a read holding one event in Google's framing: its object, then the separator
 
 
+def _framed_shapes() -> tuple[re.Pattern[bytes], ...]:
+    """`PLAIN_TEXT_SHAPES` as regular expressions matching the start of one event in Google's framing (`run`).
+
+    Group 1: the text's literal, one whole JSON string (its escapes are checked by decoding it); group 2: the
+    opening of a usage object that is the first member after the candidates, if there is one. What follows is
+    checked with `find`s: a character class scanned by the regex engine cost more than the rest of an event's work.
+    """
+    out = []
+    for head, tail, usage_open in PLAIN_TEXT_SHAPES:
+        literal = rb'("[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*")'
+        out.append(re.compile(b"data: " + re.escape(head[:-1]) + literal + re.escape(tail[1:])
+                              + b"(" + re.escape(usage_open) + b")?"))
+    return tuple(out)
+
+
+FRAMED_SHAPES = _framed_shapes()
+_USAGE = b'"usageMetadata"'
+
+
 class PlainText:
     """The recogniser of one stream: remembers the spelling last met, and the newest usage still unparsed."""
 
-    __slots__ = ("shape", "usage_payload")
+    __slots__ = ("shape", "framed", "usage_payload")
 
     def __init__(self) -> None:
         self.shape = PLAIN_TEXT_SHAPES[0]
+        self.framed = FRAMED_SHAPES[0]  # `run`'s regex of the spelling last met
         self.usage_payload: tuple[bytes, int] | None = None  # newer usage than the parsed one, as bytes
 
     def match(self, data: bytes, at: int, last: bytes) -> tuple[bytes, str] | None:
@@ -101,6 +124,60 @@ class PlainText:
         elif data.find(b'"usageMetadata"', rest) >= 0:
             return None  # `null` (the parsed path keeps the previous usage), or members in an unusual order
         return literal, text
+
+    def run(self, data: bytes) -> tuple[list[bytes], list[str], int]:
+        """The plain text events at the start of one read, in Google's framing, up to the first other one: (their
+        literals as orjson writes them, their texts, where they end). Events of an empty text are taken and left out.
+
+        Some checks are made once for the whole run rather than per event: its only line breaks are the events'
+        separators, it holds no `"error"` or `"promptFeedback"` (a text's literal can hold one only just before its
+        closing quote, `\\"error"`, and then the run is merely declined), and all its literals are valid (one
+        decoding). Declined: ([], [], 0).
+        """
+        match = self.framed.match
+        m = match(data)
+        if m is None:
+            for pattern in FRAMED_SHAPES:
+                m = pattern.match(data)
+                if m is not None:
+                    self.framed, match = pattern, pattern.match
+                    break
+            else:
+                return [], [], 0
+        find = data.find
+        literals: list[bytes] = []
+        with_usage: re.Match[bytes] | None = None  # the last event with a usage, and where it ends
+        usage_end = end = 0
+        while m is not None:
+            rest = m.end()
+            stop = find(b"}\r\n\r\n", rest) + 1
+            if not stop or find(b"\\", rest, stop) >= 0:
+                break
+            literal, usage = m.group(1, 2)
+            if usage is not None:
+                with_usage, usage_end = m, stop
+            elif find(_USAGE, rest, stop) >= 0:
+                break
+            literals.append(literal)
+            end = stop + 4
+            m = match(data, end)
+        n = 2 * len(literals)
+        if (not end or data.count(b"\n", 0, end) != n or data.count(b"\r", 0, end) != n
+                or find(b'"error"', 0, end) >= 0 or find(b'"promptFeedback"', 0, end) >= 0):
+            return [], [], 0
+        joined = b",".join(literals)
+        try:
+            texts: list[str] = orjson.loads(b"[" + joined + b"]")
+        except orjson.JSONDecodeError:
+            return [], [], 0
+        if b"\\" in joined:
+            literals = [orjson.dumps(t) if b"\\" in lit else lit for lit, t in zip(literals, texts, strict=True)]
+        if "" in texts:
+            kept = [(lit, t) for lit, t in zip(literals, texts, strict=True) if t]
+            literals, texts = [lit for lit, _ in kept], [t for _, t in kept]
+        if with_usage is not None:
+            self.usage_payload = (data[with_usage.start(2):usage_end], 0)
+        return literals, texts, end
 
     def usage(self, parsed: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
         """The newest usage: the one kept as bytes (parsed now, once) if newer than `parsed`."""

@@ -37,13 +37,14 @@ def sse_event(event: Mapping[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
-def delta_template(item_id: str, output_index: int) -> tuple[bytes, bytes, bytes]:
-    """The SSE bytes of a text delta of one message, cut where its sequence number and its text's literal go."""
+def delta_template(item_id: str, output_index: int) -> bytes:
+    """The SSE bytes of a text delta of one message as a format: `template % (sequence number, text's literal)`."""
     sse = sse_event(stream_event(TEXT_DELTA, 0, text_delta(item_id, output_index, "", [])))
     head, seq, rest = sse.partition(b'"sequence_number":0')
     mid, text, tail = rest.partition(b'"delta":""')
     assert seq and text, sse
-    return head + b'"sequence_number":', mid + b'"delta":', tail
+    head, mid, tail = (part.replace(b"%", b"%%") for part in (head, mid, tail))
+    return head + b'"sequence_number":%d' + mid + b'"delta":%s' + tail
 
 
 class ResponsesStreamTranslator:
@@ -87,7 +88,25 @@ class ResponsesStreamTranslator:
         m.texts.append(text)  # (`length` counts only for whole answers)
         seq = b.seq
         b.seq = seq + 1
-        return b"".join((template[0], b"%d" % seq, template[1], literal, template[2]))
+        return template % (seq, literal)
+
+    def feed_run(self, data: bytes) -> tuple[bytes, int]:
+        """The events of the plain text events at the start of one read of whole events in Google's framing, and
+        where they end (0: none taken; `PlainText.run`). The same bytes as `feed_payload` per event."""
+        b = self.builder
+        m = b.message
+        if m is None:
+            return b"", 0
+        literals, texts, end = self._plain.run(data)
+        if not literals:
+            return b"", end
+        template = m.delta_template
+        if template is None:
+            template = m.delta_template = delta_template(m.id, m.index)
+        m.texts += texts
+        seq = b.seq
+        b.seq = seq + len(literals)
+        return b"".join([template % pair for pair in enumerate(literals, seq)]), end
 
     def latest_usage(self) -> Mapping[str, Any] | None:
         """Gemini's `usageMetadata` as far as the stream got (parses the one kept as bytes)."""

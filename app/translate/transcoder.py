@@ -12,6 +12,9 @@ translator it drives owns translation and framing (chat:
   unparsed JSON (None if it is anything else): a whole read holding exactly
   one event in Google's framing (the transcoder checks the framing), or one
   payload the SSE decoder cut out;
+* `feed_run(data)`: the plain text events a read of several starts with (the
+  decoder holding nothing), translated from their unparsed bytes, and where
+  they end; the rest of the read goes through the decoder;
 * `feed_sse(event)`: a parsed event;
 * `finish_sse()`: the closing events; `error_sse(exc)`: the event(s) of an
   error that ends the stream.
@@ -40,6 +43,8 @@ class StreamTranslator(Protocol):
     def usage(self) -> Mapping[str, Any] | None: ...
 
     def feed_payload(self, data: bytes, at: int = 0, last: bytes = b"}") -> bytes | None: ...
+
+    def feed_run(self, data: bytes) -> tuple[bytes, int]: ...
 
     def feed_sse(self, event: Mapping[str, Any]) -> bytes: ...
 
@@ -89,12 +94,20 @@ class StreamTranscoder(Generic[T]):
 
         (No result object per read: a stream makes one call per upstream event.)
         """
-        if self._idle and data.startswith(b"data: "):  # the common read: one whole event, often a plain text delta
+        if self._idle and data.startswith(b"data: "):  # the common read: whole events, mostly plain text deltas
             n = len(data) - 4  # `data: <json>\r\n\r\n` and no other line break (a read is usually one event
             if data.find(b"\n") == n + 1 and data.find(b"\r") == n:  # once the model paces its output)
                 sse = self.translator.feed_payload(data, 6, EVENT_END)
                 if sse is not None:
                     return sse
+            else:  # several events (sent back to back): as many plain text events as the read starts with
+                sse, end = self.translator.feed_run(data)
+                if end == len(data):
+                    return sse
+                if end:
+                    out = self._events(self.decoder.feed_payloads(data[end:]))
+                    self._idle = self.decoder.idle()
+                    return sse + out
         out = self._events(self.decoder.feed_payloads(data) if data else self.decoder.flush())
         self._idle = self.decoder.idle()
         return out

@@ -9,8 +9,6 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from app.translate.plain_text import EVENT_END
-
 # (item separator, key separator) of Google (`": "`, `,"`), orjson / our fakes, Python's json.
 SPELLINGS = {"google": (",", ": "), "compact": (",", ":"), "python": (", ", ": ")}
 USAGE = {"promptTokenCount": 8, "totalTokenCount": 12, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 8}]}
@@ -37,10 +35,29 @@ def framed(payload: bytes) -> bytes:
 
 
 def read_whole(translator: Any, data: bytes) -> bytes | None:
-    """The byte path's answer for one upstream read holding exactly one framed event, as `StreamTranscoder.feed`
-    asks it (the transcoder checks the framing first)."""
-    sse: bytes | None = translator.feed_payload(data, 6, EVENT_END)
-    return sse
+    """The byte path's answer for a whole upstream read of framed events (`feed_run`, as `StreamTranscoder.feed` asks
+    it when its decoder holds nothing), or None when it does not take all of it."""
+    sse, end = translator.feed_run(data)
+    return sse if end == len(data) else None  # type: ignore[no-any-return]
+
+
+def count_byte_path(translator: Any) -> list[int]:
+    """Wrap both byte paths of `translator`; the list returned grows by the events each call of either took."""
+    taken: list[int] = []
+    run, payload = translator.feed_run, translator.feed_payload
+
+    def feed_run(data: bytes) -> tuple[bytes, int]:
+        sse, end = run(data)
+        taken.append(data.count(b"data: ", 0, end))
+        return sse, end  # type: ignore[no-any-return]
+
+    def feed_payload(data: bytes, at: int = 0, last: bytes = b"}") -> bytes | None:
+        sse = payload(data, at, last)
+        taken.append(sse is not None)
+        return sse  # type: ignore[no-any-return]
+
+    translator.feed_run, translator.feed_payload = feed_run, feed_payload
+    return taken
 
 
 def feed_both(fast: Any, slow: Any, payload: bytes) -> tuple[bytes, bool]:

@@ -27,7 +27,18 @@ from app.translate.responses_response import ResponsesContext
 from app.translate.responses_stream import ResponsesStreamTranslator
 from app.translate.transcoder import StreamTranscoder
 
-from .plain_text_support import SAMPLE_TEXTS, SPELLINGS, USAGE, dumps, feed_both, framed, read_whole, text_event, texts
+from .plain_text_support import (
+    SAMPLE_TEXTS,
+    SPELLINGS,
+    USAGE,
+    count_byte_path,
+    dumps,
+    feed_both,
+    framed,
+    read_whole,
+    text_event,
+    texts,
+)
 
 
 def translator(**options: Any) -> ResponsesStreamTranslator:
@@ -108,19 +119,11 @@ MIXED = [thought_event("Let me think"), text_event("The answer"), text_event(" i
 
 @pytest.mark.parametrize("per_read", [1, 2, 4, 100])
 def test_a_mixed_stream_read_in_any_grouping_sends_the_parsed_paths_bytes(per_read: int) -> None:
-    """Thoughts, text, a call, text again, in reads of one or several events (those go through `feed_payload`)."""
+    """Thoughts, text, a call, text again, in reads of one or several events (`feed_run`, `feed_payload`)."""
     options = {"include_thoughts": True, "encrypted_reasoning": True}
     events = [framed(dumps(e, "google")) for e in MIXED]
     transcoder = StreamTranscoder(translator(**options))
-    byte_path = transcoder.translator.feed_payload
-    taken = []
-
-    def counted(data: bytes, at: int = 0, last: bytes = b"}") -> bytes | None:
-        sse = byte_path(data, at, last)
-        taken.append(sse is not None)
-        return sse
-
-    transcoder.translator.feed_payload = counted  # type: ignore[method-assign]
+    taken = count_byte_path(transcoder.translator)
     out = []
     for i in range(0, len(events), per_read):
         out.append(transcoder.feed(b"".join(events[i : i + per_read])))

@@ -22,7 +22,18 @@ from app.translate.chat_request import ResponseOptions
 from app.translate.chat_response import ResponseContext
 from app.translate.chat_stream import ChatStreamTranscoder, ChatStreamTranslator
 
-from .plain_text_support import SAMPLE_TEXTS, SPELLINGS, USAGE, dumps, feed_both, read_whole, text_event, texts
+from .plain_text_support import (
+    SAMPLE_TEXTS,
+    SPELLINGS,
+    USAGE,
+    count_byte_path,
+    dumps,
+    feed_both,
+    framed,
+    read_whole,
+    text_event,
+    texts,
+)
 
 
 def ctx(**options: Any) -> ResponseContext:
@@ -162,32 +173,67 @@ def test_a_null_usage_keeps_the_last_one_in_either_path() -> None:
     assert fast[-1]["usage"]["prompt_tokens"] == USAGE["promptTokenCount"]
 
 
-def whole_reads_taken(data: bytes) -> int:
-    """How many times the transcoder gave `data` to the byte path as one whole read (`at` 6), and it answered."""
+def run_taken(data: bytes) -> tuple[int, bytes]:
+    """How many events of `data` (one read) a byte path took, and what the transcoder sent for the whole read."""
     transcoder = ChatStreamTranscoder(started())
-    byte_path = transcoder.translator.feed_payload
-    taken = []
-
-    def counted(data: bytes, at: int = 0, last: bytes = b"}") -> bytes | None:
-        sse = byte_path(data, at, last)
-        taken.append(at == 6 and sse is not None)
-        return sse
-
-    transcoder.translator.feed_payload = counted  # type: ignore[method-assign]
-    transcoder.feed(data)
-    return sum(taken)
+    taken = count_byte_path(transcoder.translator)
+    out = transcoder.feed(data)
+    return sum(taken), out
 
 
-def test_only_a_read_of_exactly_one_framed_event_is_taken_whole() -> None:
-    one = dumps(text_event("a"))
-    for data in (b"data: " + one + b"\r\n\r\n" + b"data: " + one + b"\r\n\r\n",  # two events
-                 b"data: " + one + b"\r\n",  # unfinished
-                 b"data: " + one + b"\n\n",  # other framing
-                 b"data:" + one + b"\r\n\r\n",  # no space
-                 b": keep-alive\r\n\r\ndata: " + one + b"\r\n\r\n",
-                 b"data: " + one[:-1] + b"\r\n}\r\n\r\n"):  # a line break inside
-        assert whole_reads_taken(data) == 0, data
-    assert whole_reads_taken(b"data: " + one + b"\r\n\r\n") == 1
+def test_the_plain_events_of_a_read_in_googles_framing_take_a_byte_path() -> None:
+    one = framed(dumps(text_event("a")))
+    taken = {one[:-2]: 0,  # unfinished: kept for the next read
+             one[:-5] + b"\r\n}\r\n\r\n": 0,  # a line break inside: not one event
+             one: 1, one * 3: 3,  # whole events in Google's framing: feed_payload for one, feed_run for several
+             one[:-4] + b"\n\n": 0, b"data:" + one[6:]: 0, b": keep-alive\r\n\r\n" + one: 0}  # other lines: parsed
+    for data, count in taken.items():
+        assert run_taken(data)[0] == count, data
+    call = framed(dumps({"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": {}}}],
+                                                     "role": "model"}, "index": 0}]}))
+    taken, out = run_taken(one * 2 + call + one)  # the run up to the call; the rest through the decoder
+    assert taken == 3
+    assert [c["choices"][0]["delta"].get("content") for c in parse_sse(out)] == ["a", "a", None, "a"]
+    taken, out = run_taken(one * 2 + one[:-9])  # an event cut by the read: kept for the next one
+    assert taken == 2 and len(parse_sse(out)) == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=st.lists(st.sampled_from(["plain", "escaped", "empty", "call", "null usage", "no usage", "error"]),
+                       min_size=1, max_size=12),
+       cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=4), spelling=st.sampled_from(sorted(SPELLINGS)))
+def test_reads_of_several_events_cut_anywhere_send_the_parsed_paths_bytes(events: list[str], cuts: list[int],
+                                                                          spelling: str) -> None:
+    """The run path, the decoder's and the parsed path agree, wherever the network splits the body."""
+    kinds: dict[str, Any] = {
+        "plain": text_event("x y"), "escaped": text_event('a "q"\n\u00e9'), "empty": text_event(""),
+        "no usage": text_event("z", usage=None), "null usage": json.loads(DECLINED["a null usage"]),
+        "call": {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": {"k": 1}}}],
+                                             "role": "model"}, "index": 0}]},
+        "error": {"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}},
+    }
+    parsed_events = [kinds[e] for e in events]
+    body = b"".join(framed(dumps(e, spelling)) for e in parsed_events)
+    transcoder = ChatStreamTranscoder(started(include_usage=True))
+    out = []
+    at = 0
+    for cut in sorted({min(c, len(body)) for c in cuts} | {len(body)}):
+        out.append(transcoder.feed(body[at:cut]))
+        at = cut
+        if transcoder.error is not None:
+            break
+    slow = started(include_usage=True)
+    expected = []
+    for event in parsed_events:
+        if "error" in event:
+            break
+        expected.append(slow.feed_sse(event))
+    if transcoder.error is None:
+        out.append(transcoder.feed(b""))
+        assert b"".join(out) == b"".join(expected)
+        assert transcoder.usage() == slow.latest_usage()
+    else:
+        assert transcoder.error.status == 503 and b"".join(out).startswith(b"".join(expected))
 
 
 def test_before_the_first_delta_and_after_the_finish_the_parsed_path_decides() -> None:
