@@ -51,7 +51,7 @@ from app.translate.responses_request import (
     sent_param,
     to_gemini,
 )
-from app.translate.responses_response import ResponsesContext, to_responses
+from app.translate.responses_response import ResponsesContext, whole_answer
 from app.translate.responses_stream import ResponsesStreamTranslator
 from app.translate.transcoder import StreamTranscoder
 from app.upstream.client import UpstreamStream
@@ -169,19 +169,20 @@ class Responses(Endpoint):
         ctx.usage = usage_of(response.get("usageMetadata"))
         ctx.response_model = response.get("modelVersion")
         try:
-            answer = to_responses(response, rctx)
+            answer, answer_json = whole_answer(response, rctx)
         except GatewayError as exc:
             exc.headers.update(outcome.headers())
             raise
         if rctx.signatures and keep is not None:  # (`store: false` keeps nothing, signatures included)
             await services.signatures.put_many(rctx.signatures)
-        await self._keep(keep, answer)
-        return Answer(body=orjson.dumps(answer), headers=answer_headers(outcome))
+        await self._keep(keep, answer, answer_json)
+        return Answer(body=answer_json, headers=answer_headers(outcome))
 
-    async def _keep(self, keep: Keep | None, answer: dict[str, Any] | None) -> None:
+    async def _keep(self, keep: Keep | None, answer: dict[str, Any] | None, answer_json: bytes) -> None:
         if keep is None or answer is None or answer["status"] not in KEPT_STATUSES:
             return
-        record = StoredResponse(answer["id"], keep.owner, answer, keep.input_items, keep.previous_response_id)
+        record = StoredResponse(answer["id"], keep.owner, answer, keep.input_items, keep.previous_response_id,
+                                response_json=answer_json)
         await self.services.responses.put(record)
 
     async def _stream(
@@ -215,7 +216,8 @@ class Responses(Endpoint):
             if transcoder.ctx.signatures and keep is not None:
                 await self.services.signatures.put_many(transcoder.ctx.signatures)
             kept = True
-            await self._keep(keep, transcoder.translator.builder.final)
+            builder = transcoder.translator.builder
+            await self._keep(keep, builder.final, builder.final_json)
 
         async def close() -> None:
             ctx.usage = usage_of(transcoder.usage())

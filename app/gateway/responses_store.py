@@ -35,11 +35,13 @@ class StoredResponse:
     input_items: list[dict[str, Any]]  # the request's own input items, with ids (not the earlier ones of the chain)
     previous_response_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # room for what a database may want (model, usage, ...)
+    response_json: bytes | None = field(default=None, compare=False, repr=False)  # `response` serialized already
 
     def to_json(self) -> bytes:
         """The record as one JSON document (not `dataclasses.asdict`, which deep-copies the whole answer first)."""
+        response = self.response if self.response_json is None else orjson.Fragment(self.response_json)
         return orjson.dumps(
-            {"id": self.id, "owner": self.owner, "response": self.response, "input_items": self.input_items,
+            {"id": self.id, "owner": self.owner, "response": response, "input_items": self.input_items,
              "previous_response_id": self.previous_response_id, "extra": self.extra}  # fmt: skip
         )
 

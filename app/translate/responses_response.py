@@ -183,6 +183,7 @@ class OutputBuilder:
         self.calls = 0
         self.text_signature: str | None = None  # the latest on a part other than a call
         self.final: dict[str, Any] | None = None
+        self.final_json = b""  # `final` as JSON, serialized once (for its event, the body of a whole answer, the store)
         self.started = False
 
     def emit(self, kind: str, **fields: Any) -> None:
@@ -204,7 +205,7 @@ class OutputBuilder:
         self.started = True
         if self.whole:
             return
-        created = response_object(self.ctx, "in_progress", [], None)
+        created = orjson.Fragment(orjson.dumps(response_object(self.ctx, "in_progress", [], None)))  # serialized once
         self.emit("response.created", response=created)
         self.emit("response.in_progress", response=created)
 
@@ -408,7 +409,8 @@ class OutputBuilder:
             self._web_search()
         output = [item for item in self.output if item is not None]
         self.final = response_object(self.ctx, status, output, usage_to_responses(self.usage), incomplete=incomplete)
-        self.emit(f"response.{status}", response=self.final)
+        self.final_json = orjson.dumps(self.final)
+        self.emit(f"response.{status}", response=orjson.Fragment(self.final_json))
 
     def fail(self, exc: GatewayError) -> None:
         """End with `response.failed` (the items finished so far) and an `error` event (SDKs raise on it)."""
@@ -417,14 +419,20 @@ class OutputBuilder:
         error = {"code": exc.code or exc.type, "message": exc.message}
         output = [item for item in self.output if item is not None]
         self.final = response_object(self.ctx, "failed", output, usage_to_responses(self.usage), error=error)
-        self.emit("response.failed", response=self.final)
+        self.final_json = orjson.dumps(self.final)
+        self.emit("response.failed", response=orjson.Fragment(self.final_json))
         self.emit("error", code=exc.code or exc.type, message=exc.message, param=exc.param, error=exc.body()["error"])
 
 
 def to_responses(response: Mapping[str, Any], ctx: ResponsesContext) -> dict[str, Any]:
     """Translate a whole (non-streamed) Gemini answer. Raises ContentFiltered / BrokenToolCall."""
+    return whole_answer(response, ctx)[0]
+
+
+def whole_answer(response: Mapping[str, Any], ctx: ResponsesContext) -> tuple[dict[str, Any], bytes]:
+    """`to_responses`, and the Response as JSON (serialized once: the body, and what the store keeps)."""
     builder = OutputBuilder(ctx, whole=True)
     builder.feed(response)
     builder.finish()
     assert builder.final is not None
-    return builder.final
+    return builder.final, builder.final_json
