@@ -49,16 +49,16 @@ RESULTS = HERE / "results"
 DEFAULT_GATEWAY_CMD = "{python} -m app serve --host 127.0.0.1 --port {port}"
 MODEL = "gemini-2.5-flash"
 SCENARIOS = [
-    ("unary", 1), ("unary", 16), ("unary", 64), ("stream", 1), ("stream", 16),
+    ("unary", 1), ("unary", 16), ("unary", 64), ("stream", 1), ("stream", 16), ("stream", 64),
     ("native", 1), ("native", 16), ("native-stream", 1), ("native-stream", 16),
-    ("responses", 1), ("responses", 16),  # the stream of "stream" through POST /v1/responses
+    ("responses", 1), ("responses", 16), ("responses", 64),  # the stream of "stream" through POST /v1/responses
     # POST /v1/embeddings, `--embed-inputs` texts per request (one batchEmbedContents upstream), float / base64
     ("embeddings-float", 1), ("embeddings-float", 16), ("embeddings-base64", 1), ("embeddings-base64", 16),
     # the chat cells through a gateway with a limited client key, usage records, metrics, access log (bench/team.py)
-    ("team-unary", 1), ("team-unary", 16), ("team-unary", 64), ("team-stream", 1), ("team-stream", 16),
+    ("team-unary", 1), ("team-unary", 16), ("team-unary", 64), ("team-stream", 1), ("team-stream", 16), ("team-stream", 64),
     # the same with the limits shared through Redis
     ("team-redis-unary", 1), ("team-redis-unary", 16), ("team-redis-unary", 64),
-    ("team-redis-stream", 1), ("team-redis-stream", 16),
+    ("team-redis-stream", 1), ("team-redis-stream", 16), ("team-redis-stream", 64),
 ]
 # the gateway process serving a kind (default "gateway"; the team kinds have their own, bench/team.py)
 PROFILE = {"team-unary": "team", "team-stream": "team", "team-redis-unary": "team-redis",
