@@ -180,8 +180,8 @@ class ChatStreamTranslator:
     def feed_run(self, data: bytes) -> tuple[bytes, int]:
         """The chunks of the plain text events at the start of one read of whole events in Google's framing, and
         where they end (0: none taken; `PlainText.run`). The same bytes as `feed_payload` per event."""
-        choice = self.choices.get(0)
-        if choice is None or choice.text_head is None or choice.finished or choice.thought_tag_open:
+        choice = self.choices.get(0)  # (feed_payload's test, written out: a helper call per event cost ~2 % of a
+        if choice is None or choice.text_head is None or choice.finished or choice.thought_tag_open:  # paced stream)
             return b"", 0
         literals, texts, end = self._plain.run(data)
         if not literals:

@@ -64,9 +64,9 @@ def _framed_shapes() -> tuple[re.Pattern[bytes], ...]:
     opening of a usage object that is the first member after the candidates, if there is one. What follows is
     checked with `find`s: a character class scanned by the regex engine cost more than the rest of an event's work.
     """
+    literal = rb'("[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*")'
     out = []
     for head, tail, usage_open in PLAIN_TEXT_SHAPES:
-        literal = rb'("[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*")'
         out.append(re.compile(b"data: " + re.escape(head[:-1]) + literal + re.escape(tail[1:])
                               + b"(" + re.escape(usage_open) + b")?"))
     return tuple(out)

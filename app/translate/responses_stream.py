@@ -28,7 +28,14 @@ import orjson
 
 from app.errors import GatewayError
 from app.translate.plain_text import PlainText
-from app.translate.responses_response import TEXT_DELTA, OutputBuilder, ResponsesContext, stream_event, text_delta
+from app.translate.responses_response import (
+    TEXT_DELTA,
+    OutputBuilder,
+    ResponsesContext,
+    _Message,
+    stream_event,
+    text_delta,
+)
 
 
 def sse_event(event: Mapping[str, Any]) -> bytes:
@@ -45,6 +52,12 @@ def delta_template(item_id: str, output_index: int) -> bytes:
     assert seq and text, sse
     head, mid, tail = (part.replace(b"%", b"%%") for part in (head, mid, tail))
     return head + b'"sequence_number":%d' + mid + b'"delta":%s' + tail
+
+
+def _template_of(m: _Message) -> bytes:
+    """The message's text delta format (`delta_template`), made on its first plain text delta."""
+    m.delta_template = delta_template(m.id, m.index)
+    return m.delta_template
 
 
 class ResponsesStreamTranslator:
@@ -82,9 +95,7 @@ class ResponsesStreamTranslator:
         literal, text = found
         if not text:
             return b""
-        template = m.delta_template
-        if template is None:
-            template = m.delta_template = delta_template(m.id, m.index)
+        template = m.delta_template or _template_of(m)
         m.texts.append(text)  # (`length` counts only for whole answers)
         seq = b.seq
         b.seq = seq + 1
@@ -100,9 +111,7 @@ class ResponsesStreamTranslator:
         literals, texts, end = self._plain.run(data)
         if not literals:
             return b"", end
-        template = m.delta_template
-        if template is None:
-            template = m.delta_template = delta_template(m.id, m.index)
+        template = m.delta_template or _template_of(m)
         m.texts += texts
         seq = b.seq
         b.seq = seq + len(literals)

@@ -94,6 +94,7 @@ class StreamTranscoder(Generic[T]):
 
         (No result object per read: a stream makes one call per upstream event.)
         """
+        taken = b""  # what the run path sent for the plain text events the read starts with
         if self._idle and data.startswith(b"data: "):  # the common read: whole events, mostly plain text deltas
             n = len(data) - 4  # `data: <json>\r\n\r\n` and no other line break (a read is usually one event
             if data.find(b"\n") == n + 1 and data.find(b"\r") == n:  # once the model paces its output)
@@ -101,16 +102,14 @@ class StreamTranscoder(Generic[T]):
                 if sse is not None:
                     return sse
             else:  # several events (sent back to back): as many plain text events as the read starts with
-                sse, end = self.translator.feed_run(data)
+                taken, end = self.translator.feed_run(data)
                 if end == len(data):
-                    return sse
+                    return taken
                 if end:
-                    out = self._events(self.decoder.feed_payloads(data[end:]))
-                    self._idle = self.decoder.idle()
-                    return sse + out
+                    data = data[end:]  # the rest goes through the decoder
         out = self._events(self.decoder.feed_payloads(data) if data else self.decoder.flush())
         self._idle = self.decoder.idle()
-        return out
+        return taken + out if taken else out
 
     def _events(self, items: Sequence[bytes | dict[str, Any]]) -> bytes:
         out: list[bytes] = []
