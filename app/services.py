@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -303,6 +303,13 @@ class Services:
         keys = signatures.wanted_keys(req.messages)
         found = await self.signatures.get_many(keys) if keys else {}
         fetched = await fetch_chat_media(self.fetcher, req) if self.fetcher is not None else {}
+        return self._env(found, fetched)
+
+    async def signatures_env(self, keys: list[str]) -> TranslationEnv:
+        """`translation_env` of a request with nothing to fetch (translate/chat_simple.py): the stored signatures."""
+        return self._env(await self.signatures.get_many(keys) if keys else {}, {})
+
+    def _env(self, found: Mapping[str, str], fetched: Mapping[str, dict[str, str]]) -> TranslationEnv:
         if not found and not fetched:
             return self._default_env
         return TranslationEnv(signatures=found, fetched=fetched, images=self.settings.output.images)
@@ -312,6 +319,4 @@ class Services:
         keys = wanted_keys(item for item, _ in items)
         found = await self.signatures.get_many(keys) if keys else {}
         fetched = await fetch_all(self.fetcher, responses_urls_to_fetch(items)) if self.fetcher is not None else {}
-        if not found and not fetched:
-            return self._default_env
-        return TranslationEnv(signatures=found, fetched=fetched, images=self.settings.output.images)
+        return self._env(found, fetched)

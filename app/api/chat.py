@@ -16,14 +16,15 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import orjson
 
 from app.api.sse import pump, stream_answer
-from app.api.validation import parse_body
+from app.api.validation import parse_body, parse_body_dict, validate_body
 from app.errors import GatewayError, UpstreamError
 from app.gateway.dispatch import Outcome, UpstreamCall
 from app.gateway.routing import Target, for_endpoint
@@ -31,8 +32,10 @@ from app.pipeline.context import RequestContext, Usage
 from app.pipeline.seam import Answer, Call, Endpoint
 from app.schemas.openai import ChatCompletionRequest
 from app.services import Services
-from app.translate.chat_request import GeminiCall, sent_param, to_gemini
+from app.translate.capabilities import ModelCapabilities
+from app.translate.chat_request import GeminiCall, TranslationEnv, sent_param, to_gemini
 from app.translate.chat_response import ResponseContext, broken_finish, to_openai
+from app.translate.chat_simple import simple_chat
 from app.translate.chat_stream import ChatStreamTranscoder, ChatStreamTranslator, error_event
 from app.upstream.client import UpstreamStream
 
@@ -54,6 +57,10 @@ def new_call_id() -> str:
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
     return parse_body(body, ChatCompletionRequest)
+
+
+# A request's translation for one model: (capabilities, env) -> the Gemini call (to_gemini or SimpleChat.to_gemini).
+Translate = Callable[[ModelCapabilities, TranslationEnv], GeminiCall]
 
 
 def usage_of(meta: Any) -> Usage | None:
@@ -87,22 +94,30 @@ class ChatCompletions(Endpoint):
         self.services = services
 
     async def __call__(self, call: Call) -> Answer:
-        req = parse_chat_request(call.body)
+        data = parse_body_dict(call.body)
         ctx = call.ctx
-        ctx.stream = bool(req.stream)
+        simple = simple_chat(data)
         try:
-            return await self._answer(ctx, req)
+            if simple is not None:  # the common shape: no request model (translate/chat_simple.py)
+                ctx.stream = simple.stream
+                env = await self.services.signatures_env(simple.wanted_keys())
+                return await self._answer(ctx, simple.model, simple.stream, simple.max_output, simple.to_gemini, env)
+            req = validate_body(data, ChatCompletionRequest)
+            ctx.stream = bool(req.stream)
+            env = await self.services.translation_env(req)
+            max_output = req.max_completion_tokens or req.max_tokens
+            return await self._answer(ctx, req.model, bool(req.stream), max_output, partial(to_gemini, req), env)
         except UpstreamError as exc:
             if exc.status == 400:  # name the OpenAI parameter this request actually used
-                exc.param = sent_param(exc.param, req)
+                exc.param = sent_param(exc.param, validate_body(data, ChatCompletionRequest))
             raise
 
-    def _prepare(self, req: ChatCompletionRequest, env: Any) -> Any:
+    def _prepare(self, translate: Translate, env: TranslationEnv) -> Any:
         services = self.services
 
         def prepare(target: Target) -> UpstreamCall[GeminiCall]:
             target_env = env if target.upstream.kind != "vertex" else replace(env, vertex=True)
-            gemini = to_gemini(req, target.capabilities, target_env)
+            gemini = translate(target.capabilities, target_env)
             services.count_signatures(gemini)
             if gemini.signature_bypasses:
                 log.info("thought signature bypass used %d time(s) for %s", gemini.signature_bypasses, target.label)
@@ -113,17 +128,18 @@ class ChatCompletions(Endpoint):
 
         return prepare
 
-    async def _answer(self, ctx: RequestContext, req: ChatCompletionRequest) -> Answer:
+    async def _answer(
+        self, ctx: RequestContext, model: str, stream: bool, max_output: int | None, translate: Translate,
+        env: TranslationEnv,
+    ) -> Answer:
         services = self.services
-        ctx.model = req.model
+        ctx.model = model
         # 403 model_not_allowed, then the key's limits (429), before anything reaches Google
-        await services.admit(ctx, req.model, req.max_completion_tokens or req.max_tokens)
-        targets = services.router.resolve(req.model)
-        targets = for_endpoint(targets, "chat", req.model)
-        env = await services.translation_env(req)
-        prepare = self._prepare(req, env)
+        await services.admit(ctx, model, max_output)
+        targets = for_endpoint(services.router.resolve(model), "chat", model)
+        prepare = self._prepare(translate, env)
         byok = ctx.principal.google_key
-        if req.stream:
+        if stream:
             return await self._stream(ctx, targets, prepare, byok)
         response, outcome = await services.dispatcher.complete(targets, prepare, check=check_finish, byok_key=byok, ctx=ctx)
         gemini: GeminiCall = outcome.call.meta

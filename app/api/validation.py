@@ -64,7 +64,11 @@ def parse_body_dict(body: bytes) -> dict[str, Any]:
 
 def parse_body(body: bytes, model: type[R]) -> R:
     """Parse and validate a JSON body; 400 naming the parameter on any problem."""
-    data = parse_body_dict(body)
+    return validate_body(parse_body_dict(body), model)
+
+
+def validate_body(data: dict[str, Any], model: type[R]) -> R:
+    """Validate a parsed JSON body; 400 naming the parameter on any problem."""
     try:
         req = model.model_validate(data)
     except ValidationError as exc:

@@ -62,6 +62,9 @@ def prompt_blocked(response: Mapping[str, Any]) -> ContentFiltered | None:
     return ContentFiltered(f"{message} {detail}" if detail else message, param="messages")
 
 
+_MODALITY_DETAILS = (("promptTokensDetails", "prompt_tokens_details"), ("candidatesTokensDetails", "completion_tokens_details"))
+
+
 def usage_to_openai(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     meta = meta or {}
     prompt = meta.get("promptTokenCount", 0) + meta.get("toolUsePromptTokenCount", 0)
@@ -74,13 +77,12 @@ def usage_to_openai(meta: Mapping[str, Any] | None) -> dict[str, Any]:
         "prompt_tokens_details": {"cached_tokens": meta.get("cachedContentTokenCount", 0)},
         "completion_tokens_details": {"reasoning_tokens": thoughts},
     }
-    for details, key, target in (
-        ("promptTokensDetails", "prompt_tokens_details", "audio_tokens"),
-        ("candidatesTokensDetails", "completion_tokens_details", "audio_tokens"),
-    ):
-        audio = sum(d.get("tokenCount", 0) for d in meta.get(details) or () if d.get("modality") == "AUDIO")
-        if audio:
-            usage[key][target] = audio
+    for details, key in _MODALITY_DETAILS:
+        by_modality = meta.get(details)
+        if by_modality:
+            audio = sum(d.get("tokenCount", 0) for d in by_modality if d.get("modality") == "AUDIO")
+            if audio:
+                usage[key]["audio_tokens"] = audio
     return usage
 
 
@@ -237,22 +239,26 @@ def candidate_to_choice(cand: Mapping[str, Any], k: int, ctx: ResponseContext) -
                 message["extra_content"] = calls[0]["extra_content"]
         else:
             message["tool_calls"] = calls
-    message.update(image_fields(images, opts.images))
+    if images:
+        message.update(image_fields(images, opts.images))
     if other_sig and not (calls and opts.legacy_functions):  # (there the message holds the call's)
         message["extra_content"] = signatures.to_extra_content(other_sig)
         if content:
             ctx.signatures[signatures.text_key(content)] = other_sig
-    annotations = annotations_to_openai(cand.get("groundingMetadata"), text_parts, text_starts)
-    if annotations:
-        message["annotations"] = annotations
+    grounding = cand.get("groundingMetadata")
+    if grounding:
+        annotations = annotations_to_openai(grounding, text_parts, text_starts)
+        if annotations:
+            message["annotations"] = annotations
     finish = gemini_finish_reason_to_openai(cand.get("finishReason"), bool(calls))
     if calls and opts.legacy_functions and finish == "tool_calls":
         finish = "function_call"
+    logprobs = cand.get("logprobsResult")
     return {
         "index": cand.get("index", k),
         "message": message,
         "finish_reason": finish,
-        "logprobs": logprobs_to_openai(cand.get("logprobsResult")),
+        "logprobs": logprobs_to_openai(logprobs) if logprobs else None,
     }
 
 
@@ -265,17 +271,21 @@ def to_openai(response: Mapping[str, Any], ctx: ResponseContext) -> dict[str, An
     if broken is not None:
         raise broken
     candidates = response.get("candidates") or [{}]
-    # proto3 omits `index` when it is 0; a candidate without one takes the lowest index no
-    # other candidate claims (so choice indexes stay unique whatever the order).
-    taken = {c["index"] for c in candidates if isinstance(c.get("index"), int)}
-    choices = []
-    for k, cand in enumerate(candidates):
-        if not isinstance(cand.get("index"), int):
-            index = next(i for i in range(len(candidates) + 1) if i not in taken)
-            taken.add(index)
-            cand = {**cand, "index": index}
-        choices.append(candidate_to_choice(cand, k, ctx))
-    choices.sort(key=lambda c: c["index"])
+    if len(candidates) == 1:
+        cand = candidates[0]
+        choices = [candidate_to_choice(cand if isinstance(cand.get("index", 0), int) else {**cand, "index": 0}, 0, ctx)]
+    else:
+        # proto3 omits `index` when it is 0; a candidate without one takes the lowest index no
+        # other candidate claims (so choice indexes stay unique whatever the order).
+        taken = {c["index"] for c in candidates if isinstance(c.get("index"), int)}
+        choices = []
+        for k, cand in enumerate(candidates):
+            if not isinstance(cand.get("index"), int):
+                index = next(i for i in range(len(candidates) + 1) if i not in taken)
+                taken.add(index)
+                cand = {**cand, "index": index}
+            choices.append(candidate_to_choice(cand, k, ctx))
+        choices.sort(key=lambda c: c["index"])
     return {
         "id": ctx.id,
         "object": "chat.completion",
