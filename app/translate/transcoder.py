@@ -78,8 +78,20 @@ class StreamTranscoder(Generic[T]):
 
         Raises for a broken start (an error event, a blocked prompt, a malformed
         function call), so that the call can still be retried or answered with an
-        HTTP error.
+        HTTP error. A read of several events: the first starts the stream, the
+        others take `feed`'s paths (a stream's first read holds most of a short answer).
         """
+        if self._idle and data.startswith(b"data: "):
+            cut = data.find(b"\r\n\r\n") + 4  # the end of the first event, in Google's framing
+            if 4 < cut < len(data):
+                first = self._open(data[:cut])
+                rest = self.feed(data[cut:])
+                if self.error is not None:
+                    raise self.error
+                return first + rest if first is not None else rest or None
+        return self._open(data)
+
+    def _open(self, data: bytes) -> bytes | None:
         items = self.decoder.feed_payloads(data) if data else self.decoder.flush()
         self._idle = self.decoder.idle()
         if not items and data:

@@ -198,21 +198,22 @@ def test_the_plain_events_of_a_read_in_googles_framing_take_a_byte_path() -> Non
     assert taken == 2 and len(parse_sse(out)) == 2
 
 
+KINDS: dict[str, Any] = {
+    "plain": text_event("x y"), "escaped": text_event('a "q"\n\u00e9'), "empty": text_event(""),
+    "no usage": text_event("z", usage=None), "null usage": json.loads(DECLINED["a null usage"]),
+    "call": {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": {"k": 1}}}],
+                                         "role": "model"}, "index": 0}]},
+    "error": {"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}},
+}
+
+
 @settings(max_examples=200, deadline=None)
-@given(events=st.lists(st.sampled_from(["plain", "escaped", "empty", "call", "null usage", "no usage", "error"]),
-                       min_size=1, max_size=12),
+@given(events=st.lists(st.sampled_from(sorted(KINDS)), min_size=1, max_size=12),
        cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=4), spelling=st.sampled_from(sorted(SPELLINGS)))
 def test_reads_of_several_events_cut_anywhere_send_the_parsed_paths_bytes(events: list[str], cuts: list[int],
                                                                           spelling: str) -> None:
     """The run path, the decoder's and the parsed path agree, wherever the network splits the body."""
-    kinds: dict[str, Any] = {
-        "plain": text_event("x y"), "escaped": text_event('a "q"\n\u00e9'), "empty": text_event(""),
-        "no usage": text_event("z", usage=None), "null usage": json.loads(DECLINED["a null usage"]),
-        "call": {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": {"k": 1}}}],
-                                             "role": "model"}, "index": 0}]},
-        "error": {"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}},
-    }
-    parsed_events = [kinds[e] for e in events]
+    parsed_events = [KINDS[e] for e in events]
     body = b"".join(framed(dumps(e, spelling)) for e in parsed_events)
     transcoder = ChatStreamTranscoder(started(include_usage=True))
     out = []
@@ -234,6 +235,55 @@ def test_reads_of_several_events_cut_anywhere_send_the_parsed_paths_bytes(events
         assert transcoder.usage() == slow.latest_usage()
     else:
         assert transcoder.error.status == 503 and b"".join(out).startswith(b"".join(expected))
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=st.lists(st.sampled_from(sorted(KINDS)), min_size=1, max_size=12),
+       cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=4), spelling=st.sampled_from(sorted(SPELLINGS)))
+def test_a_streams_first_reads_open_it_as_the_parsed_path_does(events: list[str], cuts: list[int], spelling: str) -> None:
+    """`open` on the first reads (the first event parsed, the rest of its read on the byte paths) sends what the parsed
+    path sends; an error among them raises (the call can still be retried), one after them ends the stream."""
+    parsed_events = [KINDS[e] for e in events]
+    body = b"".join(framed(dumps(e, spelling)) for e in parsed_events)
+    transcoder = ChatStreamTranscoder(ChatStreamTranslator(ctx(include_usage=True)))
+    out: list[bytes] = []
+    opened = False
+    at = 0
+    for cut in sorted({min(c, len(body)) for c in cuts} | {len(body)}):
+        piece, at = body[at:cut], cut
+        if opened:
+            out.append(transcoder.feed(piece))
+            if transcoder.error is not None:
+                break
+            continue
+        try:
+            first = transcoder.open(piece)
+        except UpstreamError as exc:
+            assert exc.status == 503 and "error" in events
+            return
+        if first is not None:
+            opened, out = True, [first]
+    slow = ChatStreamTranslator(ctx(include_usage=True))
+    expected = []
+    for event in parsed_events:
+        if "error" in event:
+            break
+        expected.append(slow.feed_sse(event))
+    if transcoder.error is not None:
+        assert transcoder.error.status == 503 and b"".join(out).startswith(b"".join(expected))
+        return
+    out.append(transcoder.feed(b"") if opened else transcoder.open(b"") or b"")
+    assert b"".join(out) == b"".join(expected)
+    assert transcoder.usage() == slow.latest_usage()
+
+
+def test_a_first_read_of_several_events_takes_the_run_path_after_the_first() -> None:
+    one = framed(dumps(text_event("a")))
+    transcoder = ChatStreamTranscoder(ChatStreamTranslator(ctx()))
+    taken = count_byte_path(transcoder.translator)
+    out = transcoder.open(one * 4)
+    assert out is not None and [c["choices"][0]["delta"]["content"] for c in parse_sse(out)] == ["a"] * 4
+    assert sum(taken) == 3
 
 
 def test_before_the_first_delta_and_after_the_finish_the_parsed_path_decides() -> None:
