@@ -61,14 +61,16 @@ def _framed_shapes() -> tuple[re.Pattern[bytes], ...]:
     """`PLAIN_TEXT_SHAPES` as regular expressions matching the start of one event in Google's framing (`run`).
 
     Group 1: the text's literal, one whole JSON string (its escapes are checked by decoding it); group 2: the
-    opening of a usage object that is the first member after the candidates, if there is one. What follows is
-    checked with `find`s: a character class scanned by the regex engine cost more than the rest of an event's work.
+    opening of a usage object that is the first member after the candidates, if there is one. Then the rest of the
+    event, without a line feed, up to its separator. (`.*` is one of the regex engine's tight loops; a character
+    class is not, and cost more than the rest of an event's work. Each `find` with bounds cost ~1,500 instructions,
+    most of it parsing its arguments: what else must be checked is checked once per read, `PlainText.run`.)
     """
     literal = rb'("[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*")'
     out = []
     for head, tail, usage_open in PLAIN_TEXT_SHAPES:
         out.append(re.compile(b"data: " + re.escape(head[:-1]) + literal + re.escape(tail[1:])
-                              + b"(" + re.escape(usage_open) + b")?"))
+                              + b"(" + re.escape(usage_open) + rb")?.*\}\r\n\r\n"))
     return tuple(out)
 
 
@@ -130,7 +132,8 @@ class PlainText:
         literals as orjson writes them, their texts, where they end). Events of an empty text are taken and left out.
 
         Some checks are made once for the whole run rather than per event: its only line breaks are the events'
-        separators, it holds no `"error"` or `"promptFeedback"` (a text's literal can hold one only just before its
+        separators, its only escapes are in the texts' literals, it holds no `"error"` or
+        `"promptFeedback"` (a text's literal can hold one only just before its
         closing quote, `\\"error"`, and then the run is merely declined), and all its literals are valid (one
         decoding). Declined: ([], [], 0).
         """
@@ -149,23 +152,20 @@ class PlainText:
         with_usage: re.Match[bytes] | None = None  # the last event with a usage, and where it ends
         usage_end = end = 0
         while m is not None:
-            rest = m.end()
-            stop = find(b"}\r\n\r\n", rest) + 1
-            if not stop or find(b"\\", rest, stop) >= 0:
-                break
             literal, usage = m.group(1, 2)
+            stop = m.end()
             if usage is not None:
-                with_usage, usage_end = m, stop
-            elif find(_USAGE, rest, stop) >= 0:
+                with_usage, usage_end = m, stop - 4
+            elif find(_USAGE, m.end(1), stop) >= 0:
                 break
             literals.append(literal)
-            end = stop + 4
+            end = stop
             m = match(data, end)
-        n = 2 * len(literals)
-        if (not end or data.count(b"\n", 0, end) != n or data.count(b"\r", 0, end) != n
+        joined = b",".join(literals)
+        if (not end or data.count(b"\r", 0, end) != 2 * len(literals)
+                or (find(b"\\", 0, end) >= 0 and data.count(b"\\", 0, end) != joined.count(b"\\"))
                 or find(b'"error"', 0, end) >= 0 or find(b'"promptFeedback"', 0, end) >= 0):
             return [], [], 0
-        joined = b",".join(literals)
         try:
             texts: list[str] = orjson.loads(b"[" + joined + b"]")
         except orjson.JSONDecodeError:

@@ -198,6 +198,30 @@ def test_the_plain_events_of_a_read_in_googles_framing_take_a_byte_path() -> Non
     assert taken == 2 and len(parse_sse(out)) == 2
 
 
+TAIL_ODDITIES = {
+    "a lone CR as whitespace": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],\r'
+                               b'"usageMetadata": {"promptTokenCount": 3}}',
+    "a lone LF as whitespace": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],'
+                               b'"usageMetadata": {"promptTokenCount": 3},\n"modelVersion": "m"}',
+    "an escape after the text": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],'
+                                b'"usageMetadata": {"promptTokenCount": 3},"modelVersion": "m\\/2"}',
+}
+
+
+@pytest.mark.parametrize("odd", [*DECLINED.values(), *TAIL_ODDITIES.values()], ids=[*DECLINED, *TAIL_ODDITIES])
+def test_a_run_with_any_other_event_in_it_sends_the_parsed_paths_bytes(odd: bytes) -> None:
+    """Plain events (one of them escaped) around any other event, in one read: the same bytes as the parsed path."""
+    plain, escaped = dumps(text_event("x y")), dumps(text_event('a "q"\u00e9'))
+    data = b"".join(framed(p) for p in (plain, escaped, odd, plain))
+    fast = ChatStreamTranscoder(started(include_usage=True))
+    slow = ChatStreamTranscoder(started(include_usage=True))  # the parsed path alone: the decoder and feed_sse
+    slow.translator.feed_run, slow.translator.feed_payload = (lambda data: (b"", 0)), (lambda *args: None)
+    sent = [(t.feed(data) + (t.feed(b"") if t.error is None else b""), t.error) for t in (fast, slow)]
+    assert sent[0][0] == sent[1][0]
+    assert (sent[0][1] is None) == (sent[1][1] is None)
+    assert fast.usage() == slow.usage()
+
+
 KINDS: dict[str, Any] = {
     "plain": text_event("x y"), "escaped": text_event('a "q"\n\u00e9'), "empty": text_event(""),
     "no usage": text_event("z", usage=None), "null usage": json.loads(DECLINED["a null usage"]),
