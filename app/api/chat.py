@@ -16,7 +16,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -97,19 +97,20 @@ class ChatCompletions(Endpoint):
         data = parse_body_dict(call.body)
         ctx = call.ctx
         simple = simple_chat(data)
+        req: ChatCompletionRequest | None = None
         try:
             if simple is not None:  # the common shape: no request model (translate/chat_simple.py)
                 ctx.stream = simple.stream
-                env = await self.services.signatures_env(simple.wanted_keys())
-                return await self._answer(ctx, simple.model, simple.stream, simple.max_output, simple.to_gemini, env)
+                lookup = partial(self.services.signatures_env, simple.wanted_keys())
+                return await self._answer(ctx, simple.model, simple.stream, simple.max_output, simple.to_gemini, lookup)
             req = validate_body(data, ChatCompletionRequest)
             ctx.stream = bool(req.stream)
-            env = await self.services.translation_env(req)
             max_output = req.max_completion_tokens or req.max_tokens
-            return await self._answer(ctx, req.model, bool(req.stream), max_output, partial(to_gemini, req), env)
+            lookup = partial(self.services.translation_env, req)
+            return await self._answer(ctx, req.model, bool(req.stream), max_output, partial(to_gemini, req), lookup)
         except UpstreamError as exc:
             if exc.status == 400:  # name the OpenAI parameter this request actually used
-                exc.param = sent_param(exc.param, validate_body(data, ChatCompletionRequest))
+                exc.param = sent_param(exc.param, req or validate_body(data, ChatCompletionRequest))
             raise
 
     def _prepare(self, translate: Translate, env: TranslationEnv) -> Any:
@@ -130,14 +131,16 @@ class ChatCompletions(Endpoint):
 
     async def _answer(
         self, ctx: RequestContext, model: str, stream: bool, max_output: int | None, translate: Translate,
-        env: TranslationEnv,
+        lookup: Callable[[], Awaitable[TranslationEnv]],
     ) -> Answer:
+        """`lookup()`: what the translator needs looked up (stored signatures, fetched media), once the request is
+        admitted and routed: a refused key or an unknown model costs no fetch."""
         services = self.services
         ctx.model = model
         # 403 model_not_allowed, then the key's limits (429), before anything reaches Google
         await services.admit(ctx, model, max_output)
         targets = for_endpoint(services.router.resolve(model), "chat", model)
-        prepare = self._prepare(translate, env)
+        prepare = self._prepare(translate, await lookup())
         byok = ctx.principal.google_key
         if stream:
             return await self._stream(ctx, targets, prepare, byok)

@@ -76,10 +76,16 @@ FIELDS = {
     "safety_identifier": _text,
     "metadata": _metadata,
 }
-# OpenAI parameter -> generationConfig key, and whether the value is a number (the model makes it a float)
+# OpenAI parameter -> generationConfig key and how its value goes there (a number: as the model's float; a penalty:
+# only when not 0; n: only when not 1; stop: a list, when not empty), in `_generation_config`'s order
 _GENERATION = (
-    ("temperature", "temperature", True), ("top_p", "topP", True), ("seed", "seed", False),
-    ("presence_penalty", "presencePenalty", True), ("frequency_penalty", "frequencyPenalty", True),
+    ("temperature", "temperature", "number"),
+    ("top_p", "topP", "number"),
+    ("n", "candidateCount", "n"),
+    ("stop", "stopSequences", "stop"),
+    ("seed", "seed", "int"),
+    ("presence_penalty", "presencePenalty", "penalty"),
+    ("frequency_penalty", "frequencyPenalty", "penalty"),
 )
 
 
@@ -126,16 +132,23 @@ class SimpleChat:
         gen: dict[str, Any] = {}
         if self.max_output is not None:
             gen["maxOutputTokens"] = self.max_output
-        for param, key, number in _GENERATION:
+        for param, key, kind in _GENERATION:  # (in `_generation_config`'s order: the same JSON, byte for byte)
             value = data.get(param)
-            if value is not None and (value or param == "temperature" or param == "top_p" or param == "seed"):
-                gen[key] = float(value) if number else value
-        n = data.get("n")
-        if n is not None and n != 1:
-            gen["candidateCount"] = n
-        stop = data.get("stop")
-        if stop:
-            gen["stopSequences"] = [stop] if type(stop) is str else list(stop)
+            if value is None:
+                continue
+            if kind == "number":
+                gen[key] = float(value)
+            elif kind == "penalty":
+                if value:
+                    gen[key] = float(value)
+            elif kind == "n":
+                if value != 1:
+                    gen[key] = value
+            elif kind == "stop":
+                if value:
+                    gen[key] = [value] if type(value) is str else list(value)
+            else:
+                gen[key] = value
         for param in caps.drop_params:
             for key in PARAM_KEYS.get(param, ()):
                 gen.pop(key, None)

@@ -128,5 +128,9 @@ class ResponsesStreamTranslator:
         return self._drain()
 
     def error_sse(self, exc: GatewayError) -> bytes:
+        try:  # `response.failed` reports the usage as far as the stream got, the one kept as bytes included
+            self.latest_usage()
+        except GatewayError:  # (that usage was malformed: the last one parsed)
+            pass
         self.builder.fail(exc)
         return self._drain()

@@ -81,14 +81,17 @@ class StreamTranscoder(Generic[T]):
         HTTP error. A read of several events: the first starts the stream, the
         others take `feed`'s paths (a stream's first read holds most of a short answer).
         """
-        if self._idle and data.startswith(b"data: "):
+        while self._idle and data.startswith(b"data: "):
             cut = data.find(b"\r\n\r\n") + 4  # the end of the first event, in Google's framing
-            if 4 < cut < len(data):
-                first = self._open(data[:cut])
-                rest = self.feed(data[cut:])
+            if not 4 < cut < len(data):
+                break
+            first = self._open(data[:cut])
+            data = data[cut:]
+            if first is not None:  # started: the rest as any later read
+                rest = self.feed(data)
                 if self.error is not None:
                     raise self.error
-                return first + rest if first is not None else rest or None
+                return first + rest
         return self._open(data)
 
     def _open(self, data: bytes) -> bytes | None:

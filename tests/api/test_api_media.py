@@ -277,3 +277,18 @@ def test_fetch_leaves_gs_urls_as_references(fetching, fake):
     r = post(fetching, image_message("gs://bucket/cat.png"))
     assert r.status_code == 200, r.text
     assert fake.last_body()["contents"][0]["parts"][1] == {"fileData": {"mimeType": "image/png", "fileUri": "gs://bucket/cat.png"}}
+
+
+def test_a_refused_request_fetches_nothing(make_gateway, media_server, fake):
+    """The key's model check (403) and the routing come before any media URL is fetched."""
+    gw = make_gateway(
+        media={"fetch_urls": True, "allow_hosts": ["127.0.0.1"], "fetch_max_bytes": 1000, "fetch_timeout": 0.5},
+        auth={"client_keys": [{"name": "narrow", "key": "sk-narrow", "models": ["gemini-2.5-flash-lite"]}]},
+    )
+    before = media_server.hits.get("pic", 0)
+    r = httpx.post(gw.url + "/v1/chat/completions", json={"model": MODEL, "messages": image_message(media_server.url + "/pic")},
+                   headers={"authorization": "Bearer sk-narrow"}, timeout=30)
+    assert_openai_error(r, 403, type="invalid_request_error")
+    assert r.json()["error"]["code"] == "model_not_allowed"
+    assert media_server.hits.get("pic", 0) == before
+    assert fake.stats()["requests"] == 0

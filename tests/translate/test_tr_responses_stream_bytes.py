@@ -136,3 +136,21 @@ def test_a_mixed_stream_read_in_any_grouping_sends_the_parsed_paths_bytes(per_re
     assert transcoder.ctx.signatures == parsed.ctx.signatures
     assert transcoder.usage() == parsed.usage
     assert sum(taken) == 2  # " is" and " more\n": the deltas of an open message (the others open one)
+
+
+def test_a_failed_stream_reports_the_usage_its_byte_path_events_carried() -> None:
+    """`response.failed` holds the newest usage, also when it came in a plain event's bytes (kept unparsed)."""
+    def event(text: str, prompt: int) -> bytes:
+        return framed(dumps(text_event(text, usage={"promptTokenCount": prompt, "totalTokenCount": prompt})))
+
+    error = framed(b'{"error": {"code": 500, "message": "boom", "status": "INTERNAL"}}')
+    sent = []
+    for byte_paths in (True, False):
+        transcoder = StreamTranscoder(translator())
+        if not byte_paths:  # the parsed path alone: the reference
+            transcoder.translator.feed_run, transcoder.translator.feed_payload = (lambda d: (b"", 0)), (lambda *a: None)
+        out = transcoder.open(event("A", 5)) or b""
+        out += transcoder.feed(event("B", 9) + event("C", 11)) + transcoder.feed(error)
+        failed = next(json.loads(line[6:]) for line in out.split(b"\n") if line.startswith(b'data: {"type":"response.failed"'))
+        sent.append(failed["response"]["usage"]["input_tokens"])
+    assert sent == [11, 11]

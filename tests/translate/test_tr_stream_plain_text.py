@@ -350,3 +350,11 @@ def test_a_literal_whose_closing_quote_is_escaped_is_not_copied() -> None:
     broken = b'{"candidates": [{"content": {"parts": [{"text": "a\\"}],"role": "model"},"index": 0}]}'
     assert started().feed_payload(broken) is None
     assert started().feed_payload(broken.replace(b'a\\"', b'a\\\\"')) is not None  # an escaped backslash ends it
+
+
+def test_a_first_event_without_payload_does_not_delay_the_start() -> None:
+    """The first read's first event gives nothing (a `[DONE]` line in another framing): the next event of the same read
+    starts the stream, as when the read was decoded whole."""
+    transcoder = ChatStreamTranscoder(ChatStreamTranslator(ctx()))
+    read = b'data: [DONE]\r\r\n\r\n' + framed(b'{"usageMetadata": {"promptTokenCount": 3}}')
+    assert transcoder.open(read) == b""
