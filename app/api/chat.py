@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from app.api.sse import pump, stream_answer
-from app.api.validation import parse_body, parse_body_dict, validate_body
+from app.api.validation import parse_body_dict, validate_body
 from app.errors import GatewayError, UpstreamError
 from app.gateway.dispatch import Outcome, UpstreamCall
 from app.gateway.routing import Target, for_endpoint
@@ -53,10 +53,6 @@ def new_completion_id() -> str:
 
 def new_call_id() -> str:
     return "call_" + secrets.token_urlsafe(18)
-
-
-def parse_chat_request(body: bytes) -> ChatCompletionRequest:
-    return parse_body(body, ChatCompletionRequest)
 
 
 # A request's translation for one model: (capabilities, env) -> the Gemini call (to_gemini or SimpleChat.to_gemini).

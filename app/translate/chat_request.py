@@ -443,6 +443,25 @@ def vertex_labels(metadata: Mapping[str, Any] | None, user: str | None) -> dict[
     return labels
 
 
+def finish_body(
+    body: dict[str, Any], gen: dict[str, Any], caps: ModelCapabilities, env: TranslationEnv,
+    metadata: Mapping[str, Any] | None, user: str | None, param_keys: Mapping[str, tuple[str, ...]] | None = None,
+) -> None:
+    """`gen` as the body's `generationConfig` (the keys of the model's `drop_params` taken out first; none left: no
+    field) and, on Vertex, `user` / `metadata` as its `labels`. `param_keys`: parameter -> the keys it becomes
+    (`PARAM_KEYS` unless said)."""
+    keys = PARAM_KEYS if param_keys is None else param_keys
+    for param in caps.drop_params:
+        for key in keys.get(param, ()):
+            gen.pop(key, None)
+    if gen:
+        body["generationConfig"] = gen
+    if env.vertex:
+        labels = vertex_labels(metadata, user)
+        if labels:
+            body["labels"] = labels
+
+
 def _generation_config(req: ChatCompletionRequest, caps: ModelCapabilities) -> dict[str, Any]:
     gen: dict[str, Any] = {}
     max_tokens = req.max_completion_tokens or req.max_tokens
@@ -633,15 +652,7 @@ def to_gemini(req: ChatCompletionRequest, caps: ModelCapabilities, env: Translat
         gen["responseModalities"] = modalities
     if b.resolution:
         gen["mediaResolution"] = b.resolution
-    for param in caps.drop_params:
-        for key in PARAM_KEYS.get(param, ()):
-            gen.pop(key, None)
-    if gen:
-        body["generationConfig"] = gen
-    if env.vertex:
-        labels = vertex_labels(req.metadata, req.user)
-        if labels:
-            body["labels"] = labels
+    finish_body(body, gen, caps, env, req.metadata, req.user)
 
     bypassed = signatures.enforce_current_turn(b.contents) if caps.signatures_required else 0
     options = ResponseOptions(

@@ -19,7 +19,7 @@ from typing import Any
 
 from app.translate import signatures
 from app.translate.capabilities import ModelCapabilities
-from app.translate.chat_request import PARAM_KEYS, GeminiCall, ResponseOptions, TranslationEnv, vertex_labels
+from app.translate.chat_request import GeminiCall, ResponseOptions, TranslationEnv, finish_body
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "model"}
 MESSAGE_FIELDS = frozenset({"role", "content", "name"})
@@ -149,15 +149,7 @@ class SimpleChat:
                     gen[key] = [value] if type(value) is str else list(value)
             else:
                 gen[key] = value
-        for param in caps.drop_params:
-            for key in PARAM_KEYS.get(param, ()):
-                gen.pop(key, None)
-        if gen:
-            body["generationConfig"] = gen
-        if env.vertex:
-            labels = vertex_labels(data.get("metadata"), data.get("user"))
-            if labels:
-                body["labels"] = labels
+        finish_body(body, gen, caps, env, data.get("metadata"), data.get("user"))
         options = ResponseOptions(
             model=self.model,
             images=env.images,

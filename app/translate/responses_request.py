@@ -34,9 +34,9 @@ from app.translate.chat_request import (
     PARAM_KEYS,
     TranslationEnv,
     camel_keys,
+    finish_body,
     google_thinking_config,
     json_output,
-    vertex_labels,
 )
 from app.translate.responses_items import ItemsBuilder, missing
 from app.translate.tools import CHOICE_MODES, ToolNames, allowed_tools_config, function_declaration
@@ -328,15 +328,7 @@ def to_gemini(
         gen["thinkingConfig"] = thinking
     if b.resolution:
         gen["mediaResolution"] = b.resolution
-    for param in caps.drop_params:
-        for key in RESPONSES_PARAM_KEYS.get(param, ()):
-            gen.pop(key, None)
-    if gen:
-        body["generationConfig"] = gen
-    if env.vertex:
-        labels = vertex_labels(req.metadata, req.user)
-        if labels:
-            body["labels"] = labels
+    finish_body(body, gen, caps, env, req.metadata, req.user, RESPONSES_PARAM_KEYS)
 
     bypassed = signatures.enforce_current_turn(b.contents) if caps.signatures_required else 0
     options = ResponsesOptions(
