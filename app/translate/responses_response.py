@@ -136,7 +136,7 @@ class _Message:
     pieces: dict[int, tuple[int, str]] = field(default_factory=dict)  # whole answers: Gemini part index -> (start, text)
     length: int = 0
     logprobs: list[Any] = field(default_factory=list)
-    delta_template: bytes | None = None  # (responses_stream.py: a text delta's SSE bytes, as a format)
+    delta_parts: tuple[bytes, bytes, bytes] | None = None  # (responses_stream.py: a text delta's SSE pieces)
 
 
 @dataclass

@@ -76,6 +76,18 @@ def test_create_with_a_string(client, fake):
     assert body["systemInstruction"] == {"parts": [{"text": "Be kind."}]}
 
 
+
+def test_response_ids_sort_by_the_millisecond_they_were_made_in(monkeypatch):
+    """Ids made later sort later (the store's index grows at its end); the rest of an id stays random."""
+    from app.api import responses
+
+    clock = iter([1_765_000_000_000_000_000 + n * 1_000_000 for n in (0, 0, 1, 2)])
+    monkeypatch.setattr(responses.time, "time_ns", lambda: next(clock))
+    ids = [responses.new_response_id() for _ in range(4)]
+    assert all(len(i) == 53 and int(i[5:], 16) >= 0 for i in ids)
+    assert len(set(ids)) == 4 and ids[0][:17] == ids[1][:17]
+    assert ids[1] < ids[2] < ids[3] and ids[0] < ids[2]
+
 def test_create_with_message_items(client, fake):
     r = client.responses.create(
         model=MODEL,

@@ -1,9 +1,9 @@
 """The Responses stream translator's byte path for plain text deltas (`feed_payload`).
 
 Most events of a stream are one more piece of text: `ResponsesStreamTranslator`
-recognises them in their bytes (`PlainText.match`, shared with chat) and copies
-the text's literal and the sequence number into an `output_text.delta`
-template. Properties: the same upstream stream gives the same bytes, event by
+recognises them in their bytes (`PlainText.match`, shared with chat) and joins
+the text's literal and the sequence number with the pieces of an `output_text.delta`
+event. Properties: the same upstream stream gives the same bytes, event by
 event and at the end (`response.completed` with the whole text, stored
 signatures), whether a delta takes that path or the parsed one (`feed_sse`);
 the path is really taken for the plain deltas of every spelling; it leaves the
@@ -154,3 +154,22 @@ def test_a_failed_stream_reports_the_usage_its_byte_path_events_carried() -> Non
         failed = next(json.loads(line[6:]) for line in out.split(b"\n") if line.startswith(b'data: {"type":"response.failed"'))
         sent.append(failed["response"]["usage"]["input_tokens"])
     assert sent == [11, 11]
+
+
+@pytest.mark.parametrize("per_read", [1, 700])
+def test_a_long_stream_numbers_its_deltas_past_the_ready_numbers(per_read: int) -> None:
+    """Sequence numbers come from a table of ready bytes up to 2048, made as needed after: a stream of 3000 deltas
+    read one event or 700 events at a time (a run across the table's end) sends the parsed path's bytes."""
+    pieces = [text_event(f" w{i}") for i in range(3000)]
+    events = [framed(dumps(e)) for e in pieces]
+    transcoder = StreamTranscoder(translator())
+    taken = count_byte_path(transcoder.translator)
+    out = [transcoder.open(events[0]) or b""]
+    for i in range(1, len(events), per_read):
+        out.append(transcoder.feed(b"".join(events[i : i + per_read])))
+    out.append(transcoder.feed(b"") + transcoder.finish())
+    parsed = translator()
+    expected = b"".join([parsed.feed_sse(e) for e in pieces]) + parsed.finish_sse()
+    assert b"".join(out) == expected
+    assert sum(taken) == len(pieces) - 1
+    assert b'"sequence_number":3003,' in expected  # (created, in_progress, item added, part added, 3000 deltas)
