@@ -60,17 +60,18 @@ EVENT_END = b"}\r\n\r\n"  # the end of a read holding one event in Google's fram
 def _framed_shapes() -> tuple[re.Pattern[bytes], ...]:
     """`PLAIN_TEXT_SHAPES` as regular expressions matching the start of one event in Google's framing (`run`).
 
-    Group 1: the text's literal, one whole JSON string (its escapes are checked by decoding it); group 2: the
-    opening of a usage object that is the first member after the candidates, if there is one. Then the rest of the
-    event, without a line feed, up to its separator. (`.*` is one of the regex engine's tight loops; a character
-    class is not, and cost more than the rest of an event's work. Each `find` with bounds cost ~1,500 instructions,
-    most of it parsing its arguments: what else must be checked is checked once per read, `PlainText.run`.)
+    Group 1: the text's literal, one whole JSON string (its escapes are checked by decoding it); group 2, when a
+    usage object is the first member after the candidates: the rest of the event from there, but its closing brace.
+    The rest of the event has no line feed and ends at its separator. (`.*` is one of the regex engine's tight loops;
+    a character class is not, and cost more than the rest of an event's work. Each `find` with bounds cost ~1,500
+    instructions, most of it parsing its arguments: what else must be checked is checked once per read,
+    `PlainText.run`.)
     """
     literal = rb'("[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*")'
     out = []
     for head, tail, usage_open in PLAIN_TEXT_SHAPES:
         out.append(re.compile(b"data: " + re.escape(head[:-1]) + literal + re.escape(tail[1:])
-                              + b"(" + re.escape(usage_open) + rb")?.*\}\r\n\r\n"))
+                              + b"(?:(" + re.escape(usage_open) + rb".*)|.*)\}\r\n\r\n"))
     return tuple(out)
 
 
@@ -131,40 +132,42 @@ class PlainText:
         """The plain text events at the start of one read, in Google's framing, up to the first other one: (their
         literals as orjson writes them, their texts, where they end). Events of an empty text are taken and left out.
 
-        Some checks are made once for the whole run rather than per event: its only line breaks are the events'
-        separators, its only escapes are in the texts' literals, it holds no `"error"` or
-        `"promptFeedback"` (a text's literal can hold one only just before its
+        The events are found by one `split` of the read with the spelling's pattern, in C: a read of plain events
+        (or of plain events and, last, others) is the groups of its matches with nothing between them. A read
+        where something else comes between two plain events, or where an event has no usage first after its
+        candidates, is matched event by event (`_events`). Some checks are made once for the whole run rather
+        than per event: its only line breaks are the events' separators, its only escapes are in the texts'
+        literals, it holds no `"error"` or `"promptFeedback"` (a text's literal can hold one only just before its
         closing quote, `\\"error"`, and then the run is merely declined), and all its literals are valid (one
         decoding). Declined: ([], [], 0).
         """
-        match = self.framed.match
-        m = match(data)
-        if m is None:
+        parts = self.framed.split(data)
+        if parts[0]:  # the first event is not plain in the spelling last met: another spelling, or declined
             for pattern in FRAMED_SHAPES:
-                m = pattern.match(data)
-                if m is not None:
-                    self.framed, match = pattern, pattern.match
+                if pattern.match(data) is not None:
+                    self.framed = pattern
+                    parts = pattern.split(data)
                     break
             else:
                 return [], [], 0
-        find = data.find
-        literals: list[bytes] = []
-        with_usage: re.Match[bytes] | None = None  # the last event with a usage, and where it ends
-        usage_end = end = 0
-        while m is not None:
-            literal, usage = m.group(1, 2)
-            stop = m.end()
-            if usage is not None:
-                with_usage, usage_end = m, stop - 4
-            elif find(_USAGE, m.end(1), stop) >= 0:
-                break
-            literals.append(literal)
-            end = stop
-            m = match(data, end)
+        literals: list[bytes] = parts[1::3]
+        usages: list[bytes | None] = parts[2::3]
+        gaps = parts[3::3]  # what follows each match: nothing but after the last of the run
+        if not literals:
+            return [], [], 0
+        if any(gaps[:-1]) or None in usages:
+            literals, usage, end = self._events(data)
+        else:
+            usage, end = usages[-1], len(data) - len(gaps[-1])
+        if not end:
+            return [], [], 0
+        whole = end == len(data)  # (a call with bounds costs more than the scan of a read)
+        count, find = data.count, data.find
         joined = b",".join(literals)
-        if (not end or data.count(b"\r", 0, end) != 2 * len(literals)
-                or (find(b"\\", 0, end) >= 0 and data.count(b"\\", 0, end) != joined.count(b"\\"))
-                or find(b'"error"', 0, end) >= 0 or find(b'"promptFeedback"', 0, end) >= 0):
+        if ((count(b"\r") if whole else count(b"\r", 0, end)) != 2 * len(literals)
+                or (find(b"\\") >= 0 and (count(b"\\") if whole else count(b"\\", 0, end)) != joined.count(b"\\"))
+                or (find(b'"error"') if whole else find(b'"error"', 0, end)) >= 0
+                or (find(b'"promptFeedback"') if whole else find(b'"promptFeedback"', 0, end)) >= 0):
             return [], [], 0
         try:
             texts: list[str] = orjson.loads(b"[" + joined + b"]")
@@ -175,9 +178,29 @@ class PlainText:
         if "" in texts:
             kept = [(lit, t) for lit, t in zip(literals, texts, strict=True) if t]
             literals, texts = [lit for lit, _ in kept], [t for _, t in kept]
-        if with_usage is not None:
-            self.usage_payload = (data[with_usage.start(2):usage_end], 0)
+        if usage is not None:
+            self.usage_payload = (usage + b"}", 0)
         return literals, texts, end
+
+    def _events(self, data: bytes) -> tuple[list[bytes], bytes | None, int]:
+        """`run`'s events matched one by one: (the literals, the newest usage's bytes but its closing brace, where
+        they end). An event without a usage first, but with one later, ends the run before it."""
+        match = self.framed.match
+        m = match(data)
+        literals: list[bytes] = []
+        usage: bytes | None = None
+        end = 0
+        while m is not None:
+            literal, found = m.group(1, 2)
+            stop = m.end()
+            if found is not None:
+                usage = found
+            elif data.find(_USAGE, m.end(1), stop) >= 0:
+                break
+            literals.append(literal)
+            end = stop
+            m = match(data, end)
+        return literals, usage, end
 
     def usage(self, parsed: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
         """The newest usage: the one kept as bytes (parsed now, once) if newer than `parsed`."""

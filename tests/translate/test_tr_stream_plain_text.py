@@ -21,6 +21,7 @@ from app.errors import UpstreamError
 from app.translate.chat_request import ResponseOptions
 from app.translate.chat_response import ResponseContext
 from app.translate.chat_stream import ChatStreamTranscoder, ChatStreamTranslator
+from app.translate.plain_text import PlainText
 
 from .plain_text_support import (
     SAMPLE_TEXTS,
@@ -197,6 +198,36 @@ def test_the_plain_events_of_a_read_in_googles_framing_take_a_byte_path() -> Non
     taken, out = run_taken(one * 2 + one[:-9])  # an event cut by the read: kept for the next one
     assert taken == 2 and len(parse_sse(out)) == 2
 
+
+
+def test_a_read_of_plain_events_is_split_at_once_and_one_with_others_between_them_event_by_event(monkeypatch) -> None:
+    """`PlainText.run` finds a read's plain events with one `split`; a read where another event comes between two
+    plain ones, or where an event carries no usage first, is matched event by event, with the same result."""
+    usages = [{**USAGE, "candidatesTokenCount": n} for n in range(3)]
+    plain = [framed(dumps(text_event(t, usage=u), "compact")) for t, u in zip(("a", " b", " c"), usages, strict=True)]
+    finish = framed(dumps(json.loads(DECLINED["finish reason"]), "compact"))
+    call = framed(dumps({"candidates": [{"content": {"parts": [{"functionCall": {"name": "f"}}], "role": "model"}}]}))
+    no_usage = framed(dumps(text_event(" d", usage=None), "compact"))
+    later_usage = framed(b'{"candidates":[{"content":{"parts":[{"text":" e"}],"role":"model"},"index":0}],'
+                         b'"modelVersion":"m","usageMetadata":{"promptTokenCount":3}}')
+    reads = {  # read -> (texts of the run, where it ends, the usage kept, whether it was split at once)
+        b"".join(plain): (["a", " b", " c"], sum(map(len, plain)), usages[2], True),
+        b"".join(plain) + finish: (["a", " b", " c"], sum(map(len, plain)), usages[2], True),
+        b"".join(plain) + finish + plain[0]: (["a", " b", " c"], sum(map(len, plain)), usages[2], False),
+        plain[0] + call + plain[1]: (["a"], len(plain[0]), usages[0], False),
+        plain[0] + no_usage + plain[1]: (["a", " d", " b"], len(plain[0] + no_usage + plain[1]), usages[1], False),
+        plain[0] + later_usage + plain[1]: (["a"], len(plain[0]), usages[0], False),
+    }
+    one_by_one = PlainText._events
+    used: list[bool] = []
+    monkeypatch.setattr(PlainText, "_events", lambda self, data: used.append(True) or one_by_one(self, data))
+    for data, (texts_sent, end, usage, at_once) in reads.items():
+        used.clear()
+        recogniser = PlainText()
+        literals, texts_taken, taken_end = recogniser.run(data)
+        assert (texts_taken, taken_end, not used) == (texts_sent, end, at_once), data
+        assert literals == [json.dumps(t).encode() for t in texts_taken]
+        assert recogniser.usage(None) == usage  # the newest usage taken, kept as bytes and parsed when asked for
 
 TAIL_ODDITIES = {
     "a lone CR as whitespace": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],\r'
