@@ -137,8 +137,7 @@ class PlainText:
         where something else comes between two plain events, or where an event has no usage first after its
         candidates, is matched event by event (`_events`). Some checks are made once for the whole run rather
         than per event: its only line breaks are the events' separators, its only escapes are in the texts'
-        literals, it holds no `"error"` or `"promptFeedback"` (a text's literal can hold one only just before its
-        closing quote, `\\"error"`, and then the run is merely declined), and all its literals are valid (one
+        literals, it holds no `"error"` or `"promptFeedback"` member, and all its literals are valid (one
         decoding). Declined: ([], [], 0).
         """
         parts = self.framed.split(data)
@@ -155,32 +154,41 @@ class PlainText:
         gaps = parts[3::3]  # what follows each match: nothing but after the last of the run
         if not literals:
             return [], [], 0
-        if any(gaps[:-1]) or None in usages:
-            literals, usage, end = self._events(data)
-        else:
+        if all(usages) and not any(gaps[:-1]):  # (a usage group is never empty)
+            # The events are their fixed spellings, their literals and their usage groups (to the closing brace):
+            # a line break, an escape, an `"error"` or a `"promptFeedback"` outside the literals is in those groups.
+            rest = b"".join(usages)  # type: ignore[arg-type]
+            if (rest.find(b"\r") >= 0 or rest.find(b"\\") >= 0 or rest.find(b'"error"') >= 0
+                    or rest.find(b'"promptFeedback"') >= 0):
+                return [], [], 0
             usage, end = usages[-1], len(data) - len(gaps[-1])
-        if not end:
-            return [], [], 0
-        whole = end == len(data)  # (a call with bounds costs more than the scan of a read)
-        count, find = data.count, data.find
+        else:
+            literals, usage, end = self._events(data)
+            if not end or not self._clean(data, end, literals):
+                return [], [], 0
         joined = b",".join(literals)
-        if ((count(b"\r") if whole else count(b"\r", 0, end)) != 2 * len(literals)
-                or (find(b"\\") >= 0 and (count(b"\\") if whole else count(b"\\", 0, end)) != joined.count(b"\\"))
-                or (find(b'"error"') if whole else find(b'"error"', 0, end)) >= 0
-                or (find(b'"promptFeedback"') if whole else find(b'"promptFeedback"', 0, end)) >= 0):
-            return [], [], 0
         try:
             texts: list[str] = orjson.loads(b"[" + joined + b"]")
         except orjson.JSONDecodeError:
             return [], [], 0
-        if b"\\" in joined:
-            literals = [orjson.dumps(t) if b"\\" in lit else lit for lit, t in zip(literals, texts, strict=True)]
+        if joined.find(b"\\") >= 0:
+            literals = [orjson.dumps(t) if lit.find(b"\\") >= 0 else lit for lit, t in zip(literals, texts, strict=True)]
         if "" in texts:
             kept = [(lit, t) for lit, t in zip(literals, texts, strict=True) if t]
             literals, texts = [lit for lit, _ in kept], [t for _, t in kept]
         if usage is not None:
             self.usage_payload = (usage + b"}", 0)
         return literals, texts, end
+
+    @staticmethod
+    def _clean(data: bytes, end: int, literals: list[bytes]) -> bool:
+        """No line break but the separators, no escape but in the literals, no `"error"` or `"promptFeedback"` in
+        `data[:end]`, a run of `len(literals)` events (`_events`). (A text's literal can hold `"error"` only just
+        before its closing quote, `\\"error"`: such a run is merely declined.)"""
+        find = data.find
+        return not (data.count(b"\r", 0, end) != 2 * len(literals)
+                    or (find(b"\\", 0, end) >= 0 and data.count(b"\\", 0, end) != b"".join(literals).count(b"\\"))
+                    or find(b'"error"', 0, end) >= 0 or find(b'"promptFeedback"', 0, end) >= 0)
 
     def _events(self, data: bytes) -> tuple[list[bytes], bytes | None, int]:
         """`run`'s events matched one by one: (the literals, the newest usage's bytes but its closing brace, where

@@ -236,6 +236,16 @@ TAIL_ODDITIES = {
                                b'"usageMetadata": {"promptTokenCount": 3},\n"modelVersion": "m"}',
     "an escape after the text": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],'
                                 b'"usageMetadata": {"promptTokenCount": 3},"modelVersion": "m\\/2"}',
+    # after a usage first: each event of the read looks plain to the pattern, the read is split at once
+    "a lone CR after the usage": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],'
+                                 b'"usageMetadata": {"promptTokenCount": 3},\r"modelVersion": "m"}',
+    "an error member after the usage": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],'
+                                       b'"usageMetadata": {"promptTokenCount": 3},"error": {"code": 500,"message": "boom",'
+                                       b'"status": "INTERNAL"}}',
+    "prompt feedback after the usage": b'{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"index": 0}],'
+                                       b'"usageMetadata": {"promptTokenCount": 3},"promptFeedback": {"blockReason": "SAFETY"}}',
+    "a text ending in an escaped quote and error": b'{"candidates": [{"content": {"parts": [{"text": "say \\"error"}],'
+                                                   b'"role": "model"},"index": 0}],"usageMetadata": {"promptTokenCount": 3}}',
 }
 
 
