@@ -61,6 +61,8 @@ LEASES = PREFIX + "leases:"
 RECORD = PREFIX + "adm:"  # + an admission's id: what it took, until settled (an undo reads it)
 GRANT_REQUESTS = 64  # a grant: units (slots) taken ahead for this many requests of the cost of the one asking
 GRANT_FLOOR = 1024  # granted only while this many more such requests fit in the window (lease set): exact near limits
+GRANT_LOW = GRANT_REQUESTS  # a window's grant left with units for fewer requests than this: the next admission
+# asks ahead (its own script call) while the others go on from what is left, so a busy replica never runs dry
 GRANT_TTL = 10.0  # seconds a granted concurrency slot lives unless the heartbeat renews it (a crashed replica's expire)
 GRANT_FLUSH = 0.05  # seconds before a grant's overrun (real usage past the units taken ahead) is forced into Redis
 RECORD_TTL = 600  # at least, seconds an admission's record is kept (and as long as its leases): an undo after a lost
@@ -585,12 +587,18 @@ class RedisBackend(Backend):
         return int((time.monotonic() * 1000 + self._offset_ms) // 60000)
 
     def _from_grants(self, plan: Plan) -> Verdict | None:
-        """The admission served from the units and slots taken ahead, or None when they do not cover it."""
+        """The admission served from the units and slots taken ahead, or None when they do not cover it, or when a
+        window's grant runs low (`GRANT_LOW`) far from its limit and no admission asks ahead for it yet: this one
+        then does, before the grant runs out (an admission finding it empty meanwhile is one exact script call:
+        under load, one per request until the grant came)."""
         minute = self._minute()
         grants, slots = self.grants, self.slots
         for key, limit, cost in plan.hits:
             g = grants.get(key)
             if g is None or g.minute != minute or g.left < cost or g.limit != limit:
+                return None
+            unit = max(1, cost)
+            if g.left - cost < GRANT_LOW * unit and g.seen >= GRANT_FLOOR * unit and key not in self._asking:
                 return None
         for subject, limit in plan.leases:
             pool = slots.get(subject)
@@ -638,7 +646,8 @@ class RedisBackend(Backend):
             keys.append(WINDOWS + key)
             g = self.grants.get(key)
             held = g.left if g is not None and g.minute == minute and g.limit == limit else 0
-            want = 0 if key in self._asking else max(0, ahead * max(1, cost) - held)
+            # up to `GRANT_LOW` more than a grant: asked for again when that much is left, a grant's worth each time
+            want = 0 if key in self._asking or not ahead else max(0, (ahead + GRANT_LOW) * max(1, cost) - held)
             if want:
                 asking.append(key)
             args += (limit, cost, want)

@@ -730,7 +730,7 @@ async def test_a_changed_limit_is_not_served_from_what_was_granted(redis):
 @pytest.mark.anyio
 async def test_admissions_missing_the_grant_together_ask_ahead_once(redis):
     from app.gateway.ratelimit import Plan
-    from app.gateway.shared import GRANT_REQUESTS
+    from app.gateway.shared import GRANT_LOW, GRANT_REQUESTS
 
     away_from_a_minute_boundary()
     state, limiter, _, _ = limiter_on(redis)
@@ -740,10 +740,35 @@ async def test_admissions_missing_the_grant_together_ask_ahead_once(redis):
         verdicts = await asyncio.gather(*(backend.admit(p) for p in plans))
         assert not any(v.refused for v in verdicts)
         taken = window_count(redis, "key:m/rpm")
-        assert taken - 8 == backend.grants["key:m/rpm"].left <= GRANT_REQUESTS  # one grant, not eight
+        assert taken - 8 == backend.grants["key:m/rpm"].left <= GRANT_REQUESTS + GRANT_LOW  # one grant, not eight
     finally:
         await state.redis.aclose()
 
+
+
+@pytest.mark.anyio
+async def test_a_busy_replica_asks_ahead_before_its_grant_runs_out(redis):
+    """Admissions 16 at a time (fewer than `GRANT_LOW`): the units are asked for again while some are left, so no
+    admission finds the grant empty; one script per grant's worth of requests, not one per admission until a grant
+    came (the first round, with nothing granted yet, is exact)."""
+    from app.gateway.ratelimit import Plan
+    from app.gateway.shared import GRANT_REQUESTS
+
+    away_from_a_minute_boundary()
+    state, limiter, _, _ = limiter_on(redis)
+    backend = limiter.shared
+    try:
+        scripts = ScriptCalls(backend)
+        for r in range(12):
+            if r == 1:
+                scripts.count = 0  # (the first round: nothing granted yet)
+            plans = [Plan(f"b{r}-{i}", [("key:b/rpm", 1_000_000, 1)], [], []) for i in range(16)]
+            verdicts = await asyncio.gather(*(backend.admit(p) for p in plans))
+            assert not any(v.refused for v in verdicts)
+        assert scripts.count <= 11 * 16 // GRANT_REQUESTS + 1, scripts.count
+        assert window_count(redis, "key:b/rpm") == 12 * 16 + backend.grants["key:b/rpm"].left
+    finally:
+        await state.redis.aclose()
 
 @pytest.mark.anyio
 async def test_a_lost_admission_with_grants_is_undone_whole(redis):
