@@ -692,6 +692,8 @@ class RedisBackend(Backend):
                 else:
                     g.left += granted
                     g.seen = left
+            elif g is not None:  # what Redis has left now: near the floor, the units held are used up here, not asked
+                g.seen = left  # for again by every admission (none would be granted) while they stay unused
             remaining.append(left + g.left if g is not None else left)
         for (subject, limit), granted in zip(plan.leases, reply[4 + 2 * nh:], strict=True):
             members = [f"{plan.ident}:{n}" for n in range(1, int(granted) + 1)]

@@ -770,6 +770,33 @@ async def test_a_busy_replica_asks_ahead_before_its_grant_runs_out(redis):
     finally:
         await state.redis.aclose()
 
+
+@pytest.mark.anyio
+async def test_near_the_floor_the_units_held_are_used_up_not_asked_for_again(redis):
+    """Other replicas take a window near its floor after this one's grant: once Redis says so, this replica's
+    admissions use up the units it holds (no grant would come) instead of each asking for more; then exact calls."""
+    from app.gateway.ratelimit import Plan
+    from app.gateway.shared import GRANT_FLOOR, SharedState
+
+    away_from_a_minute_boundary()
+    state = SharedState(redis.url)
+    state.replicas = 1
+    backend = state.backend()
+    hits = [("key:z/rpm", 4000, 1)]
+    try:
+        await backend.admit(Plan("z0", hits, [], []))
+        units, others = backend.grants["key:z/rpm"].left, backend.grants["key:z/rpm"].seen - GRANT_FLOOR + 10
+        redis.command("HINCRBY", "gemini-proxy:win:key:z/rpm", "c", str(others))  # the other replicas' requests
+        scripts = ScriptCalls(backend)
+        for i in range(1, 200):
+            assert not (await backend.admit(Plan(f"z{i}", hits, [], []))).refused
+        g = backend.grants["key:z/rpm"]
+        assert g.left == 0 and g.seen < GRANT_FLOOR  # all used, none stranded
+        assert scripts.count == 199 - units  # one asked (the floor seen), the held units served, then exact calls
+        assert window_count(redis, "key:z/rpm") == 200 + others
+    finally:
+        await state.redis.aclose()
+
 @pytest.mark.anyio
 async def test_a_lost_admission_with_grants_is_undone_whole(redis):
     """The admission that took units and slots ahead lost its reply: the undo gives back the hit, the units ahead
