@@ -256,8 +256,9 @@ class UpstreamClient:
             timeout=aiohttp.ClientTimeout(
                 total=self.timeouts.total, sock_connect=self.timeouts.connect, sock_read=self.timeouts.first_byte
             ),
-            skip_auto_headers=("User-Agent",),
+            # (a user-agent here keeps aiohttp's own out; `skip_auto_headers` would copy the headers per request)
             headers={"user-agent": "gemini-proxy", "content-type": "application/json"},  # not aiohttp's octet-stream
+            cookie_jar=aiohttp.DummyCookieJar(),  # one session serves every client: nothing Google sets is sent back
         )
 
     async def close(self) -> None:

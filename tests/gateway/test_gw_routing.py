@@ -319,3 +319,43 @@ def test_requests_to_google_are_sent_as_json(gateway, fake) -> None:
     r = httpx.post(gateway.url + "/v1/chat/completions", json={"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 200
     assert fake.requests()[-1]["headers"].get("content-type", "").startswith("application/json")
+
+
+def test_requests_to_google_say_who_sends_them_once(gateway, fake) -> None:
+    r = httpx.post(gateway.url + "/v1/chat/completions", json={"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200
+    assert fake.requests()[-1]["headers"].get("user-agent") == "gemini-proxy"
+
+
+@pytest.mark.anyio
+async def test_a_cookie_google_sets_is_never_sent_back() -> None:
+    """One upstream session serves every client: a cookie set on one answer must not ride on the next request."""
+    from aiohttp import web
+
+    from app.upstream.client import Timeouts, UpstreamClient
+
+    seen: list[dict[str, str]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append({"cookie": request.headers.get("cookie", ""), "user-agent": ",".join(request.headers.getall("user-agent", []))})
+        response = web.json_response({"ok": True})
+        response.set_cookie("session", "from-google", path="/")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1beta/models/{rest}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = UpstreamClient(Timeouts(connect=5, first_byte=5, total=10, stream_idle=5))
+    await client.start()
+    try:
+        url = f"http://localhost:{port}/v1beta/models/m:generateContent"  # a host name: cookies from an IP are never kept
+        for _ in range(2):
+            assert await client.post_json(url, b"{}", {"x-goog-api-key": "k"}) == {"ok": True}
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert seen == [{"cookie": "", "user-agent": "gemini-proxy"}] * 2
