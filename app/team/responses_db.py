@@ -98,6 +98,8 @@ class DatabaseResponseStore:
         if self._pruner is not None:
             self._pruner.cancel()
             await asyncio.wait([self._pruner])
+        if self._writer is None and self._queue:  # left by a writer that was cancelled
+            self._writer = asyncio.get_running_loop().create_task(self._write_queued())
         if self._writer is not None:
             await asyncio.wait([self._writer])
         connection = self._sqlite
@@ -244,7 +246,10 @@ class DatabaseResponseStore:
 
     async def _write_queued(self) -> None:
         """Commit every row queued, in one transaction per turn, until none is left; a batch the database does
-        not take is kept in memory (the puts waiting for it return as if it had)."""
+        not take is kept in memory (the puts waiting for it return as if it had). Cancelled (a loop torn down
+        without `stop`), the puts of the batch in flight end cancelled instead of waiting for ever; rows still
+        queued go with the next writer (the next put's, or `stop`'s)."""
+        batch: list[tuple[StoredResponse, tuple[Any, ...], asyncio.Future[None]]] = []
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
@@ -262,6 +267,9 @@ class DatabaseResponseStore:
                         done.set_result(None)
         finally:
             self._writer = None
+            for _, _, done in batch:
+                if not done.done():
+                    done.cancel()
 
     def _failed(self, exc: BaseException) -> None:
         if not self._failing:

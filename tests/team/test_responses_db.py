@@ -154,6 +154,48 @@ async def test_a_batch_the_database_refuses_is_kept_in_memory_even_when_its_clie
 
 
 @pytest.mark.anyio
+async def test_puts_made_in_one_turn_share_one_commit(backend_url, monkeypatch):
+    async with opened_store(backend_url) as store:
+        transactions: list[int] = []
+        run = store._run
+
+        async def counted(sql: str, parameters: Any, want: str, at_once: bool = True) -> Any:
+            if want == "many":
+                transactions.append(len(parameters))
+            return await run(sql, parameters, want, at_once)
+
+        monkeypatch.setattr(store, "_run", counted)
+        await asyncio.gather(*(store.put(record(f"resp_t{i}")) for i in range(5)))
+        await store.put(record("resp_alone"))
+        assert transactions == [5, 1]
+        assert all([await store.get(f"resp_t{i}", "key:a") for i in range(5)])
+
+
+@pytest.mark.anyio
+async def test_a_writer_cancelled_ends_its_puts_and_stop_writes_the_rows_left(database_url, tmp_path):
+    """A writer cancelled (a loop torn down without `stop`): the puts of its batch end instead of waiting for ever,
+    and a row queued behind it is written by `stop`."""
+    async with opened_store(database_url) as store:
+        with other_writer(tmp_path) as other:
+            other.execute("BEGIN IMMEDIATE")
+            first = asyncio.ensure_future(store.put(record("resp_first")))
+            await asyncio.sleep(0.05)  # its batch waits for the lock in a worker thread
+            second = asyncio.ensure_future(store.put(record("resp_second")))
+            await asyncio.sleep(0.01)  # queued behind it
+            assert store._writer is not None
+            store._writer.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(first, 5)
+            assert not second.done()
+            other.execute("COMMIT")
+        await store.stop()
+        await asyncio.wait_for(second, 5)
+    with contextlib.closing(sqlite3.connect(tmp_path / "gemini-proxy.db")) as check:
+        ids = {row[0] for row in check.execute("SELECT id FROM responses")}
+    assert "resp_second" in ids
+
+
+@pytest.mark.anyio
 async def test_the_store_on_an_in_memory_sqlite_engine():
     """No file: the engine's own connection, with its driver's parameter style."""
     from app.team.db import create_engine
