@@ -56,3 +56,6 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
+    # Recent Alembic says which of its autogenerate plugins it set up, one line each, at every start:
+    # nothing an operator acts on. Its migration lines ("Running upgrade ...") stay.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

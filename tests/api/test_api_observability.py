@@ -486,3 +486,24 @@ def test_the_access_log_off_writes_no_line(serve_cli, fake) -> None:
     assert all(request_id not in stderr for name, (request_id, _) in seen.items() if name != "503")
     assert "[trace-upstream-down]" in stderr, "ordinary log lines are still written"
     _assert_no_secret(served)
+
+
+def test_alembic_plugin_lines_are_left_out_and_its_migration_lines_kept(capsys) -> None:
+    from app.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    plugins = logging.getLogger("alembic.runtime.plugins")
+    try:
+        configure_logging("info")
+        plugins.info("setup plugin %s", "alembic.autogenerate.schemas")
+        logging.getLogger("alembic.runtime.migration").info("Running upgrade 0002 -> 0003")
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        plugins.setLevel(logging.NOTSET)
+    err = capsys.readouterr().err
+    assert "Running upgrade 0002 -> 0003" in err and "setup plugin" not in err
