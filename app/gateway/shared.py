@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from app.gateway.ratelimit import HIT, LEASE_TTL, Backend, Plan, Settlement, Verdict
+from app.gateway.ratelimit import HIT, LEASE, LEASE_TTL, Backend, Plan, Settlement, Verdict
 from app.gateway.signatures import MemorySignatureStore
 from app.gateway.upstreams import Upstream
 
@@ -627,6 +627,14 @@ class RedisBackend(Backend):
             if g is not None and g.left > 0:  # this process's own unused units may be what fills the window:
                 units, g.left = g.left, 0  # given back, and the admission tried once more
                 await self._force(keys=[WINDOWS + key], args=[-units, g.minute])
+                verdict = await self._scripted(plan)
+        if verdict.refused == LEASE:
+            subject = plan.leases[verdict.index][0]
+            pool = self.slots.get(subject)
+            if pool is not None and pool.free:  # and its own free slots may be what fills the lease set: given
+                back = pool.free[:]  # back (removed from the set), and the admission tried once more
+                pool.drop_free()
+                await self._renew_script(keys=[_lease_set(subject)], args=[0, 0, 0, 0, len(back), *back])
                 verdict = await self._scripted(plan)
         return verdict
 

@@ -889,3 +889,38 @@ async def test_a_stopping_replica_gives_back_what_it_took_ahead(redis):
         assert lease_count(redis) == 0 and breaker.failures == []
     finally:
         await state.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_replica_refused_a_lease_gives_its_own_free_slots_back_and_is_admitted(redis):
+    """Slots taken ahead count in Redis: when the other replicas fill a concurrency limit, this replica's own free
+    slots may be what fills it. A lease refusal then gives them back and tries once more (as a window refusal gives
+    back the units held), instead of refusing while holding free slots."""
+    from app.gateway.ratelimit import LEASE, Plan
+    from app.gateway.shared import GRANT_FLOOR, GRANT_REQUESTS, SharedState
+
+    away_from_a_minute_boundary()
+    state = SharedState(redis.url)
+    backend = state.backend()
+    limit = GRANT_FLOOR + 200
+    lease_set = "gemini-proxy:leases:{key:full}"
+    try:
+        first = await backend.admit(Plan("a1", [("key:full/rpm", 10**6, 1)], [], [("key:full", limit)]))
+        assert first.refused == 0
+        pool = backend.slots["key:full"]
+        assert len(pool.free) == GRANT_REQUESTS  # taken ahead, far from the limit
+        others = limit - number(redis.command("ZCARD", lease_set))
+        for i in range(others):  # the other replicas' requests fill the set
+            redis.command("ZADD", lease_set, str(2**50), f"other:{i}")
+        assert number(redis.command("ZCARD", lease_set)) == limit
+        # a window without a grant yet: this admission is a script, and the lease set is full
+        verdict = await backend.admit(Plan("a2", [("key:full/tpm", 10**9, 100)], [], [("key:full", limit)]))
+        assert verdict.refused == 0, verdict
+        assert pool.free == [] and number(redis.command("ZCARD", lease_set)) == limit - GRANT_REQUESTS + 1
+        # with no free slot of its own left, a full set refuses
+        for i in range(GRANT_REQUESTS - 1):
+            redis.command("ZADD", lease_set, str(2**50), f"later:{i}")
+        refused = await backend.admit(Plan("a3", [("key:full/tpm", 10**9, 100)], [], [("key:full", limit)]))
+        assert refused.refused == LEASE
+    finally:
+        await state.redis.aclose()
