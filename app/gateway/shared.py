@@ -630,11 +630,8 @@ class RedisBackend(Backend):
                 verdict = await self._scripted(plan)
         if verdict.refused == LEASE:
             subject = plan.leases[verdict.index][0]
-            pool = self.slots.get(subject)
-            if pool is not None and pool.free:  # and its own free slots may be what fills the lease set: given
-                back = pool.free[:]  # back (removed from the set), and the admission tried once more
-                pool.drop_free()
-                await self._renew_script(keys=[_lease_set(subject)], args=[0, 0, 0, 0, len(back), *back])
+            # and its own free slots may be what fills the lease set: given back, and the admission tried once more
+            if await self._return_free_slots([subject]):
                 verdict = await self._scripted(plan)
         return verdict
 
@@ -841,17 +838,24 @@ class RedisBackend(Backend):
         if self._forced:
             forced, self._forced = self._forced, {}
             await self._force_all(forced)
+        await self._return_free_slots(list(self.slots))
+        if self.lost_admissions or self.lost_releases:
+            await self._make_good()
+
+    async def _return_free_slots(self, subjects: list[str]) -> bool:
+        """The free slots taken ahead for these lease subjects removed from their sets in Redis (one `_RENEW` call,
+        nothing renewed) and no longer given out here; whether there were any."""
         keys: list[str] = []
         back: list[Any] = [0, 0]
-        for subject, pool in self.slots.items():
-            if pool.free:
+        for subject in subjects:
+            pool = self.slots.get(subject)
+            if pool is not None and pool.free:
                 keys.append(_lease_set(subject))
                 back += (0, 0, len(pool.free), *pool.free)
                 pool.drop_free()
         if keys:
             await self._renew_script(keys=keys, args=back)
-        if self.lost_admissions or self.lost_releases:
-            await self._make_good()
+        return bool(keys)
 
     async def settle(self, s: Settlement) -> None:
         served = self.served.pop(s.ident, None)
