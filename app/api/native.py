@@ -53,7 +53,7 @@ from app.services import Services
 from app.translate.capabilities import ModelCapabilities
 from app.translate.native import (
     forwarded_query,
-    rename_batch_models,
+    rename_body_models,
     sniff_usage,
     vertex_model_to_gemini,
     vertex_models_to_gemini,
@@ -211,8 +211,8 @@ class NativeGemini(Endpoint):
             if model:
                 _check_model_id(target.model)
             sent = body
-            if verb == "batchEmbedContents" and target.model != model:
-                sent = rename_batch_models(body, model, target.model)
+            if target.model != model:
+                sent = rename_body_models(body, verb, model, target.model)
             return UpstreamCall(verb, sent, None, stream=verb == STREAM_VERB)
 
         return prepare

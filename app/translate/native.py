@@ -6,10 +6,11 @@ pure function:
 
 * `forwarded_query`: the client's query string without its credentials
   (`key`, `access_token`); everything else (`alt=sse`, `pageSize`, ...) as sent.
-* `rename_batch_models`: `batchEmbedContents` repeats the model in every
-  request of the batch (`requests[].model`), and Google wants the URL's model
-  there; when routing renamed the model (an alias), those fields are renamed
-  too. The only case where the body changes.
+* `rename_body_models`: three verbs name the model again in the body
+  (`embedContent`: `model`; `batchEmbedContents`: `requests[].model`;
+  `countTokens`: `generateContentRequest.model`), and Google wants the URL's
+  model there; when routing renamed the model (an alias), those fields are
+  renamed too. The only case where the body changes.
 * `vertex_model_to_gemini` / `vertex_models_to_gemini`: on a Vertex AI
   upstream, its publisher models shown as the Gemini API's `Model` resources
   (name, id, version), so that google-genai's `models.list()` / `models.get()`
@@ -27,6 +28,7 @@ from urllib.parse import unquote_plus
 import orjson
 
 CREDENTIAL_PARAMS = frozenset({"key", "access_token"})
+BODY_MODELS = frozenset({"embedContent", "batchEmbedContents", "countTokens"})  # verbs whose body names the model
 
 _USAGE = b'"usageMetadata"'
 _SNIFF_SPAN = 8192  # at most this much is parsed; Google's tail from usageMetadata on is a few hundred bytes
@@ -47,24 +49,31 @@ def forwarded_query(query: bytes) -> str:
     return "?" + "&".join(kept) if kept else ""
 
 
-def rename_batch_models(body: bytes, requested: str, model: str) -> bytes:
-    """A `batchEmbedContents` body whose `requests[].model` name `requested` renamed to `models/{model}`.
+def rename_body_models(body: bytes, verb: str, requested: str, model: str) -> bytes:
+    """A body of `verb` whose model fields naming `requested` are renamed to `models/{model}` (`BODY_MODELS`).
 
     The body is returned as it came when nothing names `requested` (or it is not
-    a JSON object with `requests`: Google will say what is wrong with it).
+    the JSON object the verb takes: Google will say what is wrong with it).
     """
+    if verb not in BODY_MODELS:
+        return body
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
         return body
-    requests = payload.get("requests") if isinstance(payload, dict) else None
-    if not isinstance(requests, list):
+    if not isinstance(payload, dict):
         return body
+    if verb == "batchEmbedContents":
+        holders = payload.get("requests")
+        if not isinstance(holders, list):
+            return body
+    else:
+        holders = [payload if verb == "embedContent" else payload.get("generateContentRequest")]
     names = (requested, f"models/{requested}")
     renamed = False
-    for request in requests:
-        if isinstance(request, dict) and request.get("model") in names:
-            request["model"] = f"models/{model}"
+    for holder in holders:
+        if isinstance(holder, dict) and holder.get("model") in names:
+            holder["model"] = f"models/{model}"
             renamed = True
     return orjson.dumps(payload) if renamed else body
 

@@ -180,6 +180,18 @@ def test_embed_content_is_passed_on(side: Side, tap: Tap) -> None:
     assert [r["content"] for r in body["requests"]] == [r["content"] for r in json.loads(seen.sent[-1])["requests"]]
 
 
+def test_a_model_named_in_the_body_follows_the_alias(side: Side, tap: Tap) -> None:
+    """Google's own curl examples repeat the model in `embedContent`'s body; through an alias it is renamed there."""
+    body = {"model": "models/embedder", "content": {"parts": [{"text": "models/embedder stays as written"}]}}
+    response = httpx.post(f"{side.url}/v1beta/models/embedder:embedContent", json=body,
+                          headers={"x-goog-api-key": GATEWAY_KEY}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["embedding"]["values"]) > 8
+    sent = json.loads(tap.last()["body"])
+    assert sent["model"] == "models/gemini-embedding-001"
+    assert sent["content"] == body["content"]
+
+
 def test_thought_signatures_pass_untouched(side: Side, tap: Tap, fake: Any) -> None:
     client, seen = genai_client(side.url, version="v1beta")
     weather = types.FunctionDeclaration(

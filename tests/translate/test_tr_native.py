@@ -12,7 +12,7 @@ from app.api.native import NativeGemini, parse_path
 from app.errors import GatewayError
 from app.translate.native import (
     forwarded_query,
-    rename_batch_models,
+    rename_body_models,
     sniff_usage,
     vertex_model_to_gemini,
     vertex_models_to_gemini,
@@ -46,13 +46,42 @@ def test_batch_models_renamed_only_where_they_name_the_alias() -> None:
         {"model": "embedder", "content": {"parts": [{"text": "b"}]}},
         {"model": "models/other", "content": {"parts": [{"text": "c"}]}},
     ]})
-    renamed = json.loads(rename_batch_models(body, "embedder", "gemini-embedding-001"))
+    renamed = json.loads(rename_body_models(body, "batchEmbedContents", "embedder", "gemini-embedding-001"))
     assert [r["model"] for r in renamed["requests"]] == ["models/gemini-embedding-001"] * 2 + ["models/other"]
     assert renamed["requests"][0]["content"]["parts"][0]["text"] == "models/embedder"
     untouched = b'{"requests": [ {"model": "models/x", "content": {}} ]}'
-    assert rename_batch_models(untouched, "embedder", "gemini-embedding-001") is untouched
+    assert rename_body_models(untouched, "batchEmbedContents", "embedder", "gemini-embedding-001") is untouched
     for odd in (b"not json", b"[1]", b'{"requests": 3}'):
-        assert rename_batch_models(odd, "embedder", "m") is odd
+        assert rename_body_models(odd, "batchEmbedContents", "embedder", "m") is odd
+
+
+@pytest.mark.parametrize(("verb", "body", "path"), [
+    ("embedContent", {"model": "models/embedder", "content": {"parts": [{"text": "embedder"}]}}, ("model",)),
+    ("embedContent", {"model": "embedder", "content": {"parts": [{"text": "x"}]}}, ("model",)),
+    ("countTokens", {"generateContentRequest": {"model": "models/embedder", "contents": []}},
+     ("generateContentRequest", "model")),
+])
+def test_the_model_named_in_the_body_of_other_verbs_is_renamed(verb: str, body: dict, path: tuple[str, ...]) -> None:
+    renamed = json.loads(rename_body_models(orjson.dumps(body), verb, "embedder", "gemini-embedding-001"))
+    found = renamed
+    for key in path:
+        found = found[key]
+    assert found == "models/gemini-embedding-001"
+    if verb == "embedContent":
+        assert renamed["content"] == body["content"]  # (text naming the alias is the client's, untouched)
+
+
+def test_bodies_without_the_alias_or_of_other_verbs_pass_untouched() -> None:
+    for verb, body in (
+        ("embedContent", b'{"model": "models/other", "content": {}}'),
+        ("embedContent", b'{"content": {}}'),
+        ("countTokens", b'{"contents": []}'),
+        ("countTokens", b'{"generateContentRequest": "odd"}'),
+        ("generateContent", b'{"model": "models/embedder", "contents": []}'),
+        ("streamGenerateContent", b'{"model": "embedder"}'),
+        ("embedContent", b"[1]"),
+    ):
+        assert rename_body_models(body, verb, "embedder", "gemini-embedding-001") is body
 
 
 def test_vertex_publisher_models_as_gemini_models() -> None:
