@@ -14,9 +14,38 @@ than discriminated unions: validation is cheaper and error locations stay
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from app.errors import InvalidRequest
+
+METADATA_PAIRS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512  # OpenAI's limits on `metadata`
+
+
+def _metadata_limits(metadata: dict[str, str]) -> dict[str, str]:
+    """OpenAI's limits on `metadata` (chat and Responses): a 400 naming the pair over them."""
+    if len(metadata) > METADATA_PAIRS:
+        raise InvalidRequest(
+            f"Invalid 'metadata': too many properties. Expected an object with at most {METADATA_PAIRS} properties, "
+            f"but got an object with {len(metadata)} properties instead.", param="metadata", code="object_above_max_properties",
+        )  # fmt: skip
+    for key, value in metadata.items():
+        if len(key) > METADATA_KEY_CHARS:
+            raise InvalidRequest(
+                f"Invalid 'metadata': property name too long. Expected a name with maximum length {METADATA_KEY_CHARS}, "
+                f"but got a name with length {len(key)} instead.", param="metadata", code="string_above_max_length",
+            )  # fmt: skip
+        if len(value) > METADATA_VALUE_CHARS:
+            raise InvalidRequest(
+                f"Invalid 'metadata.{key}': string too long. Expected a string with maximum length "
+                f"{METADATA_VALUE_CHARS}, but got a string with length {len(value)} instead.",
+                param=f"metadata.{key}", code="string_above_max_length",
+            )  # fmt: skip
+    return metadata
+
+
+Metadata = Annotated[dict[str, str], AfterValidator(_metadata_limits)]
 
 
 class _Open(BaseModel):
@@ -183,7 +212,7 @@ class ChatCompletionRequest(_Open):
 
     # Hints: accepted and not forwarded (see docs/parameters.md).
     user: str | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     store: bool | None = None
     service_tier: str | None = None
     safety_identifier: str | None = None

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas.openai import ExtraBody, GoogleOptions, InputAudio, ReasoningEffort
+from app.schemas.openai import ExtraBody, GoogleOptions, InputAudio, Metadata, ReasoningEffort
 
 
 class _Open(BaseModel):
@@ -122,7 +122,7 @@ class ResponsesRequest(_Open):
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None
     store: bool | None = True
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     truncation: Literal["auto", "disabled"] | None = None
 
     # Refused (400 naming them): no Gemini equivalent, and ignoring them would change the answer.

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from app.schemas.openai import METADATA_KEY_CHARS, METADATA_PAIRS, METADATA_VALUE_CHARS
 from app.translate import signatures
 from app.translate.capabilities import ModelCapabilities
 from app.translate.chat_request import GeminiCall, ResponseOptions, TranslationEnv, finish_body
@@ -45,8 +46,12 @@ def _stop(value: Any) -> bool:
     return type(value) is str or (type(value) is list and all(type(s) is str for s in value))
 
 
-def _metadata(value: Any) -> bool:
-    return type(value) is dict and all(type(v) is str for v in value.values())
+def _metadata(value: Any) -> bool:  # (over OpenAI's limits: the general path says which, schemas/openai.py)
+    return (
+        type(value) is dict
+        and len(value) <= METADATA_PAIRS
+        and all(type(v) is str and len(v) <= METADATA_VALUE_CHARS and len(k) <= METADATA_KEY_CHARS for k, v in value.items())
+    )
 
 
 def _stream_options(value: Any) -> bool:

@@ -101,6 +101,28 @@ def test_sdk_sees_bad_request(strict_client, fake):
     assert info.value.code == "invalid_type"
 
 
+@pytest.mark.parametrize(("metadata", "param", "code"), [
+    ({f"k{i}": "v" for i in range(17)}, "metadata", "object_above_max_properties"),
+    ({"note": "v" * 513}, "metadata.note", "string_above_max_length"),
+    ({"k" * 65: "v"}, "metadata", "string_above_max_length"),
+])
+def test_metadata_over_openais_limits_is_a_400_on_chat_and_responses(strict_client, fake, metadata, param, code):
+    """16 pairs, keys up to 64 characters, values up to 512: OpenAI's limits, on both endpoints (streamed too)."""
+    calls = (
+        lambda: strict_client.chat.completions.create(model=MODEL, messages=say("x"), metadata=metadata),
+        lambda: strict_client.chat.completions.create(model=MODEL, messages=say("x"), metadata=metadata, stream=True),
+        lambda: strict_client.responses.create(model=MODEL, input="x", metadata=metadata),
+    )
+    for call in calls:
+        with pytest.raises(openai.BadRequestError) as info:
+            call()
+        assert (info.value.param, info.value.code) == (param, code)
+    assert fake.requests() == []  # refused before Google
+    at_limit = {f"k{i:02d}" + "k" * 61: "v" * 512 for i in range(16)}
+    strict_client.chat.completions.create(model=MODEL, messages=say("x"), metadata=at_limit)
+    strict_client.responses.create(model=MODEL, input="x", metadata=at_limit)
+
+
 # -- size limit ---------------------------------------------------------------------------------------
 
 
