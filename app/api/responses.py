@@ -35,7 +35,7 @@ from app.api.sse import pump, stream_answer
 from app.api.validation import parse_body
 from app.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from app.gateway.dispatch import Outcome, UpstreamCall
-from app.gateway.responses_store import StoredResponse, conversation, owner_of
+from app.gateway.responses_store import ResponseGone, StoredResponse, conversation, owner_of
 from app.gateway.routing import Target, for_endpoint
 from app.pipeline.context import RequestContext
 from app.pipeline.seam import Answer, Call, Endpoint
@@ -129,12 +129,17 @@ class Responses(Endpoint):
     async def _history(self, req: ResponsesRequest, owner: str) -> list[InputItem]:
         if req.previous_response_id is None:
             return []
-        items = await conversation(self.services.responses, req.previous_response_id, owner)
-        if items is None:
-            raise InvalidRequest(
-                f"Previous response with id '{req.previous_response_id}' not found.",
-                param="previous_response_id", code="previous_response_not_found",
-            )  # fmt: skip
+        try:
+            items = await conversation(self.services.responses, req.previous_response_id, owner)
+        except ResponseGone as gone:
+            message = f"Previous response with id '{req.previous_response_id}' not found."
+            if gone.response_id != req.previous_response_id:
+                message = (
+                    f"Previous response with id '{req.previous_response_id}' continues response '{gone.response_id}', "
+                    "which was deleted or has expired, so its conversation cannot be rebuilt. Send the earlier turns as "
+                    "input items instead."
+                )
+            raise InvalidRequest(message, param="previous_response_id", code="previous_response_not_found") from None
         return [InputItem.model_validate(item) for item in items]
 
     async def _looked_up(

@@ -118,10 +118,17 @@ class MemoryResponseStore:
             self._bytes -= len(entry[1])
 
 
-async def conversation(
-    store: ResponseStore, response_id: str, owner: str, max_depth: int = 10_000
-) -> list[dict[str, Any]] | None:
-    """The items of a `previous_response_id` chain, oldest first; None if a response of it is gone (or another key's)."""
+class ResponseGone(LookupError):
+    """A response of a `previous_response_id` chain is not there (deleted, expired, or another key's)."""
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(response_id)
+        self.response_id = response_id
+
+
+async def conversation(store: ResponseStore, response_id: str, owner: str, max_depth: int = 10_000) -> list[dict[str, Any]]:
+    """The items of a `previous_response_id` chain, oldest first. Raises `ResponseGone` naming the first response
+    of the chain found missing (the one asked for, or an earlier one it continues)."""
     records: list[StoredResponse] = []
     seen: set[str] = set()
     next_id: str | None = response_id
@@ -131,7 +138,7 @@ async def conversation(
         seen.add(next_id)
         record = await store.get(next_id, owner)
         if record is None:
-            return None
+            raise ResponseGone(next_id)
         records.append(record)
         next_id = record.previous_response_id
     return [item for record in reversed(records) for item in record.items()]

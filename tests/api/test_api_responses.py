@@ -337,6 +337,21 @@ def test_previous_response_id_continues_the_conversation(client, fake):
     assert [i.content[0].text for i in client.responses.input_items.list(third.id)] == ["And now?"]
 
 
+def test_a_deleted_earlier_response_is_named_when_a_later_one_is_continued(client, fake):
+    first = client.responses.create(model=MODEL, input="One")
+    second = client.responses.create(model=MODEL, input="Two", previous_response_id=first.id)
+    client.responses.delete(first.id)
+    assert client.responses.retrieve(second.id).output_text == "Echo: Two"  # still there itself
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model=MODEL, input="Three", previous_response_id=second.id)
+    assert info.value.param == "previous_response_id" and info.value.code == "previous_response_not_found"
+    message = info.value.body["message"]
+    assert first.id in message and "deleted or has expired" in message and "not found" not in message
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model=MODEL, input="Again", previous_response_id=first.id)
+    assert info.value.body["message"].startswith(f"Previous response with id '{first.id}' not found.")
+
+
 def test_streamed_responses_are_stored_too(client, fake):
     with client.responses.stream(model=MODEL, input="Keep me") as stream:
         final = stream.get_final_response()

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.gateway.responses_store import MemoryResponseStore, StoredResponse, conversation, owner_of
+from app.gateway.responses_store import MemoryResponseStore, ResponseGone, StoredResponse, conversation, owner_of
 from app.pipeline.context import ANONYMOUS, Principal
 from app.schemas.responses import ResponsesRequest
 from app.translate.responses_items import input_items, stored_input, stored_items, wanted_keys
@@ -89,9 +89,13 @@ def test_conversation_walks_the_chain_oldest_first() -> None:
     run(store.put(record("r3", previous="r2")))
     items = run(conversation(store, "r3", "key:a"))
     assert [i["id"] for i in items] == ["in_r1", "msg_r1", "in_r2", "msg_r2", "in_r3", "msg_r3"]
-    assert run(conversation(store, "r3", "key:b")) is None
+    with pytest.raises(ResponseGone) as gone:
+        run(conversation(store, "r3", "key:b"))
+    assert gone.value.response_id == "r3"
     run(store.delete("r2", "key:a"))
-    assert run(conversation(store, "r3", "key:a")) is None  # a missing link: the conversation is gone
+    with pytest.raises(ResponseGone) as gone:  # a missing link: the conversation is gone, and which link says so
+        run(conversation(store, "r3", "key:a"))
+    assert gone.value.response_id == "r2"
 
 
 def test_conversation_stops_at_a_cycle() -> None:
