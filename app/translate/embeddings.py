@@ -13,7 +13,9 @@ Request side:
   - Vertex AI, Gemini embedding models: `:embedContent` for one input, `:batchEmbedContents` for more,
     the options inside `embedContentConfig`;
   - Vertex AI, the older text-embedding models (`caps.embeddings_api == "predict"`): `:predict` with
-    `instances` (snake_case `task_type`) and `parameters.outputDimensionality`.
+    `instances` (snake_case `task_type`) and `parameters.outputDimensionality`;
+  - on Vertex always `autoTruncate: false`: an input over the model's limit is a 400, as on the Gemini
+    API and OpenAI, where Vertex would cut it silently.
 
 Response side:
 
@@ -214,11 +216,12 @@ def embed_call(plan: EmbeddingPlan, texts: Sequence[str], model: str, caps: Mode
             extra["task_type"] = plan.task_type
         if plan.title is not None:
             extra["title"] = plan.title
-        body: dict[str, Any] = {"instances": [{"content": t, **extra} for t in texts]}
+        parameters: dict[str, Any] = {"autoTruncate": False}  # over the limit: a 400, as OpenAI (Vertex truncates)
         if plan.dimensions is not None:
-            body["parameters"] = {"outputDimensionality": plan.dimensions}
+            parameters["outputDimensionality"] = plan.dimensions
+        body: dict[str, Any] = {"instances": [{"content": t, **extra} for t in texts], "parameters": parameters}
         return EmbedCall("predict", body, len(texts))
-    config = {"embedContentConfig": options} if options else {}
+    config = {"embedContentConfig": {**options, "autoTruncate": False}}  # (as above)
     if len(texts) == 1:
         return EmbedCall("embedContent", {"content": _content(texts[0]), **config}, 1)
     return EmbedCall("batchEmbedContents", {"requests": [{"content": _content(t), **config} for t in texts]}, len(texts))

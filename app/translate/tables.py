@@ -102,7 +102,7 @@ CREDENTIAL_REASONS = frozenset(
     }
 )
 
-CONTEXT_LENGTH_PATTERN = re.compile(r"input token count.*exceeds the maximum", re.IGNORECASE)
+CONTEXT_LENGTH_PATTERN = re.compile(r"input token count.*(exceeds the maximum|but the model supports up to)", re.IGNORECASE)
 
 # A Google 400 message -> the OpenAI parameter it is about (first match wins).
 GOOGLE_MESSAGE_TO_PARAM: tuple[tuple[re.Pattern[str], str], ...] = tuple(

@@ -63,7 +63,7 @@ def test_one_input_is_embed_content_in_vertexs_shape(vclient, fake) -> None:
     assert call["path"].startswith("/v1/projects/emb-proj/locations/us-central1/publishers/google/models/")
     assert call["body"] == {
         "content": {"role": "user", "parts": [{"text": "alone"}]},
-        "embedContentConfig": {"taskType": "QUESTION_ANSWERING"},
+        "embedContentConfig": {"taskType": "QUESTION_ANSWERING", "autoTruncate": False},
     }
 
 
@@ -77,7 +77,9 @@ def test_many_inputs_are_batches_of_100_then_embed_content_for_a_last_single(vcl
     for call in calls:
         if verb(call) == "batchEmbedContents":
             assert len(call["body"]["requests"]) == 100
-            assert set(call["body"]["requests"][0]) == {"content"}  # no `model` per entry, no empty config
+            first = call["body"]["requests"][0]
+            assert set(first) == {"content", "embedContentConfig"}  # no `model` per entry
+            assert first["embedContentConfig"] == {"autoTruncate": False}
 
 
 def test_dimensions_and_title_on_vertex(vclient, fake) -> None:
@@ -86,7 +88,7 @@ def test_dimensions_and_title_on_vertex(vclient, fake) -> None:
     (call,) = vertex_calls(fake)
     assert verb(call) == "batchEmbedContents"
     assert call["body"]["requests"][1]["embedContentConfig"] == {
-        "taskType": "RETRIEVAL_DOCUMENT", "title": "Doc", "outputDimensionality": 64,
+        "taskType": "RETRIEVAL_DOCUMENT", "title": "Doc", "outputDimensionality": 64, "autoTruncate": False,
     }
     for d, text in zip(result.data, "ab", strict=True):
         raw = embedding_values(MODEL, text, 64, "RETRIEVAL_DOCUMENT", "Doc")
@@ -105,7 +107,8 @@ def test_text_embedding_models_use_predict_with_instances(vclient, fake) -> None
     (call,) = vertex_calls(fake)
     assert verb(call) == "predict"
     assert call["body"] == {
-        "instances": [{"content": t, "task_type": "CLUSTERING", "title": google["title"]} for t in ("x", "yy")]
+        "instances": [{"content": t, "task_type": "CLUSTERING", "title": google["title"]} for t in ("x", "yy")],
+        "parameters": {"autoTruncate": False},
     }
 
 
@@ -137,7 +140,12 @@ def test_vertex_errors(vclient, fake) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         vclient.embeddings.create(model=MODEL, input="a", dimensions=5000)
     assert caught.value.body["param"] == "dimensions"
-    assert vclient.embeddings.create(model=MODEL, input="x" * 9000).usage.prompt_tokens == 2048  # Vertex truncates
+    # over the model's limit (2048 tokens an input; :predict also 20,000 a call): a 400 as on OpenAI, where Vertex
+    # would truncate the text
+    for model, text in ((MODEL, "x" * 9000), ("text-embedding-005", "x" * 9000), ("text-embedding-005", "x" * 90_000)):
+        with pytest.raises(openai.BadRequestError) as caught:
+            vclient.embeddings.create(model=model, input=["fits", text])
+        assert caught.value.body["param"] == "input" and caught.value.body["code"] == "context_length_exceeded"
 
 
 def test_a_route_falls_back_from_the_gemini_api_to_vertex_in_vertexs_shape(make_gateway, fake, sa_file) -> None:
