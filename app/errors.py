@@ -8,7 +8,7 @@ so that the OpenAI SDKs raise the matching exception class::
     ├── InvalidRequest                400 invalid_request_error
     │   ├── UnsupportedParameter      400 code=unsupported_parameter
     │   └── ContentFiltered           400 code=content_filter (blocked prompt)
-    ├── AuthenticationFailed          401 authentication_error / invalid_api_key
+    ├── AuthenticationFailed          401 invalid_request_error / invalid_api_key (no key too)
     ├── ModelNotAllowed               403 invalid_request_error / model_not_allowed (the key may not use it)
     ├── NotFound                      404 not_found_error (model_not_found)
     ├── PayloadTooLarge               413 invalid_request_error
@@ -78,7 +78,7 @@ class ContentFiltered(InvalidRequest):
 
 class AuthenticationFailed(GatewayError):
     status = 401
-    type = "authentication_error"
+    type = "invalid_request_error"  # (OpenAI's type for a bad key; the SDKs raise AuthenticationError on the 401)
     code = "invalid_api_key"
 
 

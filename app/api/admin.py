@@ -70,7 +70,7 @@ async def require_admin(request: Request) -> None:
             "The admin API is off: no admin key is configured (auth.admin_keys or GEMINI_PROXY_ADMIN_KEY)."
         )
     if token is None:
-        raise AuthenticationFailed("This route needs an admin key: Authorization: Bearer ADMIN_KEY.", code="missing_api_key")
+        raise AuthenticationFailed("This route needs an admin key: Authorization: Bearer ADMIN_KEY.")
     digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
     found = False
     for reference in digests:

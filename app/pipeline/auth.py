@@ -118,7 +118,7 @@ class ClientAuth:
         if not self.enabled:
             return ANONYMOUS
         if token is None:
-            raise AuthenticationFailed(MISSING_KEY_MESSAGE, code="missing_api_key" if not self.byok else "invalid_api_key")
+            raise AuthenticationFailed(MISSING_KEY_MESSAGE)  # (invalid_api_key, as an unknown key: the contract)
         if self.byok:
             return Principal(google_key=token)
         principal = self._find(token)

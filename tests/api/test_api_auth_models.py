@@ -49,7 +49,7 @@ def test_wrong_key_is_401(authed, fake, stream):
         with pytest.raises(openai.AuthenticationError) as info:
             result = c.chat.completions.create(model=MODEL, messages=say("hi"), stream=stream)
             list(result)
-    err = assert_openai_error(info.value.response, 401, type="authentication_error", code="invalid_api_key")
+    err = assert_openai_error(info.value.response, 401, type="invalid_request_error", code="invalid_api_key")
     assert "sk-wrong" not in err["message"]
     assert fake.stats()["requests"] == 0
 
@@ -66,10 +66,11 @@ def test_sha256_digest_is_not_itself_a_key(authed, fake):
     ids=["none", "basic", "empty-bearer", "other-scheme"],
 )
 def test_missing_key_is_401(authed, fake, headers):
+    """No key is refused as an unknown one is: 401 `invalid_api_key`, in OpenAI's type for a bad key."""
     r = httpx.post(authed.url + "/v1/chat/completions", json={"model": MODEL, "messages": say("hi")}, headers=headers)
-    assert_openai_error(r, 401, type="authentication_error")
+    assert_openai_error(r, 401, type="invalid_request_error", code="invalid_api_key")
     r = httpx.get(authed.url + "/v1/models", headers=headers)
-    assert_openai_error(r, 401, type="authentication_error")
+    assert_openai_error(r, 401, type="invalid_request_error", code="invalid_api_key")
     assert fake.stats()["requests"] == 0
 
 

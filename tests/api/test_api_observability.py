@@ -279,7 +279,7 @@ def test_metrics_count_a_known_mix_of_requests_exactly(make_gateway, fake) -> No
     assert m.value("gen_ai_server_request_duration_seconds_count", gen_ai_provider_name="gcp.gemini", error_type="") == 5
     failed = {labels["error_type"]: value for labels, value in m.series("gen_ai_server_request_duration_seconds_count")
               if labels["error_type"]}
-    assert failed == {"server_error": 1, "not_found_error": 1, "authentication_error": 1}
+    assert failed == {"server_error": 1, "not_found_error": 1, "invalid_request_error": 1}  # (the 401: OpenAI's type)
     assert m.value("gen_ai_server_time_to_first_token_seconds_count", gen_ai_operation_name="chat") == 2
     assert m.value("gen_ai_client_token_usage_sum", gen_ai_token_type="input") == prompt
     assert m.value("gen_ai_client_token_usage_sum", gen_ai_token_type="output") == completion

@@ -40,7 +40,7 @@ def test_a_key_google_rejects_is_the_clients_401(byok_gw, fake, caplog, stream: 
         with pytest.raises(openai.AuthenticationError) as info:
             client.chat.completions.create(model="gemini-2.5-flash", messages=msg("hi"), stream=stream)
     assert info.value.status_code == 401
-    assert info.value.body["type"] == "authentication_error" and info.value.body["code"] == "invalid_api_key"
+    assert info.value.body["type"] == "invalid_request_error" and info.value.body["code"] == "invalid_api_key"
     assert bad not in info.value.response.text
     # Google's answer to a bad key is 400 API_KEY_INVALID; exactly one call, no retry with a refused key.
     assert [(r["model"], r["status"]) for r in fake.requests()] == [("gemini-2.5-flash", 400)]
@@ -66,7 +66,7 @@ def test_no_key_is_a_401_before_any_upstream_call(byok_gw, fake) -> None:
     for response in (missing, wrong_scheme):
         assert response.status_code == 401
         error = response.json()["error"]
-        assert error["type"] == "authentication_error" and set(error) == {"message", "type", "param", "code"}
+        assert error["type"] == "invalid_request_error" and set(error) == {"message", "type", "param", "code"}
     assert fake.requests() == []
 
 

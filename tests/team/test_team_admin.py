@@ -130,7 +130,7 @@ def test_create_refuses_bad_bodies_with_400(admin, body):
 def test_admin_routes_need_the_admin_key(team_gateway, headers, method, path):
     r = httpx.request(method, team_gateway.url + path, headers=headers, content=b"{not json")  # refused before the body
     assert r.status_code == 401, r.text
-    assert r.json()["error"]["type"] == "authentication_error"
+    assert r.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_client_keys_are_not_admin_keys_and_back(team_gateway, admin):
