@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from app.gateway.dispatch import Dispatcher
 from app.gateway.fetch import FetchGuard, fetch_all, fetch_chat_media, responses_urls_to_fetch
-from app.gateway.ratelimit import LEASE_TTL, BudgetSource, Limiter, estimate_prompt_tokens
+from app.gateway.ratelimit import BudgetSource, Limiter, estimate_prompt_tokens
 from app.gateway.responses_store import MemoryResponseStore, ResponseStore
 from app.gateway.routing import Router
 from app.gateway.shared import RedisSignatureStore, SharedState
@@ -126,7 +126,6 @@ class Services:
         if redis_url is not None:
             self.shared = SharedState(
                 redis_url.get_secret_value(), on_health=lambda up: self.metrics.storage_up("redis", up),
-                lease_ttl=max(LEASE_TTL, 2 * settings.timeouts.total),  # longer than any request may run
                 workers=settings.server.workers,  # Redis down at start: each worker enforces at most its share
             )
         local_signatures = MemorySignatureStore(settings.signatures.cache_size)

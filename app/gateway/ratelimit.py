@@ -19,8 +19,9 @@ pipeline's `finally` with Google's real usage (`ctx.usage`) and cost
   reservation is still the current one;
 * concurrency: a lease per request, released just before the last bytes of
   the answer (`release_leases`) or else in the `finally`; on Redis a
-  sorted set whose members expire (`LEASE_TTL`), so a crashed replica leaks
-  nothing;
+  sorted set whose members expire unless the replica's heartbeat renews them
+  (every 2 s, for 10 s: `GRANT_TTL` in app/gateway/shared.py), so a crashed
+  replica's leases are gone within seconds;
 * budgets: calendar counters (UTC day, UTC month) of tokens and micro-USD,
   reserved and settled like tpm; the first use of a counter in a period seeds
   it from a `BudgetSource` (the usage table): one query per key or team and
@@ -72,7 +73,6 @@ MEDIA_TOKENS = 258  # prompt tokens counted per image (or other media part) sent
 IMAGE_OUTPUT_TOKENS = 1290  # output tokens reserved per image asked of an image model (Gemini's ~1290 per image)
 SEED_TIMEOUT = 2.0  # seconds a budget seed may wait for the usage records before the request goes on without it
 SEED_RETRY = 10.0  # seconds before a failed seed is tried again (the request path never hammers a sick database)
-LEASE_TTL = 1800.0  # at least, seconds a Redis concurrency lease lives unless released (a crashed replica's expire)
 LARGE_BODY = 32 * 1024  # bytes: a body larger than this is scanned for media before its size is taken for text
 KINDS = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month", "usd_per_month")
 _lease_ids = itertools.count(1)

@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from app.gateway.ratelimit import HIT, LEASE, LEASE_TTL, Backend, Plan, Settlement, Verdict
+from app.gateway.ratelimit import HIT, LEASE, Backend, Plan, Settlement, Verdict
 from app.gateway.signatures import MemorySignatureStore
 from app.gateway.upstreams import Upstream
 
@@ -63,7 +63,7 @@ GRANT_REQUESTS = 64  # a grant: units (slots) taken ahead for this many requests
 GRANT_FLOOR = 1024  # granted only while this many more such requests fit in the window (lease set): exact near limits
 GRANT_LOW = GRANT_REQUESTS  # a window's grant left with units for fewer requests than this: the next admission
 # asks ahead (its own script call) while the others go on from what is left, so a busy replica never runs dry
-GRANT_TTL = 10.0  # seconds a granted concurrency slot lives unless the heartbeat renews it (a crashed replica's expire)
+GRANT_TTL = 10.0  # seconds a concurrency lease or granted slot lives unless the heartbeat renews it (a crashed replica's expire)
 GRANT_FLUSH = 0.05  # seconds before a grant's overrun (real usage past the units taken ahead) is forced into Redis
 RECORD_TTL = 600  # at least, seconds an admission's record is kept (and as long as its leases): an undo after a lost
 # reply must come within it
@@ -253,17 +253,18 @@ end
 return 0
 """
 
-# KEYS: lease sets holding granted slots; ARGV: grant TTL (ms), the sets' TTL (ms), then per set: how many members
-# in use, free, and free to give back, and those members. In-use members live another grant TTL (added again if they
-# had expired: they are requests running); free ones only if still there; the ones given back are removed.
-# Reply: per set, the free members that were gone (expired, or the set lost): the replica drops them.
+# KEYS: lease sets holding granted slots or leases of requests running; ARGV: grant TTL (ms), the sets' TTL (ms), then
+# per set: how many granted members in use, free, free to give back, and exact leases held, and those members.
+# Granted members in use live another grant TTL (added again if they had expired: they are requests running); free
+# ones and exact leases only if still there (a lease released meanwhile stays released); the ones given back are
+# removed. Reply: per set, the free members that were gone (expired, or the set lost): the replica drops them.
 _RENEW = _CLOCK + """
 local expire, set_ttl = ms + tonumber(ARGV[1]), tonumber(ARGV[2])
 local pos, gone = 3, {}
 for i = 1, #KEYS do
   local key = KEYS[i]
-  local nu, nf, nd = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1]), tonumber(ARGV[pos + 2])
-  pos = pos + 3
+  local nu, nf, nd, nx = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1]), tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3])
+  pos = pos + 4
   gone[i] = {}
   for j = 1, nu do
     redis.call('ZADD', key, expire, ARGV[pos])
@@ -279,6 +280,10 @@ for i = 1, #KEYS do
   end
   for j = 1, nd do
     redis.call('ZREM', key, ARGV[pos])
+    pos = pos + 1
+  end
+  for j = 1, nx do
+    redis.call('ZADD', key, 'XX', expire, ARGV[pos])
     pos = pos + 1
   end
   if redis.call('PTTL', key) < set_ttl then redis.call('PEXPIRE', key, set_ttl) end
@@ -307,10 +312,9 @@ class SharedState:
     """One Redis for the replicas: connection, breaker and probe, heartbeat, rests (see the module docstring)."""
 
     def __init__(
-        self, url: str, on_health: Callable[[bool], None] | None = None, lease_ttl: float = LEASE_TTL, workers: int = 1
+        self, url: str, on_health: Callable[[bool], None] | None = None, workers: int = 1
     ) -> None:
         self.url = url
-        self.lease_ttl = lease_ttl  # seconds a concurrency lease lives unless released
         self.redis = aioredis.Redis.from_url(
             url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, retry=Retry(NoBackoff(), 0),
             health_check_interval=30,
@@ -565,6 +569,7 @@ class RedisBackend(Backend):
         self.lost_releases: list[tuple[str, str]] = []  # (lease set, member) whose release was lost
         self.grants: dict[str, Grant] = {}  # window -> the units taken ahead
         self.slots: dict[str, Slots] = {}  # lease subject -> the slots taken ahead
+        self.exact: dict[str, set[str]] = {}  # lease subject -> admissions holding a lease of the script's (renewed)
         self.served: dict[str, list[tuple[str, str]]] = {}  # admissions served from grants -> (subject, member) in use
         self._asking: set[str] = set()  # windows and lease subjects an admission in flight asks ahead for
         self._offset_ms = 0.0  # Redis's clock minus this process's monotonic clock
@@ -640,11 +645,10 @@ class RedisBackend(Backend):
         if self.lost_admissions or self.lost_releases:
             await self._make_good()
         keys = [RECORD + plan.ident]
-        lease_ms = int(self.state.lease_ttl * 1000)
+        lease_ms = int(GRANT_TTL * 1000)  # renewed by the heartbeat while the request runs (`_renew`)
         ahead = 0 if plan.budgets else GRANT_REQUESTS  # a budget is settled in Redis by every request
-        args: list[Any] = [len(plan.hits), len(plan.budgets), len(plan.leases), lease_ms,
-                           max(RECORD_TTL, lease_ms // 1000 + 60), plan.ident, self.state.replicas,
-                           int(GRANT_TTL * 1000)]
+        args: list[Any] = [len(plan.hits), len(plan.budgets), len(plan.leases), lease_ms, RECORD_TTL, plan.ident,
+                           self.state.replicas, lease_ms]
         asking = []
         minute = self._minute()
         for key, limit, cost in plan.hits:
@@ -681,6 +685,8 @@ class RedisBackend(Backend):
         if refused:
             return Verdict(refused, index - 1, window)
         self._offset_ms = int(reply[3]) - time.monotonic() * 1000
+        for subject, _ in plan.leases:
+            self.exact.setdefault(subject, set()).add(plan.ident)
         nh = len(plan.hits)
         remaining = []  # as the headers count it: what Redis has left, and what this process holds ahead
         for (key, limit, _), left, granted in zip(plan.hits, reply[4:4 + nh], reply[4 + nh:4 + 2 * nh], strict=True):
@@ -726,6 +732,7 @@ class RedisBackend(Backend):
             self._put_back([m for m in served if m[0] in subjects])
             served[:] = [m for m in served if m[0] not in subjects]
             return
+        self._forget(subjects, ident)
         keys = [_lease_set(subject) for subject in subjects]
         try:
             if len(keys) == 1:
@@ -738,6 +745,15 @@ class RedisBackend(Backend):
         except Exception:
             self.lost_releases += ((key, ident) for key in keys)
             raise
+
+    def _forget(self, subjects: list[str], ident: str) -> None:
+        """The admission's leases on these subjects are released: the heartbeat renews them no more."""
+        for subject in subjects:
+            held = self.exact.get(subject)
+            if held is not None:
+                held.discard(ident)
+                if not held:
+                    del self.exact[subject]
 
     def _settle_served(self, s: Settlement, served: list[tuple[str, str]]) -> None:
         """A settlement of an admission served from grants, in the process: slots back, tokens to or from the grant."""
@@ -791,30 +807,40 @@ class RedisBackend(Backend):
         await self._force(keys=[WINDOWS + key for key, _ in forced], args=args)
 
     async def _renew(self) -> None:
-        """The heartbeat: the granted slots live another `GRANT_TTL` (on Redis's clock), free ones beyond
-        `GRANT_REQUESTS` are given back, and free ones Redis no longer has are dropped (they count nowhere); lost
-        replies are made good (a process serving from grants may make no other call for a while)."""
+        """The heartbeat: the leases of requests running and the granted slots live another `GRANT_TTL` (on Redis's
+        clock), free slots beyond `GRANT_REQUESTS` are given back, and free ones Redis no longer has are dropped
+        (they count nowhere); lost replies are made good (a process serving from grants may make no other call for a
+        while). A replica that stops renewing (it crashed) holds nothing in Redis `GRANT_TTL` later."""
         self._flush_soon()
         if self.lost_admissions or self.lost_releases:
             await self._make_good()
         keys: list[str] = []
-        args: list[Any] = [int(GRANT_TTL * 1000), int(max(self.state.lease_ttl, GRANT_TTL) * 1000)]
-        renewed: list[Slots] = []
-        for subject, pool in self.slots.items():
-            if not pool.held:
-                continue
-            back = pool.free[GRANT_REQUESTS:]
-            del pool.free[GRANT_REQUESTS:]
-            pool.held.difference_update(back)
-            free = set(pool.free)
-            in_use = [m for m in pool.held if m not in free]
+        args: list[Any] = [int(GRANT_TTL * 1000), int(GRANT_TTL * 1000)]
+        renewed: list[Slots | None] = []
+        for subject in {*self.slots, *self.exact}:
+            pool = self.slots.get(subject)
+            exact = list(self.exact.get(subject, ()))
+            if pool is None or not pool.held:
+                if not exact:
+                    continue
+                pool = None
+                in_use, free, back = [], [], []
+            else:
+                back = pool.free[GRANT_REQUESTS:]
+                del pool.free[GRANT_REQUESTS:]
+                pool.held.difference_update(back)
+                free = pool.free
+                free_set = set(free)
+                in_use = [m for m in pool.held if m not in free_set]
             keys.append(_lease_set(subject))
-            args += (len(in_use), len(pool.free), len(back), *in_use, *pool.free, *back)
+            args += (len(in_use), len(free), len(back), len(exact), *in_use, *free, *back, *exact)
             renewed.append(pool)
         if not keys:
             return
         reply = await self._renew_script(keys=keys, args=args)
         for pool, gone in zip(renewed, reply, strict=True):
+            if pool is None:  # (exact leases only: nothing is reported gone)
+                continue
             for member in gone:
                 member = member.decode() if isinstance(member, bytes) else str(member)
                 pool.held.discard(member)
@@ -851,7 +877,7 @@ class RedisBackend(Backend):
             pool = self.slots.get(subject)
             if pool is not None and pool.free:
                 keys.append(_lease_set(subject))
-                back += (0, 0, len(pool.free), *pool.free)
+                back += (0, 0, len(pool.free), 0, *pool.free)
                 pool.drop_free()
         if keys:
             await self._renew_script(keys=keys, args=back)
@@ -862,6 +888,7 @@ class RedisBackend(Backend):
         if served is not None:
             self._settle_served(s, served)
             return
+        self._forget(s.leases, s.ident)
         leases = [_lease_set(subject) for subject in s.leases]
         if self.lost_admissions or self.lost_releases:
             try:
