@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from app.errors import GatewayError
 from app.gateway.dispatch import Dispatcher
 from app.gateway.fetch import FetchGuard, fetch_all, fetch_chat_media, responses_urls_to_fetch
 from app.gateway.ratelimit import BudgetSource, Limiter, estimate_prompt_tokens
@@ -36,7 +37,7 @@ from app.schemas.responses import InputItem
 from app.settings import AdminKey, Settings
 from app.team.cache import KeyCache
 from app.team.db import open_database
-from app.team.prices import PriceTable
+from app.team.prices import Price, PriceTable
 from app.team.responses_db import DatabaseResponseStore
 from app.team.store import KeyStore
 from app.team.usage_store import UsageStore
@@ -147,6 +148,7 @@ class Services:
             shared_up=(lambda: shared.up) if shared is not None else None,
             shared_failed=shared.failed if shared is not None else None,
             replicas=(lambda: shared.replicas) if shared is not None else None,
+            price_of=self._price_of,
         )
         self.upstreams: list[Upstream] = []
         self._router: Router | None = None
@@ -285,7 +287,15 @@ class Services:
         principal.check_model(model)
         if principal.limited:
             prompt = estimate_prompt_tokens(body) if prompt_tokens is None else prompt_tokens
-            await self.limiter.admit(ctx, prompt, max_output)
+            await self.limiter.admit(ctx, prompt, max_output, model)
+
+    def _price_of(self, model: str) -> Price | None:
+        """The price of the model a name asked for serves first (a USD budget's reservation); None if unknown."""
+        try:
+            targets = self.router.resolve(model)
+        except GatewayError:
+            return None
+        return self.recorder.prices.lookup(targets[0].model) if targets else None
 
     def count_signatures(self, call: SignatureCounts) -> None:
         """Thought signatures of one translated request, by where they came from (metrics)."""

@@ -23,7 +23,9 @@ pipeline's `finally` with Google's real usage (`ctx.usage`) and cost
   (every 2 s, for 10 s: `GRANT_TTL` in app/gateway/shared.py), so a crashed
   replica's leases are gone within seconds;
 * budgets: calendar counters (UTC day, UTC month) of tokens and micro-USD,
-  reserved and settled like tpm; the first use of a counter in a period seeds
+  reserved (the estimate as for tpm, priced by the model asked for USD; a
+  request without a maximum output admitted while its prompt fits, taking
+  what is left when its default output does not) and settled like tpm; the first use of a counter in a period seeds
   it from a `BudgetSource` (the usage table): one query per key or team and
   period at a time (tokens and USD of a month together), at most
   `SEED_TIMEOUT`; a source that fails or is slow does not fail the request
@@ -63,7 +65,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from app.errors import GatewayError
-from app.pipeline.context import Limits, Principal, RequestContext
+from app.pipeline.context import Limits, Principal, RequestContext, Usage
 
 log = logging.getLogger("gemini_proxy.limits")
 
@@ -214,9 +216,11 @@ class Budget:
     subject: str
     kind: str  # tokens_per_day | tokens_per_month | usd_per_month
     limit: int  # tokens, or micro-USD
-    reserved: int
+    reserved: int  # asked; once admitted, what was taken: at most what the budget had left, at least `floor`
     expire_at: int
     since: float
+    floor: int = 0  # admitted only while this much is left (the prompt's estimate; all of it when the request names
+    # its maximum output): a request without a maximum takes what is left when its default output does not fit
 
 
 @dataclass(slots=True)
@@ -433,7 +437,7 @@ class Backend:
             remaining.append(left)
         for i, b in enumerate(plan.budgets):
             spent = self._get(b.key)
-            if spent >= b.limit or spent + b.reserved > b.limit:
+            if spent >= b.limit or spent + b.floor > b.limit:
                 self._unhit(plan.hits, now)
                 return Verdict(BUDGET, i, window)
         held = self._leases
@@ -442,6 +446,7 @@ class Backend:
                 self._unhit(plan.hits, now)
                 return Verdict(LEASE, i, window)
         for b in plan.budgets:
+            b.reserved = min(b.reserved, b.limit - self._get(b.key))
             self._add(b.key, b.reserved, b.expire_at)
         for subject, _ in plan.leases:
             held[subject] = held.get(subject, 0) + 1
@@ -499,8 +504,10 @@ class Limiter:
         shared_up: Callable[[], bool] | None = None,
         shared_failed: Callable[[BaseException], None] | None = None,
         replicas: Callable[[], int] | None = None,
+        price_of: Callable[[str], Any] | None = None,
     ) -> None:
         self.local = Backend()
+        self.price_of = price_of or (lambda model: None)  # model asked -> its `Price` (app/team/prices.py), or None
         self.local_share = max(1, local_share)
         self.metrics = metrics
         self.budget_source: BudgetSource = budget_source or NoBudgetSource()
@@ -542,12 +549,13 @@ class Limiter:
             shape = self._shapes[key] = _shape_of(p, self._subjects(p, n))
         return shape
 
-    async def admit(self, ctx: RequestContext, prompt_tokens: int, max_output: int | None) -> None:
-        """Reserve what the request may use, or raise 429; on success `ctx.admission` holds it."""
+    async def admit(self, ctx: RequestContext, prompt_tokens: int, max_output: int | None, model: str = "") -> None:
+        """Reserve what the request may use, or raise 429; on success `ctx.admission` holds it (`model`: the name
+        asked, which prices a USD budget's reservation)."""
         if self.shared is not None:
             if self._shared_up():
                 try:
-                    ctx.admission = await self._admit(ctx, self.shared, 1, prompt_tokens, max_output)
+                    ctx.admission = await self._admit(ctx, self.shared, 1, prompt_tokens, max_output, model)
                     self._on_shared = True
                     return
                 except GatewayError:
@@ -558,10 +566,10 @@ class Limiter:
                 self._on_shared = False
                 self.local.seeded.clear()
         n = self._replicas() if self.shared is not None else self.local_share
-        ctx.admission = await self._admit(ctx, self.local, n, prompt_tokens, max_output)
+        ctx.admission = await self._admit(ctx, self.local, n, prompt_tokens, max_output, model)
 
     async def _admit(
-        self, ctx: RequestContext, backend: Backend, n: int, prompt_tokens: int, max_output: int | None
+        self, ctx: RequestContext, backend: Backend, n: int, prompt_tokens: int, max_output: int | None, model: str = ""
     ) -> Admission:
         """One backend call (`Plan` -> `Verdict`): the windows, the budgets and the leases, all or nothing."""
         shape = self._shape(ctx.principal, n)
@@ -572,7 +580,7 @@ class Limiter:
                 raise self._too_large(ctx, s, team, tpm, estimate)
         # requests first, then tokens
         hits = shape.rpm + [(window, limit, estimate) for _, window, limit in shape.tpm]
-        budgets = self._budgets(shape.subjects, prompt_tokens + (max_output or 0)) if shape.budgeted else []
+        budgets = self._budgets(shape.subjects, prompt_tokens, max_output, shape.output, model) if shape.budgeted else []
         found: dict[tuple[str, float], tuple[int, float] | None] = {}  # a month's tokens and USD: one query
         if budgets:
             await self._seed_budgets(backend, budgets, n, found)
@@ -597,8 +605,15 @@ class Limiter:
             adm.failed = self._shared_failed
         return adm
 
-    def _budgets(self, subjects: list[Subject], need: int) -> list[Budget]:
-        """The budget counters the subjects' token and USD budgets reserve from (`need` tokens; USD: 0 until settled)."""
+    def _budgets(
+        self, subjects: list[Subject], prompt: int, max_output: int | None, default_output: int, model: str
+    ) -> list[Budget]:
+        """The budget counters the subjects' token and USD budgets reserve from: the prompt's estimate and the
+        request's maximum output (without one, the default output, cut to what the budget has left); USD priced by
+        the model asked (nothing reserved for a model without a price: it is counted once its usage is known)."""
+        output = max_output if max_output is not None else default_output
+        need, floor = prompt + output, prompt + (max_output or 0)
+        usd_need = usd_floor = 0
         budgets: list[Budget] = []
         for s in subjects:
             lim = s.limits
@@ -610,13 +625,19 @@ class Limiter:
             day, day_start, day_end, month, month_start, month_end = self._periods[1]
             if lim.tokens_per_day is not None:
                 budgets.append(Budget(f"{s.ident}:tokens:{day}", s.ident, "tokens_per_day", lim.tokens_per_day, need,
-                                      int(day_end) + 86400, day_start))
+                                      int(day_end) + 86400, day_start, floor))
             if lim.tokens_per_month is not None:
                 budgets.append(Budget(f"{s.ident}:tokens:{month}", s.ident, "tokens_per_month", lim.tokens_per_month,
-                                      need, int(month_end) + 86400, month_start))
+                                      need, int(month_end) + 86400, month_start, floor))
             if lim.usd_per_month is not None:
+                if not usd_need:
+                    price = self.price_of(model) if model else None
+                    if price is not None:
+                        usd_need = price.cost_micro(Usage(prompt, output))
+                        usd_floor = price.cost_micro(Usage(prompt, max_output or 0))
                 budgets.append(Budget(f"{s.ident}:usd:{month}", s.ident, "usd_per_month",
-                                      round(lim.usd_per_month * 1_000_000), 0, int(month_end) + 86400, month_start))
+                                      round(lim.usd_per_month * 1_000_000), usd_need, int(month_end) + 86400,
+                                      month_start, usd_floor))
         return budgets
 
     def _refusal(

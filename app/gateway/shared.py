@@ -93,19 +93,21 @@ end
 
 # KEYS: the admission's record, then a window per hit, a counter per budget, a lease set per lease.
 # ARGV: hits, budgets, leases, lease TTL (ms), record TTL (s), the lease member, replicas, grant TTL (ms); then limit,
-# cost and units wanted ahead per hit, limit, amount and expire-at per budget, limit and slots wanted ahead per lease.
+# cost and units wanted ahead per hit, limit, amount, least amount and expire-at per budget (admitted while the least
+# amount fits; takes the amount, or what is left if less), limit and slots wanted ahead per lease.
 # Units ahead (a grant, see RedisBackend): taken only while the window (lease set) stays far from its limit: at most
 # a quarter of what is left divided by the replicas, and only when `GRANT_FLOOR` more requests of this cost fit.
 # Reply: {0, 0, minute, Redis time (ms), left in each window after its hit and grant..., units granted per hit...,
-# slots granted per lease...}: all taken (and recorded, for an undo); {1, i, minute, left, ms until one unit frees}:
-# hit i refused; {2, i, minute}: budget i spent; {3, i, minute}: budget counter i is missing (evicted, flushed: seed
-# it again, never count from 0); {4, i, minute}: lease i refused. A refusal takes nothing.
+# slots granted per lease..., amount taken per budget...}: all taken (and recorded, for an undo);
+# {1, i, minute, left, ms until one unit frees}: hit i refused; {2, i, minute}: budget i spent; {3, i, minute}:
+# budget counter i is missing (evicted, flushed: seed it again, never count from 0); {4, i, minute}: lease i refused.
+# A refusal takes nothing.
 _ADMIT = _CLOCK + """
 local nh, nb, nl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local lease_ttl, member = tonumber(ARGV[4]), ARGV[6]
 local replicas, grant_ttl, floor = tonumber(ARGV[7]), tonumber(ARGV[8]), """ + str(GRANT_FLOOR) + """
 local h0, b0 = 8, 8 + 3 * nh
-local l0 = b0 + 3 * nb
+local l0 = b0 + 4 * nb
 for i = 1, nb do
   if redis.call('EXISTS', KEYS[1 + nh + i]) == 0 then return {3, i, minute} end
 end
@@ -138,13 +140,15 @@ for i = 1, nh do
   remaining[i] = left - g
   grants[i] = g
 end
+local takes = {}
 for i = 1, nb do
   local spent = tonumber(redis.call('GET', KEYS[1 + nh + i]) or '0')
-  local limit, amount = tonumber(ARGV[b0 + 3 * i - 2]), tonumber(ARGV[b0 + 3 * i - 1])
-  if spent >= limit or spent + amount > limit then
+  local limit, amount, least = tonumber(ARGV[b0 + 4 * i - 3]), tonumber(ARGV[b0 + 4 * i - 2]), tonumber(ARGV[b0 + 4 * i - 1])
+  if spent >= limit or spent + least > limit then
     unhit(nh)
     return {2, i, minute}
   end
+  takes[i] = math.min(amount, limit - spent)
 end
 for i = 1, nl do
   local key, limit, want = KEYS[1 + nh + nb + i], tonumber(ARGV[l0 + 2 * i - 1]), tonumber(ARGV[l0 + 2 * i])
@@ -167,14 +171,15 @@ for i = 1, nl do
   redis.call('PEXPIRE', key, math.max(lease_ttl, grant_ttl))
 end
 for i = 1, nb do
-  redis.call('INCRBY', KEYS[1 + nh + i], ARGV[b0 + 3 * i - 1])
-  redis.call('EXPIREAT', KEYS[1 + nh + i], ARGV[b0 + 3 * i])
+  redis.call('INCRBY', KEYS[1 + nh + i], takes[i])
+  redis.call('EXPIREAT', KEYS[1 + nh + i], ARGV[b0 + 4 * i])
 end
-redis.call('SET', KEYS[1], cjson.encode({minute, KEYS, ARGV, grants, slots}), 'EX', ARGV[5])
+redis.call('SET', KEYS[1], cjson.encode({minute, KEYS, ARGV, grants, slots, takes}), 'EX', ARGV[5])
 local reply = {0, 0, minute, ms}
 for i = 1, nh do reply[4 + i] = remaining[i] end
 for i = 1, nh do reply[4 + nh + i] = grants[i] end
 for i = 1, nl do reply[4 + 2 * nh + i] = slots[i] end
+for i = 1, nb do reply[4 + 2 * nh + nl + i] = takes[i] end
 return reply
 """
 
@@ -215,7 +220,7 @@ for r = 1, nr do
   if raw then
     redis.call('DEL', KEYS[r])
     local rec = cjson.decode(raw)
-    local keys, args, grants, slots = rec[2], rec[3], rec[4], rec[5]
+    local keys, args, grants, slots, takes = rec[2], rec[3], rec[4], rec[5], rec[6]
     local nh, nb, nl = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
     if rec[1] == minute then
       for j = 1, nh do
@@ -225,7 +230,8 @@ for r = 1, nr do
     end
     local b0 = 8 + 3 * nh
     for i = 1, nb do
-      if redis.call('EXISTS', keys[1 + nh + i]) == 1 then redis.call('DECRBY', keys[1 + nh + i], args[b0 + 3 * i - 1]) end
+      local taken = takes and takes[i] or args[b0 + 3 * i - 1]  -- (a record of an earlier version: its amounts)
+      if redis.call('EXISTS', keys[1 + nh + i]) == 1 then redis.call('DECRBY', keys[1 + nh + i], taken) end
     end
     for i = 1, nl do
       local key = keys[1 + nh + nb + i]
@@ -662,7 +668,7 @@ class RedisBackend(Backend):
             args += (limit, cost, want)
         for b in plan.budgets:
             keys.append(BUDGETS + b.key)
-            args += (b.limit, b.reserved, b.expire_at)
+            args += (b.limit, b.reserved, b.floor, b.expire_at)
         for subject, limit in plan.leases:
             keys.append(_lease_set(subject))
             pool = self.slots.get(subject)
@@ -706,7 +712,10 @@ class RedisBackend(Backend):
             elif g is not None:  # what Redis has left now: near the floor, the units held are used up here, not asked
                 g.seen = left  # for again by every admission (none would be granted) while they stay unused
             remaining.append(left + g.left if g is not None else left)
-        for (subject, limit), granted in zip(plan.leases, reply[4 + 2 * nh:], strict=True):
+        nl = len(plan.leases)
+        for b, taken in zip(plan.budgets, reply[4 + 2 * nh + nl:], strict=True):
+            b.reserved = int(taken)  # (what the budget had left, when less than asked)
+        for (subject, limit), granted in zip(plan.leases, reply[4 + 2 * nh:4 + 2 * nh + nl], strict=True):
             members = [f"{plan.ident}:{n}" for n in range(1, int(granted) + 1)]
             if members:
                 pool = self.slots.get(subject)

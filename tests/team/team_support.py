@@ -7,6 +7,7 @@ named by `GEMINI_PROXY_STORAGE__DATABASE_URL`; gateway processes run
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -18,6 +19,9 @@ from typing import Any
 import httpx
 import openai
 from cli_gateway import CliGateway, clean_env
+
+from app.pipeline.context import Limits
+from app.team.prices import PriceTable
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "adm-0123456789-secret"
@@ -70,3 +74,33 @@ class GatewayProcess(CliGateway):
         super().__init__(log.parent, env, *args, name=log.stem)
 
 
+
+
+async def check_budget_reservations(limiter: Any, request: Callable[[Limits, str], Any]) -> None:
+    """Budgets are reserved before the call, so concurrent requests never overspend them together: a token budget
+    takes the prompt and the maximum output (without one, the default output, cut to what is left: one such
+    request at a time near the end), a USD budget the same priced by the model asked; settled with the real usage.
+    `request(limits, key_id)`: a RequestContext of that key, with these limits."""
+    from app.gateway.ratelimit import QuotaExceeded
+    from app.pipeline.context import Usage
+
+    keys = iter(range(1000))
+
+    async def admitted(limits: Limits, n: int, max_output: int | None, key: str = "") -> list[Any]:
+        key = key or f"budget{next(keys)}"  # a key of its own, unless named
+        ctxs = [request(limits, key) for _ in range(n)]
+        results = await asyncio.gather(*(limiter.admit(c, 50, max_output, MODEL) for c in ctxs), return_exceptions=True)
+        assert all(r is None or isinstance(r, QuotaExceeded) for r in results), results
+        return [c for c, r in zip(ctxs, results, strict=True) if r is None]
+
+    tokens = Limits(tokens_per_day=500)
+    first = await admitted(tokens, 20, None, "tokens")
+    assert len(first) == 1  # its default output does not fit: it takes what is left, the others wait
+    first[0].usage = Usage(prompt=50, completion=70)
+    await limiter.settle(first[0])  # 120 spent: 380 left
+    assert len(await admitted(tokens, 20, 100, "tokens")) == 2  # 150 each: two fit in 380 (a third would not)
+    assert len(await admitted(tokens, 20, 100)) == 3  # and three in a fresh key's 500
+    usd = Limits(usd_per_month=0.001)  # 1000 micro-USD; gemini-2.5-flash: 50 prompt tokens ~15, 4096 output ~10,240
+    assert len(await admitted(usd, 20, None)) == 1
+    each = PriceTable().lookup(MODEL).cost_micro(Usage(prompt=50, completion=100))  # ~265 micro-USD
+    assert len(await admitted(Limits(usd_per_month=0.01), 60, 100)) == 10_000 // each

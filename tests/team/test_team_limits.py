@@ -526,6 +526,22 @@ async def test_a_local_fallback_seeds_its_budgets_again():
     assert len(source.asked) == 3
 
 
+@pytest.mark.anyio
+async def test_concurrent_requests_never_overspend_a_budget_together():
+    from app.pipeline.context import Principal, RequestContext
+    from app.team.prices import PriceTable
+
+    from .team_support import check_budget_reservations
+
+    limiter = Limiter(price_of=PriceTable().lookup)
+
+    def request(limits: Limits, key_id: str) -> RequestContext:
+        principal = Principal.of_key(key_id, key_id, limits=limits)
+        return RequestContext("r", "POST", "/v1/chat/completions", principal=principal)
+
+    await check_budget_reservations(limiter, request)
+
+
 class Failing:
     """A BudgetSource whose database is down (or hangs, with `delay`)."""
 

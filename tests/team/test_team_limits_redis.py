@@ -718,6 +718,29 @@ async def test_granted_slots_live_by_the_heartbeat_and_expire_without_it(redis, 
 
 
 @pytest.mark.anyio
+async def test_concurrent_requests_never_overspend_a_shared_budget_together(redis):
+    """As in process (test_team_limits.py): the admission script takes what a budget has left, never more."""
+    from app.gateway.ratelimit import Limiter
+    from app.gateway.shared import SharedState
+    from app.pipeline.context import Limits, Principal, RequestContext
+    from app.team.prices import PriceTable
+
+    from .team_support import check_budget_reservations
+
+    state = SharedState(redis.url)
+    limiter = Limiter(shared=state.backend(), shared_up=lambda: True, replicas=lambda: 1, price_of=PriceTable().lookup)
+
+    def request(limits: Limits, key_id: str) -> RequestContext:
+        principal = Principal.of_key(key_id, key_id, limits=limits)
+        return RequestContext("r", "POST", "/v1/chat/completions", principal=principal)
+
+    try:
+        await check_budget_reservations(limiter, request)
+    finally:
+        await state.redis.aclose()
+
+
+@pytest.mark.anyio
 async def test_a_lease_lives_while_its_request_runs_and_a_crashed_replicas_lease_expires(redis, monkeypatch):
     """Near a limit a lease is the script's (no grant): it lives GRANT_TTL, renewed by the heartbeat while its
     request runs, however long; released, a renewal does not bring it back (even one that raced the release); a
