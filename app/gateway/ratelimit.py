@@ -383,11 +383,11 @@ class LocalWindows:
         w = self._windows.get(key)
         if w is None or w[0] != int(now // WINDOW):  # not rolled into this minute yet
             w = self._roll(key, now)
-        used = math.floor(self._weighted(w, now)) if w[1] else w[2]
+        used = self._weighted(w, now) if w[1] else w[2]  # (not rounded down: `limits`' comparison, never looser)
         if cost > limit or used + cost > limit:
-            return -1 - max(0, limit - used)
+            return -1 - max(0, math.floor(limit - used))
         w[2] += cost
-        return limit - used - cost
+        return math.floor(limit - used - cost)
 
     def hit(self, limit: int, key: str, cost: int) -> bool:
         return self.take(limit, key, cost, self.clock()) >= 0
@@ -400,7 +400,7 @@ class LocalWindows:
         """(what is left, seconds until one more unit frees)."""
         now = self.clock() if now is None else now
         w = self._roll(key, now)
-        return max(0, limit - math.floor(self._weighted(w, now))), self._frees(w, now)
+        return max(0, math.floor(limit - self._weighted(w, now))), self._frees(w, now)
 
 
 class Backend:

@@ -121,7 +121,7 @@ for i = 1, nh do
   local key, limit = KEYS[1 + i], tonumber(ARGV[h0 + 3 * i - 2])
   local cost, want = tonumber(ARGV[h0 + 3 * i - 1]), tonumber(ARGV[h0 + 3 * i])
   local p, c = roll(key)
-  local used = math.floor(p * weight + c)
+  local used = p * weight + c
   if cost > limit or used + cost > limit then
     unhit(i - 1)
     local left = 60000 - ms % 60000
@@ -131,9 +131,9 @@ for i = 1, nh do
       local f = left % (60000 / p)
       if frees == 0 or f < frees then frees = f end
     end
-    return {1, i, minute, math.max(0, limit - used), math.ceil(frees)}
+    return {1, i, minute, math.max(0, math.floor(limit - used)), math.ceil(frees)}
   end
-  local left = limit - used - cost
+  local left = math.floor(limit - used - cost)
   local g = 0
   if want > 0 and left >= floor * math.max(1, cost) then g = math.min(want, math.floor(left / (4 * replicas))) end
   put(key, p, c + cost + g)

@@ -333,8 +333,11 @@ def test_local_windows_slide_refund_and_force():
     assert not windows.hit(10, "t", 11)  # more than the whole limit never fits, and takes nothing
     windows.force("t", 25)  # settling real usage goes over the limit: the next requests wait
     assert windows.stats(10, "t")[0] == 0 and not windows.hit(10, "t", 1)
-    now[0] = 600 + 60 + 45  # next minute, three quarters in: the previous 3 weigh 3 * 0.25
-    assert windows.stats(3, "k")[0] == 3 and windows.hit(3, "k", 3) and not windows.hit(3, "k", 1)
+    now[0] = 600 + 60 + 45  # next minute, three quarters in: the previous 3 weigh 3 * 0.25, unrounded (`limits`')
+    assert windows.stats(3, "k")[0] == 2 and not windows.hit(3, "k", 3)
+    assert windows.hit(3, "k", 2) and not windows.hit(3, "k", 1)
+    now[0] = 600 + 60 + 59.9  # the end of the minute: the previous minute's weight is nearly gone, not yet
+    assert not windows.hit(3, "k", 1)  # 2 + 3 * 0.0017 + 1 > 3: never a fourth request within 60 s
     remaining, frees = windows.stats(3, "k")
     assert remaining == 0 and 0 < frees <= 60
     now[0] = 600 + 180  # two minutes on: all free
