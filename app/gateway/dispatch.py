@@ -325,6 +325,8 @@ class Dispatcher:
                         last = _client_facing(exc, failure)
                         break
                     error = _client_facing(exc, failure, byok=byok_key is not None)
+                    if ctx is not None:  # the upstream and model that gave the answer it ends with (its record's)
+                        ctx.served(upstream.name, upstream.provider, model)
                     if failure not in (Failure.CLIENT, Failure.BAD_ANSWER, Failure.NOT_FOUND):
                         _log_failure(targets, attempts, error)
                     error.headers.update(Outcome(target, call, attempts).headers())

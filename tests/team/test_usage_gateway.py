@@ -140,7 +140,7 @@ def test_totals_per_key_are_exactly_what_gemini_reported(usage_gateway, admin_of
     for row in rows_in_db:
         assert row["key_name"] in ("red-app", "blue-app") and row["team"] in ("red", "blue")
         assert row["latency_ms"] >= 0 and row["attempts"] >= 1 and row["request_id"]
-        assert row["served_model"] and row["upstream"] == "fake" or row["status"] == 400
+        assert row["served_model"] and row["upstream"] == "fake"  # a request Google refused too: who answered it
         if row["stream"]:
             assert row["ttft_ms"] is not None
     failed = next(r for r in rows_in_db if r["status"] == 400)
