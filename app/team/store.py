@@ -139,6 +139,8 @@ class KeyStore:
         """A new key and its secret (the only time the secret exists outside the caller)."""
         secret = new_secret()
         now = utcnow()
+        if expires_at is not None and expires_at <= now:  # (an update may expire a key at once: not a new one)
+            raise InvalidRequest("`expires_at` is in the past: the key would never work.", param="expires_at")
         values = {
             "id": new_key_id(), "name": _check_name(name, "key"), "team": team.strip() if team else None,
             "models": _models_value(models), "secret_sha256": secret_digest(secret),

@@ -131,6 +131,14 @@ def test_rotated_key_old_secret_stops_new_one_works(team_gateway, database_url, 
     assert chat(team_gateway.url, rotated["key"]).status_code == 200
 
 
+def test_a_new_key_that_would_already_be_expired_is_refused(team_gateway, database_url, admin, fake):
+    r = admin.post("/admin/keys", json={"name": "dead", "expires_at": "2020-01-01T00:00:00Z"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "expires_at"
+    done = cli(database_url, "keys", "create", "--name", "dead", "--expires", "2020-01-01", check=False)
+    assert done.returncode == 1 and "in the past" in done.stderr
+    assert all(k["name"] != "dead" for k in admin.get("/admin/keys").json()["data"])
+
+
 def test_expired_key_is_401(team_gateway, database_url, admin, fake):
     """Expiry needs no change in the database: the clock is checked on every request."""
     made = time.monotonic()
