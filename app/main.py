@@ -150,4 +150,5 @@ def create_app(settings: Settings, services: Services | None = None) -> GatewayA
         extra_headers=[DEMO_HEADER] if settings.demo else [],
     )
     app.pipeline.settle = gateway.limiter.settle
+    app.pipeline.peek_limits = gateway.limiter.peek_headers
     return app

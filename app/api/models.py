@@ -45,6 +45,7 @@ from app.api import authenticate_request, json_response
 from app.errors import GatewayError, ModelNotFound, UpstreamError
 from app.gateway.routing import gemini_model_id
 from app.gateway.upstreams import Upstream
+from app.pipeline.context import Principal
 from app.services import Services
 
 log = logging.getLogger("gemini_proxy.models")
@@ -220,7 +221,14 @@ async def list_models(request: Request) -> Response:
     body: dict[str, Any] = {"object": "list", "data": [m for m in await _all(request) if principal.allows(m["id"])]}
     if state.settings.demo:
         body["demo"] = True
-    return json_response(body)
+    return json_response(body, headers=await _limit_headers(state, principal))
+
+
+async def _limit_headers(state: Services, principal: Principal) -> dict[str, str]:
+    """A limited key's `x-ratelimit-*` headers, as on every answer to it (nothing is taken: a list is no request)."""
+    if not principal.limited:
+        return {}
+    return {name.decode(): value.decode() for name, value in await state.limiter.peek_headers(principal)}
 
 
 @router.get("/v1/models/{model_id:path}")
@@ -230,5 +238,5 @@ async def retrieve_model(model_id: str, request: Request) -> Response:
     principal.check_model(model_id)
     for model in await _all(request):
         if model["id"] in (model_id, gemini_model_id(model_id)):
-            return json_response({**model, "id": model_id})
+            return json_response({**model, "id": model_id}, headers=await _limit_headers(request.app.state.gateway, principal))
     raise ModelNotFound(model_id)

@@ -452,6 +452,10 @@ class Backend:
             held[subject] = held.get(subject, 0) + 1
         return Verdict(0, 0, window, remaining)
 
+    async def peek(self, windows: list[tuple[str, int]]) -> list[int]:
+        """What is left in each (window, limit), nothing taken."""
+        return [self.windows.stats(limit, key)[0] for key, limit in windows]
+
     def _unhit(self, hits: list[tuple[str, int, int]], now: float) -> None:
         for key, _, cost in hits:
             self.windows.force(key, -cost, now)
@@ -733,6 +737,25 @@ class Limiter:
             reset = _reset_value(max(0, round(WINDOW * (limit - left) / limit * 1000)))
             headers += ((limit_name, limit_text), (remaining_name, str(left).encode()), (reset_name, reset))
         return headers
+
+    async def peek_headers(self, principal: Principal, sent: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
+        """The `x-ratelimit-*` headers of an answer to a limited key that took nothing (a refusal, or an error
+        before its admission), as an admitted answer's would read: what is left now in each window; those already
+        in `sent` (a refusal's own, naming the window that refused) are left out. Never raises."""
+        shared = self.shared is not None and self._shared_up()
+        n = 1 if shared else self._replicas() if self.shared is not None else self.local_share
+        shape = self._shape(principal, n)
+        if not shape.headers:
+            return []
+        backend = self.shared if shared and self.shared is not None else self.local
+        windows = [(key, limit) for key, limit, _ in shape.rpm] + [(key, limit) for _, key, limit in shape.tpm]
+        try:
+            left = await backend.peek(windows)
+        except Exception as exc:
+            if backend.shared:
+                self._shared_failed(exc)
+            return []
+        return [header for header in self._headers(shape, left) if header[0] not in sent]
 
     def _count(self, team: str, kind: str) -> None:
         if self.metrics is not None:

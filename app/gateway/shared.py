@@ -244,6 +244,17 @@ for i = nr + 1, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1 + i - nr]) end
 return 0
 """
 
+# KEYS: windows; ARGV: their limits. Reply: what is left in each (as an admission counts it), nothing taken.
+_PEEK = _CLOCK + """
+local weight = 1 - (ms % 60000) / 60000
+local out = {}
+for i = 1, #KEYS do
+  local p, c = roll(KEYS[i])
+  out[i] = math.max(0, math.floor(tonumber(ARGV[i]) - (p * weight + c)))
+end
+return out
+"""
+
 # KEYS: windows; ARGV: per window, the units to add (negative: give back) and the minute they belong to, whatever
 # the limit: a grant overrun by the real usage of requests admitted from it (this minute), or a grant's unused units
 # given back (its minute: this one, or the previous one while it still weighs). An older minute is left alone.
@@ -571,6 +582,7 @@ class RedisBackend(Backend):
         self._undo = state.redis.register_script(_UNDO)
         self._force = state.redis.register_script(_FORCE)
         self._renew_script = state.redis.register_script(_RENEW)
+        self._peek = state.redis.register_script(_PEEK)
         self.lost_admissions: list[str] = []  # records of admissions whose reply was lost
         self.lost_releases: list[tuple[str, str]] = []  # (lease set, member) whose release was lost
         self.grants: dict[str, Grant] = {}  # window -> the units taken ahead
@@ -727,6 +739,17 @@ class RedisBackend(Backend):
                 pool.free += members
                 pool.held.update(members)
         return Verdict(0, 0, window, remaining)
+
+    async def peek(self, windows: list[tuple[str, int]]) -> list[int]:
+        """What is left in each (window, limit): Redis's count, and the units this process holds ahead."""
+        reply = await self._peek(keys=[WINDOWS + key for key, _ in windows], args=[limit for _, limit in windows])
+        minute = self._minute()
+        left = []
+        for (key, limit), there in zip(windows, reply, strict=True):
+            g = self.grants.get(key)
+            held = g.left if g is not None and g.minute == minute and g.limit == limit else 0
+            left.append(int(there) + held)
+        return left
 
     def _put_back(self, members: list[tuple[str, str]]) -> None:
         """Granted slots free again (unless they were dropped meanwhile: expired, or a changed limit)."""

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -50,7 +50,7 @@ from app.errors import GatewayError, InvalidRequest, PayloadTooLarge, internal_e
 from app.gateway.ratelimit import release_leases
 from app.observe.access_log import current_request_id
 from app.pipeline.auth import token_from_headers
-from app.pipeline.context import RequestContext, clean_request_id
+from app.pipeline.context import Principal, RequestContext, clean_request_id
 
 log = logging.getLogger("gemini_proxy.pipeline")
 
@@ -335,6 +335,8 @@ class Pipeline:
         self.watches = Watches(WATCH_AFTER)
         self.extra_headers = extra_headers or []
         self.settle: Callable[[RequestContext], Any] | None = None  # the limiter's settlement (ctx.admission)
+        # the limiter's x-ratelimit-* headers of a limited key's answer that took nothing (Limiter.peek_headers)
+        self.peek_limits: Callable[[Principal, frozenset[bytes]], Awaitable[list[tuple[bytes, bytes]]]] | None = None
         self.shutdown_message = "The gateway is shutting down; this request could not be finished. Please retry."
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -485,6 +487,8 @@ class Pipeline:
         raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
         if ctx.admission is not None:
             raw.extend(ctx.admission.raw_headers)
+        elif ctx.principal.limited and self.peek_limits is not None:  # refused, or failed before its admission
+            raw.extend(await self.peek_limits(ctx.principal, frozenset(name for name, _ in raw)))
         raw.extend(self.extra_headers)
         ctx.status = status
         await send({"type": "http.response.start", "status": status, "headers": raw})

@@ -280,14 +280,49 @@ def test_headers_on_errors_and_streams(limited, fake):
     responses = httpx.post(gateway.url + "/v1/responses", headers={"authorization": f"Bearer {KEY}"},
                            json={"model": MODEL, "input": "x", "max_output_tokens": 100}, timeout=30)
     assert responses.status_code == 200 and responses.headers["x-ratelimit-remaining-requests"] == "94"
-    # a native metadata read is not admitted: no request slot, no tokens reserved, no headers
+    # a native metadata read is not admitted: no request slot, no tokens reserved; its headers say what is left
     tokens = int(responses.headers["x-ratelimit-remaining-tokens"])
     meta = httpx.get(gateway.url + f"/v1beta/models/{MODEL}", headers={"x-goog-api-key": KEY}, timeout=30)
     assert meta.status_code == 200 and meta.json()["name"] == f"models/{MODEL}"
-    assert not any(h in meta.headers for h in RATE_HEADERS)
+    assert meta.headers.get("x-ratelimit-remaining-requests") == "94"
     after = raw_chat(gateway, text="x")
     assert after.headers["x-ratelimit-remaining-requests"] == "93"
     assert int(after.headers["x-ratelimit-remaining-tokens"]) > tokens - 4096 - 100
+
+
+def test_every_answer_to_a_limited_key_carries_its_windows_headers(make_gateway, fake):
+    """Refusals and errors that took nothing (a concurrency 429, a 403, a 400 before the call, a window's 429) and the
+    model list carry the headers as well, saying what is left now; a refusing window's pair is its own."""
+    fresh_minute()
+    keys = [{"name": "limited", "id": "lim", "key": KEY, "models": [MODEL],
+             "limits": {"rpm": 3, "tpm": 100_000, "concurrency": 1}}]
+    gateway = make_gateway(auth={"client_keys": keys})
+
+    def check(response: httpx.Response, status: int, requests_left: str) -> None:
+        assert response.status_code == status, response.text
+        assert all(h in response.headers for h in RATE_HEADERS), (status, dict(response.headers))
+        assert response.headers["x-ratelimit-remaining-requests"] == requests_left
+        assert response.headers["x-ratelimit-limit-tokens"] == "100000"
+        assert RESET.match(response.headers["x-ratelimit-reset-tokens"])
+
+    check(raw_chat(gateway), 200, "2")
+    check(httpx.post(gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+                     json={"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "x"}]}), 403, "2")
+    check(httpx.post(gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+                     json={"model": MODEL, "messages": "not a list"}), 400, "2")
+    check(httpx.get(gateway.url + "/v1/models", headers={"authorization": f"Bearer {KEY}"}), 200, "2")
+    slow = threading.Thread(target=lambda: raw_chat(gateway, text=fake_line(first_byte_delay_ms=1500)))
+    slow.start()
+    fake.wait_for(lambda stats: stats["active_requests"] == 1, timeout=10)
+    busy = raw_chat(gateway)
+    check(busy, 429, "1")  # the slow one holds the key's one slot; this one took nothing
+    assert "concurrent" in busy.json()["error"]["message"]
+    slow.join()
+    check(raw_chat(gateway), 200, "0")
+    refused = raw_chat(gateway)
+    check(refused, 429, "0")
+    assert refused.json()["error"]["type"] == "requests"
+    assert int(refused.headers["x-ratelimit-remaining-tokens"]) > 80_000  # the other window: what it has left
 
 
 @pytest.fixture

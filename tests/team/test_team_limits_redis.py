@@ -69,6 +69,10 @@ def test_limits_and_settlement_on_redis(redis_gateway, redis, fake):
     refused = chat(gateway.url, KEY)
     assert refused.status_code == 429 and refused.json()["error"]["type"] == "requests"
     assert 1 <= int(refused.headers["retry-after"]) <= 60
+    # the refusal carries the other window's headers too, read from Redis (nothing taken)
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert 0 < int(refused.headers["x-ratelimit-remaining-tokens"]) < 100_000
+    assert refused.headers["x-ratelimit-limit-tokens"] == "100000"
     keys = redis.command("KEYS", "gemini-proxy:*")
     assert b"gemini-proxy:win:key:rl/rpm" in keys and b"budget:key:rl:tokens:" in keys
     assert KEY.encode() not in keys  # never the secret
