@@ -96,6 +96,22 @@ def _shared_metrics_dir() -> Iterator[None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _worker_slots_dir() -> Iterator[None]:
+    """A directory for this run's worker slots (app/gateway/ratelimit.py `claim_worker_slot`: without Redis each worker
+    enforces its exact share of every limit), removed at exit. Set before uvicorn spawns the workers, which inherit
+    the environment."""
+    from app.gateway.ratelimit import WORKER_SLOTS_ENV
+
+    path = tempfile.mkdtemp(prefix="gemini-proxy-workers-")
+    os.environ[WORKER_SLOTS_ENV] = path
+    try:
+        yield
+    finally:
+        os.environ.pop(WORKER_SLOTS_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _prepare_database(settings: Settings) -> str | None:
     """Open and migrate the database before any worker starts (they then find it migrated); the problem, if any."""
     import asyncio
@@ -161,7 +177,7 @@ def serve(args: argparse.Namespace) -> int:
         for key in ("host", "port", "workers"):
             if getattr(args, key) is not None:
                 os.environ[f"{ENV_PREFIX}SERVER__{key.upper()}"] = str(getattr(args, key))
-        with _shared_metrics_dir():
+        with _shared_metrics_dir(), _worker_slots_dir():
             uvicorn.run("app.cli:_factory", factory=True, workers=server.workers, **common)
     else:
         uvicorn.run(create_app(settings), **common)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 from app.errors import GatewayError
 from app.gateway.dispatch import Dispatcher
 from app.gateway.fetch import FetchGuard, fetch_all, fetch_chat_media, responses_urls_to_fetch
-from app.gateway.ratelimit import BudgetSource, Limiter, estimate_prompt_tokens
+from app.gateway.ratelimit import WORKER_SLOTS_ENV, BudgetSource, Limiter, claim_worker_slot, estimate_prompt_tokens
 from app.gateway.responses_store import MemoryResponseStore, ResponseStore
 from app.gateway.routing import Router
 from app.gateway.shared import RedisSignatureStore, SharedState
@@ -150,6 +151,7 @@ class Services:
             replicas=(lambda: shared.replicas) if shared is not None else None,
             price_of=self._price_of,
         )
+        self._slot_file: int | None = None  # the open lock file of this worker's slot (`_claim_worker_slot`)
         self.upstreams: list[Upstream] = []
         self._router: Router | None = None
         self._dispatcher: Dispatcher | None = None
@@ -230,11 +232,27 @@ class Services:
             await self.shared.start()
             log.info("limits, upstream rests and thought signatures are shared through Redis")
         elif self.settings.server.workers > 1:
+            self._claim_worker_slot(self.settings.server.workers)
+
+    def _claim_worker_slot(self, n: int) -> None:
+        """Without Redis, which of the run's `n` workers this is: its exact share of every limit (the shares add up
+        to the limit, never more; a limit below `n` leaves some workers none). The slot directory is the run's
+        (`WORKER_SLOTS_ENV`, made by `gemini-proxy serve --workers`)."""
+        directory = os.environ.get(WORKER_SLOTS_ENV)
+        claimed = claim_worker_slot(directory, n) if directory else None
+        if claimed is None:
             log.warning(
                 "no storage.redis_url: each of the %d workers enforces its share of every key's and team's limits "
-                "(limit // %d, at least 1; USD / %d)", self.settings.server.workers, self.settings.server.workers,
-                self.settings.server.workers,
+                "(limit // %d, at least 1: a limit below %d is enforced looser; USD / %d)", n, n, n, n,
             )
+            return
+        self.limiter.local_slot, self._slot_file = claimed
+        log.warning(
+            "no storage.redis_url: each of the %d workers enforces its share of every key's and team's limits "
+            "(limit // %d, one more for the first limit %% %d workers; USD / %d): never looser than configured, and a "
+            "limit below %d leaves some workers none (they refuse it; use Redis for such limits). This is worker %d.",
+            n, n, n, n, n, claimed[0] + 1,
+        )
 
     async def _start_usage(self) -> None:
         st = self.settings.storage
@@ -250,6 +268,9 @@ class Services:
         self.recorder.usage = self.usage_writer
 
     async def stop(self) -> None:
+        if self._slot_file is not None:
+            os.close(self._slot_file)  # (its lock goes with it: the slot is free for a worker started in its place)
+            self._slot_file = None
         if self.usage_writer is not None:
             self.recorder.usage = None
             await self.usage_writer.stop()

@@ -33,8 +33,9 @@ pipeline's `finally` with Google's real usage (`ctx.usage`) and cost
   `SEED_RETRY`; logged once) and is never taken for a Redis failure.
 
 Without Redis each of N worker processes enforces its share of every limit
-(limit // N, at least 1; USD limit / N), so the gateway is never looser than
-configured (except limits below N). With Redis configured but unreachable a
+(limit // N, one more for the first limit % N workers by their slot,
+`claim_worker_slot`; USD limit / N), so the gateway is never looser than
+configured (a limit below N leaves some workers none: they refuse it). With Redis configured but unreachable a
 replica falls back to the same local limits divided by the number of
 processes last seen alive (`SharedState.replicas`), and never answers 5xx for
 it. A budget counter enforcing a share is seeded with the same share of what
@@ -53,6 +54,7 @@ are 429 with OpenAI's bodies (`rate_limit_exceeded` with `Retry-After` and
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import logging
 import math
@@ -77,6 +79,7 @@ SEED_TIMEOUT = 2.0  # seconds a budget seed may wait for the usage records befor
 SEED_RETRY = 10.0  # seconds before a failed seed is tried again (the request path never hammers a sick database)
 LARGE_BODY = 32 * 1024  # bytes: a body larger than this is scanned for media before its size is taken for text
 KINDS = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month", "usd_per_month")
+WORKER_SLOTS_ENV = "GEMINI_PROXY_WORKER_SLOTS"  # the run's directory of worker slot locks (`gemini-proxy serve --workers`)
 _lease_ids = itertools.count(1)
 _process_tag = f"{os.getpid()}-{time.time_ns() % 10**9}"
 
@@ -181,17 +184,44 @@ class NoBudgetSource:
         return 0, 0.0
 
 
-def share(limits: Limits, n: int) -> Limits:
-    """One process's share of `limits` when `n` processes enforce them without shared state."""
+def share(limits: Limits, n: int, slot: int | None = None) -> Limits:
+    """One process's share of `limits` when `n` processes enforce them without shared state.
+
+    `slot` (0 .. n-1: which of the run's `--workers` this is, `claim_worker_slot`): limit // n, and one more for the
+    first limit % n slots, so the shares add up to the limit exactly, never more (a limit below n leaves some
+    workers none). Without a slot (replicas counted through a Redis that is away): limit // n, at least 1.
+    """
     if n <= 1:
         return limits
 
     def part(value: int | None) -> int | None:
-        return None if value is None else max(1, value // n)
+        if value is None:
+            return None
+        if slot is None:
+            return max(1, value // n)
+        return value // n + (1 if slot < value % n else 0)
 
     usd = None if limits.usd_per_month is None else limits.usd_per_month / n
     return Limits(part(limits.rpm), part(limits.tpm), part(limits.concurrency), part(limits.tokens_per_day),
                   part(limits.tokens_per_month), usd)
+
+
+def claim_worker_slot(directory: str, n: int) -> tuple[int, int] | None:
+    """(slot, the open file holding it): the lowest of 0 .. n-1 that no live worker of this run holds (an exclusive
+    `flock` held for the process's life: a worker that dies frees it for the one started in its place); None when
+    every slot is held or the directory cannot be used."""
+    for slot in range(n):
+        try:
+            fd = os.open(os.path.join(directory, f"worker-{slot}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        return slot, fd
+    return None
 
 
 def periods(now: float) -> tuple[str, float, float, str, float, float]:
@@ -502,6 +532,7 @@ class Limiter:
     def __init__(
         self,
         local_share: int = 1,
+        local_slot: int | None = None,
         metrics: Any = None,
         budget_source: BudgetSource | None = None,
         shared: Backend | None = None,
@@ -513,6 +544,7 @@ class Limiter:
         self.local = Backend()
         self.price_of = price_of or (lambda model: None)  # model asked -> its `Price` (app/team/prices.py), or None
         self.local_share = max(1, local_share)
+        self.local_slot = local_slot  # which of the `local_share` workers this is (its exact share), if known
         self.metrics = metrics
         self.budget_source: BudgetSource = budget_source or NoBudgetSource()
         self.shared = shared
@@ -530,8 +562,8 @@ class Limiter:
     def _share(self, limits: Limits, n: int) -> Limits:
         key = (limits, n)
         found = self._shares.get(key)
-        if found is None:
-            found = self._shares[key] = share(limits, n)
+        if found is None:  # (the exact share of this worker's slot without Redis; with Redis away, at least 1)
+            found = self._shares[key] = share(limits, n, self.local_slot if self.shared is None else None)
         return found
 
     def _subjects(self, p: Principal, n: int) -> list[Subject]:
@@ -580,7 +612,7 @@ class Limiter:
         estimate = max(1, prompt_tokens + (max_output if max_output is not None else shape.output))
         team = ctx.principal.team or ""
         for s, _, tpm in shape.tpm:  # more than a whole minute's tokens never fits: refused before anything is taken
-            if estimate > tpm:
+            if estimate > tpm > 0:  # (a worker's share of 0: refused by its window, as a rate limit)
                 raise self._too_large(ctx, s, team, tpm, estimate)
         # requests first, then tokens
         hits = shape.rpm + [(window, limit, estimate) for _, window, limit in shape.tpm]
@@ -734,7 +766,7 @@ class Limiter:
                 if remaining[j] < left:
                     limit, limit_text, left = other_limit, other_text, remaining[j]
             # time until the window is back to full, replenished continuously (`go_duration` of it)
-            reset = _reset_value(max(0, round(WINDOW * (limit - left) / limit * 1000)))
+            reset = _reset_value(max(0, round(WINDOW * (limit - left) / limit * 1000)) if limit else 0)  # (0: a share of none)
             headers += ((limit_name, limit_text), (remaining_name, str(left).encode()), (reset_name, reset))
         return headers
 
@@ -770,6 +802,9 @@ class Limiter:
         seconds = max(1, math.ceil(wait))
         name = what or ("requests per min (RPM)" if requests else "tokens per min (TPM)")
         used_text = f", Used {used}" if used is not None else ""
+        if limit == 0:  # a worker's share of a limit smaller than the workers (no Redis): another worker may serve it
+            used_text += (f" (this worker's share of the {kind} limit is 0: the {self.local_share} worker processes "
+                          "enforce their shares without Redis)")
         exc = RateLimitExceeded(
             f"Rate limit reached for {ctx.model or 'this model'} in {_scope(ctx, subject)} on {name}: Limit {limit}"
             f"{used_text}, Requested {requested}. Please try again in {go_duration(wait)}.",

@@ -9,6 +9,7 @@ Google's usage (non-streamed, streamed without `include_usage`, a client that le
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -63,6 +64,25 @@ def test_go_duration_and_shares():
     assert share(Limits(rpm=10, tpm=7, concurrency=1, usd_per_month=3.0), 4) == Limits(
         rpm=2, tpm=1, concurrency=1, usd_per_month=0.75)
     assert share(Limits(rpm=10), 1) == Limits(rpm=10)
+
+
+def test_worker_slots_and_their_exact_shares(tmp_path):
+    from app.gateway.ratelimit import claim_worker_slot
+
+    for n in range(1, 6):
+        for limit in range(12):
+            shares = [share(Limits(rpm=limit, concurrency=limit), n, slot) for slot in range(n)]
+            assert sum(s.rpm for s in shares) == limit and sum(s.concurrency for s in shares) == limit, (n, limit)
+    assert [share(Limits(rpm=1), 2, slot).rpm for slot in (0, 1)] == [1, 0]  # a limit below the workers: one has it
+    first, second = claim_worker_slot(str(tmp_path), 2), claim_worker_slot(str(tmp_path), 2)
+    assert first is not None and second is not None and (first[0], second[0]) == (0, 1)
+    assert claim_worker_slot(str(tmp_path), 2) is None  # every slot is held
+    os.close(first[1])  # that worker is gone: the one started in its place takes its slot
+    again = claim_worker_slot(str(tmp_path), 2)
+    assert again is not None and again[0] == 0
+    os.close(again[1])
+    os.close(second[1])
+    assert claim_worker_slot(str(tmp_path / "missing"), 2) is None
 
 
 def test_rpm_exactly_n_pass_then_openai_429(limited):
@@ -451,22 +471,39 @@ def test_the_sdk_retry_waits_for_retry_after(limited, fake):
 
 
 def test_workers_without_redis_enforce_their_share(tmp_path, fake_gemini, fake):
+    """`--workers 2` without Redis: each worker its exact share (its slot's), so never looser than configured, even
+    for a limit below the number of workers (rpm 1, concurrency 1: one worker has it, the other none)."""
     from .team_support import GatewayProcess, clean_env
 
-    keys = [{"name": "w", "key": KEY, "limits": {"rpm": 4}}]
+    keys = [{"name": "w", "key": KEY, "limits": {"rpm": 4}}, {"name": "one", "key": "sk-one-rpm", "limits": {"rpm": 1}},
+            {"name": "solo", "key": "sk-one-slot", "limits": {"concurrency": 1}}]
     env = clean_env(GEMINI_API_KEY="test-key", GEMINI_BASE_URL=fake_gemini.url,
                     GEMINI_PROXY_STORAGE__DATABASE_URL=f"sqlite:///{tmp_path}/w.db",
                     GEMINI_PROXY_AUTH__CLIENT_KEYS=json.dumps(keys))
     gateway = GatewayProcess(env, tmp_path / "workers.log", "--workers", "2")
+
+    def post(key: str, text: str = "x") -> int:
+        with httpx.Client() as fresh:  # a new connection each time: requests spread over both workers
+            return fresh.post(gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                              json={"model": MODEL, "messages": [{"role": "user", "content": text}]}, timeout=30).status_code
+
     try:
-        statuses = []
-        for _ in range(10):
-            with httpx.Client() as fresh:  # a new connection each time: requests spread over both workers
-                statuses.append(fresh.post(gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
-                                           json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
-                                           timeout=30).status_code)
+        fresh_minute()
+        statuses = [post(KEY) for _ in range(10)]
         assert 2 <= statuses.count(200) <= 4 and statuses.count(429) >= 6, statuses  # 4 // 2 per worker, never more
-        assert "each of the 2 workers enforces its share" in gateway.output()
+        statuses = [post("sk-one-rpm") for _ in range(10)]
+        assert statuses.count(200) <= 1 and statuses.count(429) >= 9, statuses
+        slow: list[int] = []
+        threads = [threading.Thread(target=lambda: slow.append(post("sk-one-slot", fake_line(first_byte_delay_ms=800))))
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert slow.count(200) <= 1 and slow.count(429) >= 3, slow
+        output = gateway.output()
+        assert "each of the 2 workers enforces its share" in output and "never looser than configured" in output
+        assert "This is worker 1." in output and "This is worker 2." in output
     finally:
         gateway.stop()
 
