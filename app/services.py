@@ -49,6 +49,8 @@ from app.translate.responses_items import wanted_keys
 from app.upstream.auth import ApiKeyAuth
 from app.upstream.client import Endpoint, Timeouts, UpstreamClient
 
+SLOT_RETRY = 1.0  # seconds between two tries for a worker slot when every slot was held at start
+
 log = logging.getLogger("gemini_proxy")
 
 DEMO_KEY = "demo-key"
@@ -152,6 +154,7 @@ class Services:
             price_of=self._price_of,
         )
         self._slot_file: int | None = None  # the open lock file of this worker's slot (`_claim_worker_slot`)
+        self._slot_task: asyncio.Task[None] | None = None  # trying for a slot (every slot was held at start)
         self.upstreams: list[Upstream] = []
         self._router: Router | None = None
         self._dispatcher: Dispatcher | None = None
@@ -243,10 +246,26 @@ class Services:
         if claimed is None:
             log.warning(
                 "no storage.redis_url: each of the %d workers enforces its share of every key's and team's limits "
-                "(limit // %d, at least 1: a limit below %d is enforced looser; USD / %d)", n, n, n, n,
+                "(limit // %d, at least 1 until this worker has a slot: a limit below %d is enforced looser; USD / %d)",
+                n, n, n, n,
             )
+            if directory:  # every slot held: a restart starts the new workers before it stops the old ones
+                self._slot_task = asyncio.get_running_loop().create_task(self._claim_later(directory, n))
             return
-        self.limiter.local_slot, self._slot_file = claimed
+        self._took_slot(claimed, n)
+
+    async def _claim_later(self, directory: str, n: int) -> None:
+        """Try for a slot every `SLOT_RETRY` seconds until one is free (the worker it belonged to has stopped)."""
+        while True:
+            await asyncio.sleep(SLOT_RETRY)
+            claimed = claim_worker_slot(directory, n)
+            if claimed is not None:
+                self._took_slot(claimed, n)
+                return
+
+    def _took_slot(self, claimed: tuple[int, int], n: int) -> None:
+        self._slot_file = claimed[1]
+        self.limiter.set_slot(claimed[0])
         log.warning(
             "no storage.redis_url: each of the %d workers enforces its share of every key's and team's limits "
             "(limit // %d, one more for the first limit %% %d workers; USD / %d): never looser than configured, and a "
@@ -268,6 +287,8 @@ class Services:
         self.recorder.usage = self.usage_writer
 
     async def stop(self) -> None:
+        if self._slot_task is not None:
+            self._slot_task.cancel()
         if self._slot_file is not None:
             os.close(self._slot_file)  # (its lock goes with it: the slot is free for a worker started in its place)
             self._slot_file = None

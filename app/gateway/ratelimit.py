@@ -559,6 +559,12 @@ class Limiter:
         self._seed_retry: dict[tuple[str, float], float] = {}  # (subject, since) -> monotonic time of the next try
         self._seed_failing = False  # the log said the usage records cannot be read (said once, until they can)
 
+    def set_slot(self, slot: int) -> None:
+        """This worker's slot is known (now): the shares are computed again from it."""
+        self.local_slot = slot
+        self._shares.clear()
+        self._shapes.clear()
+
     def _share(self, limits: Limits, n: int) -> Limits:
         key = (limits, n)
         found = self._shares.get(key)
@@ -688,7 +694,7 @@ class Limiter:
             remaining = verdict.remaining[0]
             if kind == "rpm":
                 return self._refuse(ctx, s, team, "rpm", limit, verdict.frees, requests=True, used=limit - remaining)
-            wait = max(verdict.frees, WINDOW * (estimate - remaining) / limit)
+            wait = max(verdict.frees, WINDOW * (estimate - remaining) / limit) if limit else 1.0  # (a share of 0)
             return self._refuse(ctx, s, team, "tpm", limit, wait, requests=False, used=limit - remaining,
                                 requested=estimate)
         if verdict.refused == LEASE:
@@ -783,9 +789,7 @@ class Limiter:
         windows = [(key, limit) for key, limit, _ in shape.rpm] + [(key, limit) for _, key, limit in shape.tpm]
         try:
             left = await backend.peek(windows)
-        except Exception as exc:
-            if backend.shared:
-                self._shared_failed(exc)
+        except Exception:  # (headers only: never the breaker's business, the next admission finds out)
             return []
         return [header for header in self._headers(shape, left) if header[0] not in sent]
 

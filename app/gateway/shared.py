@@ -588,6 +588,7 @@ class RedisBackend(Backend):
         self.grants: dict[str, Grant] = {}  # window -> the units taken ahead
         self.slots: dict[str, Slots] = {}  # lease subject -> the slots taken ahead
         self.exact: dict[str, set[str]] = {}  # lease subject -> admissions holding a lease of the script's (renewed)
+        self._restore_leases = False  # Redis answers again: leases that expired meanwhile are added back, once
         self.served: dict[str, list[tuple[str, str]]] = {}  # admissions served from grants -> (subject, member) in use
         self._asking: set[str] = set()  # windows and lease subjects an admission in flight asks ahead for
         self._offset_ms = 0.0  # Redis's clock minus this process's monotonic clock
@@ -605,6 +606,7 @@ class RedisBackend(Backend):
         self.grants.clear()
         for pool in self.slots.values():
             pool.drop_free()
+        self._restore_leases = True  # the next heartbeat adds back the leases of requests still running
 
     def _minute(self) -> int:
         return int((time.monotonic() * 1000 + self._offset_ms) // 60000)
@@ -849,6 +851,9 @@ class RedisBackend(Backend):
         keys: list[str] = []
         args: list[Any] = [int(GRANT_TTL * 1000), int(GRANT_TTL * 1000)]
         renewed: list[Slots | None] = []
+        # after an outage longer than a lease, the leases of requests still running are gone from Redis: added back
+        # once (a release racing this one renewal may be undone: that lease then expires within GRANT_TTL)
+        restore, self._restore_leases = self._restore_leases, False
         for subject in {*self.slots, *self.exact}:
             pool = self.slots.get(subject)
             exact = list(self.exact.get(subject, ()))
@@ -864,12 +869,18 @@ class RedisBackend(Backend):
                 free = pool.free
                 free_set = set(free)
                 in_use = [m for m in pool.held if m not in free_set]
+            if restore:
+                in_use, exact = in_use + exact, []
             keys.append(_lease_set(subject))
             args += (len(in_use), len(free), len(back), len(exact), *in_use, *free, *back, *exact)
             renewed.append(pool)
         if not keys:
             return
-        reply = await self._renew_script(keys=keys, args=args)
+        try:
+            reply = await self._renew_script(keys=keys, args=args)
+        except BaseException:
+            self._restore_leases = self._restore_leases or restore  # (tried again by the next heartbeat)
+            raise
         for pool, gone in zip(renewed, reply, strict=True):
             if pool is None:  # (exact leases only: nothing is reported gone)
                 continue

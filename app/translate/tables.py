@@ -54,7 +54,7 @@ def gemini_finish_reason_to_openai(reason: str | None, has_tool_calls: bool) -> 
 # Google HTTP status -> (OpenAI status, OpenAI error type, OpenAI code): docs/gemini-facts.md#errors.
 GOOGLE_STATUS_TO_OPENAI: Mapping[int, tuple[int, str, str | None]] = {
     400: (400, "invalid_request_error", None),
-    401: (401, "authentication_error", "invalid_api_key"),
+    401: (401, "invalid_request_error", "invalid_api_key"),  # (OpenAI's type for a bad key, as the gateway's own 401)
     402: (429, "insufficient_quota", "insufficient_quota"),
     403: (403, "permission_error", None),
     404: (404, "not_found_error", None),

@@ -85,6 +85,46 @@ def test_worker_slots_and_their_exact_shares(tmp_path):
     assert claim_worker_slot(str(tmp_path / "missing"), 2) is None
 
 
+@pytest.mark.anyio
+async def test_a_worker_that_finds_every_slot_held_takes_one_once_it_is_free(tmp_path, monkeypatch):
+    """A restart starts the new workers before it stops the old ones: a worker that finds every slot held enforces
+    at least 1 meanwhile and takes the first slot freed (its shares computed again); a share of 0 is a 429."""
+    import asyncio
+    import types
+
+    from app import services as services_module
+    from app.gateway.ratelimit import WORKER_SLOTS_ENV, RateLimitExceeded, claim_worker_slot
+    from app.pipeline.context import Principal, RequestContext
+
+    monkeypatch.setattr(services_module, "SLOT_RETRY", 0.05)
+    monkeypatch.setenv(WORKER_SLOTS_ENV, str(tmp_path))
+    held = [claim_worker_slot(str(tmp_path), 2) for _ in range(2)]  # the old workers
+    limiter = Limiter(local_share=2)
+    worker = types.SimpleNamespace(limiter=limiter, _slot_file=None, _slot_task=None)
+    for name in ("_claim_worker_slot", "_claim_later", "_took_slot"):
+        setattr(worker, name, getattr(services_module.Services, name).__get__(worker))
+    worker._claim_worker_slot(2)
+    assert limiter.local_slot is None and worker._slot_task is not None
+    principal = Principal.of_key("k", "k", limits=Limits(rpm=1, tpm=1))
+
+    async def admitted() -> bool:
+        ctx = RequestContext("r", "POST", "/v1/chat/completions", principal=principal)
+        try:
+            await limiter.admit(ctx, 0, 1)
+        except RateLimitExceeded:
+            return False
+        await limiter.settle(ctx)
+        return True
+
+    assert await admitted()  # meanwhile: at least 1
+    os.close(held[1][1])  # the old worker of slot 1 stops
+    await asyncio.wait_for(worker._slot_task, 2)
+    assert limiter.local_slot == 1 and worker._slot_file is not None
+    assert not await admitted()  # slot 1's share of rpm 1 and tpm 1 is 0: a 429 (not a 500), every time
+    os.close(worker._slot_file)
+    os.close(held[0][1])
+
+
 def test_rpm_exactly_n_pass_then_openai_429(limited):
     gateway = limited({"rpm": 3})
     client = sdk(gateway.url, KEY)

@@ -747,8 +747,9 @@ async def test_concurrent_requests_never_overspend_a_shared_budget_together(redi
 @pytest.mark.anyio
 async def test_a_lease_lives_while_its_request_runs_and_a_crashed_replicas_lease_expires(redis, monkeypatch):
     """Near a limit a lease is the script's (no grant): it lives GRANT_TTL, renewed by the heartbeat while its
-    request runs, however long; released, a renewal does not bring it back (even one that raced the release); a
-    replica that stops renewing (it crashed) holds nothing once GRANT_TTL has passed."""
+    request runs, however long; released, a renewal does not bring it back (even one that raced the release); after
+    an outage longer than a lease, the first heartbeat adds back the leases of requests still running; a replica that
+    stops renewing (it crashed) holds nothing once GRANT_TTL has passed."""
     from app.gateway import shared
     from app.gateway.ratelimit import RateLimitExceeded
 
@@ -774,6 +775,15 @@ async def test_a_lease_lives_while_its_request_runs_and_a_crashed_replicas_lease
         await state._beat()
         assert lease_count(redis) == 0  # not brought back
         await limiter.settle(raced)
+        running = request("running")  # Redis away for longer than a lease: the running request's lease expired
+        await limiter.admit(running, 10, 10)
+        await asyncio.sleep(0.7)
+        assert lease_count(redis) == 0
+        backend._returned()  # Redis answers again: the next heartbeat adds the lease back, once
+        await state._beat()
+        assert lease_count(redis) == 1
+        await limiter.settle(running)
+        assert lease_count(redis) == 0
         crashed = request("crashed")
         await limiter.admit(crashed, 10, 10)
         backend.exact.clear()  # the replica is gone: nothing renews or releases its lease

@@ -146,7 +146,7 @@ def sdk_exception(status: int, kind: str, code: str | None) -> openai.APIStatusE
     "google, expected",
     [
         (400, (400, "invalid_request_error")),  # INVALID_ARGUMENT / FAILED_PRECONDITION
-        (401, (401, "authentication_error")),
+        (401, (401, "invalid_request_error")),  # (OpenAI's type for a bad key)
         (402, (429, "insufficient_quota")),  # OpenAI's convention for billing
         (403, (403, "permission_error")),
         (404, (404, "not_found_error")),
