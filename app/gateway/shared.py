@@ -50,6 +50,7 @@ PREFIX = "gemini-proxy:"
 TIMEOUT = 0.25  # seconds: socket connect and read timeouts
 PROBE_MIN = 0.25
 PROBE_MAX = 2.0
+MAX_CONNECTIONS = 2048  # per process: calls in flight at once (redis-py's default, 100, failed the 101st: the breaker)
 HEARTBEAT = 2.0  # seconds between heartbeats; a process unseen for 3 of them is gone
 LISTEN_POLL = 0.25  # seconds: the rests listener's longest wait for a message (it stops within it)
 SIGNATURE_TTL = 86400  # seconds a thought signature is kept in Redis
@@ -334,7 +335,7 @@ class SharedState:
         self.url = url
         self.redis = aioredis.Redis.from_url(
             url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, retry=Retry(NoBackoff(), 0),
-            health_check_interval=30,
+            health_check_interval=30, max_connections=MAX_CONNECTIONS,
         )
         self.up = False
         # processes last seen sharing this Redis; until Redis is first seen, this replica's own worker processes

@@ -745,6 +745,21 @@ async def test_concurrent_requests_never_overspend_a_shared_budget_together(redi
 
 
 @pytest.mark.anyio
+async def test_hundreds_of_admissions_at_once_stay_on_redis(redis):
+    """More calls in flight at once than redis-py's default pool (100) allowed: each gets a connection (the 101st
+    used to fail, and the breaker sent the replica to local limits)."""
+    state, limiter, breaker, request = limiter_on(redis, concurrency=1000, tokens_per_day=10**9)  # budgets: no grants
+    try:
+        ctxs = [request(f"many{i}") for i in range(300)]
+        await asyncio.gather(*(limiter.admit(ctx, 10, 10) for ctx in ctxs))
+        await asyncio.gather(*(limiter.settle(ctx) for ctx in ctxs))
+        assert breaker.failures == [] and all(ctx.admission is None for ctx in ctxs)
+        assert lease_count(redis) == 0
+    finally:
+        await state.redis.aclose()
+
+
+@pytest.mark.anyio
 async def test_a_lease_lives_while_its_request_runs_and_a_crashed_replicas_lease_expires(redis, monkeypatch):
     """Near a limit a lease is the script's (no grant): it lives GRANT_TTL, renewed by the heartbeat while its
     request runs, however long; released, a renewal does not bring it back (even one that raced the release); after
