@@ -815,12 +815,14 @@ class Limiter:
             type="requests" if requests else "tokens",
             headers={"retry-after": str(seconds), "retry-after-ms": str(max(1, round(wait * 1000)))},
         )
-        if kind == "concurrency":  # not a per-minute window: the x-ratelimit-* headers would misstate the rpm
+        if kind == "concurrency":  # not a per-minute window: its pairs are read as they are (`peek_headers`)
             return exc
         label = "requests" if requests else "tokens"
         exc.headers[f"x-ratelimit-limit-{label}"] = str(limit)
         exc.headers[f"x-ratelimit-remaining-{label}"] = "0"
-        exc.headers[f"x-ratelimit-reset-{label}"] = go_duration(wait)
+        # as on every answer, the time until the window is back to full (Retry-After says when one more fits)
+        full = WINDOW * min(limit, used if used is not None else limit) / limit if limit else 0.0
+        exc.headers[f"x-ratelimit-reset-{label}"] = go_duration(max(full, wait))
         return exc
 
     def _too_large(self, ctx: RequestContext, subject: Subject, team: str, limit: int, requested: int) -> RateLimitExceeded:

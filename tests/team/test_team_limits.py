@@ -382,6 +382,8 @@ def test_every_answer_to_a_limited_key_carries_its_windows_headers(make_gateway,
     refused = raw_chat(gateway)
     check(refused, 429, "0")
     assert refused.json()["error"]["type"] == "requests"
+    # reset: back to full, as on every answer (the whole minute's 3 requests); Retry-After: when one more fits
+    assert refused.headers["x-ratelimit-reset-requests"] == "1m0s" and 1 <= int(refused.headers["retry-after"]) <= 60
     assert int(refused.headers["x-ratelimit-remaining-tokens"]) > 80_000  # the other window: what it has left
 
 
