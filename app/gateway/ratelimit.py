@@ -371,6 +371,24 @@ async def release_leases(ctx: RequestContext) -> None:
         raise
 
 
+def fits_in(p: float, c: float, s: float, limit: int, cost: int) -> float:
+    """Seconds until `cost` more fits in a window whose previous minute counted `p` and this one `c`, `s` seconds into
+    this minute: while the previous minute's weight falls (this minute), or once it has become the previous one. The
+    same arithmetic as the Redis script's (app/gateway/shared.py `_ADMIT`)."""
+    if p * (1 - s / WINDOW) + c + cost <= limit:
+        return 0.0
+    room = limit - cost - c
+    if room >= 0 and p > room:  # this minute, once p * (1 - t / 60) <= room
+        return max(0.0, WINDOW * (1 - room / p) - s)
+    left = WINDOW - s
+    room = limit - cost
+    if room < 0:  # more than the limit never fits (a share of 0): a minute, then again
+        return left
+    if c <= room:  # at the next minute's start
+        return left
+    return left + WINDOW * (1 - room / c)  # in the next minute, as this one's count weighs less
+
+
 class LocalWindows:
     """In-process sliding window counters: `limits`' algorithm (two one-minute windows on the epoch, the previous
     one weighted by how much of it still overlaps the last minute), the same as the Redis script's
@@ -399,14 +417,9 @@ class LocalWindows:
         return w[1] * (1 - (now % WINDOW) / WINDOW) + w[2]
 
     @staticmethod
-    def _frees(w: list[int], now: float) -> float:
-        """Seconds until the weighted count falls by one (`limits`' figure): the current minute's end, or the
-        previous minute's weight falling by one unit (every 60/previous s), whichever comes first."""
-        left = WINDOW - now % WINDOW
-        frees = left if w[2] > 0 else math.inf
-        if w[1] > 0:
-            frees = min(frees, left % (WINDOW / w[1]))
-        return 0.0 if frees == math.inf else frees
+    def _frees(w: list[int], now: float, limit: int, cost: int) -> float:
+        """Seconds until `cost` more fits (`fits_in`)."""
+        return fits_in(w[1], w[2], now % WINDOW, limit, cost)
 
     def take(self, limit: int, key: str, cost: int, now: float) -> int:
         """What is left after taking `cost`, or -1 - what is left when it does not fit (nothing taken)."""
@@ -426,11 +439,15 @@ class LocalWindows:
         """Add `amount` (negative: give back) to the current minute, whatever the limit."""
         self._roll(key, self.clock() if now is None else now)[2] += amount
 
+    def wait(self, limit: int, key: str, cost: int, now: float) -> float:
+        """Seconds until `cost` more fits in the window."""
+        return self._frees(self._roll(key, now), now, limit, cost)
+
     def stats(self, limit: int, key: str, now: float | None = None) -> tuple[int, float]:
         """(what is left, seconds until one more unit frees)."""
         now = self.clock() if now is None else now
         w = self._roll(key, now)
-        return max(0, math.floor(limit - self._weighted(w, now))), self._frees(w, now)
+        return max(0, math.floor(limit - self._weighted(w, now))), self._frees(w, now, limit, 1)
 
 
 class Backend:
@@ -463,7 +480,7 @@ class Backend:
             if left < 0:
                 i = len(remaining)
                 self._unhit(plan.hits[:i], now)
-                return Verdict(HIT, i, window, [-1 - left], windows.stats(limit, key, now)[1])
+                return Verdict(HIT, i, window, [-1 - left], windows.wait(limit, key, cost, now))
             remaining.append(left)
         for i, b in enumerate(plan.budgets):
             spent = self._get(b.key)
@@ -694,7 +711,7 @@ class Limiter:
             remaining = verdict.remaining[0]
             if kind == "rpm":
                 return self._refuse(ctx, s, team, "rpm", limit, verdict.frees, requests=True, used=limit - remaining)
-            wait = max(verdict.frees, WINDOW * (estimate - remaining) / limit) if limit else 1.0  # (a share of 0)
+            wait = verdict.frees if limit else 1.0  # (a share of 0)
             return self._refuse(ctx, s, team, "tpm", limit, wait, requests=False, used=limit - remaining,
                                 requested=estimate)
         if verdict.refused == LEASE:

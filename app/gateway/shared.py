@@ -125,12 +125,15 @@ for i = 1, nh do
   local used = p * weight + c
   if cost > limit or used + cost > limit then
     unhit(i - 1)
-    local left = 60000 - ms % 60000
-    local frees = 0
-    if c > 0 then frees = left end
-    if p > 0 then
-      local f = left % (60000 / p)
-      if frees == 0 or f < frees then frees = f end
+    -- ms until `cost` more fits: ratelimit.py `fits_in`
+    local s, frees = ms % 60000, 0
+    local room = limit - cost - c
+    if room >= 0 and p > room then
+      frees = math.max(0, 60000 * (1 - room / p) - s)
+    else
+      frees = 60000 - s
+      room = limit - cost
+      if room >= 0 and c > room then frees = frees + 60000 * (1 - room / c) end
     end
     return {1, i, minute, math.max(0, math.floor(limit - used)), math.ceil(frees)}
   end

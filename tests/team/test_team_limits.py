@@ -9,6 +9,7 @@ Google's usage (non-streamed, streamed without `include_usage`, a client that le
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import threading
@@ -382,8 +383,12 @@ def test_every_answer_to_a_limited_key_carries_its_windows_headers(make_gateway,
     refused = raw_chat(gateway)
     check(refused, 429, "0")
     assert refused.json()["error"]["type"] == "requests"
-    # reset: back to full, as on every answer (the whole minute's 3 requests); Retry-After: when one more fits
-    assert refused.headers["x-ratelimit-reset-requests"] == "1m0s" and 1 <= int(refused.headers["retry-after"]) <= 60
+    # Retry-After: when one more fits (this minute's 3 requests weigh until a third of the next one has passed);
+    # reset: when the window is back to full, never sooner
+    wait = int(refused.headers["retry-after-ms"]) / 1000
+    assert 20 < wait <= 80 and int(refused.headers["retry-after"]) == math.ceil(wait)
+    minutes, seconds = re.fullmatch(r"(?:(\d+)m)?([\d.]+)s", refused.headers["x-ratelimit-reset-requests"]).groups()
+    assert int(minutes or 0) * 60 + float(seconds) >= wait - 0.002
     assert int(refused.headers["x-ratelimit-remaining-tokens"]) > 80_000  # the other window: what it has left
 
 
@@ -437,7 +442,17 @@ def test_local_windows_slide_refund_and_force():
     assert not windows.hit(3, "k", 1)  # 2 + 3 * 0.0017 + 1 > 3: never a fourth request within 60 s
     remaining, frees = windows.stats(3, "k")
     assert remaining == 0 and 0 < frees <= 60
-    now[0] = 600 + 180  # two minutes on: all free
+    # when one more fits, exactly: once the previous minute's 3 weigh nothing, at this minute's end (0.1 s)
+    assert windows.wait(3, "k", 1, now[0]) == pytest.approx(0.1, abs=0.001)
+    now[0] = 600 + 120 + 0.05  # the next minute: this one's 2 weigh 2 * (1 - t/60), so one more fits now
+    assert windows.wait(3, "k", 1, now[0]) == 0.0 and windows.hit(3, "k", 1)
+    assert not windows.hit(3, "k", 1)  # 2 * 0.999 + 1 + 1 > 3: one more fits once 2 * (1 - t/60) <= 1, at t = 30 s
+    assert windows.wait(3, "k", 1, now[0]) == pytest.approx(30 - 0.05, abs=0.001)
+    now[0] = 600 + 120 + 29.9
+    assert not windows.hit(3, "k", 1)
+    now[0] = 600 + 120 + 30.1
+    assert windows.hit(3, "k", 1)
+    now[0] = 600 + 240  # two minutes later: all free
     assert windows.stats(3, "k") == (3, 0.0)
 
 

@@ -68,7 +68,7 @@ def test_limits_and_settlement_on_redis(redis_gateway, redis, fake):
     assert chat(gateway.url, KEY).status_code == 200
     refused = chat(gateway.url, KEY)
     assert refused.status_code == 429 and refused.json()["error"]["type"] == "requests"
-    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert 1 <= int(refused.headers["retry-after"]) <= 120  # when one more fits: within two minutes
     # the refusal carries the other window's headers too, read from Redis (nothing taken)
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
     assert 0 < int(refused.headers["x-ratelimit-remaining-tokens"]) < 100_000
