@@ -73,43 +73,38 @@ def _factory() -> Any:
 
 
 @contextlib.contextmanager
-def _shared_metrics_dir() -> Iterator[None]:
-    """Workers share Prometheus figures through files (prometheus-client multiprocess mode).
+def _run_directory(env: str, prefix: str) -> Iterator[None]:
+    """A fresh directory for this run's workers in the environment variable `env` (unless the operator chose one),
+    removed at exit. It is set here, before uvicorn spawns the workers: they are fresh interpreters
+    (multiprocessing "spawn") that inherit the environment. Two of them:
 
-    Unless the operator chose PROMETHEUS_MULTIPROC_DIR, use a fresh directory for
-    this run, removed at exit.  It is set here, before uvicorn spawns the workers:
-    they are fresh interpreters (multiprocessing "spawn") that inherit the
-    environment and import prometheus_client only then, so it does not matter
-    that this parent process may have imported it already.  A worker marks
-    itself dead at exit and the others sweep workers that died
-    (app/observe/metrics.py), for the `live*` gauges.
+    * PROMETHEUS_MULTIPROC_DIR: workers share Prometheus figures through files (prometheus-client multiprocess
+      mode; the workers import prometheus_client only then, so it does not matter that this parent process may have
+      imported it already). A worker marks itself dead at exit and the others sweep workers that died
+      (app/observe/metrics.py), for the `live*` gauges.
+    * the worker slots (app/gateway/ratelimit.py `WORKER_SLOTS_ENV`, `claim_worker_slot`): without Redis each worker
+      enforces its exact share of every limit.
     """
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if os.environ.get(env):
         yield
         return
-    path = tempfile.mkdtemp(prefix="gemini-proxy-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    path = tempfile.mkdtemp(prefix=prefix)
+    os.environ[env] = path
     try:
         yield
     finally:
-        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        os.environ.pop(env, None)
         shutil.rmtree(path, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _worker_slots_dir() -> Iterator[None]:
-    """A directory for this run's worker slots (app/gateway/ratelimit.py `claim_worker_slot`: without Redis each worker
-    enforces its exact share of every limit), removed at exit. Set before uvicorn spawns the workers, which inherit
-    the environment."""
+def _shared_metrics_dir() -> contextlib.AbstractContextManager[None]:
+    return _run_directory("PROMETHEUS_MULTIPROC_DIR", "gemini-proxy-metrics-")
+
+
+def _worker_slots_dir() -> contextlib.AbstractContextManager[None]:
     from app.gateway.ratelimit import WORKER_SLOTS_ENV
 
-    path = tempfile.mkdtemp(prefix="gemini-proxy-workers-")
-    os.environ[WORKER_SLOTS_ENV] = path
-    try:
-        yield
-    finally:
-        os.environ.pop(WORKER_SLOTS_ENV, None)
-        shutil.rmtree(path, ignore_errors=True)
+    return _run_directory(WORKER_SLOTS_ENV, "gemini-proxy-workers-")
 
 
 def _prepare_database(settings: Settings) -> str | None:

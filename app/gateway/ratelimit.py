@@ -416,11 +416,6 @@ class LocalWindows:
     def _weighted(w: list[int], now: float) -> float:
         return w[1] * (1 - (now % WINDOW) / WINDOW) + w[2]
 
-    @staticmethod
-    def _frees(w: list[int], now: float, limit: int, cost: int) -> float:
-        """Seconds until `cost` more fits (`fits_in`)."""
-        return fits_in(w[1], w[2], now % WINDOW, limit, cost)
-
     def take(self, limit: int, key: str, cost: int, now: float) -> int:
         """What is left after taking `cost`, or -1 - what is left when it does not fit (nothing taken)."""
         w = self._windows.get(key)
@@ -441,13 +436,14 @@ class LocalWindows:
 
     def wait(self, limit: int, key: str, cost: int, now: float) -> float:
         """Seconds until `cost` more fits in the window."""
-        return self._frees(self._roll(key, now), now, limit, cost)
+        w = self._roll(key, now)
+        return fits_in(w[1], w[2], now % WINDOW, limit, cost)
 
     def stats(self, limit: int, key: str, now: float | None = None) -> tuple[int, float]:
         """(what is left, seconds until one more unit frees)."""
         now = self.clock() if now is None else now
         w = self._roll(key, now)
-        return max(0, math.floor(limit - self._weighted(w, now))), self._frees(w, now, limit, 1)
+        return max(0, math.floor(limit - self._weighted(w, now))), fits_in(w[1], w[2], now % WINDOW, limit, 1)
 
 
 class Backend:
@@ -624,8 +620,12 @@ class Limiter:
             if self._on_shared:  # a local fallback starts: its budget counters are seeded again (spent meanwhile)
                 self._on_shared = False
                 self.local.seeded.clear()
-        n = self._replicas() if self.shared is not None else self.local_share
-        ctx.admission = await self._admit(ctx, self.local, n, prompt_tokens, max_output, model)
+        ctx.admission = await self._admit(ctx, self.local, self._local_n(), prompt_tokens, max_output, model)
+
+    def _local_n(self) -> int:
+        """How many processes the local limits are shared by: the replicas last seen through Redis (when it is away),
+        else this run's workers."""
+        return self._replicas() if self.shared is not None else self.local_share
 
     async def _admit(
         self, ctx: RequestContext, backend: Backend, n: int, prompt_tokens: int, max_output: int | None, model: str = ""
@@ -797,12 +797,10 @@ class Limiter:
         """The `x-ratelimit-*` headers of an answer to a limited key that took nothing (a refusal, or an error
         before its admission), as an admitted answer's would read: what is left now in each window; those already
         in `sent` (a refusal's own, naming the window that refused) are left out. Never raises."""
-        shared = self.shared is not None and self._shared_up()
-        n = 1 if shared else self._replicas() if self.shared is not None else self.local_share
+        backend, n = (self.shared, 1) if self.shared is not None and self._shared_up() else (self.local, self._local_n())
         shape = self._shape(principal, n)
         if not shape.headers:
             return []
-        backend = self.shared if shared and self.shared is not None else self.local
         windows = [(key, limit) for key, limit, _ in shape.rpm] + [(key, limit) for _, key, limit in shape.tpm]
         try:
             left = await backend.peek(windows)

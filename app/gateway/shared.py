@@ -677,8 +677,7 @@ class RedisBackend(Backend):
         minute = self._minute()
         for key, limit, cost in plan.hits:
             keys.append(WINDOWS + key)
-            g = self.grants.get(key)
-            held = g.left if g is not None and g.minute == minute and g.limit == limit else 0
+            held = self._held(key, limit, minute)
             # up to `GRANT_LOW` more than a grant: asked for again when that much is left, a grant's worth each time
             want = 0 if key in self._asking or not ahead else max(0, (ahead + GRANT_LOW) * max(1, cost) - held)
             if want:
@@ -750,12 +749,12 @@ class RedisBackend(Backend):
         """What is left in each (window, limit): Redis's count, and the units this process holds ahead."""
         reply = await self._peek(keys=[WINDOWS + key for key, _ in windows], args=[limit for _, limit in windows])
         minute = self._minute()
-        left = []
-        for (key, limit), there in zip(windows, reply, strict=True):
-            g = self.grants.get(key)
-            held = g.left if g is not None and g.minute == minute and g.limit == limit else 0
-            left.append(int(there) + held)
-        return left
+        return [int(there) + self._held(key, limit, minute) for (key, limit), there in zip(windows, reply, strict=True)]
+
+    def _held(self, key: str, limit: int, minute: int) -> int:
+        """Units of this window this process holds ahead, usable now (granted this minute, under this limit)."""
+        g = self.grants.get(key)
+        return g.left if g is not None and g.minute == minute and g.limit == limit else 0
 
     def _put_back(self, members: list[tuple[str, str]]) -> None:
         """Granted slots free again (unless they were dropped meanwhile: expired, or a changed limit)."""

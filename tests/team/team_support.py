@@ -76,7 +76,25 @@ class GatewayProcess(CliGateway):
 
 
 
-async def check_budget_reservations(limiter: Any, request: Callable[[Limits, str], Any]) -> None:
+def limited_request(limits: Limits, key_id: str = "k") -> Any:
+    """A RequestContext of a chat request by key `key_id` with these limits (for a Limiter driven directly)."""
+    from app.pipeline.context import Principal, RequestContext
+
+    return RequestContext("r", "POST", "/v1/chat/completions", principal=Principal.of_key(key_id, key_id, limits=limits))
+
+
+async def admitted_once(limiter: Any, ctx: Any, prompt: int, max_output: int | None,
+                        refused: type[BaseException] = Exception) -> bool:
+    """Whether the limiter admits `ctx` (then settled at once), or refuses it with `refused`."""
+    try:
+        await limiter.admit(ctx, prompt, max_output)
+    except refused:
+        return False
+    await limiter.settle(ctx)
+    return True
+
+
+async def check_budget_reservations(limiter: Any) -> None:
     """Budgets are reserved before the call, so concurrent requests never overspend them together: a token budget
     takes the prompt and the maximum output (without one, the default output, cut to what is left: one such
     request at a time near the end), a USD budget the same priced by the model asked; settled with the real usage.
@@ -88,7 +106,7 @@ async def check_budget_reservations(limiter: Any, request: Callable[[Limits, str
 
     async def admitted(limits: Limits, n: int, max_output: int | None, key: str = "") -> list[Any]:
         key = key or f"budget{next(keys)}"  # a key of its own, unless named
-        ctxs = [request(limits, key) for _ in range(n)]
+        ctxs = [limited_request(limits, key) for _ in range(n)]
         results = await asyncio.gather(*(limiter.admit(c, 50, max_output, MODEL) for c in ctxs), return_exceptions=True)
         assert all(r is None or isinstance(r, QuotaExceeded) for r in results), results
         return [c for c, r in zip(ctxs, results, strict=True) if r is None]

@@ -26,7 +26,7 @@ from app.pipeline.context import Limits
 from gateway_harness import FakeGemini, GatewayServer, metric_value, new_database_url
 
 from .conftest import limits
-from .team_support import ADMIN_KEY, MODEL, sdk
+from .team_support import ADMIN_KEY, MODEL, admitted_once, limited_request, sdk
 
 KEY = "sk-limited-0123456789"
 FREE = "sk-free-0123456789"
@@ -95,7 +95,6 @@ async def test_a_worker_that_finds_every_slot_held_takes_one_once_it_is_free(tmp
 
     from app import services as services_module
     from app.gateway.ratelimit import WORKER_SLOTS_ENV, RateLimitExceeded, claim_worker_slot
-    from app.pipeline.context import Principal, RequestContext
 
     monkeypatch.setattr(services_module, "SLOT_RETRY", 0.05)
     monkeypatch.setenv(WORKER_SLOTS_ENV, str(tmp_path))
@@ -106,16 +105,9 @@ async def test_a_worker_that_finds_every_slot_held_takes_one_once_it_is_free(tmp
         setattr(worker, name, getattr(services_module.Services, name).__get__(worker))
     worker._claim_worker_slot(2)
     assert limiter.local_slot is None and worker._slot_task is not None
-    principal = Principal.of_key("k", "k", limits=Limits(rpm=1, tpm=1))
 
-    async def admitted() -> bool:
-        ctx = RequestContext("r", "POST", "/v1/chat/completions", principal=principal)
-        try:
-            await limiter.admit(ctx, 0, 1)
-        except RateLimitExceeded:
-            return False
-        await limiter.settle(ctx)
-        return True
+    def admitted() -> Any:
+        return admitted_once(limiter, limited_request(Limits(rpm=1, tpm=1)), 0, 1, refused=RateLimitExceeded)
 
     assert await admitted()  # meanwhile: at least 1
     os.close(held[1][1])  # the old worker of slot 1 stops
@@ -640,14 +632,8 @@ async def test_a_local_fallback_seeds_its_budgets_again():
     limiter = Limiter(local_share=1, shared=Backend(), shared_up=lambda: up[0], replicas=lambda: 1, budget_source=source)
     principal = Principal.of_key("k", "k", limits=Limits(tokens_per_day=1000))
 
-    async def admit() -> bool:
-        ctx = RequestContext("r", "POST", "/v1/chat/completions", principal=principal)
-        try:
-            await limiter.admit(ctx, 10, 10)
-        except Exception:
-            return False
-        await limiter.settle(ctx)
-        return True
+    def admit() -> Any:
+        return admitted_once(limiter, RequestContext("r", "POST", "/v1/chat/completions", principal=principal), 10, 10)
 
     assert await admit()  # Redis down at start: local counters, seeded with 0
     up[0] = True
@@ -660,18 +646,11 @@ async def test_a_local_fallback_seeds_its_budgets_again():
 
 @pytest.mark.anyio
 async def test_concurrent_requests_never_overspend_a_budget_together():
-    from app.pipeline.context import Principal, RequestContext
     from app.team.prices import PriceTable
 
     from .team_support import check_budget_reservations
 
-    limiter = Limiter(price_of=PriceTable().lookup)
-
-    def request(limits: Limits, key_id: str) -> RequestContext:
-        principal = Principal.of_key(key_id, key_id, limits=limits)
-        return RequestContext("r", "POST", "/v1/chat/completions", principal=principal)
-
-    await check_budget_reservations(limiter, request)
+    await check_budget_reservations(Limiter(price_of=PriceTable().lookup))
 
 
 class Failing:

@@ -726,20 +726,14 @@ async def test_concurrent_requests_never_overspend_a_shared_budget_together(redi
     """As in process (test_team_limits.py): the admission script takes what a budget has left, never more."""
     from app.gateway.ratelimit import Limiter
     from app.gateway.shared import SharedState
-    from app.pipeline.context import Limits, Principal, RequestContext
     from app.team.prices import PriceTable
 
     from .team_support import check_budget_reservations
 
     state = SharedState(redis.url)
     limiter = Limiter(shared=state.backend(), shared_up=lambda: True, replicas=lambda: 1, price_of=PriceTable().lookup)
-
-    def request(limits: Limits, key_id: str) -> RequestContext:
-        principal = Principal.of_key(key_id, key_id, limits=limits)
-        return RequestContext("r", "POST", "/v1/chat/completions", principal=principal)
-
     try:
-        await check_budget_reservations(limiter, request)
+        await check_budget_reservations(limiter)
     finally:
         await state.redis.aclose()
 
